@@ -1,0 +1,97 @@
+//! Where the GPUs come from: simulated, NVML, or `nvidia-smi`, behind one
+//! trait.
+
+mod mock;
+mod nvml;
+mod smi;
+
+pub use mock::{MockBackend, MockConfig};
+pub use nvml::NvmlBackend;
+pub use smi::SmiBackend;
+
+use crate::env_vars;
+use crate::error::{Error, Result};
+
+/// One GPU as the hardware reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GpuInfo {
+    pub index: u32,
+    pub uuid: String,
+    pub name: String,
+    pub total_memory_mib: u64,
+}
+
+/// One compute process on one GPU.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ComputeProcess {
+    pub pid: u32,
+    pub index: u32,
+    pub used_memory_mib: u64,
+}
+
+pub trait DeviceBackend {
+    /// The GPUs, in index order. May be slow (tens of milliseconds).
+    fn devices(&self) -> Result<Vec<GpuInfo>>;
+
+    /// The running compute processes.
+    fn processes(&self) -> Result<Vec<ComputeProcess>>;
+
+    /// Something cheap that changes when GPUs come or go, or `None` when
+    /// there is no such thing and only asking the driver tells.
+    fn fingerprint(&self) -> Option<String>;
+}
+
+/// The simulated backend when `GENV_MOCK_DEVICE_COUNT` or
+/// `GENV_MOCK_DEVICE_TOTAL_MEMORY` is set; otherwise the real GPUs, through
+/// NVML when its library loads and `nvidia-smi` when it does not.
+pub fn detect() -> Box<dyn DeviceBackend> {
+    match MockConfig::from_env() {
+        Some(config) => Box::new(MockBackend::new(config)),
+        None => Box::new(SystemBackend),
+    }
+}
+
+/// The machine's real GPUs, found on first use.
+pub struct SystemBackend;
+
+const NO_DRIVER_HINT: &str = "no NVIDIA driver found (NVML could not be loaded and nvidia-smi is not on PATH); to simulate GPUs, set GENV_MOCK_DEVICE_COUNT (e.g. GENV_MOCK_DEVICE_COUNT=2)";
+
+impl SystemBackend {
+    fn with<T>(
+        &self,
+        nvml: impl FnOnce(&NvmlBackend) -> Result<T>,
+        smi: impl FnOnce(&SmiBackend) -> Result<T>,
+    ) -> Result<T> {
+        match NvmlBackend::load() {
+            Some(backend) => nvml(&backend),
+            None => match SmiBackend::find() {
+                Some(backend) => smi(&backend),
+                None => Err(Error::Backend(NO_DRIVER_HINT.into())),
+            },
+        }
+    }
+}
+
+impl DeviceBackend for SystemBackend {
+    fn devices(&self) -> Result<Vec<GpuInfo>> {
+        self.with(|b| b.devices(), |b| b.devices())
+    }
+
+    fn processes(&self) -> Result<Vec<ComputeProcess>> {
+        self.with(|b| b.processes(), |b| b.processes())
+    }
+
+    fn fingerprint(&self) -> Option<String> {
+        let entries = std::fs::read_dir("/proc/driver/nvidia/gpus").ok()?;
+        let mut names: Vec<String> = entries
+            .filter_map(|e| Some(e.ok()?.file_name().to_string_lossy().into_owned()))
+            .collect();
+        names.sort();
+        Some(format!("nvidia:{}", names.join(",")))
+    }
+}
+
+/// The environment identifier of a process, from its environment.
+pub fn process_eid(pid: u32) -> Option<String> {
+    crate::procs::environ_var(pid, env_vars::GENV_ENVIRONMENT_ID)
+}

@@ -1,0 +1,243 @@
+//! `genv devices`: query and manage devices.
+
+use std::fmt::Write;
+
+use super::{DevicesArgs, DevicesCommand, Format, PsArgs};
+use crate::backend::DeviceBackend;
+use crate::error::{Error, Result};
+use crate::state::{Devices, Envs, StateDir, Transaction};
+use crate::timefmt;
+
+pub const QUERIES: [&str; 4] = ["index", "eids", "total_memory", "attachments"];
+
+pub fn run(
+    args: DevicesArgs,
+    dir: &StateDir,
+    backend: &dyn DeviceBackend,
+    out: &mut String,
+) -> Result<()> {
+    let mut tx = dir.transaction(args.state.options())?;
+    let attaching = matches!(args.command, Some(DevicesCommand::Attach { .. }));
+    // Ask the driver when attaching (a GPU may have come or gone) or on --reset.
+    tx.devices(backend, attaching || args.state.reset)?;
+    match args.command {
+        Some(DevicesCommand::Attach {
+            eid,
+            allow_over_subscription,
+            count,
+            index,
+        }) => {
+            let request = Request {
+                count,
+                index,
+                over_subscribe: allow_over_subscription,
+            };
+            attach(&mut tx, backend, &eid, request)?;
+            print_indices(tx.devices(backend, false)?, &eid, out);
+        }
+        Some(DevicesCommand::Detach { eid, index, quiet }) => {
+            let devices = tx.devices(backend, false)?;
+            detach(devices, &eid, index);
+            if !quiet {
+                print_indices(devices, &eid, out);
+            }
+        }
+        Some(DevicesCommand::Find { eid }) => print_indices(tx.devices(backend, false)?, &eid, out),
+        Some(DevicesCommand::Ps(ps)) => print_ps(&mut tx, backend, ps, out)?,
+        Some(DevicesCommand::Query { queries }) => {
+            for device in &tx.devices(backend, false)?.devices {
+                let row: Vec<String> = queries
+                    .iter()
+                    .map(|q| match q.as_str() {
+                        "index" => device.index.to_string(),
+                        "eids" => device.eids().collect::<Vec<_>>().join(" "),
+                        "total_memory" => device.total_memory.clone(),
+                        _ => device
+                            .attachments
+                            .iter()
+                            .map(|a| {
+                                format!(
+                                    "{}+{}+{}",
+                                    a.eid,
+                                    a.gpu_memory.as_deref().unwrap_or(""),
+                                    a.time.replace(' ', "_")
+                                )
+                            })
+                            .collect::<Vec<_>>()
+                            .join(" "),
+                    })
+                    .collect();
+                out.push_str(&row.join(","));
+                out.push('\n');
+            }
+        }
+        None => print_ps(&mut tx, backend, PsArgs::default(), out)?,
+    }
+    tx.commit()
+}
+
+/// What an environment asks of the devices.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Request {
+    /// How many devices in all (the configured count when neither is set).
+    pub count: Option<u32>,
+    /// One device by index.
+    pub index: Option<u32>,
+    pub over_subscribe: bool,
+}
+
+/// Attaches devices to an environment as genv 1.4.3 does: ensure a count
+/// (detaching the surplus) or attach one index. Capacity-aware: an
+/// environment with a memory capacity takes a fraction of a device.
+pub fn attach(
+    tx: &mut Transaction<'_>,
+    backend: &dyn DeviceBackend,
+    eid: &str,
+    request: Request,
+) -> Result<()> {
+    let now = tx.now();
+    let envs: &Envs = tx.envs()?;
+    let config = envs.get(eid).map(|e| e.config.clone()).unwrap_or_default();
+    let gpu_memory = config.gpu_memory;
+    let count = match (request.count, request.index) {
+        (None, None) => config.gpus.and_then(|g| u32::try_from(g).ok()),
+        (count, _) => count,
+    };
+    let devices = tx.devices(backend, false)?;
+    if let Some(count) = count {
+        let current = devices.indices_of(eid).len();
+        let wanted = count as usize;
+        if current < wanted {
+            if wanted > devices.devices.len() {
+                return Err(Error::msg(format!(
+                    "Requested more devices ({count}) than total available ({})",
+                    devices.devices.len()
+                )));
+            }
+            let indices = devices
+                .find_available(
+                    eid,
+                    wanted - current,
+                    gpu_memory.as_deref(),
+                    request.over_subscribe,
+                )
+                .ok_or_else(|| Error::msg("No available devices"))?;
+            for index in indices {
+                if let Some(device) = devices.get_mut(index) {
+                    device.attach(eid, gpu_memory.clone(), now.clone());
+                }
+            }
+        } else if current > wanted {
+            // The surplus goes from the highest indices down.
+            let surplus = current - wanted;
+            let mut attached = devices.indices_of(eid);
+            attached.reverse();
+            for index in attached.into_iter().take(surplus) {
+                if let Some(device) = devices.get_mut(index) {
+                    device.detach(eid);
+                }
+            }
+        }
+    } else if let Some(index) = request.index {
+        let known: Vec<String> = devices
+            .devices
+            .iter()
+            .map(|d| d.index.to_string())
+            .collect();
+        let device = devices.get_mut(index).ok_or_else(|| {
+            Error::msg(format!(
+                "Device {index} does not exist (devices: {})",
+                known.join(",")
+            ))
+        })?;
+        if !device.is_attached(eid) {
+            if !request.over_subscribe && !device.available(gpu_memory.as_deref()) {
+                return Err(Error::msg(format!("Device {index} is not available")));
+            }
+            device.attach(eid, gpu_memory, now);
+        }
+    }
+    Ok(())
+}
+
+/// Detaches one device, or all of them.
+pub fn detach(devices: &mut Devices, eid: &str, index: Option<u32>) {
+    for device in &mut devices.devices {
+        if index.is_none_or(|i| i == device.index) {
+            device.detach(eid);
+        }
+    }
+}
+
+pub fn print_indices(devices: &Devices, eid: &str, out: &mut String) {
+    let indices: Vec<String> = devices.indices_of(eid).iter().map(u32::to_string).collect();
+    out.push_str(&indices.join(","));
+    out.push('\n');
+}
+
+fn print_ps(
+    tx: &mut Transaction<'_>,
+    backend: &dyn DeviceBackend,
+    ps: PsArgs,
+    out: &mut String,
+) -> Result<()> {
+    let envs = tx.envs()?.clone();
+    let devices = tx.devices(backend, false)?;
+    let name_of = |eid: &str| {
+        envs.get(eid)
+            .and_then(|e| e.config.name.clone())
+            .unwrap_or_default()
+    };
+    if ps.format == Format::Json {
+        let rows: Vec<serde_json::Value> = devices
+            .devices
+            .iter()
+            .map(|d| {
+                let attachments: Vec<serde_json::Value> = d
+                    .attachments
+                    .iter()
+                    .map(|a| {
+                        serde_json::json!({
+                            "eid": a.eid,
+                            "env_name": envs.get(&a.eid).and_then(|e| e.config.name.clone()),
+                            "gpu_memory": a.gpu_memory,
+                            "time": a.time,
+                        })
+                    })
+                    .collect();
+                serde_json::json!({"index": d.index, "total_memory": d.total_memory, "attachments": attachments})
+            })
+            .collect();
+        let doc = serde_json::json!({ "devices": rows });
+        out.push_str(&String::from_utf8_lossy(&crate::state::file::to_json(&doc)));
+        out.push('\n');
+        return Ok(());
+    }
+    if !ps.no_header {
+        out.push_str(match ps.format {
+            Format::Csv => "ID,ENV ID,ENV NAME,ATTACHED\n",
+            _ => "ID      ENV ID      ENV NAME        ATTACHED\n",
+        });
+    }
+    let now = timefmt::local_now();
+    let mut line = |index: u32, eid: &str, name: &str, attached: &str| {
+        let _ = match ps.format {
+            Format::Csv => writeln!(out, "{index},{eid},{name},{attached}"),
+            _ => writeln!(out, "{index:<8}{eid:<12}{name:<16}{attached}"),
+        };
+    };
+    for device in &devices.devices {
+        if device.attachments.is_empty() {
+            line(device.index, "", "", "");
+        }
+        for a in &device.attachments {
+            let attached = if ps.timestamp {
+                a.time.clone()
+            } else {
+                timefmt::since(&a.time, now)
+            };
+            line(device.index, &a.eid, &name_of(&a.eid), &attached);
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,135 @@
+//! `genv envs`: query and manage environments.
+
+use std::fmt::Write;
+
+use super::{ConfigField, EnvsArgs, EnvsCommand, Format, PsArgs};
+use crate::error::{Error, Result};
+use crate::state::{Env, Envs, StateDir};
+use crate::{memory, timefmt};
+
+pub const QUERIES: [&str; 9] = [
+    "eid",
+    "creation",
+    "uid",
+    "username",
+    "config.name",
+    "config.gpus",
+    "config.gpu_memory",
+    "pids",
+    "kernel_ids",
+];
+
+fn query(env: &Env, name: &str) -> String {
+    let join = |items: Vec<String>| items.join(" ");
+    match name {
+        "eid" => env.eid.clone(),
+        "creation" => env.creation.clone(),
+        "uid" => env.uid.to_string(),
+        "username" => env.username.clone().unwrap_or_default(),
+        "config.name" => env.config.name.clone().unwrap_or_default(),
+        "config.gpus" => env.config.gpus.map(|g| g.to_string()).unwrap_or_default(),
+        "config.gpu_memory" => env.config.gpu_memory.clone().unwrap_or_default(),
+        "pids" => join(env.pids.iter().map(i64::to_string).collect()),
+        "kernel_ids" => join(env.kernel_ids.clone()),
+        _ => String::new(),
+    }
+}
+
+pub fn run(args: EnvsArgs, dir: &StateDir, out: &mut String) -> Result<()> {
+    // Check what the user typed before touching the state.
+    if let Some(EnvsCommand::Config {
+        config:
+            ConfigField::GpuMemory {
+                gpu_memory: Some(value),
+                ..
+            },
+        ..
+    }) = &args.command
+    {
+        memory::validate(value)?;
+    }
+    let mut tx = dir.transaction(args.state.options())?;
+    let now = tx.now();
+    let envs = tx.envs()?;
+    match args.command {
+        Some(EnvsCommand::Activate {
+            eid,
+            uid,
+            username,
+            target,
+        }) => {
+            envs.activate(&eid, uid.into(), username, now);
+            let env = envs
+                .get_mut(&eid)
+                .ok_or_else(|| Error::msg("environment vanished"))?;
+            if let Some(pid) = target.pid {
+                env.pids.push(pid);
+            }
+            if let Some(kernel) = target.kernel_id {
+                env.kernel_ids.push(kernel);
+            }
+        }
+        Some(EnvsCommand::Config { eid, config }) => {
+            if let Some(env) = envs.get_mut(&eid) {
+                match config {
+                    ConfigField::Gpus { count, .. } => env.config.gpus = count.map(i64::from),
+                    ConfigField::Name { name, .. } => env.config.name = name,
+                    ConfigField::GpuMemory { gpu_memory, .. } => env.config.gpu_memory = gpu_memory,
+                }
+            }
+        }
+        Some(EnvsCommand::Deactivate { pid }) => {
+            envs.cleanup(|p| p != pid, |_, _| true);
+        }
+        Some(EnvsCommand::Find { target }) => {
+            for env in envs.find(target.pid, target.kernel_id.as_deref()) {
+                out.push_str(&env.eid);
+                out.push('\n');
+            }
+        }
+        Some(EnvsCommand::Ps(ps)) => print_ps(envs, ps, out),
+        Some(EnvsCommand::Query { eid, queries }) => {
+            for env in &envs.envs {
+                if eid.as_ref().is_some_and(|e| *e != env.eid) {
+                    continue;
+                }
+                let row: Vec<String> = queries.iter().map(|q| query(env, q)).collect();
+                out.push_str(&row.join(","));
+                out.push('\n');
+            }
+        }
+        None => print_ps(envs, PsArgs::default(), out),
+    }
+    tx.commit()
+}
+
+fn print_ps(envs: &Envs, ps: PsArgs, out: &mut String) {
+    if ps.format == Format::Json {
+        out.push_str(&String::from_utf8_lossy(&crate::state::file::to_json(envs)));
+        out.push('\n');
+        return;
+    }
+    if !ps.no_header {
+        out.push_str(match ps.format {
+            Format::Csv => "ID,USER,NAME,CREATED,PID(S)\n",
+            _ => "ID      USER            NAME            CREATED              PID(S)\n",
+        });
+    }
+    let now = timefmt::local_now();
+    for env in &envs.envs {
+        let user = env.user();
+        let name = env.config.name.as_deref().unwrap_or("");
+        let created = if ps.timestamp {
+            env.creation.clone()
+        } else {
+            timefmt::since(&env.creation, now)
+        };
+        let pids: Vec<String> = env.pids.iter().map(i64::to_string).collect();
+        let pids = pids.join(" ");
+        let eid = &env.eid;
+        let _ = match ps.format {
+            Format::Csv => writeln!(out, "{eid},{user},{name},{created},{pids}"),
+            _ => writeln!(out, "{eid:<8}{user:<16}{name:<16}{created:<21}{pids}"),
+        };
+    }
+}

@@ -1,0 +1,37 @@
+//! Every environment variable genv reads, declared once.
+
+/// The state folder; default [`DEFAULT_TMPDIR`].
+pub const GENV_TMPDIR: &str = "GENV_TMPDIR";
+pub const DEFAULT_TMPDIR: &str = "/var/tmp/genv";
+
+/// Set in an activated shell: the environment's identifier.
+pub const GENV_ENVIRONMENT_ID: &str = "GENV_ENVIRONMENT_ID";
+pub const GENV_ENVIRONMENT_NAME: &str = "GENV_ENVIRONMENT_NAME";
+pub const GENV_GPUS: &str = "GENV_GPUS";
+pub const GENV_GPU_MEMORY: &str = "GENV_GPU_MEMORY";
+/// `1` in a shell where `genv shell --init` installed the `genv` function.
+pub const GENV_SHELL: &str = "GENV_SHELL";
+/// `1` makes the shims run the real program untouched.
+pub const GENV_BYPASS: &str = "GENV_BYPASS";
+/// `0` makes `genv usage execute` report instead of sending SIGTERM.
+pub const GENV_TERMINATE_PROCESSES: &str = "GENV_TERMINATE_PROCESSES";
+
+/// Simulated GPUs, with the names and defaults of genv 1.4.3's mock.
+/// Setting the count or the total memory selects the simulated backend.
+pub const GENV_MOCK_DEVICE_COUNT: &str = "GENV_MOCK_DEVICE_COUNT";
+pub const GENV_MOCK_DEVICE_TOTAL_MEMORY: &str = "GENV_MOCK_DEVICE_TOTAL_MEMORY";
+pub const GENV_MOCK_DEVICE_NAME: &str = "GENV_MOCK_DEVICE_NAME";
+pub const GENV_MOCK_DEVICE_USED_MEMORY: &str = "GENV_MOCK_DEVICE_USED_MEMORY";
+pub const GENV_MOCK_DEVICE_UTILIZATION: &str = "GENV_MOCK_DEVICE_UTILIZATION";
+pub const GENV_MOCK_DEVICE_TEMPERATURE: &str = "GENV_MOCK_DEVICE_TEMPERATURE";
+pub const GENV_MOCK_DRIVER_VERSION: &str = "GENV_MOCK_DRIVER_VERSION";
+pub const GENV_MOCK_CUDA_VERSION: &str = "GENV_MOCK_CUDA_VERSION";
+pub const GENV_MOCK_COMPUTE_APPS_PROCESS_NAME: &str = "GENV_MOCK_COMPUTE_APPS_PROCESS_NAME";
+pub const GENV_MOCK_COMPUTE_APPS_GPU_MEMORY: &str = "GENV_MOCK_COMPUTE_APPS_GPU_MEMORY";
+
+pub const CUDA_VISIBLE_DEVICES: &str = "CUDA_VISIBLE_DEVICES";
+
+/// A variable, treating unset and non-UTF-8 alike.
+pub fn get(name: &str) -> Option<String> {
+    std::env::var(name).ok()
+}

@@ -1,0 +1,51 @@
+//! The errors a user can meet. Each message names the value, the file or the
+//! fix; `main` prints it as one line on stderr and exits 1.
+
+use std::io;
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A message genv 1.4.3 prints word for word (clients match on them).
+    #[error("{0}")]
+    Message(String),
+
+    #[error(
+        "invalid memory value '{0}': expected an integer with an optional unit b, k, m, g, ki, mi or gi (e.g. 4g, 512mi)"
+    )]
+    InvalidMemory(String),
+
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+
+    #[error(
+        "refusing to open {}: it is a symbolic link (state files are never followed through links; remove it)",
+        .0.display()
+    )]
+    SymbolicLink(PathBuf),
+
+    #[error("{}: {reason}", path.display())]
+    BadStateFile { path: PathBuf, reason: String },
+
+    #[error("{0}")]
+    Backend(String),
+}
+
+impl Error {
+    pub fn io(path: impl Into<PathBuf>, source: io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+
+    pub fn msg(message: impl Into<String>) -> Self {
+        Error::Message(message.into())
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

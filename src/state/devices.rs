@@ -1,0 +1,200 @@
+//! `devices.json`: the GPUs and which environments are attached to them.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::memory;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attachment {
+    pub eid: String,
+    #[serde(default)]
+    pub gpu_memory: Option<String>,
+    pub time: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Device {
+    pub index: u32,
+    pub total_memory: String,
+    #[serde(default)]
+    pub attachments: Vec<Attachment>,
+}
+
+impl Device {
+    pub fn new(index: u32, total_memory_mib: u64) -> Self {
+        Device {
+            index,
+            total_memory: format!("{total_memory_mib}mi"),
+            attachments: Vec::new(),
+        }
+    }
+
+    pub fn eids(&self) -> impl Iterator<Item = &str> {
+        self.attachments.iter().map(|a| a.eid.as_str())
+    }
+
+    pub fn is_attached(&self, eid: &str) -> bool {
+        self.eids().any(|e| e == eid)
+    }
+
+    pub fn total_bytes(&self) -> u64 {
+        memory::to_bytes(&self.total_memory).unwrap_or(0)
+    }
+
+    /// Memory not promised to an attached environment; an attachment
+    /// without a capacity takes the whole device.
+    pub fn available_bytes(&self) -> u64 {
+        let total = self.total_bytes();
+        let used: u64 = self
+            .attachments
+            .iter()
+            .map(|a| {
+                a.gpu_memory
+                    .as_deref()
+                    .and_then(|m| memory::to_bytes(m).ok())
+                    .unwrap_or(total)
+            })
+            .fold(0u64, u64::saturating_add);
+        total.saturating_sub(used)
+    }
+
+    /// Whether an environment with this capacity (or none: the whole
+    /// device) fits, as genv 1.4.3 decides it.
+    pub fn available(&self, gpu_memory: Option<&str>) -> bool {
+        match gpu_memory.and_then(|m| memory::to_bytes(m).ok()) {
+            None => self.attachments.is_empty(),
+            Some(bytes) => self.available_bytes() >= bytes,
+        }
+    }
+
+    pub fn attach(&mut self, eid: &str, gpu_memory: Option<String>, time: String) {
+        self.attachments.push(Attachment {
+            eid: eid.to_owned(),
+            gpu_memory,
+            time,
+        });
+    }
+
+    pub fn detach(&mut self, eid: &str) -> bool {
+        let before = self.attachments.len();
+        self.attachments.retain(|a| a.eid != eid);
+        before != self.attachments.len()
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Devices {
+    pub devices: Vec<Device>,
+}
+
+impl Devices {
+    pub fn get(&self, index: u32) -> Option<&Device> {
+        self.devices.iter().find(|d| d.index == index)
+    }
+
+    pub fn get_mut(&mut self, index: u32) -> Option<&mut Device> {
+        self.devices.iter_mut().find(|d| d.index == index)
+    }
+
+    pub fn indices_of(&self, eid: &str) -> Vec<u32> {
+        self.devices
+            .iter()
+            .filter(|d| d.is_attached(eid))
+            .map(|d| d.index)
+            .collect()
+    }
+
+    /// Drops attachments of environments that no longer exist.
+    pub fn cleanup(&mut self, eid_alive: impl Fn(&str) -> bool) {
+        for device in &mut self.devices {
+            device.attachments.retain(|a| eid_alive(&a.eid));
+        }
+    }
+
+    /// Picks `count` devices not attached to `eid`: available ones first
+    /// (in index order), then, when allowed, the least shared of the rest.
+    pub fn find_available(
+        &self,
+        eid: &str,
+        count: usize,
+        gpu_memory: Option<&str>,
+        over_subscribe: bool,
+    ) -> Option<Vec<u32>> {
+        let candidates: Vec<&Device> = self
+            .devices
+            .iter()
+            .filter(|d| !d.is_attached(eid))
+            .collect();
+        let mut indices: Vec<u32> = candidates
+            .iter()
+            .filter(|d| d.available(gpu_memory))
+            .map(|d| d.index)
+            .collect();
+        if over_subscribe && indices.len() < count {
+            let mut rest: Vec<&&Device> = candidates
+                .iter()
+                .filter(|d| !indices.contains(&d.index))
+                .collect();
+            rest.sort_by_key(|d| d.attachments.len());
+            indices.extend(rest.into_iter().map(|d| d.index));
+        }
+        (indices.len() >= count).then(|| {
+            indices.truncate(count);
+            indices
+        })
+    }
+
+    /// Reads the current layout, or the `{"devices": {"0": {"eids": {...},
+    /// "total_memory": ...}}}` layout of genv 0.8 and older.
+    pub fn from_value(value: Value) -> Result<Self, String> {
+        let Value::Object(mut root) = value else {
+            return Err("expected a JSON object".into());
+        };
+        match root.remove("devices") {
+            Some(Value::Object(legacy)) => {
+                let mut devices = Vec::new();
+                for (index, device) in legacy {
+                    devices.push(legacy_device(&index, device)?);
+                }
+                devices.sort_by_key(|d| d.index);
+                Ok(Devices { devices })
+            }
+            Some(list @ Value::Array(_)) => {
+                let mut devices: Vec<Device> =
+                    serde_json::from_value(list).map_err(|e| e.to_string())?;
+                devices.sort_by_key(|d| d.index);
+                Ok(Devices { devices })
+            }
+            Some(_) => Err("\"devices\" is neither a list nor an object".into()),
+            None => Err("missing the key \"devices\"".into()),
+        }
+    }
+}
+
+fn legacy_device(index: &str, device: Value) -> Result<Device, String> {
+    let index: u32 = index
+        .parse()
+        .map_err(|_| format!("bad device index {index:?}"))?;
+    let total_memory = device
+        .get("total_memory")
+        .and_then(Value::as_str)
+        .ok_or_else(|| format!("device {index} has no \"total_memory\""))?
+        .to_owned();
+    let mut attachments = Vec::new();
+    if let Some(Value::Object(eids)) = device.get("eids") {
+        for (key, env) in eids {
+            let field = |name: &str| env.get(name).and_then(Value::as_str).map(str::to_owned);
+            attachments.push(Attachment {
+                eid: field("eid").unwrap_or_else(|| key.clone()),
+                gpu_memory: field("gpu_memory"),
+                time: field("attached").unwrap_or_default(),
+            });
+        }
+    }
+    Ok(Device {
+        index,
+        total_memory,
+        attachments,
+    })
+}

@@ -1,0 +1,122 @@
+//! `envs.json`: the environments, with exactly the keys genv 1.4.3 writes.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Config {
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub gpu_memory: Option<String>,
+    #[serde(default)]
+    pub gpus: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Env {
+    pub eid: String,
+    pub uid: i64,
+    pub creation: String,
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub config: Config,
+    #[serde(default)]
+    pub pids: Vec<i64>,
+    #[serde(default)]
+    pub kernel_ids: Vec<String>,
+}
+
+impl Env {
+    pub fn active(&self) -> bool {
+        !self.pids.is_empty() || !self.kernel_ids.is_empty()
+    }
+
+    /// `username(uid)`, or the uid alone, as the tables print the owner.
+    pub fn user(&self) -> String {
+        match &self.username {
+            Some(name) if !name.is_empty() => format!("{name}({})", self.uid),
+            _ => self.uid.to_string(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Envs {
+    pub envs: Vec<Env>,
+}
+
+impl Envs {
+    pub fn get(&self, eid: &str) -> Option<&Env> {
+        self.envs.iter().find(|env| env.eid == eid)
+    }
+
+    pub fn get_mut(&mut self, eid: &str) -> Option<&mut Env> {
+        self.envs.iter_mut().find(|env| env.eid == eid)
+    }
+
+    pub fn contains(&self, eid: &str) -> bool {
+        self.get(eid).is_some()
+    }
+
+    /// Creates the environment when it does not exist yet.
+    pub fn activate(&mut self, eid: &str, uid: i64, username: Option<String>, now: String) {
+        if !self.contains(eid) {
+            self.envs.push(Env {
+                eid: eid.to_owned(),
+                uid,
+                creation: now,
+                username,
+                config: Config::default(),
+                pids: Vec::new(),
+                kernel_ids: Vec::new(),
+            });
+        }
+    }
+
+    /// Keeps the pids and kernels for which the predicates hold and drops
+    /// environments left with neither.
+    pub fn cleanup(
+        &mut self,
+        pid_alive: impl Fn(i64) -> bool,
+        kernel_alive: impl Fn(&Env, &str) -> bool,
+    ) {
+        for env in &mut self.envs {
+            env.pids.retain(|&pid| pid_alive(pid));
+            let kernels = std::mem::take(&mut env.kernel_ids);
+            env.kernel_ids = kernels
+                .into_iter()
+                .filter(|k| kernel_alive(env, k))
+                .collect();
+        }
+        self.envs.retain(Env::active);
+    }
+
+    pub fn find(&self, pid: Option<i64>, kernel_id: Option<&str>) -> impl Iterator<Item = &Env> {
+        self.envs.iter().filter(move |env| {
+            pid.is_some_and(|pid| env.pids.contains(&pid))
+                || kernel_id.is_some_and(|k| env.kernel_ids.iter().any(|id| id == k))
+        })
+    }
+
+    /// Reads the current layout, or the `{"envs": {eid: {...}}}` layout of
+    /// genv 0.9 and older.
+    pub fn from_value(value: Value) -> Result<Self, String> {
+        let Value::Object(mut root) = value else {
+            return Err("expected a JSON object".into());
+        };
+        match root.remove("envs") {
+            Some(Value::Object(legacy)) => legacy
+                .into_iter()
+                .map(|(_, env)| serde_json::from_value::<Env>(env).map_err(|e| e.to_string()))
+                .collect::<Result<Vec<_>, _>>()
+                .map(|envs| Envs { envs }),
+            Some(list @ Value::Array(_)) => serde_json::from_value(list)
+                .map(|envs| Envs { envs })
+                .map_err(|e| e.to_string()),
+            Some(_) => Err("\"envs\" is neither a list nor an object".into()),
+            None => Err("missing the key \"envs\"".into()),
+        }
+    }
+}
