@@ -82,17 +82,11 @@ pub fn execute(
             continue;
         }
         // Never 0 or negative: kill() would signal whole process groups.
-        let Some(pid) = i32::try_from(process.pid)
-            .ok()
-            .and_then(rustix::process::Pid::from_raw)
-        else {
+        let pid = i32::try_from(process.pid).ok().filter(|&p| p > 0);
+        let Some(pid) = pid.and_then(rustix::process::Pid::from_raw) else {
             eprintln!("[ERROR] Refusing to terminate invalid pid {}", process.pid);
             continue;
         };
-        if pid.as_raw_nonzero().get() <= 0 {
-            eprintln!("[ERROR] Refusing to terminate invalid pid {}", process.pid);
-            continue;
-        }
         match rustix::process::kill_process(pid, rustix::process::Signal::TERM) {
             Ok(()) => {}
             Err(rustix::io::Errno::PERM) => {

@@ -110,10 +110,11 @@ pub fn quarantine(path: &Path, reason: &str) -> Result<PathBuf> {
 /// and non-ASCII characters escaped, so both implementations write the same
 /// bytes.
 pub fn to_json<T: serde::Serialize>(value: &T) -> Vec<u8> {
-    let text = serde_json::to_string_pretty(value).unwrap_or_default();
-    if text.is_ascii() {
-        return text.into_bytes();
+    let bytes = serde_json::to_vec_pretty(value).unwrap_or_default();
+    if bytes.is_ascii() {
+        return bytes;
     }
+    let text = String::from_utf8_lossy(&bytes);
     let mut out = String::with_capacity(text.len() + 16);
     for c in text.chars() {
         if c.is_ascii() {

@@ -200,6 +200,7 @@ impl Transaction<'_> {
                 Some(loaded) => loaded,
                 None => (Devices::default(), file::read(&path)?),
             };
+            devices.devices.sort_by_key(|d| d.index);
             self.reconcile(&mut devices, backend, force || !exists)?;
             if self.options.cleanup {
                 let envs = self.envs()?;
@@ -305,16 +306,20 @@ type Loaded<T> = (T, Option<Vec<u8>>);
 
 /// Reads and parses a state file. A file that does not parse is moved
 /// aside with a warning and treated as missing.
-fn load<T>(
+fn load<T: serde::de::DeserializeOwned>(
     path: &Path,
     parse: impl Fn(serde_json::Value) -> Result<T, String>,
 ) -> Result<Option<Loaded<T>>> {
     let Some(bytes) = file::read(path)? else {
         return Ok(None);
     };
-    let parsed = serde_json::from_slice::<serde_json::Value>(&bytes)
-        .map_err(|e| e.to_string())
-        .and_then(&parse);
+    // The current layout straight into its types (fast for large states);
+    // anything else through a generic value (older layouts, or an error).
+    let parsed = serde_json::from_slice::<T>(&bytes).or_else(|_| {
+        serde_json::from_slice::<serde_json::Value>(&bytes)
+            .map_err(|e| e.to_string())
+            .and_then(&parse)
+    });
     match parsed {
         Ok(value) => Ok(Some((value, Some(bytes)))),
         Err(reason) => {
