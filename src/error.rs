@@ -33,6 +33,10 @@ pub enum Error {
 
     #[error("{0}")]
     Backend(String),
+
+    /// Ctrl-C or another signal ended a wait; exit code 130, no message.
+    #[error("")]
+    Interrupted,
 }
 
 impl Error {

@@ -8,6 +8,7 @@ pub mod env_vars;
 pub mod error;
 pub mod memory;
 pub mod procs;
+pub mod provision;
 pub mod state;
 pub mod timefmt;
 
@@ -38,6 +39,7 @@ pub fn main() -> i32 {
         .and_then(|()| stdout.flush());
     match result {
         Ok(()) => 0,
+        Err(error::Error::Interrupted) => 130,
         Err(e) => {
             let message = e.to_string();
             eprintln!("{}", message.trim_end_matches('\n'));

@@ -568,3 +568,44 @@ fn config_of_an_unknown_environment_is_a_no_op() {
         .ok();
     assert_eq!(sb.run(&["envs", "query", "--query", "eid"]).ok().stdout, "");
 }
+
+#[test]
+fn changing_the_capacity_updates_the_attachments() {
+    let sb = Sandbox::new();
+    let a = Sleeper::new();
+    activate(&sb, "aaa", a.pid());
+    sb.run(&[
+        "envs",
+        "config",
+        "--eid",
+        "aaa",
+        "gpu-memory",
+        "--gpu-memory",
+        "4g",
+    ])
+    .ok();
+    sb.run(&["devices", "attach", "--eid", "aaa", "--count", "1"])
+        .ok();
+    sb.run(&[
+        "envs",
+        "config",
+        "--eid",
+        "aaa",
+        "gpu-memory",
+        "--gpu-memory",
+        "2g",
+    ])
+    .ok();
+    let attachments = sb
+        .run(&["devices", "query", "--query", "attachments"])
+        .ok()
+        .stdout;
+    assert!(attachments.starts_with("aaa+2g+"), "{attachments}");
+    sb.run(&["envs", "config", "--eid", "aaa", "gpu-memory", "--clear"])
+        .ok();
+    let attachments = sb
+        .run(&["devices", "query", "--query", "attachments"])
+        .ok()
+        .stdout;
+    assert!(attachments.starts_with("aaa++"), "{attachments}");
+}

@@ -4,9 +4,12 @@ use std::fmt::Write;
 
 use super::{DevicesArgs, DevicesCommand, Format, PsArgs};
 use crate::backend::DeviceBackend;
-use crate::error::{Error, Result};
-use crate::state::{Devices, Envs, StateDir, Transaction};
+use crate::error::Result;
+use crate::provision::{self, AttachError};
+use crate::state::{Devices, StateDir, Transaction};
 use crate::timefmt;
+
+pub use crate::provision::Request;
 
 pub const QUERIES: [&str; 4] = ["index", "eids", "total_memory", "attachments"];
 
@@ -16,6 +19,24 @@ pub fn run(
     backend: &dyn DeviceBackend,
     out: &mut String,
 ) -> Result<()> {
+    if let Some(DevicesCommand::Attach {
+        eid,
+        allow_over_subscription,
+        count,
+        index,
+        wait: Some(wait),
+    }) = &args.command
+    {
+        let request = Request {
+            count: *count,
+            index: *index,
+            over_subscribe: *allow_over_subscription,
+        };
+        provision::attach_waiting(dir, backend, eid, request, *wait)?;
+        let mut tx = dir.transaction(args.state.options())?;
+        print_indices(tx.devices(backend, false)?, eid, out);
+        return tx.commit();
+    }
     let mut tx = dir.transaction(args.state.options())?;
     let attaching = matches!(args.command, Some(DevicesCommand::Attach { .. }));
     // Ask the driver when attaching (a GPU may have come or gone) or on --reset.
@@ -26,6 +47,7 @@ pub fn run(
             allow_over_subscription,
             count,
             index,
+            wait: _,
         }) => {
             let request = Request {
                 count,
@@ -76,16 +98,6 @@ pub fn run(
     tx.commit()
 }
 
-/// What an environment asks of the devices.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Request {
-    /// How many devices in all (the configured count when neither is set).
-    pub count: Option<u32>,
-    /// One device by index.
-    pub index: Option<u32>,
-    pub over_subscribe: bool,
-}
-
 /// Attaches devices to an environment as genv 1.4.3 does: ensure a count
 /// (detaching the surplus) or attach one index. Capacity-aware: an
 /// environment with a memory capacity takes a fraction of a device.
@@ -96,68 +108,13 @@ pub fn attach(
     request: Request,
 ) -> Result<()> {
     let now = tx.now();
-    let envs: &Envs = tx.envs()?;
-    let config = envs.get(eid).map(|e| e.config.clone()).unwrap_or_default();
-    let gpu_memory = config.gpu_memory;
-    let count = match (request.count, request.index) {
-        (None, None) => config.gpus.and_then(|g| u32::try_from(g).ok()),
-        (count, _) => count,
-    };
+    let config = tx
+        .envs()?
+        .get(eid)
+        .map(|e| e.config.clone())
+        .unwrap_or_default();
     let devices = tx.devices(backend, false)?;
-    if let Some(count) = count {
-        let current = devices.indices_of(eid).len();
-        let wanted = count as usize;
-        if current < wanted {
-            if wanted > devices.devices.len() {
-                return Err(Error::msg(format!(
-                    "Requested more devices ({count}) than total available ({})",
-                    devices.devices.len()
-                )));
-            }
-            let indices = devices
-                .find_available(
-                    eid,
-                    wanted - current,
-                    gpu_memory.as_deref(),
-                    request.over_subscribe,
-                )
-                .ok_or_else(|| Error::msg("No available devices"))?;
-            for index in indices {
-                if let Some(device) = devices.get_mut(index) {
-                    device.attach(eid, gpu_memory.clone(), now.clone());
-                }
-            }
-        } else if current > wanted {
-            // The surplus goes from the highest indices down.
-            let surplus = current - wanted;
-            let mut attached = devices.indices_of(eid);
-            attached.reverse();
-            for index in attached.into_iter().take(surplus) {
-                if let Some(device) = devices.get_mut(index) {
-                    device.detach(eid);
-                }
-            }
-        }
-    } else if let Some(index) = request.index {
-        let known: Vec<String> = devices
-            .devices
-            .iter()
-            .map(|d| d.index.to_string())
-            .collect();
-        let device = devices.get_mut(index).ok_or_else(|| {
-            Error::msg(format!(
-                "Device {index} does not exist (devices: {})",
-                known.join(",")
-            ))
-        })?;
-        if !device.is_attached(eid) {
-            if !request.over_subscribe && !device.available(gpu_memory.as_deref()) {
-                return Err(Error::msg(format!("Device {index} is not available")));
-            }
-            device.attach(eid, gpu_memory, now);
-        }
-    }
-    Ok(())
+    provision::attach(devices, &config, eid, request, &now).map_err(AttachError::into_error)
 }
 
 /// Detaches one device, or all of them.

@@ -74,7 +74,13 @@ pub fn run(args: EnvsArgs, dir: &StateDir, out: &mut String) -> Result<()> {
                 match config {
                     ConfigField::Gpus { count, .. } => env.config.gpus = count.map(i64::from),
                     ConfigField::Name { name, .. } => env.config.name = name,
-                    ConfigField::GpuMemory { gpu_memory, .. } => env.config.gpu_memory = gpu_memory,
+                    ConfigField::GpuMemory { gpu_memory, .. } => {
+                        env.config.gpu_memory = gpu_memory.clone();
+                        // Attachments follow the new capacity.
+                        let backend = crate::backend::detect();
+                        let devices = tx.devices(backend.as_ref(), false)?;
+                        crate::provision::update_capacity(devices, &eid, gpu_memory.as_deref());
+                    }
                 }
             }
         }

@@ -217,6 +217,10 @@ pub enum DevicesCommand {
         /// Device index to attach specifically
         #[arg(long)]
         index: Option<u32>,
+        /// Wait (up to SECONDS, or as long as it takes) until the devices
+        /// can be attached, first come first served, instead of failing
+        #[arg(long, value_name = "SECONDS", num_args = 0..=1, require_equals = true, default_missing_value = "", value_parser = crate::provision::Wait::parse)]
+        wait: Option<crate::provision::Wait>,
     },
     /// Detach devices from an environment
     Detach {

@@ -5,9 +5,13 @@
 mod devices;
 mod envs;
 pub mod file;
+mod queue;
+mod watch;
 
 pub use devices::{Attachment, Device, Devices};
 pub use envs::{Config, Env, Envs};
+pub use queue::{Queue, Waiter};
+pub use watch::{Wake as WatchWake, Watch};
 
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
@@ -27,6 +31,8 @@ const LOCK_FILE: &str = "genv.lock";
 /// What the hardware looked like when `devices.json` was last reconciled.
 /// Our own file, so that `devices.json` keeps exactly genv 1.4.3's keys.
 const HARDWARE_FILE: &str = "hardware.json";
+/// Requests waiting for GPUs; our own file too.
+const QUEUE_FILE: &str = "queue.json";
 const DIR_MODE: u32 = 0o777;
 
 #[derive(Debug, Clone)]
@@ -117,8 +123,16 @@ impl StateDir {
             options,
             envs: None,
             devices: None,
+            queue: None,
             now: None,
         })
+    }
+
+    /// Watches the state folder, to wake up when another process commits.
+    /// Start watching before looking at the state, so no change is missed.
+    pub fn watch(&self) -> Result<Watch> {
+        StateDir::ensure_folder(&self.root)?;
+        Watch::new(&self.root)
     }
 }
 
@@ -149,6 +163,7 @@ pub struct Transaction<'a> {
     options: LoadOptions,
     envs: Option<Tracked<Envs>>,
     devices: Option<Tracked<Devices>>,
+    queue: Option<Tracked<Queue>>,
     now: Option<String>,
 }
 
@@ -241,6 +256,24 @@ impl Transaction<'_> {
         Ok(())
     }
 
+    /// The line of waiting requests, without waiters whose process is gone.
+    pub fn queue(&mut self) -> Result<&mut Queue> {
+        if self.queue.is_none() {
+            let path = self.dir.path(QUEUE_FILE);
+            let (mut queue, original): Loaded<Queue> = load(&path, |v| {
+                serde_json::from_value(v).map_err(|e| e.to_string())
+            })?
+            .unwrap_or_default();
+            queue.waiters.retain(|w| procs::pid_alive(w.pid));
+            queue.waiters.sort_by_key(|w| w.ticket);
+            self.queue = Some(Tracked {
+                value: queue,
+                original,
+            });
+        }
+        Ok(&mut self.queue.as_mut().expect("loaded above").value)
+    }
+
     /// Writes back the files whose content changed.
     pub fn commit(self) -> Result<()> {
         if let Some(tracked) = &self.envs {
@@ -256,6 +289,16 @@ impl Transaction<'_> {
                 &tracked.value,
                 tracked.original.as_deref(),
             )?;
+        }
+        if let Some(tracked) = &self.queue {
+            // An empty line and no file are the same; don't create one.
+            if !(tracked.original.is_none() && tracked.value.waiters.is_empty()) {
+                save(
+                    &self.dir.path(QUEUE_FILE),
+                    &tracked.value,
+                    tracked.original.as_deref(),
+                )?;
+            }
         }
         Ok(())
     }

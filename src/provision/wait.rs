@@ -1,0 +1,223 @@
+//! Waiting for GPUs instead of failing (`--wait[=SECONDS]`): a line of
+//! requests in `queue.json`, first come first served. A request is met
+//! when it fits after every request ahead of it that also fits has been
+//! served; waiters whose process dies leave the line; Ctrl-C leaves it too.
+
+use std::collections::HashMap;
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::time::{Duration, Instant};
+
+use super::{AttachError, Request, attach};
+use crate::backend::DeviceBackend;
+use crate::error::{Error, Result};
+use crate::state::{Config, LoadOptions, StateDir, Waiter};
+
+/// How long to wait; `None` for as long as it takes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Wait {
+    pub timeout: Option<Duration>,
+}
+
+impl Wait {
+    /// Parses the value of `--wait[=SECONDS]` (empty: no limit).
+    pub fn parse(value: &str) -> std::result::Result<Wait, String> {
+        if value.is_empty() {
+            return Ok(Wait { timeout: None });
+        }
+        match value.parse::<f64>() {
+            Ok(s) if s.is_finite() && s >= 0.0 => Ok(Wait {
+                timeout: Some(Duration::from_secs_f64(s)),
+            }),
+            _ => Err(format!("invalid number of seconds '{value}'")),
+        }
+    }
+}
+
+/// Re-checks this often even when no file changed: an environment whose
+/// last process died frees its devices without anyone writing.
+const RECHECK: Duration = Duration::from_millis(500);
+
+/// Attaches as [`attach`] does, waiting in line while the devices are
+/// taken. Exit code 130 on Ctrl-C (after leaving the line).
+pub fn attach_waiting(
+    dir: &StateDir,
+    backend: &dyn DeviceBackend,
+    eid: &str,
+    request: Request,
+    wait: Wait,
+) -> Result<()> {
+    let watch = dir.watch()?;
+    let signals = SignalPipe::install()?;
+    let start = Instant::now();
+    let mut ticket: Option<u64> = None;
+    let mut told: Option<usize> = None;
+    let mut first = true;
+    loop {
+        let mut tx = dir.transaction(LoadOptions::default())?;
+        let now = tx.now();
+        let configs: HashMap<String, Config> = tx
+            .envs()?
+            .envs
+            .iter()
+            .map(|e| (e.eid.clone(), e.config.clone()))
+            .collect();
+        let config = configs.get(eid).cloned().unwrap_or_default();
+        let mut trial = tx.devices(backend, first)?.clone();
+        first = false;
+        let queue = tx.queue()?;
+        let mine = match ticket.filter(|t| queue.contains(*t)) {
+            Some(t) => t,
+            None => queue.enqueue(Waiter {
+                ticket: 0,
+                eid: eid.to_owned(),
+                pid: std::process::id().into(),
+                since: now.clone(),
+                count: request.count,
+                index: request.index,
+                over_subscribe: request.over_subscribe,
+            }),
+        };
+        ticket = Some(mine);
+        let ahead: Vec<Waiter> = queue.ahead_of(mine).cloned().collect();
+        // Those ahead are served first, where they fit.
+        for w in &ahead {
+            let request = Request {
+                count: w.count,
+                index: w.index,
+                over_subscribe: w.over_subscribe,
+            };
+            let config = configs.get(&w.eid).cloned().unwrap_or_default();
+            let _ = attach(&mut trial, &config, &w.eid, request, &now);
+        }
+        match attach(&mut trial, &config, eid, request, &now) {
+            Ok(()) => {
+                let devices = tx.devices(backend, false)?;
+                let result =
+                    attach(devices, &config, eid, request, &now).map_err(AttachError::into_error);
+                tx.queue()?.remove(mine);
+                tx.commit()?;
+                return result;
+            }
+            Err(AttachError::Impossible(e)) => {
+                tx.queue()?.remove(mine);
+                tx.commit()?;
+                return Err(e);
+            }
+            Err(AttachError::Unavailable(_)) => {
+                tx.commit()?;
+                let position = ahead.len() + 1;
+                if told != Some(position) {
+                    eprintln!(
+                        "genv: waiting for {} ({} in line{})",
+                        describe(request, &config),
+                        ordinal(position),
+                        match wait.timeout {
+                            Some(t) => format!(", for up to {} s", t.as_secs_f64()),
+                            None => String::new(),
+                        }
+                    );
+                    told = Some(position);
+                }
+            }
+        }
+        let left = match wait.timeout {
+            Some(t) => match t.checked_sub(start.elapsed()) {
+                Some(left) if !left.is_zero() => left.min(RECHECK),
+                _ => {
+                    leave(dir, mine)?;
+                    return Err(Error::msg(format!(
+                        "Timed out after {} s waiting for {}",
+                        t.as_secs_f64(),
+                        describe(request, &config)
+                    )));
+                }
+            },
+            None => RECHECK,
+        };
+        if watch.wait(left, Some(signals.read.as_fd())) == crate::state::WatchWake::Other {
+            leave(dir, mine)?;
+            return Err(Error::Interrupted);
+        }
+    }
+}
+
+fn leave(dir: &StateDir, ticket: u64) -> Result<()> {
+    let mut tx = dir.transaction(LoadOptions::default())?;
+    tx.queue()?.remove(ticket);
+    tx.commit()
+}
+
+fn describe(request: Request, config: &Config) -> String {
+    let memory = config
+        .gpu_memory
+        .as_deref()
+        .map(|m| format!(" with {m} of memory"))
+        .unwrap_or_default();
+    match (request.count, request.index) {
+        (_, Some(index)) => format!("device {index}{memory}"),
+        (Some(1), _) => format!("1 device{memory}"),
+        (Some(n), _) => format!("{n} devices{memory}"),
+        (None, None) => match config.gpus {
+            Some(1) => format!("1 device{memory}"),
+            Some(n) => format!("{n} devices{memory}"),
+            None => "devices".into(),
+        },
+    }
+}
+
+fn ordinal(n: usize) -> String {
+    let suffix = match (n % 10, n % 100) {
+        (_, 11..=13) => "th",
+        (1, _) => "st",
+        (2, _) => "nd",
+        (3, _) => "rd",
+        _ => "th",
+    };
+    format!("{n}{suffix}")
+}
+
+/// SIGINT, SIGTERM and SIGHUP turned into a readable pipe, so the wait
+/// can leave the line before exiting.
+struct SignalPipe {
+    read: OwnedFd,
+    _write: OwnedFd,
+}
+
+static SIGNAL_FD: AtomicI32 = AtomicI32::new(-1);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    let fd = SIGNAL_FD.load(Ordering::Relaxed);
+    if fd >= 0 {
+        // SAFETY: write(2) is async-signal-safe; the buffer is static.
+        unsafe {
+            libc::write(fd, b"x".as_ptr().cast(), 1);
+        }
+    }
+}
+
+impl SignalPipe {
+    fn install() -> Result<Self> {
+        use std::os::fd::AsRawFd;
+        let (read, write) = rustix::pipe::pipe_with(
+            rustix::pipe::PipeFlags::CLOEXEC | rustix::pipe::PipeFlags::NONBLOCK,
+        )
+        .map_err(|e| Error::msg(format!("could not create a pipe: {e}")))?;
+        SIGNAL_FD.store(write.as_raw_fd(), Ordering::Relaxed);
+        for signal in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+            // SAFETY: the handler only calls write(2) on a descriptor that
+            // lives as long as the process waits.
+            unsafe {
+                let mut action: libc::sigaction = std::mem::zeroed();
+                action.sa_sigaction = on_signal as *const () as usize;
+                action.sa_flags = libc::SA_RESTART;
+                libc::sigemptyset(&mut action.sa_mask);
+                libc::sigaction(signal, &action, std::ptr::null_mut());
+            }
+        }
+        Ok(SignalPipe {
+            read,
+            _write: write,
+        })
+    }
+}

@@ -1,0 +1,235 @@
+//! `--wait`: requests wait in line for GPUs, first come first served.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::{Sandbox, Sleeper};
+
+/// Kills the waiters if a test hangs, so it fails instead of blocking CI.
+struct Watchdog(Arc<Mutex<Vec<u32>>>);
+
+impl Watchdog {
+    fn new() -> Self {
+        let pids = Arc::new(Mutex::new(Vec::<u32>::new()));
+        let shared = pids.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_secs(60));
+            for pid in shared.lock().unwrap().iter() {
+                unsafe { libc::kill(*pid as i32, libc::SIGKILL) };
+            }
+        });
+        Watchdog(pids)
+    }
+
+    fn guard(&self, child: &Child) {
+        self.0.lock().unwrap().push(child.id());
+    }
+}
+
+fn env(sb: &Sandbox, eid: &str, holder: &Sleeper) {
+    sb.run(&[
+        "envs",
+        "activate",
+        "--eid",
+        eid,
+        "--uid",
+        "1000",
+        "--pid",
+        &holder.pid().to_string(),
+    ])
+    .ok();
+}
+
+/// Starts a waiting attach and returns once it has said it is in line.
+fn waiter(sb: &Sandbox, eid: &str, extra: &[&str], dog: &Watchdog) -> (Child, String) {
+    let mut args = vec!["devices", "attach", "--eid", eid, "--count", "1"];
+    args.extend_from_slice(extra);
+    let mut child = sb
+        .cmd(&args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    dog.guard(&child);
+    let mut line = String::new();
+    BufReader::new(child.stderr.as_mut().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    (child, line)
+}
+
+fn queued(sb: &Sandbox) -> Vec<String> {
+    let text = sb.read("queue.json");
+    if text.is_empty() {
+        return Vec::new();
+    }
+    let value: serde_json::Value = serde_json::from_str(&text).unwrap();
+    value["waiters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["eid"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[test]
+fn a_dozen_waiters_are_served_in_order_of_arrival() {
+    let mut sb = Sandbox::new();
+    sb.set("GENV_MOCK_DEVICE_COUNT", "1");
+    let dog = Watchdog::new();
+    let holder = Sleeper::new();
+    env(&sb, "h", &holder);
+    sb.run(&["devices", "attach", "--eid", "h", "--count", "1"])
+        .ok();
+    let mut waiters = Vec::new();
+    for i in 0..12 {
+        let eid = format!("w{i}");
+        env(&sb, &eid, &holder);
+        let (child, line) = waiter(&sb, &eid, &["--wait"], &dog);
+        assert!(line.starts_with("genv: waiting for 1 device ("), "{line}");
+        let place = ["1st", "2nd", "3rd"]
+            .get(i)
+            .map_or(format!("{}th", i + 1), |s| s.to_string());
+        assert!(line.contains(&format!("({place} in line")), "{line}");
+        waiters.push((eid, child));
+    }
+    let expected: Vec<String> = (0..12).map(|i| format!("w{i}")).collect();
+    assert_eq!(queued(&sb), expected);
+
+    let mut previous = "h".to_owned();
+    for (i, (eid, mut child)) in waiters.into_iter().enumerate() {
+        sb.run(&["devices", "detach", "--eid", &previous]).ok();
+        let output = {
+            let status = child.wait().unwrap();
+            assert!(status.success(), "{eid} failed");
+            let mut out = String::new();
+            std::io::Read::read_to_string(child.stdout.as_mut().unwrap(), &mut out).unwrap();
+            out
+        };
+        assert_eq!(output, "0\n", "{eid}");
+        assert_eq!(
+            sb.run(&["devices", "query", "--query", "eids"]).ok().stdout,
+            format!("{eid}\n")
+        );
+        assert_eq!(queued(&sb), expected[i + 1..].to_vec());
+        previous = eid;
+    }
+}
+
+#[test]
+fn a_killed_waiter_leaves_the_line() {
+    let mut sb = Sandbox::new();
+    sb.set("GENV_MOCK_DEVICE_COUNT", "1");
+    let dog = Watchdog::new();
+    let holder = Sleeper::new();
+    for eid in ["h", "a", "b"] {
+        env(&sb, eid, &holder);
+    }
+    sb.run(&["devices", "attach", "--eid", "h", "--count", "1"])
+        .ok();
+    let (mut a, _) = waiter(&sb, "a", &["--wait"], &dog);
+    let (mut b, line) = waiter(&sb, "b", &["--wait"], &dog);
+    assert!(line.contains("2nd in line"), "{line}");
+    a.kill().unwrap();
+    a.wait().unwrap();
+    sb.run(&["devices", "detach", "--eid", "h"]).ok();
+    assert!(b.wait().unwrap().success());
+    assert_eq!(
+        sb.run(&["devices", "find", "--eid", "b"]).ok().stdout,
+        "0\n"
+    );
+    assert_eq!(queued(&sb), Vec::<String>::new());
+}
+
+#[test]
+fn ctrl_c_leaves_no_trace() {
+    let mut sb = Sandbox::new();
+    sb.set("GENV_MOCK_DEVICE_COUNT", "1");
+    let dog = Watchdog::new();
+    let holder = Sleeper::new();
+    env(&sb, "h", &holder);
+    env(&sb, "a", &holder);
+    sb.run(&["devices", "attach", "--eid", "h", "--count", "1"])
+        .ok();
+    let (mut a, _) = waiter(&sb, "a", &["--wait"], &dog);
+    assert_eq!(queued(&sb), ["a"]);
+    unsafe { libc::kill(a.id() as i32, libc::SIGINT) };
+    let status = a.wait().unwrap();
+    assert_eq!(status.code(), Some(130));
+    assert_eq!(queued(&sb), Vec::<String>::new());
+    assert_eq!(sb.run(&["devices", "find", "--eid", "a"]).ok().stdout, "\n");
+}
+
+#[test]
+fn a_wait_with_a_limit_times_out_cleanly() {
+    let mut sb = Sandbox::new();
+    sb.set("GENV_MOCK_DEVICE_COUNT", "1");
+    let holder = Sleeper::new();
+    env(&sb, "h", &holder);
+    env(&sb, "a", &holder);
+    sb.run(&["devices", "attach", "--eid", "h", "--count", "1"])
+        .ok();
+    let run = sb
+        .run(&[
+            "devices",
+            "attach",
+            "--eid",
+            "a",
+            "--count",
+            "1",
+            "--wait=0.2",
+        ])
+        .fails();
+    assert!(
+        run.stderr
+            .ends_with("Timed out after 0.2 s waiting for 1 device\n"),
+        "{run:?}"
+    );
+    assert_eq!(queued(&sb), Vec::<String>::new());
+}
+
+#[test]
+fn a_request_that_can_never_be_met_fails_at_once() {
+    let sb = Sandbox::new();
+    let holder = Sleeper::new();
+    env(&sb, "a", &holder);
+    let run = sb
+        .run(&["devices", "attach", "--eid", "a", "--count", "5", "--wait"])
+        .fails();
+    assert_eq!(
+        run.stderr,
+        "Requested more devices (5) than total available (2)\n"
+    );
+    let run = sb
+        .run(&["devices", "attach", "--eid", "a", "--index", "9", "--wait"])
+        .fails();
+    assert!(run.stderr.starts_with("Device 9 does not exist"), "{run:?}");
+}
+
+#[test]
+fn a_free_device_is_taken_without_waiting() {
+    let sb = Sandbox::new();
+    let holder = Sleeper::new();
+    env(&sb, "a", &holder);
+    let run = sb
+        .run(&["devices", "attach", "--eid", "a", "--count", "1", "--wait"])
+        .ok();
+    assert_eq!(run.stdout, "0\n");
+    assert_eq!(run.stderr, "");
+}
+
+#[test]
+fn bad_wait_values_are_refused() {
+    let sb = Sandbox::new();
+    let run = sb
+        .run(&["devices", "attach", "--eid", "a", "--wait=soon"])
+        .fails();
+    assert!(
+        run.stderr.contains("invalid number of seconds 'soon'"),
+        "{run:?}"
+    );
+}
