@@ -10,7 +10,12 @@ use rustix::process::Pid;
 /// permission (it belongs to another user). Never probes pid 0 or negative
 /// pids, which would mean process groups.
 pub fn pid_alive(pid: i64) -> bool {
-    let Some(pid) = i32::try_from(pid).ok().and_then(Pid::from_raw) else {
+    // `Pid::from_raw` asserts on negative values.
+    let Some(pid) = i32::try_from(pid)
+        .ok()
+        .filter(|&p| p > 0)
+        .and_then(Pid::from_raw)
+    else {
         return false;
     };
     match rustix::process::test_kill_process(pid) {
