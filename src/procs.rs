@@ -114,6 +114,13 @@ fn runtime_dirs(owner_uid: i64) -> Vec<PathBuf> {
     dirs
 }
 
+/// The first argument of a process's command line (`/proc/<pid>/cmdline`).
+pub fn cmdline_arg0(pid: u32) -> Option<String> {
+    let bytes = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    let arg0 = bytes.split(|&b| b == 0).next()?;
+    (!arg0.is_empty()).then(|| String::from_utf8_lossy(arg0).into_owned())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -132,11 +139,4 @@ mod tests {
         assert!(environ_var(pid, "PATH").is_some());
         assert!(environ_var(pid, "GENV_SURELY_UNSET_VARIABLE").is_none());
     }
-}
-
-/// The first argument of a process's command line (`/proc/<pid>/cmdline`).
-pub fn cmdline_arg0(pid: u32) -> Option<String> {
-    let bytes = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-    let arg0 = bytes.split(|&b| b == 0).next()?;
-    (!arg0.is_empty()).then(|| String::from_utf8_lossy(arg0).into_owned())
 }

@@ -19,7 +19,10 @@ fn theirs() -> Sleeper {
     Sleeper::with_env(&[("GENV_ENVIRONMENT_ID", "e2")])
 }
 
-const IN_ENV: [(&str, &str); 2] = [("GENV_ENVIRONMENT_ID", "e1"), ("CUDA_VISIBLE_DEVICES", "0,1")];
+const IN_ENV: [(&str, &str); 2] = [
+    ("GENV_ENVIRONMENT_ID", "e1"),
+    ("CUDA_VISIBLE_DEVICES", "0,1"),
+];
 
 /// Every line of the output that is also a table line of the input keeps
 /// its length: no column moved.
@@ -51,8 +54,15 @@ fn wide_layout_keeps_only_the_environment() {
     assert_eq!(memory.len(), 2, "{out}");
     assert!(memory[0].contains("|     500MiB /  24564MiB |"), "{out}");
     assert!(memory[1].contains("|       0MiB /  24564MiB |"), "{out}");
-    assert_eq!(line_with(out, &format!(" {} ", mine.pid())).len(), 1, "{out}");
-    assert!(line_with(out, &format!(" {} ", other.pid())).is_empty(), "{out}");
+    assert_eq!(
+        line_with(out, &format!(" {} ", mine.pid())).len(),
+        1,
+        "{out}"
+    );
+    assert!(
+        line_with(out, &format!(" {} ", other.pid())).is_empty(),
+        "{out}"
+    );
     assert!(line_with(out, "Xorg").is_empty(), "{out}");
     assert!(!out.contains("WARNING"), "{out}");
     // The rest of the table is as printed.
@@ -125,7 +135,10 @@ fn missing_process_information_warns() {
     let out = bed.run("nvidia-smi", &[], &IN_ENV).ok().stdout;
     assert_widths_kept(&text, &out);
     assert_eq!(line_with(&out, "     N/A / 16160MiB |").len(), 2, "{out}");
-    assert!(out.contains("\nWARNING: Missing information about running processes."), "{out}");
+    assert!(
+        out.contains("\nWARNING: Missing information about running processes."),
+        "{out}"
+    );
     assert!(out.contains("'--pid host'"), "{out}");
 }
 
@@ -173,7 +186,10 @@ fn detached_environment_sees_no_devices() {
     let run = bed.run(
         "nvidia-smi",
         &[],
-        &[("GENV_ENVIRONMENT_ID", "e1"), ("CUDA_VISIBLE_DEVICES", "-1")],
+        &[
+            ("GENV_ENVIRONMENT_ID", "e1"),
+            ("CUDA_VISIBLE_DEVICES", "-1"),
+        ],
     );
     assert_eq!(run.code, 6);
     assert_eq!(run.stdout, "No devices were found\n");
@@ -185,18 +201,51 @@ fn queries_get_the_id_and_other_modes_run_untouched() {
     let bed = ShimBed::new();
     bed.fake("nvidia-smi", "0, 16384\n");
     let vars = [("GENV_ENVIRONMENT_ID", "e1"), ("CUDA_VISIBLE_DEVICES", "1")];
-    let run = bed.run("nvidia-smi", &["--query-gpu=index,memory.total", "--format=csv,noheader,nounits"], &vars).ok();
+    let run = bed
+        .run(
+            "nvidia-smi",
+            &[
+                "--query-gpu=index,memory.total",
+                "--format=csv,noheader,nounits",
+            ],
+            &vars,
+        )
+        .ok();
     assert_eq!(run.stdout, "0, 16384\n");
-    assert_eq!(bed.args_of("nvidia-smi"), ["--id=1", "--query-gpu=index,memory.total", "--format=csv,noheader,nounits"]);
-    for args in [&["pmon", "-c", "1"][..], &["topo", "-m"], &["nvlink", "-s"], &["dmon"], &["-h"]] {
+    assert_eq!(
+        bed.args_of("nvidia-smi"),
+        [
+            "--id=1",
+            "--query-gpu=index,memory.total",
+            "--format=csv,noheader,nounits"
+        ]
+    );
+    for args in [
+        &["pmon", "-c", "1"][..],
+        &["topo", "-m"],
+        &["nvlink", "-s"],
+        &["dmon"],
+        &["-h"],
+    ] {
         bed.run("nvidia-smi", args, &vars).ok();
         assert_eq!(bed.args_of("nvidia-smi"), args, "{args:?}");
     }
     // An id of the environment narrows; one outside it finds nothing.
-    bed.run("nvidia-smi", &["-i", "1", "-q"], &[("GENV_ENVIRONMENT_ID", "e1"), ("CUDA_VISIBLE_DEVICES", "0,1")]).ok();
+    bed.run(
+        "nvidia-smi",
+        &["-i", "1", "-q"],
+        &[
+            ("GENV_ENVIRONMENT_ID", "e1"),
+            ("CUDA_VISIBLE_DEVICES", "0,1"),
+        ],
+    )
+    .ok();
     assert_eq!(bed.args_of("nvidia-smi"), ["--id=1", "-q"]);
     let run = bed.run("nvidia-smi", &["--id=0", "-L"], &vars);
-    assert_eq!((run.code, run.stdout.as_str()), (6, "No devices were found\n"));
+    assert_eq!(
+        (run.code, run.stdout.as_str()),
+        (6, "No devices were found\n")
+    );
 }
 
 #[test]
@@ -209,7 +258,9 @@ fn bypass_and_outside_an_environment_run_untouched() {
     let run = bed.run("nvidia-smi", &["-L"], &vars).ok();
     assert_eq!(run.stdout, text);
     assert_eq!(bed.args_of("nvidia-smi"), ["-L"]);
-    let run = bed.run("nvidia-smi", &[], &[("CUDA_VISIBLE_DEVICES", "0")]).ok();
+    let run = bed
+        .run("nvidia-smi", &[], &[("CUDA_VISIBLE_DEVICES", "0")])
+        .ok();
     assert_eq!(run.stdout, text);
     assert!(bed.args_of("nvidia-smi").is_empty());
 }
@@ -219,11 +270,23 @@ fn attached_devices_come_from_the_state_without_cuda_visible_devices() {
     let bed = ShimBed::new();
     let terminal = Sleeper::new();
     bed.sandbox
-        .run(&["envs", "activate", "--eid", "e1", "--uid", "0", "--pid", &terminal.pid().to_string()])
+        .run(&[
+            "envs",
+            "activate",
+            "--eid",
+            "e1",
+            "--uid",
+            "0",
+            "--pid",
+            &terminal.pid().to_string(),
+        ])
         .ok();
-    bed.sandbox.run(&["devices", "attach", "--eid", "e1", "--index", "1"]).ok();
+    bed.sandbox
+        .run(&["devices", "attach", "--eid", "e1", "--index", "1"])
+        .ok();
     bed.fake("nvidia-smi", "");
-    bed.run("nvidia-smi", &["-L"], &[("GENV_ENVIRONMENT_ID", "e1")]).ok();
+    bed.run("nvidia-smi", &["-L"], &[("GENV_ENVIRONMENT_ID", "e1")])
+        .ok();
     assert_eq!(bed.args_of("nvidia-smi"), ["--id=1", "-L"]);
     // Another environment, attached to nothing.
     let run = bed.run("nvidia-smi", &["-L"], &[("GENV_ENVIRONMENT_ID", "e9")]);
@@ -236,21 +299,39 @@ fn compute_apps_keep_the_environment_over_the_stand_in() {
     bed.real_is_sim();
     let dir = bed.sandbox.dir.path();
     let name = format!("gq{}", std::process::id() % 100000);
-    let mine = named_sleeper(dir, &name, &[("GENV_ENVIRONMENT_ID", "e1"), ("CUDA_VISIBLE_DEVICES", "1")]);
+    let mine = named_sleeper(
+        dir,
+        &name,
+        &[("GENV_ENVIRONMENT_ID", "e1"), ("CUDA_VISIBLE_DEVICES", "1")],
+    );
     let _other = named_sleeper(dir, &name, &[("GENV_ENVIRONMENT_ID", "e2")]);
     let mut vars = IN_ENV.to_vec();
     vars.push(("GENV_MOCK_COMPUTE_APPS_PROCESS_NAME", &name));
     let run = bed
-        .run("nvidia-smi", &["--query-compute-apps=gpu_uuid,used_gpu_memory", "--format=csv"], &vars)
+        .run(
+            "nvidia-smi",
+            &[
+                "--query-compute-apps=gpu_uuid,used_gpu_memory",
+                "--format=csv",
+            ],
+            &vars,
+        )
         .ok();
     assert_eq!(
         run.stdout,
         "gpu_uuid, used_gpu_memory [MiB]\nGPU-00000000-0000-0000-0000-000000000001, 42 MiB\n"
     );
     let run = bed
-        .run("nvidia-smi", &["--query-compute-apps=pid,gpu_uuid", "--format=csv,noheader"], &vars)
+        .run(
+            "nvidia-smi",
+            &["--query-compute-apps=pid,gpu_uuid", "--format=csv,noheader"],
+            &vars,
+        )
         .ok();
-    assert_eq!(run.stdout, format!("{}, GPU-00000000-0000-0000-0000-000000000001\n", mine.pid()));
+    assert_eq!(
+        run.stdout,
+        format!("{}, GPU-00000000-0000-0000-0000-000000000001\n", mine.pid())
+    );
     // The table over the stand-in: only our process, its memory on GPU 1.
     let out = bed.run("nvidia-smi", &[], &vars).ok().stdout;
     let memory = line_with(&out, "MiB /");
@@ -273,19 +354,28 @@ fn the_real_program_is_never_the_shim_itself() {
             .unwrap(),
     )
     .fails();
-    assert!(run.stderr.contains("could not find the real nvidia-smi"), "{run:?}");
+    assert!(
+        run.stderr.contains("could not find the real nvidia-smi"),
+        "{run:?}"
+    );
     // A second folder of links to genv is skipped too.
     let more = bed.path("more-shims");
     std::fs::create_dir_all(&more).unwrap();
     std::os::unix::fs::symlink(common::GENV, more.join("docker")).unwrap();
     let run = common::Run::from(
         bed.cmd("docker", &["ps"])
-            .env("PATH", format!("{}:{}", bed.shims().display(), more.display()))
+            .env(
+                "PATH",
+                format!("{}:{}", bed.shims().display(), more.display()),
+            )
             .output()
             .unwrap(),
     )
     .fails();
-    assert!(run.stderr.contains("could not find the real docker"), "{run:?}");
+    assert!(
+        run.stderr.contains("could not find the real docker"),
+        "{run:?}"
+    );
     // A copy of genv as the real program: stopped, with a message.
     std::fs::copy(common::GENV, bed.real().join("nvidia-smi")).unwrap();
     let copy2 = bed.path("copy2");
@@ -295,7 +385,12 @@ fn the_real_program_is_never_the_shim_itself() {
         bed.cmd("nvidia-smi", &["-L"])
             .env(
                 "PATH",
-                format!("{}:{}:{}", bed.shims().display(), bed.real().display(), copy2.display()),
+                format!(
+                    "{}:{}:{}",
+                    bed.shims().display(),
+                    bed.real().display(),
+                    copy2.display()
+                ),
             )
             .output()
             .unwrap(),

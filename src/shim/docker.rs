@@ -102,7 +102,11 @@ fn find_gpus(args: &[String], start: usize) -> Option<(usize, bool)> {
 }
 
 /// The arguments to run the real docker with, or the error to print.
-pub fn rewrite(args: &[String], eid: &str, attached: impl FnOnce() -> Attached) -> Result<Vec<String>, String> {
+pub fn rewrite(
+    args: &[String],
+    eid: &str,
+    attached: impl FnOnce() -> Attached,
+) -> Result<Vec<String>, String> {
     let Some(start) = run_options_start(args) else {
         return Ok(args.to_vec());
     };
@@ -205,7 +209,12 @@ mod tests {
 
     #[test]
     fn all_becomes_the_attached_devices() {
-        let out = rewrite(&args("run --rm --gpus all img nvidia-smi"), "e1", devices(&["0", "2"])).unwrap();
+        let out = rewrite(
+            &args("run --rm --gpus all img nvidia-smi"),
+            "e1",
+            devices(&["0", "2"]),
+        )
+        .unwrap();
         assert_eq!(
             out,
             args("run --rm --gpus \"device=0,2\" -e GENV_ENVIRONMENT_ID=e1 img nvidia-smi")
@@ -214,7 +223,12 @@ mod tests {
 
     #[test]
     fn inline_count_and_global_options() {
-        let out = rewrite(&args("-H tcp://x container run -it --gpus=1 img"), "e1", devices(&["3", "4"])).unwrap();
+        let out = rewrite(
+            &args("-H tcp://x container run -it --gpus=1 img"),
+            "e1",
+            devices(&["3", "4"]),
+        )
+        .unwrap();
         assert_eq!(
             out,
             args("-H tcp://x container run -it --gpus=\"device=3\" -e GENV_ENVIRONMENT_ID=e1 img")
@@ -224,7 +238,10 @@ mod tests {
     #[test]
     fn errors() {
         let err = rewrite(&args("run --gpus 3 img"), "e1", devices(&["0"])).unwrap_err();
-        assert_eq!(err, "Requested 3 devices but only 1 are attached to environment");
+        assert_eq!(
+            err,
+            "Requested 3 devices but only 1 are attached to environment"
+        );
         let err = rewrite(&args("run --gpus device=1 img"), "e1", devices(&["0"])).unwrap_err();
         assert!(err.contains("GPU 1 is not attached"), "{err}");
         assert!(rewrite(&args("run --gpus bogus img"), "e1", devices(&["0"])).is_err());
@@ -238,7 +255,10 @@ mod tests {
             "run -e X --name n img --gpus all",
             "build .",
         ] {
-            assert_eq!(rewrite(&args(line), "e1", devices(&["0"])).unwrap(), args(line));
+            assert_eq!(
+                rewrite(&args(line), "e1", devices(&["0"])).unwrap(),
+                args(line)
+            );
         }
     }
 
@@ -247,6 +267,9 @@ mod tests {
         let out = rewrite(&args("create --gpus all img"), "e1", devices(&[])).unwrap();
         assert_eq!(out, args("create --gpus 0 -e GENV_ENVIRONMENT_ID=e1 img"));
         let ok = rewrite(&args("run --gpus device=0 img"), "e1", devices(&["0", "1"])).unwrap();
-        assert_eq!(ok, args("run --gpus \"device=0\" -e GENV_ENVIRONMENT_ID=e1 img"));
+        assert_eq!(
+            ok,
+            args("run --gpus \"device=0\" -e GENV_ENVIRONMENT_ID=e1 img")
+        );
     }
 }

@@ -205,9 +205,7 @@ pub fn ensure_shims_dir(dir: &Path) -> Result<PathBuf> {
 /// Arguments as text, or `None` when one is not UTF-8 (then the shims pass
 /// everything through untouched).
 pub fn utf8_args(args: &[OsString]) -> Option<Vec<String>> {
-    args.iter()
-        .map(|a| a.to_str().map(str::to_owned))
-        .collect()
+    args.iter().map(|a| a.to_str().map(str::to_owned)).collect()
 }
 
 pub fn os_args(args: &[String]) -> Vec<OsString> {
@@ -226,5 +224,26 @@ mod tests {
         assert!(parse_visible_devices("").is_empty());
         assert_eq!(parse_visible_devices("1,-1,2"), ["1"]);
         assert_eq!(parse_visible_devices("GPU-abc"), ["GPU-abc"]);
+    }
+
+    #[test]
+    fn shims_dir_links_to_the_running_executable() {
+        let temp = tempfile::tempdir().unwrap();
+        let dir = temp.path().join("shims");
+        let exe = std::env::current_exe().unwrap();
+        assert_eq!(ensure_shims_dir(&dir).unwrap(), dir);
+        // A stale link is replaced; a second call changes nothing.
+        std::fs::remove_file(dir.join("docker")).unwrap();
+        std::os::unix::fs::symlink("/nowhere", dir.join("docker")).unwrap();
+        ensure_shims_dir(&dir).unwrap();
+        for name in PROGRAMS {
+            assert_eq!(std::fs::read_link(dir.join(name)).unwrap(), exe);
+        }
+        let mut names: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["docker", "nvidia-smi"]);
     }
 }

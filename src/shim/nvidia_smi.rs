@@ -115,7 +115,11 @@ pub fn plan(args: &[String], attached: &Attached) -> Plan {
     }
     let table = only_loop_options(&rest);
     full.extend(rest);
-    if table { Plan::Table(full) } else { Plan::Exec(full) }
+    if table {
+        Plan::Table(full)
+    } else {
+        Plan::Exec(full)
+    }
 }
 
 /// The `--query-compute-apps` filter, with `pid` added to the query when it
@@ -189,10 +193,17 @@ impl Membership {
 
 impl ComputeAppsFilter {
     /// The line as the environment sees it, or `None` to drop it.
-    pub fn line(&self, line: &str, first: bool, ours: &mut impl FnMut(u32) -> bool) -> Option<String> {
+    pub fn line(
+        &self,
+        line: &str,
+        first: bool,
+        ours: &mut impl FnMut(u32) -> bool,
+    ) -> Option<String> {
         let cut = |line: &str| -> String {
             if self.added_pid {
-                line.rsplit_once(", ").map_or(line, |(kept, _)| kept).to_owned()
+                line.rsplit_once(", ")
+                    .map_or(line, |(kept, _)| kept)
+                    .to_owned()
             } else {
                 line.to_owned()
             }
@@ -200,7 +211,12 @@ impl ComputeAppsFilter {
         if (first && self.header) || line.trim().is_empty() {
             return Some(cut(line));
         }
-        let pid = line.split(", ").nth(self.pid_field)?.trim().parse::<u32>().ok()?;
+        let pid = line
+            .split(", ")
+            .nth(self.pid_field)?
+            .trim()
+            .parse::<u32>()
+            .ok()?;
         ours(pid).then(|| cut(line))
     }
 }
@@ -247,13 +263,20 @@ pub fn parse_process_row(line: &str) -> Option<ProcessRow> {
     let tokens: Vec<&str> = inner.split_whitespace().collect();
     let gpu = tokens.first()?.parse().ok()?;
     let id = |t: &str| t == "N/A" || t.chars().all(|c| c.is_ascii_digit());
-    let pid = if tokens.len() >= 6 && id(tokens[1]) && id(tokens[2]) && tokens[3].parse::<u32>().is_ok() {
+    let pid = if tokens.len() >= 6
+        && id(tokens[1])
+        && id(tokens[2])
+        && tokens[3].parse::<u32>().is_ok()
+    {
         tokens[3]
     } else {
         tokens.get(1)?
     };
     let pid = pid.parse().ok()?;
-    let mib = tokens.last()?.strip_suffix("MiB").and_then(|m| m.parse().ok());
+    let mib = tokens
+        .last()?
+        .strip_suffix("MiB")
+        .and_then(|m| m.parse().ok());
     Some(ProcessRow { gpu, pid, mib })
 }
 
@@ -308,7 +331,11 @@ fn rewrite_memory(line: &str, used: Option<u64>, total: Option<u64>) -> String {
 
 /// One frame of the default table (one screen; `-l` prints many), as the
 /// environment sees it, with the warnings after it.
-pub fn rewrite_frame(lines: &[String], ours: &mut impl FnMut(u32) -> bool, cap: Option<&Cap>) -> String {
+pub fn rewrite_frame(
+    lines: &[String],
+    ours: &mut impl FnMut(u32) -> bool,
+    cap: Option<&Cap>,
+) -> String {
     let mut section = Section::Other;
     let mut gpu = None;
     let mut memory_lines: Vec<(usize, Option<u32>)> = Vec::new();
@@ -490,7 +517,11 @@ pub fn run(args: Vec<OsString>) -> i32 {
             let mut frames = Frames::default();
             let code = pipe(&real, &args, |line, out| match frames.push(line) {
                 Some(frame) => {
-                    out.push_str(&rewrite_frame(&frame, &mut |pid| members.contains(pid), cap.as_ref()));
+                    out.push_str(&rewrite_frame(
+                        &frame,
+                        &mut |pid| members.contains(pid),
+                        cap.as_ref(),
+                    ));
                     true
                 }
                 None => false,
@@ -507,7 +538,11 @@ pub fn run(args: Vec<OsString>) -> i32 {
 
 /// Runs the real program with its output through `each`, which appends
 /// what to print and says when to flush (at the end of a frame).
-fn pipe(real: &std::path::Path, args: &[String], mut each: impl FnMut(String, &mut String) -> bool) -> i32 {
+fn pipe(
+    real: &std::path::Path,
+    args: &[String],
+    mut each: impl FnMut(String, &mut String) -> bool,
+) -> i32 {
     let depth = match super::next_depth() {
         Ok(depth) => depth,
         Err(e) => return super::fail(&e),
@@ -541,7 +576,11 @@ fn pipe(real: &std::path::Path, args: &[String], mut each: impl FnMut(String, &m
         let line = line.strip_suffix('\n').unwrap_or(&line);
         let line = line.strip_suffix('\r').unwrap_or(line).to_owned();
         if each(line, &mut out) {
-            if terminal.write_all(out.as_bytes()).and_then(|()| terminal.flush()).is_err() {
+            if terminal
+                .write_all(out.as_bytes())
+                .and_then(|()| terminal.flush())
+                .is_err()
+            {
                 // The reader went away: stop, and let the real program
                 // meet the closed pipe too.
                 drop(reader);
@@ -551,7 +590,9 @@ fn pipe(real: &std::path::Path, args: &[String], mut each: impl FnMut(String, &m
             out.clear();
         }
     }
-    let _ = terminal.write_all(out.as_bytes()).and_then(|()| terminal.flush());
+    let _ = terminal
+        .write_all(out.as_bytes())
+        .and_then(|()| terminal.flush());
     drop(terminal);
     match child.wait() {
         Ok(status) => status

@@ -198,10 +198,22 @@ mod tests {
             with,
             "index, memory.total [MiB], utilization.gpu [%], name\n1, 16384 MiB, 93 %, Tesla, V100\n"
         );
-        let without =
-            render_gpus(&fields, CsvFormat::parse("csv,noheader,nounits").unwrap(), &[gpu()], "550")
-                .unwrap();
+        let without = render_gpus(
+            &fields,
+            CsvFormat::parse("csv,noheader,nounits").unwrap(),
+            &[gpu()],
+            "550",
+        )
+        .unwrap();
         assert_eq!(without, "1, 16384, 93, Tesla, V100\n");
-        assert!(render_gpus(&["bogus"], CsvFormat::parse("csv").unwrap(), &[gpu()], "550").is_err());
+        assert!(
+            render_gpus(
+                &["bogus"],
+                CsvFormat::parse("csv").unwrap(),
+                &[gpu()],
+                "550"
+            )
+            .is_err()
+        );
     }
 }

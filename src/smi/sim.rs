@@ -127,7 +127,10 @@ fn processes(config: &MockConfig, gpus: &[SimGpu]) -> Vec<SimProcess> {
 }
 
 fn fields(list: &str) -> Vec<&str> {
-    list.split(',').map(str::trim).filter(|f| !f.is_empty()).collect()
+    list.split(',')
+        .map(str::trim)
+        .filter(|f| !f.is_empty())
+        .collect()
 }
 
 /// Runs the stand-in with `args` (without the program name).

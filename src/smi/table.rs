@@ -187,8 +187,8 @@ pub fn render(
         let name = fit(&p.name, name_width, true);
         let _ = writeln!(
             out,
-            "|{:>5}   {:<3}  {:<3}{:>10}      {}   {name:<name_width$}   {:>memory_width$}MiB |",
-            p.index, "N/A", "N/A", p.pid, "C", p.used_mib
+            "|{:>5}   {:<3}  {:<3}{:>10}      C   {name:<name_width$}   {:>memory_width$}MiB |",
+            p.index, "N/A", "N/A", p.pid, p.used_mib
         );
     }
     out.push_str(&full_rule);
@@ -226,7 +226,14 @@ mod tests {
             used_mib: 42,
         }];
         for layout in [Layout::Narrow, Layout::Wide] {
-            let text = render(layout, "Mon Jan  1 00:00:00 2024", "550.54.15", "12.4", &gpus, &processes);
+            let text = render(
+                layout,
+                "Mon Jan  1 00:00:00 2024",
+                "550.54.15",
+                "12.4",
+                &gpus,
+                &processes,
+            );
             for line in text.lines().skip(1).filter(|l| !l.trim().is_empty()) {
                 assert_eq!(line.len(), layout.width(), "{layout:?}: {line:?}");
             }

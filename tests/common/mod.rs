@@ -39,7 +39,10 @@ impl Run {
     pub fn fails(self) -> Self {
         assert_ne!(self.code, 0, "command should have failed: {self:?}");
         assert!(!self.stderr.contains("panicked"), "panic: {self:?}");
-        assert!(!self.stderr.contains("RUST_BACKTRACE"), "backtrace: {self:?}");
+        assert!(
+            !self.stderr.contains("RUST_BACKTRACE"),
+            "backtrace: {self:?}"
+        );
         self
     }
 }
@@ -48,7 +51,10 @@ impl Sandbox {
     /// A fresh state folder and two simulated 16g GPUs.
     pub fn new() -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
-        let mut sandbox = Sandbox { dir, vars: Vec::new() };
+        let mut sandbox = Sandbox {
+            dir,
+            vars: Vec::new(),
+        };
         sandbox.set("GENV_TMPDIR", sandbox.state().to_str().unwrap());
         sandbox.set("GENV_MOCK_DEVICE_COUNT", "2");
         sandbox
@@ -117,7 +123,12 @@ impl Sandbox {
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn genv");
-        child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
         Run::from(child.wait_with_output().unwrap())
     }
 
@@ -129,7 +140,12 @@ impl Sandbox {
                 entries
                     .filter_map(|e| e.ok())
                     .filter(|e| e.path().is_file())
-                    .map(|e| (e.file_name().to_string_lossy().into_owned(), std::fs::read(e.path()).unwrap()))
+                    .map(|e| {
+                        (
+                            e.file_name().to_string_lossy().into_owned(),
+                            std::fs::read(e.path()).unwrap(),
+                        )
+                    })
                     .collect()
             })
             .unwrap_or_default();
@@ -143,7 +159,12 @@ pub struct Sleeper(pub Child);
 
 impl Sleeper {
     pub fn new() -> Self {
-        Sleeper(Command::new("sleep").arg("100000").spawn().expect("spawn sleep"))
+        Sleeper(
+            Command::new("sleep")
+                .arg("100000")
+                .spawn()
+                .expect("spawn sleep"),
+        )
     }
 
     pub fn with_env(vars: &[(&str, &str)]) -> Self {
@@ -168,5 +189,7 @@ impl Drop for Sleeper {
 }
 
 pub fn fixture(path: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(path)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(path)
 }

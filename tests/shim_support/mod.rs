@@ -68,9 +68,7 @@ impl ShimBed {
         if text == "\n" {
             return Vec::new();
         }
-        text.lines()
-            .map(str::to_owned)
-            .collect()
+        text.lines().map(str::to_owned).collect()
     }
 
     /// The shim `program` with the sandbox's variables and PATH = shims,
@@ -81,7 +79,11 @@ impl ShimBed {
         self.sandbox.apply(&mut cmd);
         cmd.env(
             "PATH",
-            format!("{}:{}:/usr/bin:/bin", self.shims().display(), self.real().display()),
+            format!(
+                "{}:{}:/usr/bin:/bin",
+                self.shims().display(),
+                self.real().display()
+            ),
         );
         cmd
     }
@@ -127,8 +129,16 @@ pub fn put_pid(text: &str, old: &str, new: u32) -> String {
                 Some(at) => {
                     let end = at + 1 + old.len();
                     let start = end - new.len().max(old.len());
-                    assert!(line[start..end - old.len()].trim().is_empty(), "no room: {line}");
-                    format!("{}{new:>w$}{}", &line[..start], &line[end..], w = end - start)
+                    assert!(
+                        line[start..end - old.len()].trim().is_empty(),
+                        "no room: {line}"
+                    );
+                    format!(
+                        "{}{new:>w$}{}",
+                        &line[..start],
+                        &line[end..],
+                        w = end - start
+                    )
                 }
                 None => line.to_owned(),
             }
