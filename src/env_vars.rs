@@ -13,6 +13,10 @@ pub const GENV_GPU_MEMORY: &str = "GENV_GPU_MEMORY";
 pub const GENV_SHELL: &str = "GENV_SHELL";
 /// `1` makes the shims run the real program untouched.
 pub const GENV_BYPASS: &str = "GENV_BYPASS";
+/// How many shims deep a process runs; set by the shims on the real
+/// program, to stop a loop of shims (a copy of genv installed as the real
+/// program).
+pub const GENV_SHIM_DEPTH: &str = "GENV_SHIM_DEPTH";
 /// `0` makes `genv usage execute` report instead of sending SIGTERM.
 pub const GENV_TERMINATE_PROCESSES: &str = "GENV_TERMINATE_PROCESSES";
 

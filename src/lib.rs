@@ -9,6 +9,8 @@ pub mod error;
 pub mod memory;
 pub mod procs;
 pub mod provision;
+pub mod shim;
+pub mod smi;
 pub mod state;
 pub mod timefmt;
 
@@ -22,6 +24,10 @@ use state::StateDir;
 
 /// Runs genv with the process's arguments and returns the exit code.
 pub fn main() -> i32 {
+    // Run as `nvidia-smi` or `docker` (a link in the shims folder).
+    if let Some(code) = shim::dispatch() {
+        return code;
+    }
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {

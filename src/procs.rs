@@ -10,6 +10,7 @@ use rustix::process::Pid;
 /// permission (it belongs to another user). Never probes pid 0 or negative
 /// pids, which would mean process groups.
 pub fn pid_alive(pid: i64) -> bool {
+    // `Pid::from_raw` asserts on negative values.
     let Some(pid) = i32::try_from(pid)
         .ok()
         .filter(|&p| p > 0)
@@ -111,6 +112,13 @@ fn runtime_dirs(owner_uid: i64) -> Vec<PathBuf> {
         dirs.push(home.join(".local/share/jupyter/runtime"));
     }
     dirs
+}
+
+/// The first argument of a process's command line (`/proc/<pid>/cmdline`).
+pub fn cmdline_arg0(pid: u32) -> Option<String> {
+    let bytes = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    let arg0 = bytes.split(|&b| b == 0).next()?;
+    (!arg0.is_empty()).then(|| String::from_utf8_lossy(arg0).into_owned())
 }
 
 #[cfg(test)]
