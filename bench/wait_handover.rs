@@ -14,7 +14,10 @@ use genv::cli::devices::{Request, attach, detach};
 use genv::state::{LoadOptions, StateDir};
 
 fn main() {
-    let rounds: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(50);
+    let rounds: usize = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(50);
     let genv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/release/genv");
     let state = std::env::temp_dir().join(format!("genv-handover-{}", std::process::id()));
     // SAFETY: single-threaded so far; the children and the library read it.
@@ -30,7 +33,10 @@ fn main() {
         let envs = tx.envs().unwrap();
         for eid in ["a", "b"] {
             envs.activate(eid, 1000, None, now.clone());
-            envs.get_mut(eid).unwrap().pids.push(std::process::id().into());
+            envs.get_mut(eid)
+                .unwrap()
+                .pids
+                .push(std::process::id().into());
         }
         tx.commit().unwrap();
     }
@@ -50,14 +56,18 @@ fn main() {
             .spawn()
             .expect("run genv");
         let mut line = String::new();
-        BufReader::new(waiter.stderr.take().unwrap()).read_line(&mut line).unwrap();
+        BufReader::new(waiter.stderr.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
         assert!(line.contains("waiting"), "{line}");
         let mut tx = dir.transaction(LoadOptions::default()).unwrap();
         detach(tx.devices(&backend, false).unwrap(), "a", None);
         tx.commit().unwrap();
         let released = Instant::now();
         let mut got = String::new();
-        BufReader::new(waiter.stdout.take().unwrap()).read_line(&mut got).unwrap();
+        BufReader::new(waiter.stdout.take().unwrap())
+            .read_line(&mut got)
+            .unwrap();
         latencies.push(released.elapsed().as_secs_f64() * 1000.0);
         assert_eq!(got, "0\n");
         waiter.wait().unwrap();
@@ -68,6 +78,9 @@ fn main() {
     latencies.sort_by(|a, b| a.total_cmp(b));
     let median = latencies[latencies.len() / 2];
     let p90 = latencies[latencies.len() * 9 / 10];
-    println!("wait queue hand-over over {rounds} rounds: median {median:.2} ms, p90 {p90:.2} ms, max {:.2} ms", latencies[latencies.len() - 1]);
+    println!(
+        "wait queue hand-over over {rounds} rounds: median {median:.2} ms, p90 {p90:.2} ms, max {:.2} ms",
+        latencies[latencies.len() - 1]
+    );
     let _ = std::fs::remove_dir_all(&state);
 }
