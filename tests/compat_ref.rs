@@ -202,7 +202,7 @@ fn the_reference_reads_what_we_write() {
     assert_eq!(envs.stdout, ours.stdout);
     assert!(
         envs.stdout
-            .starts_with(&format!("ours,alice(1000),naïve \"name\" ☕,")),
+            .starts_with("ours,alice(1000),naïve \"name\" ☕,"),
         "{envs:?}"
     );
     let devices = theirs(&[
