@@ -609,3 +609,16 @@ fn changing_the_capacity_updates_the_attachments() {
         .stdout;
     assert!(attachments.starts_with("aaa++"), "{attachments}");
 }
+
+#[test]
+fn without_a_driver_says_so_and_how_to_simulate() {
+    let mut sb = Sandbox::new();
+    sb.unset("GENV_MOCK_DEVICE_COUNT");
+    sb.set("PATH", "/usr/bin:/bin");
+    let run = sb.run(&["devices"]).fails();
+    assert_eq!(run.stderr.lines().count(), 1, "{run:?}");
+    assert!(run.stderr.contains("no NVIDIA driver found"), "{run:?}");
+    assert!(run.stderr.contains("GENV_MOCK_DEVICE_COUNT"), "{run:?}");
+    // Environments need no GPU.
+    sb.run(&["envs"]).ok();
+}
