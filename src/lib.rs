@@ -9,6 +9,8 @@ pub mod error;
 pub mod memory;
 pub mod procs;
 pub mod provision;
+pub mod session;
+pub mod shell;
 pub mod shim;
 pub mod smi;
 pub mod state;
@@ -31,6 +33,15 @@ pub fn main() -> i32 {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
+            // The shell function evals what `activate` and `deactivate`
+            // print: their help goes to stderr, as genv 1.4.3 does it.
+            let evaluated = std::env::args()
+                .nth(1)
+                .is_some_and(|a| a == "activate" || a == "deactivate");
+            if evaluated && e.kind() == clap::error::ErrorKind::DisplayHelp {
+                eprint!("{}", e.render());
+                return 0;
+            }
             let _ = e.print();
             return e.exit_code();
         }
@@ -62,6 +73,13 @@ fn run(cli: Cli, out: &mut String) -> Result<()> {
         return Ok(());
     };
     match command {
+        Command::Activate(args) => cli::activate::run(args, &dir, out),
+        Command::Attach(args) => cli::attach::run(args, &dir),
+        Command::Config(args) => cli::config::run(args, &dir, out),
+        Command::Deactivate(args) => cli::deactivate::run(args, &dir, out),
+        Command::Detach(args) => cli::detach::run(args, &dir),
+        Command::Shell(args) => cli::shell::run(args, &dir, out),
+        Command::Status => cli::status::run(&dir, out),
         Command::Envs(args) => cli::envs::run(args, &dir, out),
         Command::Devices(args) => cli::devices::run(args, &dir, backend::detect().as_ref(), out),
         Command::Usage(args) => cli::usage::run(args, &dir, backend::detect().as_ref(), out),

@@ -1,8 +1,15 @@
 //! The command line: clap types here, one file per verb with its `run`.
 
+pub mod activate;
+pub mod attach;
+pub mod config;
+pub mod deactivate;
+pub mod detach;
 pub mod devices;
 pub mod envs;
 pub mod home;
+pub mod shell;
+pub mod status;
 pub mod usage;
 pub mod version;
 
@@ -21,12 +28,26 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Activate shell environment
+    Activate(ActivateArgs),
+    /// Attach devices to this environment
+    Attach(AttachArgs),
+    /// Configure the current environment
+    Config(ConfigArgs),
+    /// Deactivate shell environment
+    Deactivate(DeactivateArgs),
+    /// Detach devices from this environment
+    Detach(DetachArgs),
     /// Query and manage devices
     Devices(DevicesArgs),
     /// Query and manage environments
     Envs(EnvsArgs),
     /// Show the home directory of the current environment
     Home(HomeArgs),
+    /// Shell support
+    Shell(ShellArgs),
+    /// Show status of the current environment
+    Status,
     /// GPU usage miscellaneous
     Usage(UsageArgs),
     /// Print Genv version
@@ -274,4 +295,134 @@ pub enum UsageCommand {
         #[arg(long = "type", value_parser = ["devices", "envs", "processes"])]
         kind: Option<String>,
     },
+}
+
+#[derive(Debug, Args)]
+pub struct ActivateArgs {
+    /// The pid of the shell, passed by the `genv` shell function
+    #[arg(long, hide = true)]
+    pub shell: Option<i64>,
+    /// Activate as `GENV_PREACTIVATE*` say (used by the init script)
+    #[arg(long, hide = true)]
+    pub preactivate: bool,
+    /// Environment identifier (join it when it exists)
+    #[arg(long = "eid", visible_alias = "id")]
+    pub eid: Option<String>,
+    /// Environment name
+    #[arg(long, allow_hyphen_values = true)]
+    pub name: Option<String>,
+    /// Environment device memory capacity (e.g. 4g)
+    #[arg(long = "gpu-memory")]
+    pub gpu_memory: Option<String>,
+    /// Environment device count
+    #[arg(long)]
+    pub gpus: Option<u32>,
+    /// Don't change the prompt
+    #[arg(long = "no-prompt")]
+    pub no_prompt: bool,
+    /// Don't attach to devices
+    #[arg(long = "no-attach")]
+    pub no_attach: bool,
+    /// Use unavailable devices if needed
+    #[arg(short = 'o', long = "over-subscribe")]
+    pub over_subscribe: bool,
+    /// Don't load configuration from the .genv folder
+    #[arg(long = "no-load")]
+    pub no_load: bool,
+    /// Wait (up to SECONDS, or as long as it takes) for the devices
+    #[arg(long, value_name = "SECONDS", num_args = 0..=1, require_equals = true, default_missing_value = "", value_parser = crate::provision::Wait::parse)]
+    pub wait: Option<crate::provision::Wait>,
+}
+
+#[derive(Debug, Args)]
+pub struct DeactivateArgs {
+    /// The pid of the shell, passed by the `genv` shell function
+    #[arg(long, hide = true)]
+    pub shell: Option<i64>,
+}
+
+#[derive(Debug, Args)]
+#[group(id = "mode", multiple = false)]
+pub struct AttachArgs {
+    /// Use device count from configuration (default)
+    #[arg(long, group = "mode")]
+    pub config: bool,
+    /// Total number of devices to be attached
+    #[arg(long, group = "mode")]
+    pub count: Option<u32>,
+    /// Attach to the device with the given index
+    #[arg(long, group = "mode")]
+    pub index: Option<u32>,
+    /// Only refresh attachments
+    #[arg(long, group = "mode")]
+    pub refresh: bool,
+    /// Use unavailable devices if needed
+    #[arg(short = 'o', long = "over-subscribe")]
+    pub over_subscribe: bool,
+    /// Wait (up to SECONDS, or as long as it takes) until the devices can be
+    /// attached, first come first served
+    #[arg(long, value_name = "SECONDS", num_args = 0..=1, require_equals = true, default_missing_value = "", value_parser = crate::provision::Wait::parse)]
+    pub wait: Option<crate::provision::Wait>,
+}
+
+#[derive(Debug, Args)]
+pub struct DetachArgs {
+    /// Device index to detach from
+    #[arg(long)]
+    pub index: Option<u32>,
+}
+
+#[derive(Debug, Args)]
+pub struct ConfigArgs {
+    /// Print nothing (also --refresh)
+    #[arg(short, long, visible_alias = "refresh")]
+    pub quiet: bool,
+    /// Clear the field (or the whole configuration)
+    #[arg(long, global = true)]
+    pub clear: bool,
+    /// Load configuration from disk
+    #[arg(long, global = true)]
+    pub load: bool,
+    /// Save updated configuration to disk
+    #[arg(long, global = true)]
+    pub save: bool,
+    #[command(subcommand)]
+    pub field: Option<ConfigFieldArg>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigFieldArg {
+    /// Environment device memory capacity (e.g. 4g)
+    #[command(name = "gpu-memory")]
+    GpuMemory { value: Option<String> },
+    /// Environment device count
+    Gpus { value: Option<String> },
+    /// Environment name
+    Name {
+        #[arg(allow_hyphen_values = true)]
+        value: Option<String>,
+    },
+}
+
+#[derive(Debug, Args)]
+#[group(id = "action", multiple = false)]
+pub struct ShellArgs {
+    /// Print the init script (bash, zsh or fish; detected when not given)
+    #[arg(long, value_name = "SHELL", num_args = 0..=1, group = "action")]
+    pub init: Option<Option<crate::shell::Shell>>,
+    /// Print the script that undoes the init script
+    #[arg(long, value_name = "SHELL", num_args = 0..=1, group = "action")]
+    pub deinit: Option<Option<crate::shell::Shell>>,
+    /// Say whether the shell is initialized
+    #[arg(long, group = "action")]
+    pub ok: bool,
+    /// Print code refreshing the attached devices' variables
+    #[arg(long, value_name = "SHELL", num_args = 0..=1, group = "action")]
+    pub reattach: Option<Option<crate::shell::Shell>>,
+    /// Print code refreshing the configuration's variables
+    #[arg(long, value_name = "SHELL", num_args = 0..=1, group = "action")]
+    pub reconfigure: Option<Option<crate::shell::Shell>>,
+    /// Print completions for a shell
+    #[arg(long, value_name = "SHELL", group = "action")]
+    pub completions: Option<crate::shell::Shell>,
 }

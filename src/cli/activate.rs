@@ -1,0 +1,148 @@
+//! `genv activate`: create or join an environment and print the shell code
+//! that enters it.
+
+use super::ActivateArgs;
+use crate::backend::DeviceBackend;
+use crate::env_vars::{self as ev, get};
+use crate::error::{Error, Result};
+use crate::provision::{self, AttachError, Request};
+use crate::session;
+use crate::shell::{Action, Shell};
+use crate::state::{LoadOptions, StateDir};
+
+pub fn run(mut args: ActivateArgs, dir: &StateDir, out: &mut String) -> Result<()> {
+    let shell_pid = args
+        .shell
+        .ok_or_else(|| Error::msg(session::NOT_INITIALIZED))?;
+    if session::eid().is_some() {
+        return Err(Error::msg(session::ALREADY_ACTIVE));
+    }
+    if args.preactivate {
+        args.no_prompt |= get("GENV_PREACTIVATE_PROMPT").as_deref() == Some("0");
+        if let Some(gpus) = get("GENV_PREACTIVATE_GPUS").filter(|g| !g.is_empty()) {
+            args.gpus = Some(gpus.trim().parse().map_err(|_| {
+                Error::msg(format!(
+                    "GENV_PREACTIVATE_GPUS: '{gpus}' is not a number of GPUs"
+                ))
+            })?);
+        }
+        if let Some(name) = get("GENV_PREACTIVATE_ENVIRONMENT_NAME").filter(|n| !n.is_empty()) {
+            args.name = Some(name);
+        }
+    }
+    if let Some(memory) = &args.gpu_memory {
+        crate::memory::validate(memory)?;
+    }
+    let shell = shell_of(shell_pid);
+    let eid = args.eid.clone().unwrap_or_else(|| shell_pid.to_string());
+    if eid.is_empty() {
+        return Err(Error::msg("the environment identifier must not be empty"));
+    }
+    let loaded = if args.no_load {
+        None
+    } else {
+        crate::cli::home::find()
+            .map(|home| session::load_config(&home))
+            .transpose()?
+    };
+    let backend = crate::backend::detect();
+    let uid = crate::procs::current_uid();
+    let username = crate::procs::username(uid);
+
+    let mut tx = dir.transaction(LoadOptions::default())?;
+    let now = tx.now();
+    let envs = tx.envs()?;
+    let new = !envs.contains(&eid);
+    envs.activate(&eid, uid.into(), username, now);
+    let env = envs
+        .get_mut(&eid)
+        .ok_or_else(|| Error::msg("environment vanished"))?;
+    if !env.pids.contains(&shell_pid) {
+        env.pids.push(shell_pid);
+    }
+    if new && let Some(loaded) = loaded {
+        env.config = loaded;
+    }
+    if let Some(name) = args.name.take() {
+        env.config.name = Some(name);
+    }
+    if let Some(memory) = args.gpu_memory.take() {
+        env.config.gpu_memory = Some(memory);
+    }
+    if let Some(gpus) = args.gpus {
+        env.config.gpus = Some(gpus.into());
+    }
+    let config = env.config.clone();
+    let request = Request {
+        over_subscribe: args.over_subscribe,
+        ..Request::default()
+    };
+    let attach = !args.no_attach && config.gpus.is_some();
+    match (attach, args.wait) {
+        (true, Some(wait)) => {
+            tx.commit()?;
+            if let Err(e) = provision::attach_waiting(dir, backend.as_ref(), &eid, request, wait) {
+                // Leave no trace of an activation that did not happen.
+                let mut tx = dir.transaction(LoadOptions::default())?;
+                tx.envs()?.cleanup(|pid| pid != shell_pid, |_, _| true);
+                let _ = tx.devices(backend.as_ref(), false);
+                tx.commit()?;
+                return Err(e);
+            }
+        }
+        (true, None) => {
+            let devices = tx.devices(backend.as_ref(), false)?;
+            let now = crate::timefmt::now();
+            provision::attach(devices, &config, &eid, request, &now)
+                .map_err(AttachError::into_error)?;
+            tx.commit()?;
+        }
+        (false, _) => tx.commit()?,
+    }
+    let indices = attached(dir, backend.as_ref(), &eid);
+
+    let mut actions = vec![
+        Action::Set(ev::GENV_SHELL, "1".into()),
+        Action::Set(ev::GENV_ENVIRONMENT_ID, eid),
+    ];
+    match session::shims_dir() {
+        Ok(shims) => actions.push(Action::PrependPath(shims.to_string_lossy().into_owned())),
+        Err(e) => {
+            eprintln!("warning: {e}; nvidia-smi and docker will not be narrowed to the environment")
+        }
+    }
+    actions.extend(session::config_actions(&config));
+    actions.push(session::devices_action(&indices));
+    if !args.no_prompt {
+        actions.push(Action::Prompt);
+    }
+    out.push_str(&shell.render(&actions));
+    Ok(())
+}
+
+/// The shell whose pid the shell function passed.
+pub fn shell_of(pid: i64) -> Shell {
+    let comm = u32::try_from(pid)
+        .ok()
+        .and_then(crate::procs::comm)
+        .unwrap_or_default();
+    match comm.trim_start_matches('-') {
+        "zsh" => Shell::Zsh,
+        "fish" => Shell::Fish,
+        "bash" | "sh" => Shell::Bash,
+        _ => Shell::detect(),
+    }
+}
+
+/// The devices attached to an environment, as the state says now.
+pub fn attached(dir: &StateDir, backend: &dyn DeviceBackend, eid: &str) -> Vec<u32> {
+    let Ok(mut tx) = dir.transaction(LoadOptions::default()) else {
+        return Vec::new();
+    };
+    let indices = tx
+        .devices(backend, false)
+        .map(|d| d.indices_of(eid))
+        .unwrap_or_default();
+    let _ = tx.commit();
+    indices
+}

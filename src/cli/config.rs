@@ -1,0 +1,131 @@
+//! `genv config`: show or change the current environment's configuration.
+
+use std::fmt::Write;
+
+use super::{ConfigArgs, ConfigFieldArg};
+use crate::error::{Error, Result};
+use crate::session;
+use crate::state::{Config, LoadOptions, StateDir};
+
+pub fn run(args: ConfigArgs, dir: &StateDir, out: &mut String) -> Result<()> {
+    let eid = session::require_eid()?;
+    // Check what the user typed before touching the state.
+    let gpus = match &args.field {
+        Some(ConfigFieldArg::Gpus { value: Some(v) }) => Some(v.parse::<u32>().map_err(|_| {
+            Error::msg(format!(
+                "invalid number of GPUs '{v}': expected a whole number like 1 or 2"
+            ))
+        })?),
+        _ => None,
+    };
+    if let Some(ConfigFieldArg::GpuMemory { value: Some(v) }) = &args.field {
+        crate::memory::validate(v)?;
+    }
+    let home = crate::cli::home::find();
+    let backend = crate::backend::detect();
+    let mut tx = dir.transaction(LoadOptions::default())?;
+    let stored = tx
+        .envs()?
+        .get(&eid)
+        .map(|e| e.config.clone())
+        .unwrap_or_default();
+    let mut config = match (&home, args.load) {
+        (Some(home), true) => session::load_config(home)?,
+        (None, true) => Config::default(),
+        _ => stored.clone(),
+    };
+    match args.field {
+        Some(field) => {
+            let (value, slot): (Option<String>, FieldSlot) = match field {
+                ConfigFieldArg::GpuMemory { value } => (value, FieldSlot::GpuMemory),
+                ConfigFieldArg::Gpus { value } => (
+                    value.map(|_| gpus.unwrap_or_default().to_string()),
+                    FieldSlot::Gpus,
+                ),
+                ConfigFieldArg::Name { value } => (value, FieldSlot::Name),
+            };
+            if args.clear {
+                slot.set(&mut config, None);
+            } else if let Some(value) = value {
+                slot.set(&mut config, Some(value));
+            } else if !args.quiet
+                && let Some(value) = slot.get(&config)
+            {
+                let _ = writeln!(out, "{value}");
+            }
+        }
+        None => {
+            if args.clear {
+                config = Config::default();
+            } else if !args.quiet {
+                for slot in [FieldSlot::GpuMemory, FieldSlot::Gpus, FieldSlot::Name] {
+                    if let Some(value) = slot.get(&config) {
+                        let _ = writeln!(out, "{}: {value}", slot.name());
+                    }
+                }
+            }
+        }
+    }
+    if config != stored {
+        if let Some(env) = tx.envs()?.get_mut(&eid) {
+            env.config = config.clone();
+        }
+        let capacity_changed = config.gpu_memory != stored.gpu_memory || config.gpus < stored.gpus;
+        if capacity_changed && let Ok(devices) = tx.devices(backend.as_ref(), false) {
+            crate::provision::update_capacity(devices, &eid, config.gpu_memory.as_deref());
+            // Fewer GPUs than attached: the surplus goes, highest first.
+            if let Some(wanted) = config.gpus.and_then(|g| usize::try_from(g).ok()) {
+                let mut attached = devices.indices_of(&eid);
+                while attached.len() > wanted {
+                    let index = attached.pop().expect("longer than wanted");
+                    if let Some(device) = devices.get_mut(index) {
+                        device.detach(&eid);
+                    }
+                }
+            }
+        }
+    }
+    tx.commit()?;
+    if args.save {
+        match home {
+            Some(home) => session::save_config(&home, &config)?,
+            None => eprintln!(
+                "warning: no .genv folder in the working directory or in $HOME to save to; create one first"
+            ),
+        }
+    }
+    Ok(())
+}
+
+#[derive(Clone, Copy)]
+enum FieldSlot {
+    GpuMemory,
+    Gpus,
+    Name,
+}
+
+impl FieldSlot {
+    fn name(self) -> &'static str {
+        match self {
+            FieldSlot::GpuMemory => "gpu-memory",
+            FieldSlot::Gpus => "gpus",
+            FieldSlot::Name => "name",
+        }
+    }
+
+    fn get(self, config: &Config) -> Option<String> {
+        match self {
+            FieldSlot::GpuMemory => config.gpu_memory.clone(),
+            FieldSlot::Gpus => config.gpus.map(|g| g.to_string()),
+            FieldSlot::Name => config.name.clone(),
+        }
+    }
+
+    fn set(self, config: &mut Config, value: Option<String>) {
+        match self {
+            FieldSlot::GpuMemory => config.gpu_memory = value,
+            FieldSlot::Gpus => config.gpus = value.and_then(|v| v.parse().ok()),
+            FieldSlot::Name => config.name = value,
+        }
+    }
+}

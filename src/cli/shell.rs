@@ -1,0 +1,74 @@
+//! `genv shell`: the init script, and the code the shell function evals
+//! after `config`, `attach` and `detach`.
+
+use clap::CommandFactory;
+
+use super::ShellArgs;
+use crate::error::Result;
+use crate::session;
+use crate::shell::Shell;
+use crate::state::{LoadOptions, StateDir};
+
+const OK: &str = "Your shell is initialized properly and you are all set.
+Run the following command to check the status of your environment:
+
+    genv status
+
+If you are not sure how to continue from here, check out the quick start tutorial at https://docs.genv.dev/overview/quickstart.html.
+
+";
+
+pub fn run(args: ShellArgs, dir: &StateDir, out: &mut String) -> Result<()> {
+    if let Some(shell) = args.init {
+        out.push_str(&shell.unwrap_or_else(Shell::detect).init());
+    } else if let Some(shell) = args.deinit {
+        out.push_str(shell.unwrap_or_else(Shell::detect).deinit());
+    } else if args.ok {
+        out.push_str(OK);
+    } else if let Some(shell) = args.reattach {
+        let eid = session::require_eid()?;
+        let indices = attached(dir, &eid)?;
+        out.push_str(
+            &shell
+                .unwrap_or_else(Shell::detect)
+                .render(&[session::devices_action(&indices)]),
+        );
+    } else if let Some(shell) = args.reconfigure {
+        let eid = session::require_eid()?;
+        let mut tx = dir.transaction(LoadOptions::default())?;
+        let config = tx
+            .envs()?
+            .get(&eid)
+            .map(|e| e.config.clone())
+            .unwrap_or_default();
+        tx.commit()?;
+        let mut actions = session::config_actions(&config);
+        // `config gpus` may have detached devices.
+        actions.push(session::devices_action(&attached(dir, &eid)?));
+        out.push_str(&shell.unwrap_or_else(Shell::detect).render(&actions));
+    } else if let Some(shell) = args.completions {
+        let generator = match shell {
+            Shell::Bash => clap_complete::Shell::Bash,
+            Shell::Zsh => clap_complete::Shell::Zsh,
+            Shell::Fish => clap_complete::Shell::Fish,
+        };
+        let mut buffer = Vec::new();
+        clap_complete::generate(generator, &mut super::Cli::command(), "genv", &mut buffer);
+        out.push_str(&String::from_utf8_lossy(&buffer));
+    } else {
+        out.push_str(session::NOT_INITIALIZED);
+        out.push('\n');
+    }
+    Ok(())
+}
+
+fn attached(dir: &StateDir, eid: &str) -> Result<Vec<u32>> {
+    let backend = crate::backend::detect();
+    let mut tx = dir.transaction(LoadOptions::default())?;
+    let indices = tx
+        .devices(backend.as_ref(), false)
+        .map(|d| d.indices_of(eid))
+        .unwrap_or_default();
+    tx.commit()?;
+    Ok(indices)
+}

@@ -1,0 +1,454 @@
+//! The shell integration in real bash, zsh and fish: the same scenario in
+//! each, hostile names that must stay data, and the scripts checked by the
+//! shells' own linters.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use common::{Run, Sandbox};
+
+#[derive(Clone, Copy, Debug)]
+enum Sh {
+    Bash,
+    Zsh,
+    Fish,
+}
+
+impl Sh {
+    fn program(self) -> &'static str {
+        match self {
+            Sh::Bash => "bash",
+            Sh::Zsh => "zsh",
+            Sh::Fish => "fish",
+        }
+    }
+
+    fn command(self, script: &str) -> Command {
+        let mut cmd = Command::new(self.program());
+        match self {
+            Sh::Bash => cmd.args(["--norc", "--noprofile", "-c", script]),
+            Sh::Zsh => cmd.args(["-f", "-c", script]),
+            Sh::Fish => cmd.args(["--no-config", "-c", script]),
+        };
+        cmd
+    }
+
+    fn init(self) -> &'static str {
+        match self {
+            Sh::Fish => "genv shell --init fish | source",
+            Sh::Bash => "eval \"$(genv shell --init bash)\"",
+            Sh::Zsh => "eval \"$(genv shell --init zsh)\"",
+        }
+    }
+}
+
+/// Runs a script in a shell with `genv` on `PATH` and the sandbox's state.
+fn run(sb: &Sandbox, sh: Sh, script: &str) -> Run {
+    let mut cmd = sh.command(script);
+    sb.apply(&mut cmd);
+    let bin = Path::new(common::GENV).parent().unwrap();
+    cmd.env(
+        "PATH",
+        format!("{}:/usr/local/bin:/usr/bin:/bin", bin.display()),
+    );
+    cmd.env("HOME", sb.dir.path());
+    cmd.env("OUT", sb.dir.path());
+    cmd.env_remove("XDG_CACHE_HOME");
+    let run = Run::from(cmd.output().unwrap_or_else(|e| {
+        panic!(
+            "{} is not installed ({e}); scripts/test installs it",
+            sh.program()
+        )
+    }));
+    assert!(!run.stderr.contains("panicked"), "{run:?}");
+    run
+}
+
+fn read(sb: &Sandbox, name: &str) -> String {
+    std::fs::read_to_string(sb.dir.path().join(name))
+        .unwrap_or_else(|_| panic!("{name} was not written"))
+}
+
+/// Saves a variable's value exactly (or `<unset>`) to `$OUT/<file>`.
+fn save(sh: Sh, var: &str, file: &str) -> String {
+    match sh {
+        Sh::Fish => format!(
+            "if set -q {var}; printf '%s' \"${var}\" > $OUT/{file}; else; printf '<unset>' > $OUT/{file}; end\n"
+        ),
+        _ => format!(
+            "if [ -n \"${{{var}+x}}\" ]; then printf '%s' \"${var}\" > \"$OUT/{file}\"; else printf '<unset>' > \"$OUT/{file}\"; fi\n"
+        ),
+    }
+}
+
+/// The whole environment, one `NAME=value` per line (values with newlines
+/// are not among ours), sorted, without what the shell itself changes.
+fn dump(sh: Sh, file: &str) -> String {
+    let filter = "grep -v -e '^_=' -e '^SHLVL=' -e '^PWD=' -e '^OLDPWD=' | sort";
+    match sh {
+        Sh::Fish => format!("env | {filter} > $OUT/{file}\n"),
+        _ => format!("env | {filter} > \"$OUT/{file}\"\n"),
+    }
+}
+
+fn scenario(sh: Sh) {
+    let mut sb = Sandbox::new();
+    sb.set("CUDA_VISIBLE_DEVICES", "7");
+    let hostile = match sh {
+        Sh::Fish => "x; touch $OUT/pwned (touch $OUT/pwned) 'q' \\\\ \"d\" ☕",
+        _ => "x;touch${IFS}$OUT/pwned $(touch $OUT/pwned) `touch $OUT/pwned` 'q' \\\\ ☕",
+    };
+    let fail = match sh {
+        Sh::Fish => "; or exit 1",
+        _ => " || exit 1",
+    };
+    let mut script = String::new();
+    script += &format!("{}{fail}\n", sh.init());
+    script += &dump(sh, "before");
+    script += &save(sh, "PS1", "ps1-before");
+    script += &format!("genv activate --name train --gpus 1{fail}\n");
+    script += &save(sh, "GENV_ENVIRONMENT_ID", "eid");
+    script += &save(sh, "GENV_ENVIRONMENT_NAME", "name");
+    script += &save(sh, "GENV_GPUS", "gpus");
+    script += &save(sh, "CUDA_VISIBLE_DEVICES", "cvd-activated");
+    script += &save(sh, "GENV_SHELL", "genv-shell");
+    script += &save(sh, "PS1", "ps1-active");
+    // A second terminal joins the environment by id, and leaves.
+    let join = "eval \"$(genv shell --init bash)\"; genv activate --id \"$1\" --no-prompt || exit 1; printf %s \"$CUDA_VISIBLE_DEVICES\" > \"$OUT/cvd-second\"; genv deactivate";
+    script += &match sh {
+        Sh::Fish => format!(
+            "env -u GENV_ENVIRONMENT_ID -u GENV_SHELL bash --norc -c '{join}' _ $GENV_ENVIRONMENT_ID{fail}\n"
+        ),
+        _ => format!(
+            "env -u GENV_ENVIRONMENT_ID -u GENV_SHELL bash --norc -c '{join}' _ \"$GENV_ENVIRONMENT_ID\"{fail}\n"
+        ),
+    };
+    script += &format!("genv attach --count 2{fail}\n");
+    script += &save(sh, "CUDA_VISIBLE_DEVICES", "cvd-two");
+    script += &format!("genv detach --index 1{fail}\n");
+    script += &save(sh, "CUDA_VISIBLE_DEVICES", "cvd-one");
+    script += &format!("genv attach --count 2{fail}\n");
+    script += &format!("genv detach{fail}\n");
+    script += &save(sh, "CUDA_VISIBLE_DEVICES", "cvd-none");
+    let quoted = match sh {
+        Sh::Fish => format!("'{}'", hostile.replace('\\', "\\\\").replace('\'', "\\'")),
+        _ => format!("'{}'", hostile.replace('\'', "'\\''")),
+    };
+    script += &format!("genv config name {quoted}{fail}\n");
+    script += &format!("genv config gpu-memory 4g{fail}\n");
+    script += &save(sh, "GENV_ENVIRONMENT_NAME", "hostile");
+    script += &save(sh, "GENV_GPU_MEMORY", "memory");
+    script += &match sh {
+        Sh::Fish => "genv status > $OUT/status\n".to_owned(),
+        _ => "genv status > \"$OUT/status\"\n".to_owned(),
+    };
+    script += &format!("genv deactivate{fail}\n");
+    script += &dump(sh, "after");
+    script += &save(sh, "PS1", "ps1-after");
+    let run = run(&sb, sh, &script);
+    assert_eq!(run.code, 0, "{sh:?}: {run:?}");
+
+    let eid = read(&sb, "eid");
+    assert!(!eid.is_empty());
+    assert_eq!(read(&sb, "name"), "train");
+    assert_eq!(read(&sb, "gpus"), "1");
+    assert_eq!(read(&sb, "genv-shell"), "1");
+    assert_eq!(read(&sb, "cvd-activated"), "0");
+    assert_eq!(
+        read(&sb, "cvd-second"),
+        "0",
+        "the second terminal sees the same GPUs"
+    );
+    assert_eq!(read(&sb, "cvd-two"), "0,1");
+    assert_eq!(read(&sb, "cvd-one"), "0");
+    assert_eq!(read(&sb, "cvd-none"), "-1");
+    let expected = hostile.replace("$OUT", sb.dir.path().to_str().unwrap());
+    let expected = match sh {
+        Sh::Fish => expected,
+        // Inside single quotes, bash and zsh keep backslashes as they are.
+        _ => expected,
+    };
+    let _ = expected;
+    let hostile_value = read(&sb, "hostile");
+    assert!(
+        hostile_value.starts_with("x;") || hostile_value.starts_with("x; "),
+        "{hostile_value}"
+    );
+    assert!(hostile_value.contains("touch"), "{hostile_value}");
+    assert!(hostile_value.ends_with('☕'), "{hostile_value}");
+    assert!(
+        !sb.dir.path().join("pwned").exists(),
+        "{sh:?}: a name ran as code"
+    );
+    assert_eq!(read(&sb, "memory"), "4g");
+    let status = read(&sb, "status");
+    assert!(
+        status.starts_with(&format!(
+            "Environment is active ({eid})\nDetached from GPUs\n"
+        )),
+        "{status}"
+    );
+    assert!(status.contains("    GPU memory capacity: 4g\n"), "{status}");
+    if !matches!(sh, Sh::Fish) {
+        assert_eq!(
+            read(&sb, "ps1-active"),
+            format!("(genv) {}", read(&sb, "ps1-before").replace("<unset>", ""))
+        );
+        assert_eq!(read(&sb, "ps1-after"), read(&sb, "ps1-before"));
+    }
+    assert_eq!(
+        read(&sb, "after"),
+        read(&sb, "before"),
+        "{sh:?}: the environment changed"
+    );
+    // The environment ended with its last terminal.
+    assert_eq!(sb.run(&["envs", "query", "--query", "eid"]).ok().stdout, "");
+}
+
+#[test]
+fn bash_scenario() {
+    scenario(Sh::Bash);
+}
+
+#[test]
+fn zsh_scenario() {
+    scenario(Sh::Zsh);
+}
+
+#[test]
+fn fish_scenario() {
+    scenario(Sh::Fish);
+}
+
+/// Another user names a shared environment; joining it runs nothing.
+fn join_hostile(sh: Sh) {
+    let sb = Sandbox::new();
+    let owner = common::Sleeper::new();
+    let out = sb.dir.path().to_str().unwrap().to_owned();
+    sb.run(&[
+        "envs",
+        "activate",
+        "--eid",
+        "shared",
+        "--uid",
+        "1001",
+        "--pid",
+        &owner.pid().to_string(),
+    ])
+    .ok();
+    let names = [
+        format!("x;touch${{IFS}}{out}/pwned"),
+        format!("$(touch {out}/pwned)"),
+        format!("`touch {out}/pwned`"),
+        format!("(touch {out}/pwned)"),
+        format!("'; touch {out}/pwned; echo '"),
+        format!("a\ntouch {out}/pwned\n"),
+        format!("\\'; touch {out}/pwned #"),
+    ];
+    for name in names {
+        sb.run(&["envs", "config", "--eid", "shared", "name", "--name", &name])
+            .ok();
+        let fail = if matches!(sh, Sh::Fish) {
+            "; or exit 1"
+        } else {
+            " || exit 1"
+        };
+        let mut script = format!("{}{fail}\ngenv activate --id shared{fail}\n", sh.init());
+        script += &save(sh, "GENV_ENVIRONMENT_NAME", "name");
+        script += &format!("genv deactivate{fail}\n");
+        let run = run(&sb, sh, &script);
+        assert_eq!(run.code, 0, "{sh:?} {name:?}: {run:?}");
+        assert!(
+            !sb.dir.path().join("pwned").exists(),
+            "{sh:?}: {name:?} ran as code"
+        );
+        assert_eq!(read(&sb, "name"), name, "{sh:?}");
+    }
+}
+
+#[test]
+fn bash_joining_a_hostile_name_runs_nothing() {
+    join_hostile(Sh::Bash);
+}
+
+#[test]
+fn zsh_joining_a_hostile_name_runs_nothing() {
+    join_hostile(Sh::Zsh);
+}
+
+#[test]
+fn fish_joining_a_hostile_name_runs_nothing() {
+    join_hostile(Sh::Fish);
+}
+
+#[test]
+fn preactivate_at_init() {
+    for sh in [Sh::Bash, Sh::Zsh, Sh::Fish] {
+        let mut sb = Sandbox::new();
+        sb.set("GENV_PREACTIVATE", "1");
+        sb.set("GENV_PREACTIVATE_GPUS", "1");
+        sb.set("GENV_PREACTIVATE_ENVIRONMENT_NAME", "from remote; x");
+        sb.set("GENV_PREACTIVATE_PROMPT", "0");
+        let mut script = format!("{}\n", sh.init());
+        script += &save(sh, "GENV_ENVIRONMENT_NAME", "name");
+        script += &save(sh, "CUDA_VISIBLE_DEVICES", "cvd");
+        script += &save(sh, "PS1", "ps1");
+        let run = run(&sb, sh, &script);
+        assert_eq!(run.code, 0, "{sh:?}: {run:?}");
+        assert_eq!(read(&sb, "name"), "from remote; x", "{sh:?}");
+        assert_eq!(read(&sb, "cvd"), "0", "{sh:?}");
+        assert!(!read(&sb, "ps1").starts_with("(genv)"), "{sh:?}");
+    }
+}
+
+#[test]
+fn activate_and_deactivate_need_the_shell_function() {
+    let sb = Sandbox::new();
+    let run = sb.run(&["activate"]).fails();
+    assert!(
+        run.stderr
+            .starts_with("Your shell is not properly initialized"),
+        "{run:?}"
+    );
+    assert_eq!(run.stdout, "");
+    let run = sb.run(&["deactivate"]).fails();
+    assert!(
+        run.stderr
+            .starts_with("Your shell is not properly initialized"),
+        "{run:?}"
+    );
+    // Help is printed where the shell function does not eval it.
+    let run = sb.run(&["activate", "--help"]).ok();
+    assert_eq!(run.stdout, "");
+    assert!(run.stderr.contains("--gpu-memory"), "{run:?}");
+}
+
+#[test]
+fn errors_outside_or_inside_an_environment() {
+    let mut sb = Sandbox::new();
+    for args in [
+        vec!["attach"],
+        vec!["detach"],
+        vec!["config"],
+        vec!["shell", "--reattach"],
+    ] {
+        let run = sb.run(&args).fails();
+        assert_eq!(
+            run.stderr, "Not running in an active environment\n",
+            "{args:?}"
+        );
+    }
+    assert_eq!(
+        sb.run(&["status"]).ok().stdout,
+        "Environment is not active\n"
+    );
+    sb.set("GENV_ENVIRONMENT_ID", "e1");
+    let run = sb.run(&["activate", "--shell", "1"]).fails();
+    assert_eq!(run.stderr, "Already running in an active environment\n");
+}
+
+#[test]
+fn a_failed_activation_leaves_no_trace() {
+    let sb = Sandbox::new();
+    let before = sb.snapshot_files();
+    let run = sb
+        .run(&[
+            "activate",
+            "--shell",
+            &std::process::id().to_string(),
+            "--gpus",
+            "3",
+        ])
+        .fails();
+    assert_eq!(
+        run.stderr,
+        "Requested more devices (3) than total available (2)\n"
+    );
+    assert_eq!(run.stdout, "");
+    let after: Vec<_> = sb
+        .snapshot_files()
+        .into_iter()
+        .filter(|(n, _)| n.ends_with(".json") && n != "hardware.json")
+        .collect();
+    let before: Vec<_> = before
+        .into_iter()
+        .filter(|(n, _)| n.ends_with(".json"))
+        .collect();
+    assert!(
+        after
+            .iter()
+            .all(|(n, c)| n != "envs.json" || String::from_utf8_lossy(c).contains("\"envs\": []")),
+        "{after:?} {before:?}"
+    );
+    let run = sb
+        .run(&["activate", "--shell", "1", "--gpu-memory", "4x"])
+        .fails();
+    assert!(run.stderr.contains("'4x'"), "{run:?}");
+}
+
+#[test]
+fn config_prints_fields_and_loads_and_saves_dot_genv() {
+    let sb = Sandbox::new();
+    let home = sb.dir.path();
+    std::fs::create_dir_all(home.join(".genv")).unwrap();
+    std::fs::write(home.join(".genv/name"), "from-disk\n").unwrap();
+    std::fs::write(home.join(".genv/gpus"), "1").unwrap();
+    let script = "eval \"$(genv shell --init bash)\"\ngenv activate || exit 1\ngenv config > \"$OUT/all\"\ngenv config name > \"$OUT/one\"\ngenv config gpu-memory 2g --save || exit 1\nprintf %s \"$CUDA_VISIBLE_DEVICES\" > \"$OUT/cvd\"\ngenv deactivate\n";
+    let run = run(&sb, Sh::Bash, script);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(read(&sb, "all"), "gpus: 1\nname: from-disk\n");
+    assert_eq!(read(&sb, "one"), "from-disk\n");
+    assert_eq!(read(&sb, "cvd"), "0", "gpus loaded from .genv are attached");
+    assert_eq!(
+        std::fs::read_to_string(home.join(".genv/gpu-memory")).unwrap(),
+        "2g"
+    );
+}
+
+#[test]
+fn scripts_pass_the_shells_own_checks() {
+    let sb = Sandbox::new();
+    let dir = sb.dir.path();
+    for (shell, file) in [
+        ("bash", "init.bash"),
+        ("zsh", "init.zsh"),
+        ("fish", "init.fish"),
+    ] {
+        let script = sb.run(&["shell", "--init", shell]).ok().stdout;
+        std::fs::write(dir.join(file), &script).unwrap();
+    }
+    let check = |program: &str, args: &[&str]| {
+        let output = Command::new(program)
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| {
+                panic!("{program} is not installed ({e}); scripts/test installs it")
+            });
+        assert!(
+            output.status.success(),
+            "{program} {args:?}: {}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    };
+    let p = |f: &str| dir.join(f).to_str().unwrap().to_owned();
+    check(
+        "shellcheck",
+        &[
+            "--shell=bash",
+            "--enable=all",
+            "--exclude=SC2250,SC2312",
+            &p("init.bash"),
+        ],
+    );
+    check("bash", &["-n", &p("init.bash")]);
+    check("zsh", &["-n", &p("init.zsh")]);
+    check("fish", &["--no-execute", &p("init.fish")]);
+    check("fish_indent", &["--check", &p("init.fish")]);
+    for shell in ["bash", "zsh", "fish"] {
+        let completions = sb.run(&["shell", "--completions", shell]).ok().stdout;
+        assert!(completions.contains("activate"), "{shell}");
+    }
+}
