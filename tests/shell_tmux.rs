@@ -23,27 +23,61 @@ impl Tmux {
         };
         let bin = Path::new(common::GENV).parent().unwrap();
         let mut cmd = Command::new("tmux");
-        cmd.args(["-S", &tmux.socket, "-f", "/dev/null", "new-session", "-d", "-s", &tmux.session, "-x", "200", "-y", "50"]);
-        cmd.args(["env", "-i", &format!("PATH={}:/usr/bin:/bin", bin.display()), "TERM=xterm"]);
+        cmd.args([
+            "-S",
+            &tmux.socket,
+            "-f",
+            "/dev/null",
+            "new-session",
+            "-d",
+            "-s",
+            &tmux.session,
+            "-x",
+            "200",
+            "-y",
+            "50",
+        ]);
+        cmd.args([
+            "env",
+            "-i",
+            &format!("PATH={}:/usr/bin:/bin", bin.display()),
+            "TERM=xterm",
+        ]);
         for (name, value) in &sb.vars {
             cmd.arg(format!("{name}={value}"));
         }
         cmd.arg(format!("HOME={}", sb.dir.path().display()));
         cmd.args(["bash", "--norc", "--noprofile", "-i"]);
-        let status = cmd.status().expect("tmux is not installed; scripts/test installs it");
+        let status = cmd
+            .status()
+            .expect("tmux is not installed; scripts/test installs it");
         assert!(status.success());
         tmux
     }
 
     fn tmux(&self, args: &[&str]) -> String {
-        let output = Command::new("tmux").args(["-S", &self.socket]).args(args).output().unwrap();
-        assert!(output.status.success(), "tmux {args:?}: {}", String::from_utf8_lossy(&output.stderr));
+        let output = Command::new("tmux")
+            .args(["-S", &self.socket])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "tmux {args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
         String::from_utf8_lossy(&output.stdout).into_owned()
     }
 
     /// Types a line and waits until the shell has run it.
     fn run(&self, line: &str) {
-        self.tmux(&["send-keys", "-t", &self.session, "-l", &format!("{line}; tmux -S {} wait-for -S step\n", self.socket)]);
+        self.tmux(&[
+            "send-keys",
+            "-t",
+            &self.session,
+            "-l",
+            &format!("{line}; tmux -S {} wait-for -S step\n", self.socket),
+        ]);
         self.tmux(&["wait-for", "step"]);
     }
 
@@ -54,7 +88,9 @@ impl Tmux {
 
 impl Drop for Tmux {
     fn drop(&mut self) {
-        let _ = Command::new("tmux").args(["-S", &self.socket, "kill-server"]).status();
+        let _ = Command::new("tmux")
+            .args(["-S", &self.socket, "kill-server"])
+            .status();
     }
 }
 
@@ -76,7 +112,10 @@ fn prompt_and_completion_in_an_interactive_bash() {
     tmux.tmux(&["send-keys", "-t", &tmux.session, "Tab"]);
     tmux.run(" > /dev/null");
     let screen = tmux.screen();
-    assert!(screen.contains("(genv) ready> genv status  > /dev/null"), "{screen}");
+    assert!(
+        screen.contains("(genv) ready> genv status  > /dev/null"),
+        "{screen}"
+    );
 
     tmux.run("genv deactivate");
     tmux.run("clear");

@@ -233,3 +233,36 @@ fn bad_wait_values_are_refused() {
         "{run:?}"
     );
 }
+
+#[test]
+fn genv_attach_waits_too() {
+    let mut sb = Sandbox::new();
+    sb.set("GENV_MOCK_DEVICE_COUNT", "1");
+    let dog = Watchdog::new();
+    let holder = Sleeper::new();
+    env(&sb, "h", &holder);
+    env(&sb, "a", &holder);
+    sb.run(&["devices", "attach", "--eid", "h", "--count", "1"])
+        .ok();
+    let mut child = sb
+        .cmd(&["attach", "--count", "1", "--wait=30"])
+        .env("GENV_ENVIRONMENT_ID", "a")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    dog.guard(&child);
+    let mut line = String::new();
+    BufReader::new(child.stderr.as_mut().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(
+        line.starts_with("genv: waiting for 1 device (1st in line, for up to 30 s)"),
+        "{line}"
+    );
+    sb.run(&["devices", "detach", "--eid", "h"]).ok();
+    assert!(child.wait().unwrap().success());
+    assert_eq!(
+        sb.run(&["devices", "find", "--eid", "a"]).ok().stdout,
+        "0\n"
+    );
+}

@@ -342,19 +342,18 @@ pub struct DeactivateArgs {
 }
 
 #[derive(Debug, Args)]
-#[group(id = "mode", multiple = false)]
 pub struct AttachArgs {
     /// Use device count from configuration (default)
-    #[arg(long, group = "mode")]
+    #[arg(long, conflicts_with_all = ["count", "index", "refresh"])]
     pub config: bool,
     /// Total number of devices to be attached
-    #[arg(long, group = "mode")]
+    #[arg(long, conflicts_with_all = ["index", "refresh"])]
     pub count: Option<u32>,
     /// Attach to the device with the given index
-    #[arg(long, group = "mode")]
+    #[arg(long, conflicts_with = "refresh")]
     pub index: Option<u32>,
     /// Only refresh attachments
-    #[arg(long, group = "mode")]
+    #[arg(long)]
     pub refresh: bool,
     /// Use unavailable devices if needed
     #[arg(short = 'o', long = "over-subscribe")]
