@@ -134,3 +134,52 @@ fn jupyterlab_extension_command_lines() {
     assert_eq!(sh(&sb, "genv envs find --kernel-id k-123").ok().stdout, "");
     assert_eq!(sh(&sb, "genv devices find --eid nb1").ok().stdout, "\n");
 }
+
+#[test]
+fn vscode_extension_terminal_lines() {
+    let sb = Sandbox::new();
+    let window = Sleeper::new();
+    sh(
+        &sb,
+        &format!(
+            "genv envs activate --pid {} --eid vs1 --uid 1000 --username alice",
+            window.pid()
+        ),
+    )
+    .ok();
+    sh(
+        &sb,
+        "genv envs config --eid vs1 name --name \"my notebook\"",
+    )
+    .ok();
+    sh(&sb, "genv devices attach --eid vs1 --index 1").ok();
+    let out = sb.dir.path().display().to_string();
+    let script = format!(
+        "eval \"$(genv shell --init)\"
+genv activate --id vs1 --no-load --no-attach --no-prompt || exit 1
+genv attach --refresh || exit 1
+genv config --refresh || exit 1
+printf '%s|%s|%s' \"$GENV_ENVIRONMENT_ID\" \"$GENV_ENVIRONMENT_NAME\" \"$CUDA_VISIBLE_DEVICES\" > {out}/vars
+printf '%s' \"${{PS1-}}\" > {out}/ps1
+genv deactivate"
+    );
+    let mut cmd = Command::new("bash");
+    cmd.args(["--norc", "--noprofile", "-c", &script]);
+    sb.apply(&mut cmd);
+    let bin = std::path::Path::new(common::GENV).parent().unwrap();
+    cmd.env("PATH", format!("{}:/usr/bin:/bin", bin.display()))
+        .env("HOME", sb.dir.path());
+    let run = Run::from(cmd.output().unwrap()).ok();
+    assert_eq!(run.stderr, "");
+    assert_eq!(
+        std::fs::read_to_string(sb.dir.path().join("vars")).unwrap(),
+        "vs1|my notebook|1"
+    );
+    assert!(
+        !std::fs::read_to_string(sb.dir.path().join("ps1"))
+            .unwrap()
+            .contains("(genv)")
+    );
+    // The window still holds the environment.
+    assert_eq!(sh(&sb, "genv devices find --eid vs1").ok().stdout, "1\n");
+}
