@@ -25,16 +25,11 @@ if [[ ! -x $REF_VENV/bin/genv ]]; then
 fi
 [[ -x $REF_VENV/bin/genv ]] && ref=$REF_VENV/bin/genv
 
-# What the reference asks nvidia-smi when it creates devices.json.
+# genv's own nvidia-smi stand-in answers the reference's query for the
+# GPUs' memory when it creates devices.json.
 mkdir -p "$work/bin"
-cat >"$work/bin/nvidia-smi" <<'SMI'
-#!/bin/sh
-case "$*" in
-*--query-gpu=memory.total*) printf '16384\n16384\n' ;;
-*) echo "stand-in: unsupported: $*" >&2; exit 1 ;;
-esac
-SMI
-chmod +x "$work/bin/nvidia-smi"
+cargo build --release --quiet --bin nvidia-smi-sim
+ln -s "$PWD/target/release/nvidia-smi-sim" "$work/bin/nvidia-smi"
 export PATH="$work/bin:$PATH" GENV_MOCK_DEVICE_COUNT=2 GENV_MOCK_DEVICE_TOTAL_MEMORY=16gi
 
 sleep 100000 &

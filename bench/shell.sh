@@ -22,16 +22,11 @@ if [[ ! -x $REF_VENV/bin/genv ]]; then
     { python3 -m venv "$REF_VENV" && "$REF_VENV/bin/pip" install -q genv==1.4.3 psutil; } >&2 || true
 fi
 
-# genv 1.4.3 asks nvidia-smi for the GPUs' memory when it creates devices.json.
+# genv 1.4.3 asks nvidia-smi for the GPUs' memory when it creates
+# devices.json: genv's own stand-in answers.
 mkdir -p "$work/smi"
-cat >"$work/smi/nvidia-smi" <<'SMI'
-#!/bin/sh
-case "$*" in
-*--query-gpu=memory.total*) printf '16384\n16384\n' ;;
-*) exit 1 ;;
-esac
-SMI
-chmod +x "$work/smi/nvidia-smi"
+ln -s "$bin/nvidia-smi-sim" "$work/smi/nvidia-smi"
+export GENV_MOCK_DEVICE_TOTAL_MEMORY=16gi
 export GENV_MOCK_DEVICE_COUNT=2 HOME=$work
 
 cat >"$work/session.sh" <<'SH'
