@@ -58,8 +58,9 @@ pub fn main() -> i32 {
         Ok(()) => 0,
         Err(error::Error::Interrupted) => 130,
         Err(e) => {
-            let message = e.to_string();
-            eprintln!("{}", message.trim_end_matches('\n'));
+            // As genv 1.4.3 prints them: a message that ends with a newline
+            // gets one more.
+            eprintln!("{e}");
             1
         }
     }
