@@ -45,7 +45,10 @@ fn main() {
         let envs = tx.envs().expect("envs");
         for w in 0..workers {
             envs.activate(&format!("s{w}"), 1000, None, now.clone());
-            envs.get_mut(&format!("s{w}")).unwrap().pids.push(std::process::id().into());
+            envs.get_mut(&format!("s{w}"))
+                .unwrap()
+                .pids
+                .push(std::process::id().into());
         }
         tx.commit().expect("commit");
     }

@@ -11,7 +11,12 @@ use crate::enforce::{self, Processes, Report};
 use crate::error::{Error, Result};
 use crate::state::{Devices, Envs, LoadOptions, StateDir, file::to_json};
 
-pub fn run(args: UsageArgs, dir: &StateDir, backend: &dyn DeviceBackend, out: &mut String) -> Result<()> {
+pub fn run(
+    args: UsageArgs,
+    dir: &StateDir,
+    backend: &dyn DeviceBackend,
+    out: &mut String,
+) -> Result<()> {
     match args.command {
         UsageCommand::Snapshot { kind, .. } => snapshot(kind.as_deref(), dir, backend, out),
         UsageCommand::Execute => {
@@ -19,8 +24,8 @@ pub fn run(args: UsageArgs, dir: &StateDir, backend: &dyn DeviceBackend, out: &m
             std::io::stdin()
                 .read_to_string(&mut input)
                 .map_err(|e| Error::msg(format!("could not read the report from stdin: {e}")))?;
-            let report: Report =
-                serde_json::from_str(&input).map_err(|e| Error::msg(format!("invalid report on stdin: {e}")))?;
+            let report: Report = serde_json::from_str(&input)
+                .map_err(|e| Error::msg(format!("invalid report on stdin: {e}")))?;
             let mut tx = dir.transaction(LoadOptions::default())?;
             enforce::execute(&report, &mut tx, backend, out)?;
             tx.commit()
@@ -36,7 +41,12 @@ struct Snapshot<'a> {
     devices: &'a Devices,
 }
 
-fn snapshot(kind: Option<&str>, dir: &StateDir, backend: &dyn DeviceBackend, out: &mut String) -> Result<()> {
+fn snapshot(
+    kind: Option<&str>,
+    dir: &StateDir,
+    backend: &dyn DeviceBackend,
+    out: &mut String,
+) -> Result<()> {
     let processes = || backend.processes().map(enforce::processes);
     let mut tx = dir.transaction(LoadOptions::default())?;
     let json = match kind {
