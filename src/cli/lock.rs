@@ -100,8 +100,10 @@ fn visible_devices() -> Vec<u32> {
         .collect()
 }
 
-/// Takes the locks, waiting as the options say; the wait runs on a thread
-/// of its own so that a timeout can give up on a blocking `flock`.
+/// Takes the locks, waiting as the options say. The wait runs on this
+/// thread (a hand-over between threads costs milliseconds on a busy
+/// machine); a timeout is a watchdog thread that gives up for it, ending
+/// the process, which lets go of whatever it holds.
 fn take(
     dir: &StateDir,
     requests: Vec<Request>,
@@ -109,58 +111,52 @@ fn take(
     args: &LockArgs,
 ) -> Result<HeldLocks> {
     let nonblock = args.nonblock || args.timeout == Some(Duration::ZERO);
-    let busy = |index: u32, holders: &[Holder], what: &str| {
-        Error::msg(format!(
-            "genv lock: {what} GPU {index}{}",
-            in_use_by(dir, holders)
-        ))
-    };
     let indices: Vec<u32> = requests.iter().map(|r| r.index).collect();
     let waiting: Arc<Mutex<Option<u32>>> = Arc::default();
-    let (sender, receiver) = mpsc::channel();
-    {
+    let done = args.timeout.filter(|_| !nonblock).map(|timeout| {
+        let (sender, receiver) = mpsc::channel::<()>();
         let dir = dir.clone();
         let waiting = Arc::clone(&waiting);
+        let conflict_code = args.conflict_exit_code.unwrap_or(1);
         std::thread::spawn(move || {
-            let mut on_wait = |index: u32, holders: &[Holder]| {
-                if let Ok(mut w) = waiting.lock() {
-                    *w = Some(index);
-                }
-                eprintln!(
-                    "genv lock: waiting for GPU {index}{}",
-                    in_use_by(&dir, holders)
-                );
-            };
-            let options = WaitOptions { nonblock };
-            let result =
-                device_locks::acquire(&dir, &requests, eid.as_deref(), options, &mut on_wait);
-            let _ = sender.send(result);
-        });
-    }
-    let result = match args.timeout.filter(|_| !nonblock) {
-        Some(timeout) => match receiver.recv_timeout(timeout) {
-            Ok(result) => result,
-            Err(_) => {
-                device_locks::forget_waits(dir, &indices);
+            if let Err(mpsc::RecvTimeoutError::Timeout) = receiver.recv_timeout(timeout) {
+                device_locks::forget_waits(&dir, &indices);
                 let index = waiting.lock().ok().and_then(|w| *w).unwrap_or(indices[0]);
                 let me = std::process::id();
-                let holders: Vec<Holder> = device_locks::lock_holders(dir, index)
+                let holders: Vec<Holder> = device_locks::lock_holders(&dir, index)
                     .into_iter()
                     .filter(|h| h.pid != me && !h.waiting)
                     .collect();
-                let what = format!("timed out after {:?} waiting for", timeout);
-                return Err(conflict(args, busy(index, &holders, &what)));
+                eprintln!(
+                    "genv lock: timed out after {timeout:?} waiting for GPU {index}{}",
+                    in_use_by(&dir, &holders)
+                );
+                std::process::exit(conflict_code);
             }
-        },
-        None => receiver
-            .recv()
-            .map_err(|_| Error::msg("genv lock: the lock thread stopped"))?,
+        });
+        sender
+    });
+    let mut on_wait = |index: u32, holders: &[Holder]| {
+        if let Ok(mut w) = waiting.lock() {
+            *w = Some(index);
+        }
+        eprintln!(
+            "genv lock: waiting for GPU {index}{}",
+            in_use_by(dir, holders)
+        );
     };
+    let options = WaitOptions { nonblock };
+    let result = device_locks::acquire(dir, &requests, eid.as_deref(), options, &mut on_wait);
+    drop(done);
     match result {
         Ok(locks) => Ok(locks),
-        Err(LockError::Busy { index, holders }) => {
-            Err(conflict(args, busy(index, &holders, "cannot lock")))
-        }
+        Err(LockError::Busy { index, holders }) => Err(conflict(
+            args,
+            Error::msg(format!(
+                "genv lock: cannot lock GPU {index}{}",
+                in_use_by(dir, &holders)
+            )),
+        )),
         Err(LockError::Other(e)) => Err(e),
     }
 }
