@@ -300,3 +300,33 @@ fn fractions_exclude_a_genv_1_4_3_process() {
         .unwrap();
     assert!(free.success());
 }
+
+/// An environment on two GPUs holds both locks while its command runs.
+#[test]
+fn every_attached_device_is_locked() {
+    let sb = common::Sandbox::new();
+    let _a = env(&sb, "a", None);
+    sb.run(&["devices", "attach", "--eid", "a", "--index", "1"])
+        .ok();
+    let work = tempfile::tempdir().unwrap();
+    let sa = Section::new(work.path(), "A");
+    let ca = sa.command();
+    let a = Locker::spawn(&sb, Some("a"), &args(&[], &ca));
+    sa.entered();
+    for index in ["0", "1"] {
+        let lock = sb.file(&format!("devices/{index}.lock"));
+        let busy = Command::new("flock")
+            .args(["-n", "-s"])
+            .arg(&lock)
+            .arg("true")
+            .status()
+            .unwrap();
+        assert_eq!(busy.code(), Some(1), "GPU {index} should be locked");
+    }
+    let table = sb
+        .run(&["devices", "locks", "--format", "csv", "--no-header"])
+        .ok();
+    assert_eq!(table.stdout.matches(",a,job-a,").count(), 2, "{table:?}");
+    sa.release();
+    assert!(a.finish().0.success());
+}
