@@ -35,6 +35,10 @@ pub const GENV_MOCK_COMPUTE_APPS_GPU_MEMORY: &str = "GENV_MOCK_COMPUTE_APPS_GPU_
 
 pub const CUDA_VISIBLE_DEVICES: &str = "CUDA_VISIBLE_DEVICES";
 
+/// Set inside a container started by genv's container runtime, where the
+/// attached devices are the `devices/<index>.lock` files mounted into it.
+pub const GENV_CONTAINER: &str = "GENV_CONTAINER";
+
 /// A variable, treating unset and non-UTF-8 alike.
 pub fn get(name: &str) -> Option<String> {
     std::env::var(name).ok()

@@ -85,6 +85,14 @@ fn run(cli: Cli, out: &mut String) -> Result<()> {
         Command::Devices(args) => cli::devices::run(args, &dir, backend::detect().as_ref(), out),
         Command::Usage(args) => cli::usage::run(args, &dir, backend::detect().as_ref(), out),
         Command::Home(args) => cli::home::run(args.quiet, out),
+        Command::Lock(args) => {
+            // The command's exit code is ours; the locks are given back.
+            let code = cli::lock::run(args, &dir)?;
+            if code != 0 {
+                std::process::exit(code);
+            }
+            Ok(())
+        }
         Command::Version => {
             cli::version::run(out);
             Ok(())

@@ -66,6 +66,16 @@ pub fn run(
         }
         Some(DevicesCommand::Find { eid }) => print_indices(tx.devices(backend, false)?, &eid, out),
         Some(DevicesCommand::Ps(ps)) => print_ps(&mut tx, backend, ps, out)?,
+        Some(DevicesCommand::Locks(ps)) => {
+            let envs = tx.envs()?.clone();
+            let indices: Vec<u32> = tx
+                .devices(backend, false)?
+                .devices
+                .iter()
+                .map(|d| d.index)
+                .collect();
+            super::lock::print_locks(dir, &envs, &indices, ps, out);
+        }
         Some(DevicesCommand::Query { queries }) => {
             for device in &tx.devices(backend, false)?.devices {
                 let row: Vec<String> = queries

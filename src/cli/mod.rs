@@ -8,6 +8,7 @@ pub mod detach;
 pub mod devices;
 pub mod envs;
 pub mod home;
+pub mod lock;
 pub mod shell;
 pub mod status;
 pub mod usage;
@@ -48,6 +49,8 @@ pub enum Command {
     Shell(ShellArgs),
     /// Show status of the current environment
     Status,
+    /// Lock over-subscribed devices
+    Lock(LockArgs),
     /// GPU usage miscellaneous
     Usage(UsageArgs),
     /// Print Genv version
@@ -268,6 +271,8 @@ pub enum DevicesCommand {
         #[arg(long = "query", visible_alias = "queries", num_args = 1.., required = true, value_parser = devices::QUERIES)]
         queries: Vec<String>,
     },
+    /// Not in genv 1.4.3: who holds and who waits for each device's lock
+    Locks(PsArgs),
 }
 
 #[derive(Debug, Args)]
@@ -424,4 +429,40 @@ pub struct ShellArgs {
     /// Print completions for a shell
     #[arg(long, value_name = "SHELL", group = "action")]
     pub completions: Option<crate::shell::Shell>,
+}
+
+/// `genv lock`: genv 1.4.3 takes only the command; the options are those
+/// of `flock(1)` that fit.
+#[derive(Debug, Args)]
+pub struct LockArgs {
+    /// Fail (exit 1) rather than wait if a device is in use
+    #[arg(short = 'n', long = "nonblock", visible_alias = "nb")]
+    pub nonblock: bool,
+    /// Fail (exit 1) if the locks are not taken within SECONDS
+    #[arg(short = 'w', long = "timeout", visible_alias = "wait", value_name = "SECONDS", value_parser = parse_seconds)]
+    pub timeout: Option<std::time::Duration>,
+    /// Share the devices with everyone but exclusive holders, using no memory
+    #[arg(short = 's', long = "shared", conflicts_with = "exclusive")]
+    pub shared: bool,
+    /// Take the devices whole, even with a memory capacity
+    #[arg(short = 'x', long = "exclusive", visible_short_alias = 'e')]
+    pub exclusive: bool,
+    /// Exit code when a device is busy (-n) or the timeout passes (-w)
+    #[arg(short = 'E', long = "conflict-exit-code", value_name = "CODE")]
+    pub conflict_exit_code: Option<i32>,
+    /// Command to run under the device lock
+    #[arg(
+        value_name = "COMMAND",
+        trailing_var_arg = true,
+        allow_hyphen_values = true
+    )]
+    pub command: Vec<std::ffi::OsString>,
+}
+
+fn parse_seconds(value: &str) -> Result<std::time::Duration, String> {
+    value
+        .parse::<f64>()
+        .ok()
+        .and_then(|s| std::time::Duration::try_from_secs_f64(s).ok())
+        .ok_or_else(|| format!("'{value}' is not a number of seconds (e.g. 10 or 0.5)"))
 }

@@ -2,6 +2,7 @@
 //! is the only one that touches it: every read-modify-write happens inside
 //! a [`Transaction`], which holds the global `genv.lock` as genv 1.4.3 does.
 
+pub mod device_locks;
 mod devices;
 mod envs;
 pub mod file;

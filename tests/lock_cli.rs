@@ -1,0 +1,232 @@
+//! `genv lock` as a command: arguments, exit codes, signals, -n, -w.
+
+mod common;
+mod lock_support;
+
+use std::time::Instant;
+
+use lock_support::{Locker, Section, args, env, log, one_gpu};
+
+#[test]
+fn outside_an_environment_the_command_just_runs() {
+    let sb = one_gpu();
+    let run = sb.run(&["lock", "sh", "-c", "echo hi; exit 7"]);
+    assert_eq!(run.code, 7, "{run:?}");
+    assert_eq!(run.stdout, "hi\n");
+    assert!(
+        !sb.file("devices").exists(),
+        "no lock file outside an environment"
+    );
+}
+
+#[test]
+fn arguments_pass_through_exactly() {
+    let sb = one_gpu();
+    let _a = env(&sb, "a", None);
+    for prefix in [&[][..], &["--"][..]] {
+        let mut argv = vec!["lock"];
+        argv.extend_from_slice(prefix);
+        argv.extend(["printf", "%s|", "-n", "a b", "--timeout", "-w", "'q'"]);
+        let out = sb
+            .cmd(&argv)
+            .env("GENV_ENVIRONMENT_ID", "a")
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0), "{out:?}");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "-n|a b|--timeout|-w|'q'|"
+        );
+    }
+    assert!(sb.file("devices/0.lock").exists());
+}
+
+#[test]
+fn exit_codes_propagate() {
+    let sb = one_gpu();
+    let _a = env(&sb, "a", None);
+    let code = |argv: &[&str]| {
+        let mut all = vec!["lock"];
+        all.extend_from_slice(argv);
+        sb.cmd(&all)
+            .env("GENV_ENVIRONMENT_ID", "a")
+            .output()
+            .unwrap()
+            .status
+            .code()
+    };
+    assert_eq!(code(&["sh", "-c", "exit 3"]), Some(3));
+    assert_eq!(code(&["sh", "-c", "kill -9 $$"]), Some(137));
+    assert_eq!(code(&["surely-no-such-program-here"]), Some(127));
+    // Without a command: take the locks, give them back, exit 0.
+    assert_eq!(code(&[]), Some(0));
+}
+
+#[test]
+fn bad_options_fail_cleanly() {
+    let sb = one_gpu();
+    for argv in [
+        &["lock", "-w", "soon", "true"][..],
+        &["lock", "-w", "-1", "true"][..],
+    ] {
+        let run = sb.run(argv).fails();
+        assert!(run.stderr.contains("seconds"), "{run:?}");
+    }
+}
+
+#[test]
+fn sigterm_reaches_the_command() {
+    let sb = one_gpu();
+    let _a = env(&sb, "a", None);
+    let work = tempfile::tempdir().unwrap();
+    lock_support::mkfifo(&work.path().join("ready"));
+    let script = r#"trap 'echo TERM >> "$1/log"; kill $p; exit 5' TERM; sleep 100000 & p=$!; echo x > "$1/ready"; wait $p"#;
+    let dir = work.path().to_string_lossy().into_owned();
+    let locker = Locker::spawn(&sb, Some("a"), &["sh", "-c", script, "sh", &dir]);
+    let ready = work.path().join("ready");
+    lock_support::within("the command to start", move || {
+        std::fs::read(ready).unwrap()
+    });
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(locker.pid() as i32).unwrap(),
+        rustix::process::Signal::TERM,
+    )
+    .unwrap();
+    let (status, _) = locker.finish();
+    assert_eq!(
+        status.code(),
+        Some(5),
+        "genv lock returns the command's code"
+    );
+    assert_eq!(log(work.path()), ["TERM"]);
+}
+
+#[test]
+fn nonblock_fails_at_once_naming_the_holder() {
+    let sb = one_gpu();
+    let _a = env(&sb, "a", None);
+    let _b = env(&sb, "b", None);
+    let work = tempfile::tempdir().unwrap();
+    let sa = Section::new(work.path(), "A");
+    let ca = sa.command();
+    let a = Locker::spawn(&sb, Some("a"), &args(&[], &ca));
+    sa.entered();
+    let out = sb
+        .cmd(&["lock", "-n", "true"])
+        .env("GENV_ENVIRONMENT_ID", "b")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("cannot lock GPU 0") && stderr.contains("environment a"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("environment b"), "{stderr}");
+    let out = sb
+        .cmd(&["lock", "-n", "-E", "42", "true"])
+        .env("GENV_ENVIRONMENT_ID", "b")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(42));
+    // Nothing of b is left in the queue.
+    let table = sb
+        .run(&["devices", "locks", "--format", "csv", "--no-header"])
+        .ok();
+    assert!(!table.stdout.contains(",b,"), "{table:?}");
+    sa.release();
+    assert!(a.finish().0.success());
+}
+
+#[test]
+fn timeout_gives_up_after_the_time() {
+    let sb = one_gpu();
+    let _a = env(&sb, "a", None);
+    let _b = env(&sb, "b", None);
+    let work = tempfile::tempdir().unwrap();
+    let sa = Section::new(work.path(), "A");
+    let ca = sa.command();
+    let a = Locker::spawn(&sb, Some("a"), &args(&[], &ca));
+    sa.entered();
+    let start = Instant::now();
+    let out = sb
+        .cmd(&["lock", "-w", "0.3", "sh", "-c", "echo B >> log"])
+        .env("GENV_ENVIRONMENT_ID", "b")
+        .output()
+        .unwrap();
+    assert!(start.elapsed().as_secs_f64() >= 0.3);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("timed out after 300ms waiting for GPU 0"),
+        "{stderr}"
+    );
+    let table = sb
+        .run(&["devices", "locks", "--format", "csv", "--no-header"])
+        .ok();
+    assert!(!table.stdout.contains(",b,"), "{table:?}");
+    sa.release();
+    assert!(a.finish().0.success());
+    assert_eq!(log(work.path()), ["in A", "out A"]);
+    // With the device free, -w takes it at once.
+    let out = sb
+        .cmd(&["lock", "-w", "5", "true"])
+        .env("GENV_ENVIRONMENT_ID", "b")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+}
+
+/// Without the environment in the state, the devices come from
+/// `CUDA_VISIBLE_DEVICES`, taken whole, as genv 1.4.3 does in a shell.
+#[test]
+fn cuda_visible_devices_when_the_state_does_not_know_the_environment() {
+    let sb = one_gpu();
+    let work = tempfile::tempdir().unwrap();
+    let sa = Section::new(work.path(), "A");
+    let ca = sa.command();
+    std::fs::create_dir_all(sb.file("devices")).unwrap();
+    let mut holder = std::process::Command::new("flock")
+        .arg("-x")
+        .arg(sb.file("devices/0.lock"))
+        .args(&ca)
+        .spawn()
+        .unwrap();
+    sa.entered();
+    let out = sb
+        .cmd(&["lock", "-n", "true"])
+        .env("GENV_ENVIRONMENT_ID", "ghost")
+        .env("CUDA_VISIBLE_DEVICES", "0")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let out = sb
+        .cmd(&["lock", "-n", "true"])
+        .env("GENV_ENVIRONMENT_ID", "ghost")
+        .env("CUDA_VISIBLE_DEVICES", "-1")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    sa.release();
+    assert!(holder.wait().unwrap().success());
+}
+
+#[test]
+fn devices_ps_is_unchanged_and_locks_lists_free_devices() {
+    let sb = one_gpu();
+    let run = sb.run(&["devices", "locks"]).ok();
+    let header =
+        "ID      ENV ID      ENV NAME        USER            PID     MODE            STATE\n";
+    assert!(run.stdout.starts_with(header), "{run:?}");
+    assert_eq!(run.stdout.lines().count(), 2);
+    let csv = sb
+        .run(&["devices", "locks", "--format", "csv", "--no-header"])
+        .ok();
+    assert_eq!(csv.stdout, "0,,,,,,\n");
+    let ps = sb.run(&["devices"]).ok();
+    let row = format!("{:<8}{:<12}{:<16}\n", 0, "", "");
+    assert_eq!(
+        ps.stdout,
+        format!("ID      ENV ID      ENV NAME        ATTACHED\n{row}")
+    );
+}
