@@ -76,6 +76,11 @@ pub fn run(
                 .collect();
             super::lock::print_locks(dir, &envs, &indices, ps, out);
         }
+        Some(DevicesCommand::Queue) => {
+            let envs = tx.envs()?.clone();
+            let queue = tx.queue()?.clone();
+            print_queue(&envs, &queue, out);
+        }
         Some(DevicesCommand::Query { queries }) => {
             for device in &tx.devices(backend, false)?.devices {
                 let row: Vec<String> = queries
@@ -207,4 +212,42 @@ fn print_ps(
         }
     }
     Ok(())
+}
+
+/// The line of `--wait` requests: `PLACE  ENV ID  ENV NAME  USER  PID
+/// REQUEST  SINCE`.
+pub fn print_queue(envs: &crate::state::Envs, queue: &crate::state::Queue, out: &mut String) {
+    out.push_str(
+        "PLACE   ENV ID      ENV NAME        USER            PID       REQUEST             SINCE\n",
+    );
+    for (place, waiter) in queue.waiters.iter().enumerate() {
+        let env = envs.get(&waiter.eid);
+        let name = env.and_then(|e| e.config.name.clone()).unwrap_or_default();
+        let user = env.map(|e| e.user()).unwrap_or_default();
+        let request = describe_request(waiter.count, waiter.index, waiter.over_subscribe);
+        let _ = writeln!(
+            out,
+            "{:<8}{:<12}{:<16}{:<16}{:<10}{:<20}{}",
+            place + 1,
+            waiter.eid,
+            name,
+            user,
+            waiter.pid,
+            request,
+            waiter.since
+        );
+    }
+}
+
+fn describe_request(count: Option<u32>, index: Option<u32>, over_subscribe: bool) -> String {
+    let what = match (count, index) {
+        (_, Some(index)) => format!("device {index}"),
+        (Some(count), None) => format!("{count} device(s)"),
+        (None, None) => "configured".to_owned(),
+    };
+    if over_subscribe {
+        format!("{what} (-o)")
+    } else {
+        what
+    }
 }

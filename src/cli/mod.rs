@@ -273,6 +273,8 @@ pub enum DevicesCommand {
     },
     /// Not in genv 1.4.3: who holds and who waits for each device's lock
     Locks(PsArgs),
+    /// Not in genv 1.4.3: the requests waiting for devices (`--wait`), in order
+    Queue,
 }
 
 #[derive(Debug, Args)]

@@ -21,6 +21,8 @@ pub fn run(dir: &StateDir, out: &mut String) -> Result<()> {
         .devices(backend.as_ref(), false)
         .map(|d| d.indices_of(&eid))
         .unwrap_or_default();
+    let envs = tx.envs()?.clone();
+    let queue = tx.queue()?.clone();
     tx.commit()?;
     let _ = writeln!(out, "Environment is active ({eid})");
     if indices.is_empty() {
@@ -40,6 +42,66 @@ pub fn run(dir: &StateDir, out: &mut String) -> Result<()> {
         or_na(config.gpus.map(|g| g.to_string())),
         or_na(config.gpu_memory)
     );
+    // Not in genv 1.4.3, and only when there is something to say, so the
+    // usual output stays the same.
+    let mut locks = String::new();
+    for &index in &indices {
+        let holders = crate::state::device_locks::lock_holders(dir, index);
+        if holders.is_empty() {
+            continue;
+        }
+        let describe = |h: &crate::state::device_locks::Holder| {
+            let env = h.eid.as_deref().and_then(|e| envs.get(e));
+            match (&h.eid, env) {
+                (Some(eid), Some(env)) => format!(
+                    "environment {eid} ({}, pid {}, {})",
+                    env.user(),
+                    h.pid,
+                    h.mode()
+                ),
+                (Some(eid), None) => format!("environment {eid} (pid {}, {})", h.pid, h.mode()),
+                (None, _) => format!("pid {} ({})", h.pid, h.mode()),
+            }
+        };
+        let held: Vec<String> = holders
+            .iter()
+            .filter(|h| !h.waiting)
+            .map(describe)
+            .collect();
+        let waiting: Vec<String> = holders.iter().filter(|h| h.waiting).map(describe).collect();
+        let state = if held.is_empty() {
+            "free".to_owned()
+        } else {
+            format!("held by {}", held.join(", "))
+        };
+        let _ = write!(locks, "    GPU {index}: {state}");
+        if !waiting.is_empty() {
+            let _ = write!(locks, "; waiting: {}", waiting.join(", "));
+        }
+        locks.push('\n');
+    }
+    if !locks.is_empty() {
+        let _ = write!(out, "Device locks\n{locks}\n");
+    }
+    let ours: Vec<(usize, &crate::state::Waiter)> = queue
+        .waiters
+        .iter()
+        .enumerate()
+        .filter(|(_, w)| w.eid == eid)
+        .collect();
+    if !ours.is_empty() {
+        out.push_str("Waiting for GPUs\n");
+        for (place, waiter) in ours {
+            let _ = writeln!(
+                out,
+                "    place {} in line (pid {}, since {})",
+                place + 1,
+                waiter.pid,
+                waiter.since
+            );
+        }
+        out.push('\n');
+    }
     Ok(())
 }
 
