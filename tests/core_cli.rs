@@ -403,7 +403,7 @@ fn usage_snapshot_reports_simulated_processes_with_their_environment() {
         .iter()
         .filter(|p| p["pid"] == a.pid())
         .collect();
-    assert_eq!(ours.len(), 1, "{value}");
+    assert_eq!(ours.len(), 1, "{value} {}", run.stderr);
     assert_eq!(ours[0]["eid"], "aaa");
     assert_eq!(
         ours[0]["used_gpu_memory"],
