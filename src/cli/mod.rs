@@ -45,12 +45,12 @@ pub enum Command {
     Envs(EnvsArgs),
     /// Show the home directory of the current environment
     Home(HomeArgs),
+    /// Lock over-subscribed devices
+    Lock(LockArgs),
     /// Shell support
     Shell(ShellArgs),
     /// Show status of the current environment
     Status,
-    /// Lock over-subscribed devices
-    Lock(LockArgs),
     /// GPU usage miscellaneous
     Usage(UsageArgs),
     /// Print Genv version
