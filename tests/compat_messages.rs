@@ -37,6 +37,7 @@ fn same_as_the_reference_outside_an_environment() {
         ("shell-ok", &["shell", "--ok"]),
         ("shell-reattach-outside", &["shell", "--reattach"]),
         ("shell-reconfigure-outside", &["shell", "--reconfigure"]),
+        ("lock-outside", &["lock"]),
     ] {
         compare(name, args);
     }
