@@ -47,7 +47,7 @@ median_ms() { # hyperfine json
 }
 
 time_cmd() { # label genv tmpdir args...
-    local label=$1 genv=$2 dir=$3
+    local genv=$2 dir=$3
     shift 3
     GENV_TMPDIR=$dir hyperfine -N --runs "$RUNS" --warmup 5 --export-json "$work/h.json" \
         "$genv $*" >/dev/null 2>&1
@@ -103,6 +103,7 @@ for i in $(seq 0 63); do
 done
 cycles=25
 start=$(date +%s%N)
+storm_pids=()
 for i in $(seq 0 63); do
     (
         for _ in $(seq "$cycles"); do
@@ -110,8 +111,9 @@ for i in $(seq 0 63); do
             GENV_TMPDIR=$storm "$ours" devices detach --eid "s$i" --quiet
         done
     ) &
+    storm_pids+=($!)
 done
-wait $(jobs -p | grep -v "^$holder$") 2>/dev/null || true
+wait "${storm_pids[@]}"
 end=$(date +%s%N)
 tx=$((64 * cycles * 2))
 echo

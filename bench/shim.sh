@@ -73,6 +73,7 @@ echo "|---|---|---|---|---|"
 for view in table query; do
 	args=()
 	if [[ $view == query ]]; then
+		# shellcheck disable=SC2054 # commas belong to nvidia-smi's arguments
 		args=(--query-gpu=index,memory.used,memory.total --format=csv,noheader,nounits)
 	fi
 	declare -A median=()

@@ -452,3 +452,29 @@ fn scripts_pass_the_shells_own_checks() {
         assert!(completions.contains("activate"), "{shell}");
     }
 }
+
+#[test]
+fn the_projects_own_scripts_pass_shellcheck() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut files = vec![
+        root.join("scripts/test"),
+        root.join("scripts/try"),
+        root.join(".ci/run"),
+    ];
+    files.push(root.join("tests/fixtures/ref/capture.sh"));
+    for entry in std::fs::read_dir(root.join("bench")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "sh") {
+            files.push(path);
+        }
+    }
+    let output = Command::new("shellcheck")
+        .args(&files)
+        .output()
+        .expect("shellcheck is not installed; scripts/test installs it");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+}
