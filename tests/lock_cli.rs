@@ -80,7 +80,13 @@ fn sigterm_reaches_the_command() {
     let _a = env(&sb, "a", None);
     let work = tempfile::tempdir().unwrap();
     lock_support::mkfifo(&work.path().join("ready"));
-    let script = r#"trap 'echo TERM >> "$1/log"; kill $p; exit 5' TERM; sleep 100000 & p=$!; echo x > "$1/ready"; wait $p"#;
+    // The shell waits on a child it kills in its trap; it says it is ready
+    // only once that child runs `sleep` (a signal sent between fork and
+    // exec would be lost).
+    let script = r#"trap 'echo TERM >> "$1/log"; kill $p; exit 5' TERM
+        sleep 100000 >/dev/null 2>&1 & p=$!
+        until [ "$(cat /proc/$p/comm 2>/dev/null)" = sleep ]; do :; done
+        echo x > "$1/ready"; wait $p"#;
     let dir = work.path().to_string_lossy().into_owned();
     let locker = Locker::spawn(&sb, Some("a"), &["sh", "-c", script, "sh", &dir]);
     let ready = work.path().join("ready");

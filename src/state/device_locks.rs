@@ -518,7 +518,9 @@ fn parse_proc_locks(text: &str, inode: u64) -> Vec<ProcLock> {
         let Ok(pid) = fields[3].parse::<u32>() else {
             continue;
         };
-        if ino == Some(inode) {
+        // /proc/locks is read in pieces while locks come and go, so an
+        // entry may be seen twice: one per pid.
+        if ino == Some(inode) && !locks.iter().any(|l: &ProcLock| l.pid == pid) {
             locks.push(ProcLock {
                 pid,
                 exclusive: fields[2] == "WRITE",
