@@ -16,6 +16,10 @@ struct Tmux {
 
 impl Tmux {
     fn new(sb: &Sandbox) -> Tmux {
+        Tmux::with_shell(sb, &["bash", "--norc", "--noprofile", "-i"])
+    }
+
+    fn with_shell(sb: &Sandbox, shell: &[&str]) -> Tmux {
         let socket = sb.dir.path().join("tmux.sock").to_str().unwrap().to_owned();
         let tmux = Tmux {
             socket,
@@ -47,7 +51,7 @@ impl Tmux {
             cmd.arg(format!("{name}={value}"));
         }
         cmd.arg(format!("HOME={}", sb.dir.path().display()));
-        cmd.args(["bash", "--norc", "--noprofile", "-i"]);
+        cmd.args(shell);
         let status = cmd
             .status()
             .expect("tmux is not installed; scripts/test installs it");
@@ -117,6 +121,25 @@ fn prompt_and_completion_in_an_interactive_bash() {
         "{screen}"
     );
 
+    tmux.run("genv deactivate");
+    tmux.run("clear");
+    tmux.run("true");
+    let screen = tmux.screen();
+    assert!(screen.contains("ready> true"), "{screen}");
+    assert!(!screen.contains("(genv)"), "{screen}");
+}
+
+#[test]
+fn prompt_in_an_interactive_fish() {
+    let sb = Sandbox::new();
+    let tmux = Tmux::with_shell(&sb, &["fish", "--no-config", "-i"]);
+    tmux.run("function fish_prompt; printf 'ready> '; end");
+    tmux.run("genv shell --init fish | source");
+    tmux.run("genv activate --name tmux");
+    tmux.run("clear");
+    tmux.run("true");
+    let screen = tmux.screen();
+    assert!(screen.contains("(genv) ready> true"), "{screen}");
     tmux.run("genv deactivate");
     tmux.run("clear");
     tmux.run("true");
