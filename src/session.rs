@@ -3,10 +3,11 @@
 
 use std::path::PathBuf;
 
+use crate::backend::DeviceBackend;
 use crate::env_vars::{self as ev, get};
 use crate::error::{Error, Result};
 use crate::shell::Action;
-use crate::state::Config;
+use crate::state::{Config, Transaction};
 
 pub const NOT_ACTIVE: &str = "Not running in an active environment";
 pub const ALREADY_ACTIVE: &str = "Already running in an active environment";
@@ -60,6 +61,14 @@ pub fn config_actions(config: &Config) -> Vec<Action> {
     field(ev::GENV_GPU_MEMORY, config.gpu_memory.clone());
     field(ev::GENV_GPUS, config.gpus.map(|g| g.to_string()));
     actions
+}
+
+/// The devices attached to an environment, as the state says; none when
+/// the devices cannot be known (no driver and no `devices.json`).
+pub fn attached(tx: &mut Transaction<'_>, backend: &dyn DeviceBackend, eid: &str) -> Vec<u32> {
+    tx.devices(backend, false)
+        .map(|d| d.indices_of(eid))
+        .unwrap_or_default()
 }
 
 /// `CUDA_VISIBLE_DEVICES` for the attached devices, `-1` for none.

@@ -478,3 +478,30 @@ fn the_projects_own_scripts_pass_shellcheck() {
         String::from_utf8_lossy(&output.stdout)
     );
 }
+
+#[test]
+fn status_prints_n_a_as_python_truthiness_does() {
+    let mut sb = Sandbox::new();
+    let job = common::Sleeper::new();
+    sb.run(&[
+        "envs",
+        "activate",
+        "--eid",
+        "z",
+        "--uid",
+        "1000",
+        "--pid",
+        &job.pid().to_string(),
+    ])
+    .ok();
+    sb.run(&["envs", "config", "--eid", "z", "name", "--name", "0"])
+        .ok();
+    sb.run(&["envs", "config", "--eid", "z", "gpus", "--count", "0"])
+        .ok();
+    sb.set("GENV_ENVIRONMENT_ID", "z");
+    let status = sb.run(&["status"]).ok().stdout;
+    assert!(
+        status.contains("    Name: 0\n    Device count: N/A\n    GPU memory capacity: N/A\n"),
+        "{status}"
+    );
+}

@@ -266,3 +266,15 @@ fn genv_attach_waits_too() {
         "0\n"
     );
 }
+
+#[test]
+fn a_wait_too_long_to_measure_is_refused_not_a_crash() {
+    let sb = Sandbox::new();
+    let run = sb
+        .run(&["devices", "attach", "--eid", "a", "--wait=1e30"])
+        .fails();
+    assert!(
+        run.stderr.contains("invalid number of seconds '1e30'"),
+        "{run:?}"
+    );
+}

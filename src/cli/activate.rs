@@ -2,7 +2,6 @@
 //! that enters it.
 
 use super::ActivateArgs;
-use crate::backend::DeviceBackend;
 use crate::env_vars::{self as ev, get};
 use crate::error::{Error, Result};
 use crate::provision::{self, AttachError, Request};
@@ -99,7 +98,9 @@ pub fn run(mut args: ActivateArgs, dir: &StateDir, out: &mut String) -> Result<(
         }
         (false, _) => tx.commit()?,
     }
-    let indices = attached(dir, backend.as_ref(), &eid);
+    let mut tx = dir.transaction(LoadOptions::default())?;
+    let indices = session::attached(&mut tx, backend.as_ref(), &eid);
+    tx.commit()?;
 
     let mut actions = vec![
         Action::Set(ev::GENV_SHELL, "1".into()),
@@ -132,17 +133,4 @@ pub fn shell_of(pid: i64) -> Shell {
         "bash" | "sh" => Shell::Bash,
         _ => Shell::detect(),
     }
-}
-
-/// The devices attached to an environment, as the state says now.
-pub fn attached(dir: &StateDir, backend: &dyn DeviceBackend, eid: &str) -> Vec<u32> {
-    let Ok(mut tx) = dir.transaction(LoadOptions::default()) else {
-        return Vec::new();
-    };
-    let indices = tx
-        .devices(backend, false)
-        .map(|d| d.indices_of(eid))
-        .unwrap_or_default();
-    let _ = tx.commit();
-    indices
 }

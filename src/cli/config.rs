@@ -38,10 +38,8 @@ pub fn run(args: ConfigArgs, dir: &StateDir, out: &mut String) -> Result<()> {
         Some(field) => {
             let (value, slot): (Option<String>, FieldSlot) = match field {
                 ConfigFieldArg::GpuMemory { value } => (value, FieldSlot::GpuMemory),
-                ConfigFieldArg::Gpus { value } => (
-                    value.map(|_| gpus.unwrap_or_default().to_string()),
-                    FieldSlot::Gpus,
-                ),
+                // Checked above: `gpus` is the parsed value when one was given.
+                ConfigFieldArg::Gpus { .. } => (gpus.map(|g| g.to_string()), FieldSlot::Gpus),
                 ConfigFieldArg::Name { value } => (value, FieldSlot::Name),
             };
             if args.clear {

@@ -27,7 +27,10 @@ pub fn run(args: ShellArgs, dir: &StateDir, out: &mut String) -> Result<()> {
         out.push_str(OK);
     } else if let Some(shell) = args.reattach {
         let eid = session::require_eid()?;
-        let indices = attached(dir, &eid)?;
+        let backend = crate::backend::detect();
+        let mut tx = dir.transaction(LoadOptions::default())?;
+        let indices = session::attached(&mut tx, backend.as_ref(), &eid);
+        tx.commit()?;
         out.push_str(
             &shell
                 .unwrap_or_else(Shell::detect)
@@ -35,16 +38,18 @@ pub fn run(args: ShellArgs, dir: &StateDir, out: &mut String) -> Result<()> {
         );
     } else if let Some(shell) = args.reconfigure {
         let eid = session::require_eid()?;
+        let backend = crate::backend::detect();
         let mut tx = dir.transaction(LoadOptions::default())?;
         let config = tx
             .envs()?
             .get(&eid)
             .map(|e| e.config.clone())
             .unwrap_or_default();
+        // `config gpus` may have detached devices.
+        let indices = session::attached(&mut tx, backend.as_ref(), &eid);
         tx.commit()?;
         let mut actions = session::config_actions(&config);
-        // `config gpus` may have detached devices.
-        actions.push(session::devices_action(&attached(dir, &eid)?));
+        actions.push(session::devices_action(&indices));
         out.push_str(&shell.unwrap_or_else(Shell::detect).render(&actions));
     } else if let Some(shell) = args.completions {
         let generator = match shell {
@@ -60,15 +65,4 @@ pub fn run(args: ShellArgs, dir: &StateDir, out: &mut String) -> Result<()> {
         out.push('\n');
     }
     Ok(())
-}
-
-fn attached(dir: &StateDir, eid: &str) -> Result<Vec<u32>> {
-    let backend = crate::backend::detect();
-    let mut tx = dir.transaction(LoadOptions::default())?;
-    let indices = tx
-        .devices(backend.as_ref(), false)
-        .map(|d| d.indices_of(eid))
-        .unwrap_or_default();
-    tx.commit()?;
-    Ok(indices)
 }

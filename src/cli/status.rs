@@ -17,10 +17,7 @@ pub fn run(dir: &StateDir, out: &mut String) -> Result<()> {
         Some(env) => env.config.clone(),
         None => from_variables(),
     };
-    let indices = tx
-        .devices(backend.as_ref(), false)
-        .map(|d| d.indices_of(&eid))
-        .unwrap_or_default();
+    let indices = session::attached(&mut tx, backend.as_ref(), &eid);
     let envs = tx.envs()?.clone();
     let queue = tx.queue()?.clone();
     tx.commit()?;
@@ -31,15 +28,13 @@ pub fn run(dir: &StateDir, out: &mut String) -> Result<()> {
         let list: Vec<String> = indices.iter().map(u32::to_string).collect();
         let _ = writeln!(out, "Attached to GPUs at indices {}", list.join(","));
     }
-    let or_na = |v: Option<String>| {
-        v.filter(|v| !v.is_empty() && v != "0")
-            .unwrap_or_else(|| "N/A".into())
-    };
+    // As Python's `value or 'N/A'`: empty strings and a count of 0 are N/A.
+    let or_na = |v: Option<String>| v.filter(|v| !v.is_empty()).unwrap_or_else(|| "N/A".into());
     let _ = write!(
         out,
         "\nConfiguration\n    Name: {}\n    Device count: {}\n    GPU memory capacity: {}\n\n",
         or_na(config.name),
-        or_na(config.gpus.map(|g| g.to_string())),
+        or_na(config.gpus.filter(|&g| g != 0).map(|g| g.to_string())),
         or_na(config.gpu_memory)
     );
     // Not in genv 1.4.3, and only when there is something to say, so the

@@ -25,11 +25,16 @@ impl Wait {
         if value.is_empty() {
             return Ok(Wait { timeout: None });
         }
-        match value.parse::<f64>() {
-            Ok(s) if s.is_finite() && s >= 0.0 => Ok(Wait {
-                timeout: Some(Duration::from_secs_f64(s)),
+        // `try_from`: a number too large for a duration is an error, not a panic.
+        match value
+            .parse::<f64>()
+            .ok()
+            .and_then(|s| Duration::try_from_secs_f64(s).ok())
+        {
+            Some(timeout) => Ok(Wait {
+                timeout: Some(timeout),
             }),
-            _ => Err(format!("invalid number of seconds '{value}'")),
+            None => Err(format!("invalid number of seconds '{value}'")),
         }
     }
 }

@@ -40,7 +40,10 @@ impl Watch {
     /// Opening and closing `genv.lock` and writing our temporary files are
     /// not changes; the rename that ends a commit is.
     pub fn wait(&self, timeout: Duration, extra: Option<BorrowedFd<'_>>) -> Wake {
-        let deadline = Instant::now() + timeout;
+        let now = Instant::now();
+        let deadline = now
+            .checked_add(timeout)
+            .unwrap_or(now + Duration::from_secs(86_400));
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             let mut fds = vec![PollFd::new(&self.fd, PollFlags::IN)];
