@@ -2,9 +2,7 @@
 //! printed (`tests/fixtures/ref/misc/`, with the command line of each in its
 //! README.txt), outside any environment, with no `.genv` folder.
 
-mod common;
-
-use common::{Run, Sandbox, fixture};
+use crate::common::{Run, Sandbox, fixture};
 
 fn compare(name: &str, args: &[&str]) {
     let sb = Sandbox::new();

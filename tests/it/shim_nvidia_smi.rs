@@ -1,11 +1,8 @@
 //! The nvidia-smi shim over published nvidia-smi outputs (a fake real
 //! nvidia-smi prints a fixture) and over the stand-in.
 
-mod common;
-mod shim_support;
-
-use common::{Sleeper, fixture};
-use shim_support::{ShimBed, bars, named_sleeper, put_pid};
+use crate::common::{Sleeper, fixture};
+use crate::shim_support::{ShimBed, bars, named_sleeper, put_pid};
 
 fn read(name: &str) -> String {
     std::fs::read_to_string(fixture(&format!("nvidia-smi/{name}"))).unwrap()
@@ -347,7 +344,7 @@ fn compute_apps_keep_the_environment_over_the_stand_in() {
 fn the_real_program_is_never_the_shim_itself() {
     let bed = ShimBed::new();
     // Only the shims on PATH: a clear error, no loop.
-    let run = common::Run::from(
+    let run = crate::common::Run::from(
         bed.cmd("nvidia-smi", &[])
             .env("PATH", bed.shims())
             .output()
@@ -361,8 +358,8 @@ fn the_real_program_is_never_the_shim_itself() {
     // A second folder of links to genv is skipped too.
     let more = bed.path("more-shims");
     std::fs::create_dir_all(&more).unwrap();
-    std::os::unix::fs::symlink(common::GENV, more.join("docker")).unwrap();
-    let run = common::Run::from(
+    std::os::unix::fs::symlink(crate::common::GENV, more.join("docker")).unwrap();
+    let run = crate::common::Run::from(
         bed.cmd("docker", &["ps"])
             .env(
                 "PATH",
@@ -377,11 +374,11 @@ fn the_real_program_is_never_the_shim_itself() {
         "{run:?}"
     );
     // A copy of genv as the real program: stopped, with a message.
-    std::fs::copy(common::GENV, bed.real().join("nvidia-smi")).unwrap();
+    std::fs::copy(crate::common::GENV, bed.real().join("nvidia-smi")).unwrap();
     let copy2 = bed.path("copy2");
     std::fs::create_dir_all(&copy2).unwrap();
-    std::fs::copy(common::GENV, copy2.join("nvidia-smi")).unwrap();
-    let run = common::Run::from(
+    std::fs::copy(crate::common::GENV, copy2.join("nvidia-smi")).unwrap();
+    let run = crate::common::Run::from(
         bed.cmd("nvidia-smi", &["-L"])
             .env(
                 "PATH",

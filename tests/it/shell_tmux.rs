@@ -2,12 +2,10 @@
 //! goes, and completion finds genv's verbs. Each step signals a tmux
 //! channel when it is done (`tmux wait-for`), so nothing waits on a timer.
 
-mod common;
-
 use std::path::Path;
 use std::process::Command;
 
-use common::Sandbox;
+use crate::common::Sandbox;
 
 struct Tmux {
     socket: String,
@@ -25,7 +23,7 @@ impl Tmux {
             socket,
             session: "genv".into(),
         };
-        let bin = Path::new(common::GENV).parent().unwrap();
+        let bin = Path::new(crate::common::GENV).parent().unwrap();
         let mut cmd = Command::new("tmux");
         cmd.args([
             "-S",

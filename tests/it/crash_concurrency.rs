@@ -1,12 +1,10 @@
 //! Writers killed at random moments, and many writers at once.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::{Run, Sandbox};
+use crate::common::{Run, Sandbox};
 
 /// A small deterministic generator: the kill moments differ run to run
 /// only through the seed.

@@ -2,15 +2,13 @@
 //! JupyterLab extension (jupyterlab_genv 0.4) run, through `/bin/sh` as
 //! they do, and the fields they parse out of the answers.
 
-mod common;
-
 use std::process::Command;
 
-use common::{Run, Sandbox, Sleeper};
+use crate::common::{Run, Sandbox, Sleeper};
 
 /// Runs a command line through `/bin/sh -c` with `genv` on `PATH`.
 fn sh(sb: &Sandbox, line: &str) -> Run {
-    let bin = std::path::Path::new(common::GENV).parent().unwrap();
+    let bin = std::path::Path::new(crate::common::GENV).parent().unwrap();
     let mut cmd = Command::new("/bin/sh");
     cmd.arg("-c").arg(line);
     sb.apply(&mut cmd);
@@ -166,7 +164,7 @@ genv deactivate"
     let mut cmd = Command::new("bash");
     cmd.args(["--norc", "--noprofile", "-c", &script]);
     sb.apply(&mut cmd);
-    let bin = std::path::Path::new(common::GENV).parent().unwrap();
+    let bin = std::path::Path::new(crate::common::GENV).parent().unwrap();
     cmd.env("PATH", format!("{}:/usr/bin:/bin", bin.display()))
         .env("HOME", sb.dir.path());
     let run = Run::from(cmd.output().unwrap()).ok();

@@ -1,12 +1,10 @@
 //! The state folder under hostile conditions: links, damaged files, umasks,
 //! and the layouts of older genv releases.
 
-mod common;
-
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
 
-use common::{Run, Sandbox, Sleeper};
+use crate::common::{Run, Sandbox, Sleeper};
 
 #[test]
 fn refuses_a_state_file_that_is_a_link() {

@@ -1,9 +1,7 @@
 //! The query and state commands of `genv envs`, `genv devices`, `genv
 //! usage`, `genv home` and `genv version`, through the real binary.
 
-mod common;
-
-use common::{Run, Sandbox, Sleeper};
+use crate::common::{Run, Sandbox, Sleeper};
 
 fn activate(sb: &Sandbox, eid: &str, pid: u32) {
     sb.run(&[

@@ -1,7 +1,6 @@
 //! Shared by the `genv lock` tests: environments over one simulated GPU,
 //! commands that say through fifos when they enter, and a wait on each
 //! step that fails the test instead of hanging it.
-#![allow(dead_code)]
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};

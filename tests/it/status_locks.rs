@@ -1,12 +1,10 @@
 //! `genv status` and `genv devices queue` say who holds a device's lock and
 //! who waits in line.
 
-mod common;
-
 use std::io::{BufRead, BufReader, Write};
 use std::process::Stdio;
 
-use common::{Sandbox, Sleeper};
+use crate::common::{Sandbox, Sleeper};
 
 #[test]
 fn status_names_the_holder_of_a_device_lock() {
@@ -40,7 +38,7 @@ fn status_names_the_holder_of_a_device_lock() {
     let plain = {
         let mut cmd = sb.cmd(&["status"]);
         cmd.env("GENV_ENVIRONMENT_ID", "b");
-        common::Run::from(cmd.output().unwrap()).ok().stdout
+        crate::common::Run::from(cmd.output().unwrap()).ok().stdout
     };
     assert!(plain.ends_with("GPU memory capacity: N/A\n\n"), "{plain}");
     assert!(!plain.contains("Device locks"));
@@ -59,7 +57,7 @@ fn status_names_the_holder_of_a_device_lock() {
     assert_eq!(line, "in\n");
     let mut cmd = sb.cmd(&["status"]);
     cmd.env("GENV_ENVIRONMENT_ID", "b");
-    let status = common::Run::from(cmd.output().unwrap()).ok().stdout;
+    let status = crate::common::Run::from(cmd.output().unwrap()).ok().stdout;
     assert!(status.starts_with(&plain), "{status}");
     assert!(
         status.contains("Device locks\n    GPU 0: held by environment a (alice(1000), pid "),
@@ -115,7 +113,7 @@ fn devices_queue_lists_the_line() {
     assert!(lines[1].contains("1 device(s)"), "{queue}");
     let mut cmd = sb.cmd(&["status"]);
     cmd.env("GENV_ENVIRONMENT_ID", "w");
-    let status = common::Run::from(cmd.output().unwrap()).ok().stdout;
+    let status = crate::common::Run::from(cmd.output().unwrap()).ok().stdout;
     assert!(
         status.contains("Waiting for GPUs\n    place 1 in line (pid "),
         "{status}"

@@ -1,11 +1,8 @@
 //! `genv lock` as a command: arguments, exit codes, signals, -n, -w.
 
-mod common;
-mod lock_support;
-
 use std::time::Instant;
 
-use lock_support::{Locker, Section, args, env, log, one_gpu};
+use crate::lock_support::{Locker, Section, args, env, log, one_gpu};
 
 #[test]
 fn outside_an_environment_the_command_just_runs() {
@@ -79,7 +76,7 @@ fn sigterm_reaches_the_command() {
     let sb = one_gpu();
     let _a = env(&sb, "a", None);
     let work = tempfile::tempdir().unwrap();
-    lock_support::mkfifo(&work.path().join("ready"));
+    crate::lock_support::mkfifo(&work.path().join("ready"));
     // The shell waits on a child it kills in its trap; it says it is ready
     // only once that child runs `sleep` (a signal sent between fork and
     // exec would be lost).
@@ -90,7 +87,7 @@ fn sigterm_reaches_the_command() {
     let dir = work.path().to_string_lossy().into_owned();
     let locker = Locker::spawn(&sb, Some("a"), &["sh", "-c", script, "sh", &dir]);
     let ready = work.path().join("ready");
-    lock_support::within("the command to start", move || {
+    crate::lock_support::within("the command to start", move || {
         std::fs::read(ready).unwrap()
     });
     rustix::process::kill_process(

@@ -2,12 +2,10 @@
 //! each, hostile names that must stay data, and the scripts checked by the
 //! shells' own linters.
 
-mod common;
-
 use std::path::Path;
 use std::process::Command;
 
-use common::{Run, Sandbox};
+use crate::common::{Run, Sandbox};
 
 #[derive(Clone, Copy, Debug)]
 enum Sh {
@@ -48,7 +46,7 @@ impl Sh {
 fn run(sb: &Sandbox, sh: Sh, script: &str) -> Run {
     let mut cmd = sh.command(script);
     sb.apply(&mut cmd);
-    let bin = Path::new(common::GENV).parent().unwrap();
+    let bin = Path::new(crate::common::GENV).parent().unwrap();
     cmd.env(
         "PATH",
         format!("{}:/usr/local/bin:/usr/bin:/bin", bin.display()),
@@ -225,7 +223,7 @@ fn fish_scenario() {
 /// Another user names a shared environment; joining it runs nothing.
 fn join_hostile(sh: Sh) {
     let sb = Sandbox::new();
-    let owner = common::Sleeper::new();
+    let owner = crate::common::Sleeper::new();
     let out = sb.dir.path().to_str().unwrap().to_owned();
     sb.run(&[
         "envs",
@@ -482,7 +480,7 @@ fn the_projects_own_scripts_pass_shellcheck() {
 #[test]
 fn status_prints_n_a_as_python_truthiness_does() {
     let mut sb = Sandbox::new();
-    let job = common::Sleeper::new();
+    let job = crate::common::Sleeper::new();
     sb.run(&[
         "envs",
         "activate",

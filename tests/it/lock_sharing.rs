@@ -1,12 +1,9 @@
 //! `genv lock` between environments that share one GPU: who may hold it
 //! together, who waits, and genv 1.4.3 (a plain `flock -x`) among them.
 
-mod common;
-mod lock_support;
-
 use std::process::Command;
 
-use lock_support::{Locker, Section, args, env, log, one_gpu, within};
+use crate::lock_support::{Locker, Section, args, env, log, one_gpu, within};
 
 /// Two environments over-subscribing a GPU whole: the second waits, says
 /// for whom, and enters only after the first leaves.
@@ -232,7 +229,7 @@ fn a_killed_waiter_does_not_hold_up_the_queue() {
     assert_eq!(log(work.path()), ["in A", "out A", "in C", "out C"]);
 }
 
-fn flock_holder(sb: &common::Sandbox, section: &Section, mode: &str) -> std::process::Child {
+fn flock_holder(sb: &crate::common::Sandbox, section: &Section, mode: &str) -> std::process::Child {
     std::fs::create_dir_all(sb.file("devices")).unwrap();
     let mut cmd = Command::new("flock");
     cmd.arg(mode)
@@ -310,7 +307,7 @@ fn fractions_exclude_a_genv_1_4_3_process() {
 /// An environment on two GPUs holds both locks while its command runs.
 #[test]
 fn every_attached_device_is_locked() {
-    let sb = common::Sandbox::new();
+    let sb = crate::common::Sandbox::new();
     let _a = env(&sb, "a", None);
     sb.run(&["devices", "attach", "--eid", "a", "--index", "1"])
         .ok();

@@ -1,9 +1,6 @@
 //! The docker shim over a fake docker that prints its arguments.
 
-mod common;
-mod shim_support;
-
-use shim_support::ShimBed;
+use crate::shim_support::ShimBed;
 
 const IN_ENV: [(&str, &str); 2] = [
     ("GENV_ENVIRONMENT_ID", "e1"),

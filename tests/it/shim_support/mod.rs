@@ -1,6 +1,5 @@
 //! A folder of shims (links named `nvidia-smi` and `docker` to the genv
 //! binary) first on PATH, before a folder holding the "real" programs.
-#![allow(dead_code)]
 
 use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::{Path, PathBuf};

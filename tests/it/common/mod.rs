@@ -1,6 +1,5 @@
 //! Shared by the integration tests: a sandbox with its own state folder and
 //! simulated GPUs, driving the real `genv` binary.
-#![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};

@@ -2,12 +2,10 @@
 //! (`tests/fixtures/ref/`, made by `capture.sh`) are read and rewritten by
 //! us byte for byte, and files we write are read by genv 1.4.3 itself.
 
-mod common;
-
 use std::path::PathBuf;
 use std::process::Command;
 
-use common::{Run, Sandbox, fixture};
+use crate::common::{Run, Sandbox, fixture};
 
 fn sandbox_with_reference_state() -> Sandbox {
     let mut sb = Sandbox::new();
@@ -136,7 +134,7 @@ fn reference() -> PathBuf {
 #[test]
 fn the_reference_reads_what_we_write() {
     let sb = Sandbox::new();
-    let job = common::Sleeper::new();
+    let job = crate::common::Sleeper::new();
     let pid = job.pid().to_string();
     sb.run(&[
         "envs",

@@ -1,13 +1,11 @@
 //! `--wait`: requests wait in line for GPUs, first come first served.
 
-mod common;
-
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{Sandbox, Sleeper};
+use crate::common::{Sandbox, Sleeper};
 
 /// Kills the waiters if a test hangs, so it fails instead of blocking CI.
 struct Watchdog(Arc<Mutex<Vec<u32>>>);

@@ -1,13 +1,10 @@
 //! The stand-in for nvidia-smi: the real tool's layouts, column for column,
 //! and the queries genv and genv 1.4.3 make.
 
-mod common;
-mod shim_support;
-
 use std::process::Command;
 
-use common::{Run, Sandbox, fixture};
-use shim_support::{SIM, ShimBed, bars, named_sleeper};
+use crate::common::{Run, Sandbox, fixture};
+use crate::shim_support::{SIM, ShimBed, bars, named_sleeper};
 
 fn sim(sandbox: &Sandbox, args: &[&str], vars: &[(&str, &str)]) -> Run {
     let mut cmd = Command::new(SIM);

@@ -1,0 +1,24 @@
+//! The integration tests: one binary driving the real `genv` and
+//! `nvidia-smi-sim` binaries, one module per capability.
+
+#![allow(dead_code)]
+
+mod common;
+mod lock_support;
+mod shim_support;
+
+mod compat_messages;
+mod compat_ref;
+mod core_cli;
+mod crash_concurrency;
+mod extensions;
+mod lock_cli;
+mod lock_sharing;
+mod shell_integration;
+mod shell_tmux;
+mod shim_docker;
+mod shim_nvidia_smi;
+mod shim_sim;
+mod state_safety;
+mod status_locks;
+mod wait_queue;
