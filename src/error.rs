@@ -34,6 +34,11 @@ pub enum Error {
     #[error("{0}")]
     Backend(String),
 
+    /// One of genv's own errors with the fix for it, printed by `main` as
+    /// `genv: error: <message>` and `hint: <hint>`.
+    #[error("{message}")]
+    Hinted { message: String, hint: String },
+
     /// Ctrl-C or another signal ended a wait; exit code 130, no message.
     #[error("")]
     Interrupted,
@@ -49,6 +54,27 @@ impl Error {
 
     pub fn msg(message: impl Into<String>) -> Self {
         Error::Message(message.into())
+    }
+
+    pub fn hinted(message: impl Into<String>, hint: impl Into<String>) -> Self {
+        Error::Hinted {
+            message: message.into(),
+            hint: hint.into(),
+        }
+    }
+
+    /// What the user can do about it, when genv knows.
+    pub fn hint(&self) -> Option<&str> {
+        match self {
+            Error::Hinted { hint, .. } => Some(hint),
+            _ => None,
+        }
+    }
+
+    /// Whether the message is genv 1.4.3's own, which clients match word
+    /// for word and which is printed without genv's prefix.
+    pub fn is_reference_message(&self) -> bool {
+        matches!(self, Error::Message(_))
     }
 }
 

@@ -59,10 +59,14 @@ pub fn main() -> i32 {
     match result {
         Ok(()) => 0,
         Err(error::Error::Interrupted) => 130,
-        Err(e) => {
+        Err(e) if e.is_reference_message() => {
             // As genv 1.4.3 prints them: a message that ends with a newline
             // gets one more.
             eprintln!("{e}");
+            1
+        }
+        Err(e) => {
+            messages::error(&e, e.hint());
             1
         }
     }
