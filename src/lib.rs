@@ -22,11 +22,12 @@ use std::io::Write;
 
 use clap::{CommandFactory, Parser};
 
-use cli::{Cli, Command};
+use cli::{Cli, Command, Context, Exit};
 use error::Result;
 use state::StateDir;
 
-/// Runs genv with the process's arguments and returns the exit code.
+/// Runs genv with the process's arguments and returns the exit code: the
+/// one place that decides how genv exits.
 pub fn main() -> i32 {
     // Run as `nvidia-smi` or `docker` (a link in the shims folder).
     if let Some(code) = shim::dispatch() {
@@ -37,7 +38,7 @@ pub fn main() -> i32 {
         Err(e) => {
             // The shell function evals what `activate` and `deactivate`
             // print: their help goes to stderr, as genv 1.4.3 does it.
-            let evaluated = std::env::args()
+            let evaluated = std::env::args_os()
                 .nth(1)
                 .is_some_and(|a| a == "activate" || a == "deactivate");
             if evaluated && e.kind() == clap::error::ErrorKind::DisplayHelp {
@@ -48,16 +49,16 @@ pub fn main() -> i32 {
             return e.exit_code();
         }
     };
-    let mut out = String::new();
-    let result = run(cli, &mut out);
+    let mut ctx = Context::new(StateDir::from_env());
+    let result = run(cli, &mut ctx);
     // Print what was produced even when an error follows, as the reference
     // does; a closed pipe is not an error.
     let mut stdout = std::io::stdout().lock();
     let _ = stdout
-        .write_all(out.as_bytes())
+        .write_all(ctx.out.as_bytes())
         .and_then(|()| stdout.flush());
     match result {
-        Ok(()) => 0,
+        Ok(Exit(code)) => code,
         Err(error::Error::Interrupted) => 130,
         Err(e) if e.is_reference_message() => {
             // As genv 1.4.3 prints them: a message that ends with a newline
@@ -72,36 +73,27 @@ pub fn main() -> i32 {
     }
 }
 
-fn run(cli: Cli, out: &mut String) -> Result<()> {
-    let dir = StateDir::from_env();
+/// Every verb has the same shape: its arguments and the context in, an
+/// exit status out.
+fn run(cli: Cli, ctx: &mut Context) -> Result<Exit> {
     let Some(command) = cli.command else {
         // The VS Code extension probes `genv` alone: help, exit 0.
-        out.push_str(&Cli::command().render_help().to_string());
-        return Ok(());
+        ctx.out.push_str(&Cli::command().render_help().to_string());
+        return Ok(Exit::SUCCESS);
     };
     match command {
-        Command::Activate(args) => cli::activate::run(args, &dir, out),
-        Command::Attach(args) => cli::attach::run(args, &dir),
-        Command::Config(args) => cli::config::run(args, &dir, out),
-        Command::Deactivate(args) => cli::deactivate::run(args, &dir, out),
-        Command::Detach(args) => cli::detach::run(args, &dir),
-        Command::Shell(args) => cli::shell::run(args, &dir, out),
-        Command::Status => cli::status::run(&dir, out),
-        Command::Envs(args) => cli::envs::run(args, &dir, out),
-        Command::Devices(args) => cli::devices::run(args, &dir, backend::detect().as_ref(), out),
-        Command::Usage(args) => cli::usage::run(args, &dir, backend::detect().as_ref(), out),
-        Command::Home(args) => cli::home::run(args.quiet, out),
-        Command::Lock(args) => {
-            // The command's exit code is ours; the locks are given back.
-            let code = cli::lock::run(args, &dir)?;
-            if code != 0 {
-                std::process::exit(code);
-            }
-            Ok(())
-        }
-        Command::Version => {
-            cli::version::run(out);
-            Ok(())
-        }
+        Command::Activate(args) => cli::activate::run(args, ctx),
+        Command::Attach(args) => cli::attach::run(args, ctx),
+        Command::Config(args) => cli::config::run(args, ctx),
+        Command::Deactivate(args) => cli::deactivate::run(args, ctx),
+        Command::Detach(args) => cli::detach::run(args, ctx),
+        Command::Devices(args) => cli::devices::run(args, ctx),
+        Command::Envs(args) => cli::envs::run(args, ctx),
+        Command::Home(args) => cli::home::run(args, ctx),
+        Command::Lock(args) => cli::lock::run(args, &ctx.dir).map(Exit),
+        Command::Shell(args) => cli::shell::run(args, ctx),
+        Command::Status => cli::status::run(ctx),
+        Command::Usage(args) => cli::usage::run(args, ctx),
+        Command::Version => cli::version::run(ctx),
     }
 }

@@ -3,7 +3,6 @@
 
 use std::path::PathBuf;
 
-use crate::backend::DeviceBackend;
 use crate::env_vars::{self as ev, get};
 use crate::error::{Error, Result};
 use crate::shell::Action;
@@ -20,6 +19,18 @@ You should also add it to your ~/.bashrc or any equivalent file.
 
     eval \"$(genv shell --init)\"
 ";
+
+/// The configuration folder, as genv 1.4.3's `genv.sdk.home()` finds it:
+/// `.genv` in the working directory, else in `$HOME`.
+pub fn home() -> Option<PathBuf> {
+    let cwd = std::env::current_dir().ok();
+    let home = std::env::var_os("HOME").map(PathBuf::from);
+    [cwd, home]
+        .into_iter()
+        .flatten()
+        .map(|dir| dir.join(".genv"))
+        .find(|p| p.is_dir())
+}
 
 /// The current environment's identifier, if any.
 pub fn eid() -> Option<String> {
@@ -65,10 +76,8 @@ pub fn config_actions(config: &Config) -> Vec<Action> {
 
 /// The devices attached to an environment, as the state says; none when
 /// the devices cannot be known (no driver and no `devices.json`).
-pub fn attached(tx: &mut Transaction<'_>, backend: &dyn DeviceBackend, eid: &str) -> Vec<u32> {
-    tx.devices(backend, false)
-        .map(|d| d.indices_of(eid))
-        .unwrap_or_default()
+pub fn attached(tx: &mut Transaction<'_>, eid: &str) -> Vec<u32> {
+    tx.devices().map(|d| d.indices_of(eid)).unwrap_or_default()
 }
 
 /// `CUDA_VISIBLE_DEVICES` for the attached devices, `-1` for none.

@@ -47,12 +47,22 @@ pub trait DeviceBackend {
 pub fn detect() -> Box<dyn DeviceBackend> {
     match MockConfig::from_env() {
         Some(config) => Box::new(MockBackend::new(config)),
-        None => Box::new(SystemBackend),
+        None => Box::new(SystemBackend::default()),
     }
 }
 
-/// The machine's real GPUs, found on first use.
-pub struct SystemBackend;
+/// The machine's GPUs: NVML when the driver's library loads, else
+/// `nvidia-smi`. Which one is decided (and NVML initialised) once, the
+/// first time it is asked.
+#[derive(Default)]
+pub struct SystemBackend {
+    chosen: std::cell::OnceCell<Option<System>>,
+}
+
+enum System {
+    Nvml(Box<NvmlBackend>),
+    Smi(SmiBackend),
+}
 
 const NO_DRIVER_HINT: &str = "no NVIDIA driver found (NVML could not be loaded and nvidia-smi is not on PATH); to simulate GPUs, set GENV_MOCK_DEVICE_COUNT (e.g. GENV_MOCK_DEVICE_COUNT=2)";
 
@@ -62,12 +72,14 @@ impl SystemBackend {
         nvml: impl FnOnce(&NvmlBackend) -> Result<T>,
         smi: impl FnOnce(&SmiBackend) -> Result<T>,
     ) -> Result<T> {
-        match NvmlBackend::load() {
-            Some(backend) => nvml(&backend),
-            None => match SmiBackend::find() {
-                Some(backend) => smi(&backend),
-                None => Err(Error::Backend(NO_DRIVER_HINT.into())),
-            },
+        let chosen = self.chosen.get_or_init(|| match NvmlBackend::load() {
+            Some(backend) => Some(System::Nvml(Box::new(backend))),
+            None => SmiBackend::find().map(System::Smi),
+        });
+        match chosen {
+            Some(System::Nvml(backend)) => nvml(backend),
+            Some(System::Smi(backend)) => smi(backend),
+            None => Err(Error::Backend(NO_DRIVER_HINT.into())),
         }
     }
 }

@@ -1,15 +1,15 @@
 //! `genv activate`: create or join an environment and print the shell code
 //! that enters it.
 
-use super::ActivateArgs;
+use super::{ActivateArgs, Context, Exit};
 use crate::env_vars::{self as ev, get};
 use crate::error::{Error, Result};
-use crate::provision::{self, AttachError, Request};
+use crate::provision::{self, Request};
 use crate::session;
 use crate::shell::{Action, Shell};
-use crate::state::{LoadOptions, StateDir};
+use crate::state::LoadOptions;
 
-pub fn run(mut args: ActivateArgs, dir: &StateDir, out: &mut String) -> Result<()> {
+pub fn run(mut args: ActivateArgs, ctx: &mut Context) -> Result<Exit> {
     let shell_pid = args
         .shell
         .ok_or_else(|| Error::msg(session::NOT_INITIALIZED))?;
@@ -32,7 +32,7 @@ pub fn run(mut args: ActivateArgs, dir: &StateDir, out: &mut String) -> Result<(
     if let Some(memory) = &args.gpu_memory {
         crate::memory::validate(memory)?;
     }
-    let shell = shell_of(shell_pid);
+    let shell = Shell::of_pid(shell_pid);
     let eid = args.eid.clone().unwrap_or_else(|| shell_pid.to_string());
     if eid.is_empty() {
         return Err(Error::msg("the environment identifier must not be empty"));
@@ -40,11 +40,11 @@ pub fn run(mut args: ActivateArgs, dir: &StateDir, out: &mut String) -> Result<(
     let loaded = if args.no_load {
         None
     } else {
-        crate::cli::home::find()
+        session::home()
             .map(|home| session::load_config(&home))
             .transpose()?
     };
-    let backend = crate::backend::detect();
+    let dir = &ctx.dir;
     let uid = crate::procs::current_uid();
     let username = crate::procs::username(uid);
 
@@ -80,26 +80,24 @@ pub fn run(mut args: ActivateArgs, dir: &StateDir, out: &mut String) -> Result<(
     match (attach, args.wait) {
         (true, Some(wait)) => {
             tx.commit()?;
-            if let Err(e) = provision::attach_waiting(dir, backend.as_ref(), &eid, request, wait) {
+            if let Err(e) = provision::attach_waiting(dir, ctx.backend.get(), &eid, request, wait) {
                 // Leave no trace of an activation that did not happen.
                 let mut tx = dir.transaction(LoadOptions::default())?;
                 tx.envs()?.cleanup(|pid| pid != shell_pid, |_, _| true);
-                let _ = tx.devices(backend.as_ref(), false);
+                tx.devices()?;
                 tx.commit()?;
                 return Err(e);
             }
         }
         (true, None) => {
-            let devices = tx.devices(backend.as_ref(), false)?;
-            let now = crate::timefmt::now();
-            provision::attach(devices, &config, &eid, request, &now)
-                .map_err(AttachError::into_error)?;
+            tx.reconcile(ctx.backend.get(), false)?;
+            provision::attach_env(&mut tx, &eid, request)?;
             tx.commit()?;
         }
         (false, _) => tx.commit()?,
     }
     let mut tx = dir.transaction(LoadOptions::default())?;
-    let indices = session::attached(&mut tx, backend.as_ref(), &eid);
+    let indices = session::attached(&mut tx, &eid);
     tx.commit()?;
 
     let mut actions = vec![
@@ -108,29 +106,15 @@ pub fn run(mut args: ActivateArgs, dir: &StateDir, out: &mut String) -> Result<(
     ];
     match session::shims_dir() {
         Ok(shims) => actions.push(Action::PrependPath(shims.to_string_lossy().into_owned())),
-        Err(e) => {
-            eprintln!("warning: {e}; nvidia-smi and docker will not be narrowed to the environment")
-        }
+        Err(e) => crate::messages::warn(format_args!(
+            "{e}; nvidia-smi and docker will not be narrowed to the environment"
+        )),
     }
     actions.extend(session::config_actions(&config));
     actions.push(session::devices_action(&indices));
     if !args.no_prompt {
         actions.push(Action::Prompt);
     }
-    out.push_str(&shell.render(&actions));
-    Ok(())
-}
-
-/// The shell whose pid the shell function passed.
-pub fn shell_of(pid: i64) -> Shell {
-    let comm = u32::try_from(pid)
-        .ok()
-        .and_then(crate::procs::comm)
-        .unwrap_or_default();
-    match comm.trim_start_matches('-') {
-        "zsh" => Shell::Zsh,
-        "fish" => Shell::Fish,
-        "bash" | "sh" => Shell::Bash,
-        _ => Shell::detect(),
-    }
+    ctx.out.push_str(&shell.render(&actions));
+    Ok(Exit::SUCCESS)
 }

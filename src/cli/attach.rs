@@ -1,27 +1,29 @@
 //! `genv attach`: attach devices to the current environment.
 
-use super::AttachArgs;
+use super::{AttachArgs, Context, Exit};
 use crate::error::Result;
 use crate::provision::{self, Request};
 use crate::session;
-use crate::state::{LoadOptions, StateDir};
+use crate::state::LoadOptions;
 
-pub fn run(args: AttachArgs, dir: &StateDir) -> Result<()> {
+pub fn run(args: AttachArgs, ctx: &mut Context) -> Result<Exit> {
     let eid = session::require_eid()?;
     if args.refresh {
-        return Ok(());
+        return Ok(Exit::SUCCESS);
     }
-    let backend = crate::backend::detect();
     let request = Request {
         count: args.count,
         index: args.index,
         over_subscribe: args.over_subscribe,
     };
     if let Some(wait) = args.wait {
-        return provision::attach_waiting(dir, backend.as_ref(), &eid, request, wait);
+        provision::attach_waiting(&ctx.dir, ctx.backend.get(), &eid, request, wait)?;
+        return Ok(Exit::SUCCESS);
     }
-    let mut tx = dir.transaction(LoadOptions::default())?;
-    tx.devices(backend.as_ref(), true)?;
-    super::devices::attach(&mut tx, backend.as_ref(), &eid, request)?;
-    tx.commit()
+    let mut tx = ctx.dir.transaction(LoadOptions::default())?;
+    // A GPU may have come or gone: ask the driver before handing one out.
+    tx.reconcile(ctx.backend.get(), true)?;
+    provision::attach_env(&mut tx, &eid, request)?;
+    tx.commit()?;
+    Ok(Exit::SUCCESS)
 }

@@ -2,12 +2,14 @@
 
 use std::fmt::Write;
 
-use super::{ConfigArgs, ConfigFieldArg};
+use super::{ConfigArgs, ConfigFieldArg, Context, Exit};
 use crate::error::{Error, Result};
+use crate::provision;
 use crate::session;
-use crate::state::{Config, LoadOptions, StateDir};
+use crate::state::{Config, LoadOptions};
 
-pub fn run(args: ConfigArgs, dir: &StateDir, out: &mut String) -> Result<()> {
+pub fn run(args: ConfigArgs, ctx: &mut Context) -> Result<Exit> {
+    let out = &mut ctx.out;
     let eid = session::require_eid()?;
     // Check what the user typed before touching the state.
     let gpus = match &args.field {
@@ -21,9 +23,8 @@ pub fn run(args: ConfigArgs, dir: &StateDir, out: &mut String) -> Result<()> {
     if let Some(ConfigFieldArg::GpuMemory { value: Some(v) }) = &args.field {
         crate::memory::validate(v)?;
     }
-    let home = crate::cli::home::find();
-    let backend = crate::backend::detect();
-    let mut tx = dir.transaction(LoadOptions::default())?;
+    let home = session::home();
+    let mut tx = ctx.dir.transaction(LoadOptions::default())?;
     let stored = tx
         .envs()?
         .get(&eid)
@@ -69,17 +70,12 @@ pub fn run(args: ConfigArgs, dir: &StateDir, out: &mut String) -> Result<()> {
             env.config = config.clone();
         }
         let capacity_changed = config.gpu_memory != stored.gpu_memory || config.gpus < stored.gpus;
-        if capacity_changed && let Ok(devices) = tx.devices(backend.as_ref(), false) {
-            crate::provision::update_capacity(devices, &eid, config.gpu_memory.as_deref());
+        if capacity_changed {
+            let devices = tx.devices()?;
+            provision::update_capacity(devices, &eid, config.gpu_memory.as_deref());
             // Fewer GPUs than attached: the surplus goes, highest first.
             if let Some(wanted) = config.gpus.and_then(|g| usize::try_from(g).ok()) {
-                let mut attached = devices.indices_of(&eid);
-                while attached.len() > wanted {
-                    let index = attached.pop().expect("longer than wanted");
-                    if let Some(device) = devices.get_mut(index) {
-                        device.detach(&eid);
-                    }
-                }
+                provision::detach_surplus(devices, &eid, wanted);
             }
         }
     }
@@ -87,12 +83,13 @@ pub fn run(args: ConfigArgs, dir: &StateDir, out: &mut String) -> Result<()> {
     if args.save {
         match home {
             Some(home) => session::save_config(&home, &config)?,
-            None => eprintln!(
-                "warning: no .genv folder in the working directory or in $HOME to save to; create one first"
+            None => crate::messages::warn_hint(
+                "no .genv folder in the working directory or in $HOME to save the configuration to",
+                "create one (mkdir .genv) and run the command again",
             ),
         }
     }
-    Ok(())
+    Ok(Exit::SUCCESS)
 }
 
 #[derive(Clone, Copy)]

@@ -1,14 +1,15 @@
 //! `genv detach`: detach the current environment from one device or all.
 
-use super::DetachArgs;
+use super::{Context, DetachArgs, Exit};
 use crate::error::Result;
+use crate::provision;
 use crate::session;
-use crate::state::{LoadOptions, StateDir};
+use crate::state::LoadOptions;
 
-pub fn run(args: DetachArgs, dir: &StateDir) -> Result<()> {
+pub fn run(args: DetachArgs, ctx: &mut Context) -> Result<Exit> {
     let eid = session::require_eid()?;
-    let backend = crate::backend::detect();
-    let mut tx = dir.transaction(LoadOptions::default())?;
-    super::devices::detach(tx.devices(backend.as_ref(), false)?, &eid, args.index);
-    tx.commit()
+    let mut tx = ctx.dir.transaction(LoadOptions::default())?;
+    provision::detach(tx.devices()?, &eid, args.index);
+    tx.commit()?;
+    Ok(Exit::SUCCESS)
 }

@@ -2,23 +2,19 @@
 
 use std::fmt::Write;
 
-use super::{DevicesArgs, DevicesCommand, Format, PsArgs};
-use crate::backend::DeviceBackend;
+use super::{Context, DevicesArgs, DevicesCommand, Exit, Format, PsArgs};
 use crate::error::Result;
-use crate::provision::{self, AttachError};
-use crate::state::{Devices, StateDir, Transaction};
+use crate::provision;
+use crate::state::{Devices, Transaction};
 use crate::timefmt;
 
 pub use crate::provision::Request;
 
 pub const QUERIES: [&str; 4] = ["index", "eids", "total_memory", "attachments"];
 
-pub fn run(
-    args: DevicesArgs,
-    dir: &StateDir,
-    backend: &dyn DeviceBackend,
-    out: &mut String,
-) -> Result<()> {
+pub fn run(args: DevicesArgs, ctx: &mut Context) -> Result<Exit> {
+    let out = &mut ctx.out;
+    let dir = &ctx.dir;
     if let Some(DevicesCommand::Attach {
         eid,
         allow_over_subscription,
@@ -32,15 +28,17 @@ pub fn run(
             index: *index,
             over_subscribe: *allow_over_subscription,
         };
-        provision::attach_waiting(dir, backend, eid, request, *wait)?;
+        provision::attach_waiting(dir, ctx.backend.get(), eid, request, *wait)?;
         let mut tx = dir.transaction(args.state.options())?;
-        print_indices(tx.devices(backend, false)?, eid, out);
-        return tx.commit();
+        print_indices(tx.devices()?, eid, out);
+        tx.commit()?;
+        return Ok(Exit::SUCCESS);
     }
     let mut tx = dir.transaction(args.state.options())?;
-    let attaching = matches!(args.command, Some(DevicesCommand::Attach { .. }));
-    // Ask the driver when attaching (a GPU may have come or gone) or on --reset.
-    tx.devices(backend, attaching || args.state.reset)?;
+    if args.state.reset {
+        // Starting afresh: the driver says what there is.
+        tx.reconcile(ctx.backend.get(), true)?;
+    }
     match args.command {
         Some(DevicesCommand::Attach {
             eid,
@@ -54,22 +52,28 @@ pub fn run(
                 index,
                 over_subscribe: allow_over_subscription,
             };
-            attach(&mut tx, backend, &eid, request)?;
-            print_indices(tx.devices(backend, false)?, &eid, out);
+            // A GPU may have come or gone: ask the driver before handing
+            // one out.
+            tx.reconcile(ctx.backend.get(), true)?;
+            provision::attach_env(&mut tx, &eid, request)?;
+            print_indices(tx.devices()?, &eid, out);
         }
         Some(DevicesCommand::Detach { eid, index, quiet }) => {
-            let devices = tx.devices(backend, false)?;
-            detach(devices, &eid, index);
+            let devices = tx.devices()?;
+            provision::detach(devices, &eid, index);
             if !quiet {
                 print_indices(devices, &eid, out);
             }
         }
-        Some(DevicesCommand::Find { eid }) => print_indices(tx.devices(backend, false)?, &eid, out),
-        Some(DevicesCommand::Ps(ps)) => print_ps(&mut tx, backend, ps, out)?,
+        Some(DevicesCommand::Find { eid }) => print_indices(tx.devices()?, &eid, out),
+        Some(DevicesCommand::Ps(ps)) => {
+            tx.reconcile(ctx.backend.get(), false)?;
+            print_ps(&mut tx, ps, out)?
+        }
         Some(DevicesCommand::Locks(ps)) => {
             let envs = tx.envs()?.clone();
             let indices: Vec<u32> = tx
-                .devices(backend, false)?
+                .reconcile(ctx.backend.get(), false)?
                 .devices
                 .iter()
                 .map(|d| d.index)
@@ -82,7 +86,7 @@ pub fn run(
             print_queue(&envs, &queue, out);
         }
         Some(DevicesCommand::Query { queries }) => {
-            for device in &tx.devices(backend, false)?.devices {
+            for device in &tx.reconcile(ctx.backend.get(), false)?.devices {
                 let row: Vec<String> = queries
                     .iter()
                     .map(|q| match q.as_str() {
@@ -108,37 +112,13 @@ pub fn run(
                 out.push('\n');
             }
         }
-        None => print_ps(&mut tx, backend, PsArgs::default(), out)?,
-    }
-    tx.commit()
-}
-
-/// Attaches devices to an environment as genv 1.4.3 does: ensure a count
-/// (detaching the surplus) or attach one index. Capacity-aware: an
-/// environment with a memory capacity takes a fraction of a device.
-pub fn attach(
-    tx: &mut Transaction<'_>,
-    backend: &dyn DeviceBackend,
-    eid: &str,
-    request: Request,
-) -> Result<()> {
-    let now = tx.now();
-    let config = tx
-        .envs()?
-        .get(eid)
-        .map(|e| e.config.clone())
-        .unwrap_or_default();
-    let devices = tx.devices(backend, false)?;
-    provision::attach(devices, &config, eid, request, &now).map_err(AttachError::into_error)
-}
-
-/// Detaches one device, or all of them.
-pub fn detach(devices: &mut Devices, eid: &str, index: Option<u32>) {
-    for device in &mut devices.devices {
-        if index.is_none_or(|i| i == device.index) {
-            device.detach(eid);
+        None => {
+            tx.reconcile(ctx.backend.get(), false)?;
+            print_ps(&mut tx, PsArgs::default(), out)?
         }
     }
+    tx.commit()?;
+    Ok(Exit::SUCCESS)
 }
 
 pub fn print_indices(devices: &Devices, eid: &str, out: &mut String) {
@@ -147,14 +127,9 @@ pub fn print_indices(devices: &Devices, eid: &str, out: &mut String) {
     out.push('\n');
 }
 
-fn print_ps(
-    tx: &mut Transaction<'_>,
-    backend: &dyn DeviceBackend,
-    ps: PsArgs,
-    out: &mut String,
-) -> Result<()> {
+fn print_ps(tx: &mut Transaction<'_>, ps: PsArgs, out: &mut String) -> Result<()> {
     let envs = tx.envs()?.clone();
-    let devices = tx.devices(backend, false)?;
+    let devices = tx.devices()?;
     let name_of = |eid: &str| {
         envs.get(eid)
             .and_then(|e| e.config.name.clone())

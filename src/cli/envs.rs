@@ -2,9 +2,9 @@
 
 use std::fmt::Write;
 
-use super::{ConfigField, EnvsArgs, EnvsCommand, Format, PsArgs};
+use super::{ConfigField, Context, EnvsArgs, EnvsCommand, Exit, Format, PsArgs};
 use crate::error::{Error, Result};
-use crate::state::{Env, Envs, StateDir};
+use crate::state::{Env, Envs};
 use crate::{memory, timefmt};
 
 pub const QUERIES: [&str; 9] = [
@@ -35,7 +35,8 @@ fn query(env: &Env, name: &str) -> String {
     }
 }
 
-pub fn run(args: EnvsArgs, dir: &StateDir, out: &mut String) -> Result<()> {
+pub fn run(args: EnvsArgs, ctx: &mut Context) -> Result<Exit> {
+    let out = &mut ctx.out;
     // Check what the user typed before touching the state.
     if let Some(EnvsCommand::Config {
         config:
@@ -48,7 +49,7 @@ pub fn run(args: EnvsArgs, dir: &StateDir, out: &mut String) -> Result<()> {
     {
         memory::validate(value)?;
     }
-    let mut tx = dir.transaction(args.state.options())?;
+    let mut tx = ctx.dir.transaction(args.state.options())?;
     let now = tx.now();
     let envs = tx.envs()?;
     match args.command {
@@ -77,8 +78,7 @@ pub fn run(args: EnvsArgs, dir: &StateDir, out: &mut String) -> Result<()> {
                     ConfigField::GpuMemory { gpu_memory, .. } => {
                         env.config.gpu_memory = gpu_memory.clone();
                         // Attachments follow the new capacity.
-                        let backend = crate::backend::detect();
-                        let devices = tx.devices(backend.as_ref(), false)?;
+                        let devices = tx.devices()?;
                         crate::provision::update_capacity(devices, &eid, gpu_memory.as_deref());
                     }
                 }
@@ -106,7 +106,8 @@ pub fn run(args: EnvsArgs, dir: &StateDir, out: &mut String) -> Result<()> {
         }
         None => print_ps(envs, PsArgs::default(), out),
     }
-    tx.commit()
+    tx.commit()?;
+    Ok(Exit::SUCCESS)
 }
 
 fn print_ps(envs: &Envs, ps: PsArgs, out: &mut String) {

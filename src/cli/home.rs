@@ -1,8 +1,8 @@
 //! `genv home`: the `.genv` folder of the working directory or of `$HOME`.
 
-use std::path::PathBuf;
-
+use super::{Context, Exit, HomeArgs};
 use crate::error::{Error, Result};
+use crate::session;
 
 const NOT_FOUND: &str = "Could not find any Genv configuration directory.
 
@@ -11,25 +11,14 @@ Create a directory named '.genv' under one of the following directories:
   2) Home directory (i.e. $HOME)
 ";
 
-/// The configuration folder, as genv 1.4.3's `genv.sdk.home()` finds it.
-pub fn find() -> Option<PathBuf> {
-    let cwd = std::env::current_dir().ok();
-    let home = std::env::var_os("HOME").map(PathBuf::from);
-    [cwd, home]
-        .into_iter()
-        .flatten()
-        .map(|dir| dir.join(".genv"))
-        .find(|p| p.is_dir())
-}
-
-pub fn run(quiet: bool, out: &mut String) -> Result<()> {
-    match find() {
+pub fn run(args: HomeArgs, ctx: &mut Context) -> Result<Exit> {
+    match session::home() {
         Some(path) => {
-            out.push_str(&path.to_string_lossy());
-            out.push('\n');
-            Ok(())
+            ctx.out.push_str(&path.to_string_lossy());
+            ctx.out.push('\n');
+            Ok(Exit::SUCCESS)
         }
-        None if quiet => Ok(()),
+        None if args.quiet => Ok(Exit::SUCCESS),
         None => Err(Error::msg(NOT_FOUND)),
     }
 }

@@ -15,7 +15,6 @@ use std::time::Duration;
 use std::fmt::Write;
 
 use super::{Format, LockArgs, PsArgs};
-use crate::backend;
 use crate::env_vars as ev;
 use crate::error::{Error, Result};
 use crate::memory;
@@ -68,10 +67,9 @@ fn requests(dir: &StateDir, eid: &str, args: &LockArgs) -> Vec<Request> {
 }
 
 fn from_state(dir: &StateDir, eid: &str) -> Option<Vec<Request>> {
-    let backend = backend::detect();
     let mut tx = dir.transaction(LoadOptions::default()).ok()?;
     let env = tx.envs().ok()?.get(eid)?.clone();
-    let devices = tx.devices(backend.as_ref(), false).ok()?.clone();
+    let devices = tx.devices().ok()?.clone();
     let _ = tx.commit();
     let capacity = |m: Option<&str>| m.and_then(|m| memory::to_bytes(m).ok());
     Some(

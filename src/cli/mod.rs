@@ -3,6 +3,7 @@
 pub mod activate;
 pub mod attach;
 pub mod config;
+mod context;
 pub mod deactivate;
 pub mod detach;
 pub mod devices;
@@ -13,6 +14,8 @@ pub mod shell;
 pub mod status;
 pub mod usage;
 pub mod version;
+
+pub use context::{Context, Exit};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 

@@ -3,11 +3,11 @@
 
 use clap::CommandFactory;
 
-use super::ShellArgs;
+use super::{Context, Exit, ShellArgs};
 use crate::error::Result;
 use crate::session;
 use crate::shell::Shell;
-use crate::state::{LoadOptions, StateDir};
+use crate::state::LoadOptions;
 
 const OK: &str = "Your shell is initialized properly and you are all set.
 Run the following command to check the status of your environment:
@@ -18,7 +18,9 @@ If you are not sure how to continue from here, check out the quick start tutoria
 
 ";
 
-pub fn run(args: ShellArgs, dir: &StateDir, out: &mut String) -> Result<()> {
+pub fn run(args: ShellArgs, ctx: &mut Context) -> Result<Exit> {
+    let out = &mut ctx.out;
+    let dir = &ctx.dir;
     if let Some(shell) = args.init {
         out.push_str(&shell.unwrap_or_else(Shell::detect).init());
     } else if let Some(shell) = args.deinit {
@@ -27,9 +29,8 @@ pub fn run(args: ShellArgs, dir: &StateDir, out: &mut String) -> Result<()> {
         out.push_str(OK);
     } else if let Some(shell) = args.reattach {
         let eid = session::require_eid()?;
-        let backend = crate::backend::detect();
         let mut tx = dir.transaction(LoadOptions::default())?;
-        let indices = session::attached(&mut tx, backend.as_ref(), &eid);
+        let indices = session::attached(&mut tx, &eid);
         tx.commit()?;
         out.push_str(
             &shell
@@ -38,7 +39,6 @@ pub fn run(args: ShellArgs, dir: &StateDir, out: &mut String) -> Result<()> {
         );
     } else if let Some(shell) = args.reconfigure {
         let eid = session::require_eid()?;
-        let backend = crate::backend::detect();
         let mut tx = dir.transaction(LoadOptions::default())?;
         let config = tx
             .envs()?
@@ -46,7 +46,7 @@ pub fn run(args: ShellArgs, dir: &StateDir, out: &mut String) -> Result<()> {
             .map(|e| e.config.clone())
             .unwrap_or_default();
         // `config gpus` may have detached devices.
-        let indices = session::attached(&mut tx, backend.as_ref(), &eid);
+        let indices = session::attached(&mut tx, &eid);
         tx.commit()?;
         let mut actions = session::config_actions(&config);
         actions.push(session::devices_action(&indices));
@@ -64,5 +64,5 @@ pub fn run(args: ShellArgs, dir: &StateDir, out: &mut String) -> Result<()> {
         out.push_str(session::NOT_INITIALIZED);
         out.push('\n');
     }
-    Ok(())
+    Ok(Exit::SUCCESS)
 }

@@ -2,22 +2,24 @@
 
 use std::fmt::Write;
 
+use super::{Context, Exit};
 use crate::error::Result;
 use crate::session;
-use crate::state::{Config, LoadOptions, StateDir};
+use crate::state::{Config, LoadOptions};
 
-pub fn run(dir: &StateDir, out: &mut String) -> Result<()> {
+pub fn run(ctx: &mut Context) -> Result<Exit> {
+    let out = &mut ctx.out;
+    let dir = &ctx.dir;
     let Some(eid) = session::eid() else {
         out.push_str("Environment is not active\n");
-        return Ok(());
+        return Ok(Exit::SUCCESS);
     };
-    let backend = crate::backend::detect();
     let mut tx = dir.transaction(LoadOptions::default())?;
     let config = match tx.envs()?.get(&eid) {
         Some(env) => env.config.clone(),
         None => from_variables(),
     };
-    let indices = session::attached(&mut tx, backend.as_ref(), &eid);
+    let indices = session::attached(&mut tx, &eid);
     let envs = tx.envs()?.clone();
     let queue = tx.queue()?.clone();
     tx.commit()?;
@@ -97,7 +99,7 @@ pub fn run(dir: &StateDir, out: &mut String) -> Result<()> {
         }
         out.push('\n');
     }
-    Ok(())
+    Ok(Exit::SUCCESS)
 }
 
 /// The configuration as the shell's variables carry it.

@@ -5,20 +5,17 @@ use std::io::Read;
 
 use serde::Serialize;
 
-use super::{UsageArgs, UsageCommand};
+use super::{Context, Exit, UsageArgs, UsageCommand};
 use crate::backend::DeviceBackend;
 use crate::enforce::{self, Processes, Report};
 use crate::error::{Error, Result};
 use crate::state::{Devices, Envs, LoadOptions, StateDir, file::to_json};
 
-pub fn run(
-    args: UsageArgs,
-    dir: &StateDir,
-    backend: &dyn DeviceBackend,
-    out: &mut String,
-) -> Result<()> {
+pub fn run(args: UsageArgs, ctx: &mut Context) -> Result<Exit> {
     match args.command {
-        UsageCommand::Snapshot { kind, .. } => snapshot(kind.as_deref(), dir, backend, out),
+        UsageCommand::Snapshot { kind, .. } => {
+            snapshot(kind.as_deref(), &ctx.dir, ctx.backend.get(), &mut ctx.out)?
+        }
         UsageCommand::Execute => {
             let mut input = String::new();
             std::io::stdin()
@@ -26,11 +23,12 @@ pub fn run(
                 .map_err(|e| Error::msg(format!("could not read the report from stdin: {e}")))?;
             let report: Report = serde_json::from_str(&input)
                 .map_err(|e| Error::msg(format!("invalid report on stdin: {e}")))?;
-            let mut tx = dir.transaction(LoadOptions::default())?;
-            enforce::execute(&report, &mut tx, backend, out)?;
-            tx.commit()
+            let mut tx = ctx.dir.transaction(LoadOptions::default())?;
+            enforce::execute(&report, &mut tx, &mut ctx.out)?;
+            tx.commit()?;
         }
     }
+    Ok(Exit::SUCCESS)
 }
 
 /// A full snapshot, in genv 1.4.3's key order.
@@ -52,12 +50,12 @@ fn snapshot(
     let json = match kind {
         Some("processes") => to_json(&processes()?),
         Some("envs") => to_json(tx.envs()?),
-        Some("devices") => to_json(tx.devices(backend, false)?),
+        Some("devices") => to_json(tx.reconcile(backend, false)?),
         _ => {
             let processes = processes()?;
-            tx.devices(backend, false)?;
+            tx.reconcile(backend, false)?;
             let envs = tx.envs()?.clone();
-            let devices = tx.devices(backend, false)?;
+            let devices = tx.devices()?;
             to_json(&Snapshot {
                 processes: &processes,
                 envs: &envs,

@@ -1,7 +1,11 @@
 //! `genv version`: the genv release whose files and command lines this one
 //! speaks.
 
-pub fn run(out: &mut String) {
-    out.push_str(env!("CARGO_PKG_VERSION"));
-    out.push('\n');
+use super::{Context, Exit};
+use crate::error::Result;
+
+pub fn run(ctx: &mut Context) -> Result<Exit> {
+    ctx.out.push_str(env!("CARGO_PKG_VERSION"));
+    ctx.out.push('\n');
+    Ok(Exit::SUCCESS)
 }

@@ -61,7 +61,6 @@ pub fn processes(list: Vec<ComputeProcess>) -> Processes {
 pub fn execute(
     report: &Report,
     tx: &mut Transaction<'_>,
-    backend: &dyn backend::DeviceBackend,
     out: &mut String,
 ) -> crate::error::Result<()> {
     let terminate =
@@ -98,7 +97,7 @@ pub fn execute(
             Err(_) => eprintln!("[DEBUG] Process {} already terminated", process.pid),
         }
     }
-    let devices = tx.devices(backend, false)?;
+    let devices = tx.devices()?;
     for (index, envs) in &report.detach {
         let Ok(index) = index.parse::<u32>() else {
             eprintln!("[ERROR] Invalid device index {index:?} in the report");

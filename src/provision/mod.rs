@@ -5,8 +5,8 @@ mod wait;
 
 pub use wait::{Wait, attach_waiting};
 
-use crate::error::Error;
-use crate::state::{Config, Devices};
+use crate::error::{Error, Result};
+use crate::state::{Config, Devices, Transaction};
 
 /// What an environment asks of the devices.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -108,34 +108,79 @@ pub fn attach(
 }
 
 /// Brings an attached environment's attachments in line with a new memory
-/// capacity (genv 1.4.3 leaves them stale), and says when a device is now
-/// promised more memory than it has.
+/// capacity (genv 1.4.3 leaves them stale), and says when the change makes
+/// a device more over-subscribed than it was: promised more memory than
+/// it has, and more than before.
 pub fn update_capacity(devices: &mut Devices, eid: &str, gpu_memory: Option<&str>) {
     for device in &mut devices.devices {
-        let mut changed = false;
-        for attachment in device.attachments.iter_mut().filter(|a| a.eid == eid) {
-            if attachment.gpu_memory.as_deref() != gpu_memory {
-                attachment.gpu_memory = gpu_memory.map(str::to_owned);
-                changed = true;
-            }
+        if !device
+            .attachments
+            .iter()
+            .any(|a| a.eid == eid && a.gpu_memory.as_deref() != gpu_memory)
+        {
+            continue;
         }
-        if changed && device.attachments.len() > 1 && device.available_bytes() == 0 {
-            let promised: u64 = device
-                .attachments
-                .iter()
-                .map(|a| {
-                    a.gpu_memory
-                        .as_deref()
-                        .and_then(|m| crate::memory::to_bytes(m).ok())
-                        .unwrap_or(device.total_bytes())
-                })
-                .fold(0, u64::saturating_add);
-            if promised > device.total_bytes() {
-                eprintln!(
-                    "warning: device {} is now over-subscribed: its environments are promised more memory than it has",
-                    device.index
-                );
-            }
+        let before = promised_bytes(device);
+        for attachment in device.attachments.iter_mut().filter(|a| a.eid == eid) {
+            attachment.gpu_memory = gpu_memory.map(str::to_owned);
+        }
+        let after = promised_bytes(device);
+        if device.attachments.len() > 1 && after > device.total_bytes() && after > before {
+            crate::messages::warn(format_args!(
+                "device {} is now over-subscribed: its environments are promised more memory than it has",
+                device.index
+            ));
+        }
+    }
+}
+
+/// The memory a device's attachments are promised; an attachment without a
+/// capacity is promised the whole device.
+fn promised_bytes(device: &crate::state::Device) -> u64 {
+    device
+        .attachments
+        .iter()
+        .map(|a| {
+            a.gpu_memory
+                .as_deref()
+                .and_then(|m| crate::memory::to_bytes(m).ok())
+                .unwrap_or(device.total_bytes())
+        })
+        .fold(0, u64::saturating_add)
+}
+
+/// Attaches devices to an environment as genv 1.4.3 does: ensure a count
+/// (detaching the surplus) or attach one index, capacity-aware, with the
+/// environment's configuration as the state records it.
+pub fn attach_env(tx: &mut Transaction<'_>, eid: &str, request: Request) -> Result<()> {
+    let now = tx.now();
+    let config = tx
+        .envs()?
+        .get(eid)
+        .map(|e| e.config.clone())
+        .unwrap_or_default();
+    let devices = tx.devices()?;
+    attach(devices, &config, eid, request, &now).map_err(AttachError::into_error)
+}
+
+/// Detaches an environment from one device, or from all of them.
+pub fn detach(devices: &mut Devices, eid: &str, index: Option<u32>) {
+    for device in &mut devices.devices {
+        if index.is_none_or(|i| i == device.index) {
+            device.detach(eid);
+        }
+    }
+}
+
+/// Detaches the devices beyond `wanted`, highest index first (after `config
+/// gpus` lowered the count).
+pub fn detach_surplus(devices: &mut Devices, eid: &str, wanted: usize) {
+    let mut attached = devices.indices_of(eid);
+    while attached.len() > wanted {
+        if let Some(index) = attached.pop()
+            && let Some(device) = devices.get_mut(index)
+        {
+            device.detach(eid);
         }
     }
 }

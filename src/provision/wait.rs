@@ -68,7 +68,7 @@ pub fn attach_waiting(
             .map(|e| (e.eid.clone(), e.config.clone()))
             .collect();
         let config = configs.get(eid).cloned().unwrap_or_default();
-        let mut trial = tx.devices(backend, first)?.clone();
+        let mut trial = tx.reconcile(backend, first)?.clone();
         first = false;
         let queue = tx.queue()?;
         let mine = match ticket.filter(|t| queue.contains(*t)) {
@@ -97,7 +97,7 @@ pub fn attach_waiting(
         }
         match attach(&mut trial, &config, eid, request, &now) {
             Ok(()) => {
-                let devices = tx.devices(backend, false)?;
+                let devices = tx.devices()?;
                 let result =
                     attach(devices, &config, eid, request, &now).map_err(AttachError::into_error);
                 tx.queue()?.remove(mine);

@@ -29,6 +29,20 @@ pub enum Action {
 }
 
 impl Shell {
+    /// The shell whose pid the shell function passed (`--shell $$`).
+    pub fn of_pid(pid: i64) -> Shell {
+        let comm = u32::try_from(pid)
+            .ok()
+            .and_then(crate::procs::comm)
+            .unwrap_or_default();
+        match comm.trim_start_matches('-') {
+            "zsh" => Shell::Zsh,
+            "fish" => Shell::Fish,
+            "bash" | "sh" => Shell::Bash,
+            _ => Shell::detect(),
+        }
+    }
+
     /// The shell that runs us: our parent process, or bash.
     pub fn detect() -> Shell {
         let parent = rustix::process::getppid()

@@ -13,7 +13,6 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::backend::{ComputeProcess, DeviceBackend, GpuInfo};
 use crate::env_vars::{self as ev, get};
 use crate::error::{Error, Result};
 use crate::state::{LoadOptions, StateDir};
@@ -148,31 +147,13 @@ pub fn parse_visible_devices(list: &str) -> Vec<String> {
         .collect()
 }
 
-/// A backend that knows only what `devices.json` records: the shims read the
-/// state but never probe the hardware.
-struct RecordedOnly;
-
-impl DeviceBackend for RecordedOnly {
-    fn devices(&self) -> Result<Vec<GpuInfo>> {
-        Err(Error::msg("no devices recorded"))
-    }
-
-    fn processes(&self) -> Result<Vec<ComputeProcess>> {
-        Ok(Vec::new())
-    }
-
-    fn fingerprint(&self) -> Option<String> {
-        None
-    }
-}
-
 fn attached_from_state(eid: &str) -> Option<Attached> {
     let dir = StateDir::from_env();
     if !dir.path("devices.json").is_file() {
         return None;
     }
     let mut transaction = dir.transaction(LoadOptions::default()).ok()?;
-    let devices = transaction.devices(&RecordedOnly, false).ok()?;
+    let devices = transaction.devices().ok()?;
     let indices = devices.indices_of(eid);
     Some(Attached::Devices(
         indices.into_iter().map(|i| i.to_string()).collect(),

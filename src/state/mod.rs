@@ -126,6 +126,7 @@ impl StateDir {
             devices: None,
             queue: None,
             now: None,
+            reconciled: false,
         })
     }
 
@@ -166,6 +167,8 @@ pub struct Transaction<'a> {
     devices: Option<Tracked<Devices>>,
     queue: Option<Tracked<Queue>>,
     now: Option<String>,
+    /// Whether the devices were brought in line with the hardware.
+    reconciled: bool,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -201,9 +204,11 @@ impl Transaction<'_> {
         Ok(&mut self.envs.as_mut().expect("loaded above").value)
     }
 
-    /// The devices, reconciled with the hardware when it changed (or always,
-    /// with `force`), and without attachments of environments that are gone.
-    pub fn devices(&mut self, backend: &dyn DeviceBackend, force: bool) -> Result<&mut Devices> {
+    /// The devices as recorded, without attachments of environments that
+    /// are gone. No device backend is needed: reading the state never asks
+    /// the driver. When there is no `devices.json` yet the list is empty
+    /// until [`Transaction::reconcile`] fills it.
+    pub fn devices(&mut self) -> Result<&mut Devices> {
         if self.devices.is_none() {
             let path = self.dir.path(DEVICES_FILE);
             let loaded = if self.options.reset {
@@ -211,13 +216,11 @@ impl Transaction<'_> {
             } else {
                 load(&path, Devices::from_value)?
             };
-            let exists = loaded.is_some();
             let (mut devices, original) = match loaded {
                 Some(loaded) => loaded,
                 None => (Devices::default(), file::read(&path)?),
             };
             devices.devices.sort_by_key(|d| d.index);
-            self.reconcile(&mut devices, backend, force || !exists)?;
             if self.options.cleanup {
                 let envs = self.envs()?;
                 let alive: std::collections::HashSet<&str> =
@@ -232,7 +235,27 @@ impl Transaction<'_> {
         Ok(&mut self.devices.as_mut().expect("loaded above").value)
     }
 
-    fn reconcile(
+    /// The devices brought in line with the hardware: the driver is asked
+    /// when there is no `devices.json` yet, on `--reset`, when the GPUs'
+    /// fingerprint changed since the last time, or always with `force`
+    /// (attaching). A step of its own, so that only the commands that
+    /// show or hand out devices pay for asking the driver.
+    pub fn reconcile(&mut self, backend: &dyn DeviceBackend, force: bool) -> Result<&mut Devices> {
+        if !self.reconciled {
+            self.devices()?;
+            let tracked = self.devices.as_mut().expect("loaded above");
+            // No devices.json yet (or --reset): the driver says what there is.
+            let force = force || self.options.reset || tracked.original.is_none();
+            let mut devices = std::mem::take(&mut tracked.value);
+            let result = self.reconcile_with(&mut devices, backend, force);
+            self.devices.as_mut().expect("loaded above").value = devices;
+            result?;
+            self.reconciled = true;
+        }
+        Ok(&mut self.devices.as_mut().expect("loaded above").value)
+    }
+
+    fn reconcile_with(
         &mut self,
         devices: &mut Devices,
         backend: &dyn DeviceBackend,
