@@ -9,7 +9,7 @@ use std::process::Command;
 use std::time::Instant;
 
 use genv::backend::{MockBackend, MockConfig};
-use genv::cli::devices::{Request, attach, detach};
+use genv::provision::{Request, attach_env, detach};
 use genv::state::{LoadOptions, StateDir};
 
 fn main() {
@@ -28,10 +28,11 @@ fn main() {
                 ..Request::default()
             };
             // Most attempts find both GPUs taken; that is a transaction too.
-            let _ = attach(&mut tx, &backend, &eid, request);
+            tx.reconcile(&backend, false).expect("devices");
+            let _ = attach_env(&mut tx, &eid, request);
             tx.commit().expect("commit");
             let mut tx = dir.transaction(LoadOptions::default()).expect("lock");
-            detach(tx.devices(&backend, false).expect("devices"), &eid, None);
+            detach(tx.devices().expect("devices"), &eid, None);
             tx.commit().expect("commit");
         }
         return;

@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use genv::backend::{MockBackend, MockConfig};
-use genv::cli::devices::{Request, attach, detach};
+use genv::provision::{Request, attach_env, detach};
 use genv::state::{LoadOptions, StateDir};
 
 fn main() {
@@ -47,7 +47,8 @@ fn main() {
     let mut latencies = Vec::new();
     for _ in 0..rounds {
         let mut tx = dir.transaction(LoadOptions::default()).unwrap();
-        attach(&mut tx, &backend, "a", one).unwrap();
+        tx.reconcile(&backend, false).unwrap();
+        attach_env(&mut tx, "a", one).unwrap();
         tx.commit().unwrap();
         let mut waiter = Command::new(&genv)
             .args(["devices", "attach", "--eid", "b", "--count", "1", "--wait"])
@@ -61,7 +62,7 @@ fn main() {
             .unwrap();
         assert!(line.contains("waiting"), "{line}");
         let mut tx = dir.transaction(LoadOptions::default()).unwrap();
-        detach(tx.devices(&backend, false).unwrap(), "a", None);
+        detach(tx.devices().unwrap(), "a", None);
         tx.commit().unwrap();
         let released = Instant::now();
         let mut got = String::new();
@@ -72,7 +73,7 @@ fn main() {
         assert_eq!(got, "0\n");
         waiter.wait().unwrap();
         let mut tx = dir.transaction(LoadOptions::default()).unwrap();
-        detach(tx.devices(&backend, false).unwrap(), "b", None);
+        detach(tx.devices().unwrap(), "b", None);
         tx.commit().unwrap();
     }
     latencies.sort_by(|a, b| a.total_cmp(b));
