@@ -59,18 +59,75 @@ pub fn shims_dir() -> Result<PathBuf> {
     crate::shim::ensure_shims_dir(&base.join("genv").join("shims"))
 }
 
-/// The variables that carry an environment's configuration.
+/// The longest environment name genv accepts and exports. Every variable
+/// of a shell goes to every program it starts: a name of a megabyte (which
+/// another user can write into the shared state) would make every later
+/// command of that shell fail with "Argument list too long".
+pub const MAX_NAME_BYTES: usize = 256;
+
+/// Checks an environment name a user gives on the command line.
+pub fn validate_name(name: &str) -> Result<()> {
+    match name_problem(name) {
+        None => Ok(()),
+        Some(problem) => Err(Error::hinted(
+            format!("invalid environment name: {problem}"),
+            format!("use a name of at most {MAX_NAME_BYTES} bytes without NUL characters"),
+        )),
+    }
+}
+
+fn name_problem(name: &str) -> Option<String> {
+    if name.len() > MAX_NAME_BYTES {
+        Some(format!("it is {} bytes long", name.len()))
+    } else if name.contains('\0') {
+        Some("it contains a NUL character".to_owned())
+    } else {
+        None
+    }
+}
+
+/// The variables that carry an environment's configuration. Values come
+/// from the shared state, where any local user may have written anything:
+/// one that the command line would refuse is not exported (a warning says
+/// so) rather than put into the shell.
 pub fn config_actions(config: &Config) -> Vec<Action> {
     let mut actions = Vec::new();
-    let mut field = |name: &'static str, value: Option<String>| {
-        actions.push(match value {
-            Some(value) => Action::Set(name, value),
-            None => Action::Unset(name),
+    let mut field = |name: &'static str, value: Option<String>, problem: Option<String>| {
+        actions.push(match (value, problem) {
+            (Some(_), Some(problem)) => {
+                crate::messages::warn(format_args!(
+                    "not setting {name}: the environment's value is invalid ({problem})"
+                ));
+                Action::Unset(name)
+            }
+            (Some(value), None) => Action::Set(name, value),
+            (None, _) => Action::Unset(name),
         })
     };
-    field(ev::GENV_ENVIRONMENT_NAME, config.name.clone());
-    field(ev::GENV_GPU_MEMORY, config.gpu_memory.clone());
-    field(ev::GENV_GPUS, config.gpus.map(|g| g.to_string()));
+    let name_problem = config.name.as_deref().and_then(name_problem);
+    field(ev::GENV_ENVIRONMENT_NAME, config.name.clone(), name_problem);
+    let memory_problem = config.gpu_memory.as_deref().and_then(|m| {
+        crate::memory::validate(m).err().map(|_| {
+            format!(
+                "'{}' is not an amount of memory",
+                crate::escape::terminal(&m.chars().take(64).collect::<String>())
+            )
+        })
+    });
+    field(
+        ev::GENV_GPU_MEMORY,
+        config.gpu_memory.clone(),
+        memory_problem,
+    );
+    let gpus_problem = config
+        .gpus
+        .filter(|&g| g < 0)
+        .map(|g| format!("{g} is not a number of GPUs"));
+    field(
+        ev::GENV_GPUS,
+        config.gpus.map(|g| g.to_string()),
+        gpus_problem,
+    );
     actions
 }
 

@@ -13,11 +13,13 @@ pub fn parse(value: &str) -> Option<NaiveDateTime> {
 }
 
 /// "5 seconds ago", "1 minute ago", ... as genv 1.4.3 prints them; a
-/// timestamp that does not parse is printed as it is.
+/// timestamp that does not parse, or that lies in the future (another
+/// host's clock, a hand-edited file), is printed as it is rather than as a
+/// negative age.
 pub fn since(value: &str, now: NaiveDateTime) -> String {
     match parse(value) {
-        Some(then) => ago((now - then).num_seconds()),
-        None => value.to_owned(),
+        Some(then) if then <= now => ago((now - then).num_seconds()),
+        _ => value.to_owned(),
     }
 }
 
@@ -62,5 +64,6 @@ mod tests {
         let now = parse("24/11/2026 13:06:10").unwrap();
         assert_eq!(since("24/11/2026 13:05:09", now), "1 minute ago");
         assert_eq!(since("garbage", now), "garbage");
+        assert_eq!(since("24/11/2027 13:05:09", now), "24/11/2027 13:05:09");
     }
 }

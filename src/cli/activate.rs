@@ -32,6 +32,9 @@ pub fn run(mut args: ActivateArgs, ctx: &mut Context) -> Result<Exit> {
     if let Some(memory) = &args.gpu_memory {
         crate::memory::validate(memory)?;
     }
+    if let Some(name) = &args.name {
+        session::validate_name(name)?;
+    }
     let shell = Shell::of_pid(shell_pid);
     let eid = args.eid.clone().unwrap_or_else(|| shell_pid.to_string());
     if eid.is_empty() {

@@ -23,6 +23,9 @@ pub fn run(args: ConfigArgs, ctx: &mut Context) -> Result<Exit> {
     if let Some(ConfigFieldArg::GpuMemory { value: Some(v) }) = &args.field {
         crate::memory::validate(v)?;
     }
+    if let Some(ConfigFieldArg::Name { value: Some(v) }) = &args.field {
+        session::validate_name(v)?;
+    }
     let home = session::home();
     let mut tx = ctx.dir.transaction(LoadOptions::default())?;
     let stored = tx
@@ -50,7 +53,7 @@ pub fn run(args: ConfigArgs, ctx: &mut Context) -> Result<Exit> {
             } else if !args.quiet
                 && let Some(value) = slot.get(&config)
             {
-                let _ = writeln!(out, "{value}");
+                let _ = writeln!(out, "{}", crate::escape::terminal(&value));
             }
         }
         None => {
@@ -59,6 +62,7 @@ pub fn run(args: ConfigArgs, ctx: &mut Context) -> Result<Exit> {
             } else if !args.quiet {
                 for slot in [FieldSlot::GpuMemory, FieldSlot::Gpus, FieldSlot::Name] {
                     if let Some(value) = slot.get(&config) {
+                        let value = crate::escape::terminal(&value);
                         let _ = writeln!(out, "{}: {value}", slot.name());
                     }
                 }

@@ -6,7 +6,7 @@ use super::{Context, DevicesArgs, DevicesCommand, Exit, Format, PsArgs};
 use crate::error::Result;
 use crate::provision;
 use crate::state::{Devices, Transaction};
-use crate::timefmt;
+use crate::{escape, timefmt};
 
 pub use crate::provision::Request;
 
@@ -108,6 +108,10 @@ pub fn run(args: DevicesArgs, ctx: &mut Context) -> Result<Exit> {
                             .join(" "),
                     })
                     .collect();
+                let row: Vec<String> = row
+                    .iter()
+                    .map(|field| escape::csv_field(field).into_owned())
+                    .collect();
                 out.push_str(&row.join(","));
                 out.push('\n');
             }
@@ -122,6 +126,7 @@ pub fn run(args: DevicesArgs, ctx: &mut Context) -> Result<Exit> {
 }
 
 pub fn print_indices(devices: &Devices, eid: &str, out: &mut String) {
+    // Indices only: nothing from the state reaches the terminal.
     let indices: Vec<String> = devices.indices_of(eid).iter().map(u32::to_string).collect();
     out.push_str(&indices.join(","));
     out.push('\n');
@@ -167,7 +172,13 @@ fn print_ps(tx: &mut Transaction<'_>, ps: PsArgs, out: &mut String) -> Result<()
         });
     }
     let now = timefmt::local_now();
+    // Any local user can write anything into the state: show it as data.
+    let show = match ps.format {
+        Format::Csv => escape::csv_field,
+        _ => escape::terminal,
+    };
     let mut line = |index: u32, eid: &str, name: &str, attached: &str| {
+        let (eid, name, attached) = (show(eid), show(name), show(attached));
         let _ = match ps.format {
             Format::Csv => writeln!(out, "{index},{eid},{name},{attached}"),
             _ => writeln!(out, "{index:<8}{eid:<12}{name:<16}{attached}"),
@@ -198,18 +209,20 @@ pub fn print_queue(envs: &crate::state::Envs, queue: &crate::state::Queue, out: 
     for (place, waiter) in queue.waiters.iter().enumerate() {
         let env = envs.get(&waiter.eid);
         let name = env.and_then(|e| e.config.name.clone()).unwrap_or_default();
+        let name = escape::terminal(&name);
         let user = env.map(|e| e.user()).unwrap_or_default();
+        let user = escape::terminal(&user);
         let request = describe_request(waiter.count, waiter.index, waiter.over_subscribe);
         let _ = writeln!(
             out,
             "{:<8}{:<12}{:<16}{:<16}{:<10}{:<20}{}",
             place + 1,
-            waiter.eid,
+            escape::terminal(&waiter.eid),
             name,
             user,
             waiter.pid,
             request,
-            waiter.since
+            escape::terminal(&waiter.since)
         );
     }
 }

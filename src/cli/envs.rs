@@ -5,7 +5,7 @@ use std::fmt::Write;
 use super::{ConfigField, Context, EnvsArgs, EnvsCommand, Exit, Format, PsArgs};
 use crate::error::{Error, Result};
 use crate::state::{Env, Envs};
-use crate::{memory, timefmt};
+use crate::{escape, memory, timefmt};
 
 pub const QUERIES: [&str; 9] = [
     "eid",
@@ -49,6 +49,15 @@ pub fn run(args: EnvsArgs, ctx: &mut Context) -> Result<Exit> {
     {
         memory::validate(value)?;
     }
+    if let Some(EnvsCommand::Config {
+        config: ConfigField::Name {
+            name: Some(name), ..
+        },
+        ..
+    }) = &args.command
+    {
+        crate::session::validate_name(name)?;
+    }
     let mut tx = ctx.dir.transaction(args.state.options())?;
     let now = tx.now();
     let envs = tx.envs()?;
@@ -89,7 +98,7 @@ pub fn run(args: EnvsArgs, ctx: &mut Context) -> Result<Exit> {
         }
         Some(EnvsCommand::Find { target }) => {
             for env in envs.find(target.pid, target.kernel_id.as_deref()) {
-                out.push_str(&env.eid);
+                out.push_str(&escape::terminal(&env.eid));
                 out.push('\n');
             }
         }
@@ -99,7 +108,10 @@ pub fn run(args: EnvsArgs, ctx: &mut Context) -> Result<Exit> {
                 if eid.as_ref().is_some_and(|e| *e != env.eid) {
                     continue;
                 }
-                let row: Vec<String> = queries.iter().map(|q| query(env, q)).collect();
+                let row: Vec<String> = queries
+                    .iter()
+                    .map(|q| escape::csv_field(&query(env, q)).into_owned())
+                    .collect();
                 out.push_str(&row.join(","));
                 out.push('\n');
             }
@@ -123,17 +135,24 @@ fn print_ps(envs: &Envs, ps: PsArgs, out: &mut String) {
         });
     }
     let now = timefmt::local_now();
+    // Any local user can write anything into envs.json: show it as data.
+    let show = match ps.format {
+        Format::Csv => escape::csv_field,
+        _ => escape::terminal,
+    };
     for env in &envs.envs {
         let user = env.user();
-        let name = env.config.name.as_deref().unwrap_or("");
+        let user = show(&user);
+        let name = show(env.config.name.as_deref().unwrap_or(""));
         let created = if ps.timestamp {
             env.creation.clone()
         } else {
             timefmt::since(&env.creation, now)
         };
+        let created = show(&created);
         let pids: Vec<String> = env.pids.iter().map(i64::to_string).collect();
         let pids = pids.join(" ");
-        let eid = &env.eid;
+        let eid = show(&env.eid);
         let _ = match ps.format {
             Format::Csv => writeln!(out, "{eid},{user},{name},{created},{pids}"),
             _ => writeln!(out, "{eid:<8}{user:<16}{name:<16}{created:<21}{pids}"),

@@ -4,8 +4,8 @@ use std::fmt::Write;
 
 use super::{Context, Exit};
 use crate::error::Result;
-use crate::session;
 use crate::state::{Config, LoadOptions};
+use crate::{escape, session};
 
 pub fn run(ctx: &mut Context) -> Result<Exit> {
     let out = &mut ctx.out;
@@ -23,7 +23,7 @@ pub fn run(ctx: &mut Context) -> Result<Exit> {
     let envs = tx.envs()?.clone();
     let queue = tx.queue()?.clone();
     tx.commit()?;
-    let _ = writeln!(out, "Environment is active ({eid})");
+    let _ = writeln!(out, "Environment is active ({})", escape::terminal(&eid));
     if indices.is_empty() {
         out.push_str("Detached from GPUs\n");
     } else {
@@ -31,7 +31,12 @@ pub fn run(ctx: &mut Context) -> Result<Exit> {
         let _ = writeln!(out, "Attached to GPUs at indices {}", list.join(","));
     }
     // As Python's `value or 'N/A'`: empty strings and a count of 0 are N/A.
-    let or_na = |v: Option<String>| v.filter(|v| !v.is_empty()).unwrap_or_else(|| "N/A".into());
+    // Another user may have named the environment: show it as data.
+    let or_na = |v: Option<String>| {
+        v.filter(|v| !v.is_empty())
+            .map(|v| escape::terminal(&v).into_owned())
+            .unwrap_or_else(|| "N/A".into())
+    };
     let _ = write!(
         out,
         "\nConfiguration\n    Name: {}\n    Device count: {}\n    GPU memory capacity: {}\n\n",
@@ -51,12 +56,18 @@ pub fn run(ctx: &mut Context) -> Result<Exit> {
             let env = h.eid.as_deref().and_then(|e| envs.get(e));
             match (&h.eid, env) {
                 (Some(eid), Some(env)) => format!(
-                    "environment {eid} ({}, pid {}, {})",
-                    env.user(),
+                    "environment {} ({}, pid {}, {})",
+                    escape::terminal(eid),
+                    escape::terminal(&env.user()),
                     h.pid,
                     h.mode()
                 ),
-                (Some(eid), None) => format!("environment {eid} (pid {}, {})", h.pid, h.mode()),
+                (Some(eid), None) => format!(
+                    "environment {} (pid {}, {})",
+                    escape::terminal(eid),
+                    h.pid,
+                    h.mode()
+                ),
                 (None, _) => format!("pid {} ({})", h.pid, h.mode()),
             }
         };
@@ -94,7 +105,7 @@ pub fn run(ctx: &mut Context) -> Result<Exit> {
                 "    place {} in line (pid {}, since {})",
                 place + 1,
                 waiter.pid,
-                waiter.since
+                escape::terminal(&waiter.since)
             );
         }
         out.push('\n');

@@ -12,6 +12,7 @@ mod compat_ref;
 mod core_cli;
 mod crash_concurrency;
 mod extensions;
+mod hostile_text;
 mod lock_cli;
 mod lock_sharing;
 mod shell_integration;
