@@ -136,3 +136,22 @@ fn docker_passes_the_container_command_as_given() {
         ]
     );
 }
+
+#[test]
+fn docker_refuses_a_gpus_value_that_is_not_text() {
+    let bed = ShimBed::new();
+    bed.fake("docker", "");
+    let run = shim(
+        &bed,
+        "docker",
+        &[
+            bytes(b"run"),
+            bytes(b"--gpus"),
+            bytes(b"\xff"),
+            bytes(b"img"),
+        ],
+    )
+    .fails();
+    assert_eq!(run.stderr, "Unsupported value for '--gpus' (\u{FFFD})\n");
+    assert_eq!(args_given(&bed, "docker"), None, "the real one ran");
+}
