@@ -270,6 +270,24 @@ mod tests {
     use super::*;
 
     #[test]
+    fn arguments_come_back_as_given() {
+        use std::os::unix::ffi::OsStringExt;
+        let a = OsString::from_vec(b"/data/\xff".to_vec());
+        let b = OsString::from_vec(b"/data/\xfe".to_vec());
+        let args = Args::new(vec![a.clone(), "-q".into(), b.clone()]);
+        // Both read as "/data/\u{FFFD}"; each comes back in its place.
+        let planned: Vec<String> = ["--id=0", &args.text()[0], "-q", &args.text()[2]]
+            .map(str::to_owned)
+            .to_vec();
+        assert_eq!(
+            args.given(&planned).unwrap(),
+            [OsString::from("--id=0"), a, "-q".into(), b]
+        );
+        let changed = vec![format!("--id={}", args.text()[0])];
+        assert!(args.given(&changed).is_err());
+    }
+
+    #[test]
     fn shims_dir_links_to_the_running_executable() {
         let temp = tempfile::tempdir().unwrap();
         let dir = temp.path().join("shims");
