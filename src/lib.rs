@@ -3,6 +3,7 @@
 
 pub mod backend;
 pub mod cli;
+pub mod cuda;
 pub mod enforce;
 pub mod env_vars;
 pub mod error;

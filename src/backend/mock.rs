@@ -1,12 +1,13 @@
 //! Simulated GPUs driven by the `GENV_MOCK_*` variables of genv 1.4.3's
 //! mock, with its defaults. Compute processes are chosen as that mock
 //! chooses them, by process name (`sleep` by default); each one is put on
-//! the GPUs its `CUDA_VISIBLE_DEVICES` names, or on all of them.
+//! the GPUs its `CUDA_VISIBLE_DEVICES` names (read as CUDA reads it, see
+//! [`crate::cuda`]), or on all of them when it is unset.
 
 use super::{ComputeProcess, DeviceBackend, GpuInfo};
 use crate::env_vars::{self as ev, get};
 use crate::error::{Error, Result};
-use crate::{memory, procs};
+use crate::{cuda, memory, procs};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MockConfig {
@@ -93,19 +94,12 @@ impl MockConfig {
     }
 
     fn visible_to(&self, pid: u32) -> Vec<u32> {
-        let all = || (0..self.count).collect::<Vec<_>>();
         match procs::environ_var(pid, ev::CUDA_VISIBLE_DEVICES) {
-            None => all(),
-            Some(list) => {
-                let mut indices = Vec::new();
-                for item in list.split(',').map(str::trim) {
-                    match item.parse::<u32>() {
-                        Ok(i) if i < self.count => indices.push(i),
-                        // CUDA stops at the first invalid entry.
-                        _ => break,
-                    }
-                }
-                indices
+            None => (0..self.count).collect(),
+            Some(value) => {
+                let gpus: Vec<(u32, String)> =
+                    (0..self.count).map(|i| (i, Self::uuid(i))).collect();
+                cuda::visible_indices(&value, gpus.iter().map(|(i, u)| (*i, u.as_str())))
             }
         }
     }

@@ -182,11 +182,12 @@ pub fn run(args: Vec<OsString>) -> i32 {
     let (Some(eid), false) = (super::environment_id(), super::bypass()) else {
         return super::exec(&real, &args);
     };
-    let Some(text_args) = super::utf8_args(&args) else {
-        return super::exec(&real, &args);
-    };
-    match rewrite(&text_args, &eid, || super::attached(&eid)) {
-        Ok(new_args) => super::exec(&real, &super::os_args(&new_args)),
+    let args = super::Args::new(args);
+    match rewrite(args.text(), &eid, || super::attached(&eid)) {
+        Ok(new_args) => match args.given(&new_args) {
+            Ok(new_args) => super::exec(&real, &new_args),
+            Err(e) => super::fail(&e),
+        },
         Err(message) => {
             eprintln!("{message}");
             1

@@ -115,7 +115,11 @@ pub fn next_depth() -> Result<u32> {
 
 /// Prints an error as genv does and returns exit code 1.
 pub fn fail(error: &Error) -> i32 {
-    eprintln!("{}", error.to_string().trim_end_matches('\n'));
+    if error.is_reference_message() {
+        eprintln!("{}", error.to_string().trim_end_matches('\n'));
+    } else {
+        crate::messages::error(error, error.hint());
+    }
     1
 }
 
@@ -133,18 +137,14 @@ pub enum Attached {
 /// keeps it current), otherwise the attachments in the state folder.
 pub fn attached(eid: &str) -> Attached {
     match get(ev::CUDA_VISIBLE_DEVICES) {
-        Some(list) => Attached::Devices(parse_visible_devices(&list)),
+        Some(value) => Attached::Devices(
+            crate::cuda::visible_devices(&value)
+                .iter()
+                .map(ToString::to_string)
+                .collect(),
+        ),
         None => attached_from_state(eid).unwrap_or(Attached::Unknown),
     }
-}
-
-/// The devices `CUDA_VISIBLE_DEVICES` lists; CUDA stops at `-1`.
-pub fn parse_visible_devices(list: &str) -> Vec<String> {
-    list.split(',')
-        .map(str::trim)
-        .take_while(|item| !item.is_empty() && !item.starts_with('-'))
-        .map(str::to_owned)
-        .collect()
 }
 
 fn attached_from_state(eid: &str) -> Option<Attached> {
@@ -183,14 +183,67 @@ pub fn ensure_shims_dir(dir: &Path) -> Result<PathBuf> {
     Ok(dir.to_path_buf())
 }
 
-/// Arguments as text, or `None` when one is not UTF-8 (then the shims pass
-/// everything through untouched).
-pub fn utf8_args(args: &[OsString]) -> Option<Vec<String>> {
-    args.iter().map(|a| a.to_str().map(str::to_owned)).collect()
+/// A shim's arguments as text for its rules, with the way back to the bytes
+/// given. An argument that is not UTF-8 (a file name, a container's
+/// command) is read with U+FFFD where its bytes are not text, and passed on
+/// as given when the rules leave it as it is.
+pub struct Args {
+    given: Vec<OsString>,
+    text: Vec<String>,
 }
 
-pub fn os_args(args: &[String]) -> Vec<OsString> {
-    args.iter().map(OsString::from).collect()
+impl Args {
+    pub fn new(given: Vec<OsString>) -> Self {
+        let text = given
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        Args { given, text }
+    }
+
+    pub fn text(&self) -> &[String] {
+        &self.text
+    }
+
+    /// The arguments to run the real program with, from `planned` (made
+    /// from [`Args::text`]): each one that is an argument as read comes back
+    /// as it was given. An argument the rules changed that still holds
+    /// bytes that were not text cannot be given back: an error.
+    pub fn given(&self, planned: &[String]) -> Result<Vec<OsString>> {
+        let mut taken = vec![false; self.given.len()];
+        planned
+            .iter()
+            .map(|arg| {
+                let unread = |i: usize| self.given[i].to_str().is_none() && self.text[i] == *arg;
+                let found = (0..self.given.len())
+                    .find(|&i| unread(i) && !taken[i])
+                    .or_else(|| (0..self.given.len()).find(|&i| unread(i)));
+                if let Some(i) = found {
+                    taken[i] = true;
+                    return Ok(self.given[i].clone());
+                }
+                let changed = arg.contains('\u{FFFD}') && !self.text.iter().any(|t| t == arg);
+                if let (true, Some(bytes)) = (changed, self.first_not_text()) {
+                    return Err(Error::hinted(
+                        format!("argument '{bytes}' is not valid UTF-8"),
+                        format!(
+                            "pass it as text, or set {}=1 to run the real program untouched",
+                            ev::GENV_BYPASS
+                        ),
+                    ));
+                }
+                Ok(OsString::from(arg))
+            })
+            .collect()
+    }
+
+    /// The first argument that is not UTF-8, its bytes escaped.
+    fn first_not_text(&self) -> Option<String> {
+        self.given
+            .iter()
+            .find(|g| g.to_str().is_none())
+            .map(|g| g.as_encoded_bytes().escape_ascii().to_string())
+    }
 }
 
 #[cfg(test)]
@@ -198,13 +251,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn visible_devices() {
-        assert_eq!(parse_visible_devices("0,1"), ["0", "1"]);
-        assert_eq!(parse_visible_devices(" 2 , 3"), ["2", "3"]);
-        assert!(parse_visible_devices("-1").is_empty());
-        assert!(parse_visible_devices("").is_empty());
-        assert_eq!(parse_visible_devices("1,-1,2"), ["1"]);
-        assert_eq!(parse_visible_devices("GPU-abc"), ["GPU-abc"]);
+    fn arguments_come_back_as_given() {
+        use std::os::unix::ffi::OsStringExt;
+        let a = OsString::from_vec(b"/data/\xff".to_vec());
+        let b = OsString::from_vec(b"/data/\xfe".to_vec());
+        let args = Args::new(vec![a.clone(), "-q".into(), b.clone()]);
+        // Both read as "/data/\u{FFFD}"; each comes back in its place.
+        let planned: Vec<String> = ["--id=0", &args.text()[0], "-q", &args.text()[2]]
+            .map(str::to_owned)
+            .to_vec();
+        assert_eq!(
+            args.given(&planned).unwrap(),
+            [OsString::from("--id=0"), a, "-q".into(), b]
+        );
+        let changed = vec![format!("--id={}", args.text()[0])];
+        assert!(args.given(&changed).is_err());
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! genv 1.4.3's defaults) and, as compute processes, the processes that
 //! [`MockConfig::compute_processes`] picks (`sleep` by default).
 
+use std::ffi::OsString;
 use std::io::Write;
 
 use super::query::{self, CsvFormat};
@@ -213,10 +214,27 @@ pub fn run(args: &[String], config: &MockConfig) -> Output {
     }
 }
 
+/// The arguments as text; every option and value the stand-in knows is
+/// text, so one that is not ends the run with a message.
+fn text_args(args: impl Iterator<Item = OsString>) -> Result<Vec<String>, Output> {
+    args.map(|arg| {
+        arg.into_string().map_err(|arg| {
+            let shown = arg.as_encoded_bytes().escape_ascii();
+            Output::fail(
+                2,
+                format!("nvidia-smi-sim: argument '{shown}' is not valid UTF-8\n"),
+            )
+        })
+    })
+    .collect()
+}
+
 /// The `nvidia-smi-sim` program.
 pub fn main() -> i32 {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let output = run(&args, &MockConfig::with_defaults());
+    let output = match text_args(std::env::args_os().skip(1)) {
+        Ok(args) => run(&args, &MockConfig::with_defaults()),
+        Err(output) => output,
+    };
     let _ = std::io::stderr().write_all(output.stderr.as_bytes());
     let mut stdout = std::io::stdout().lock();
     let _ = stdout

@@ -17,6 +17,7 @@ mod lock_cli;
 mod lock_sharing;
 mod shell_integration;
 mod shell_tmux;
+mod shim_bytes;
 mod shim_docker;
 mod shim_nvidia_smi;
 mod shim_sim;

@@ -395,3 +395,34 @@ fn the_real_program_is_never_the_shim_itself() {
     .fails();
     assert!(run.stderr.contains("in a loop"), "{run:?}");
 }
+
+#[test]
+fn cuda_visible_devices_is_read_as_cuda_reads_it() {
+    let bed = ShimBed::new();
+    bed.fake("nvidia-smi", "");
+    for (visible, ids) in [("0,2,-1,1", "--id=0,2"), (" 1gpu , 0", "--id=1,0")] {
+        bed.run(
+            "nvidia-smi",
+            &["-L"],
+            &[
+                ("GENV_ENVIRONMENT_ID", "e1"),
+                ("CUDA_VISIBLE_DEVICES", visible),
+            ],
+        )
+        .ok();
+        assert_eq!(bed.args_of("nvidia-smi"), [ids, "-L"], "{visible}");
+    }
+    // A GPU named twice: CUDA shows none.
+    let run = bed.run(
+        "nvidia-smi",
+        &["-L"],
+        &[
+            ("GENV_ENVIRONMENT_ID", "e1"),
+            ("CUDA_VISIBLE_DEVICES", "0,1,0"),
+        ],
+    );
+    assert_eq!(
+        (run.code, run.stdout.as_str()),
+        (6, "No devices were found\n")
+    );
+}

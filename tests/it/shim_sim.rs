@@ -242,3 +242,35 @@ fn genv_reads_the_stand_in_through_its_nvidia_smi_backend() {
     let run = run.ok();
     assert_eq!(run.stdout.lines().count(), 2, "{run:?}");
 }
+
+#[test]
+fn compute_apps_read_cuda_visible_devices_as_cuda_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let name = format!("sv{}", std::process::id() % 100000);
+    // CUDA stops at index 7 (the machine has two GPUs), takes a UUID, and
+    // shows no GPU at all to a list that names one twice.
+    let stops = named_sleeper(dir.path(), &name, &[("CUDA_VISIBLE_DEVICES", "1,7,0")]);
+    let by_uuid = named_sleeper(
+        dir.path(),
+        &name,
+        &[(
+            "CUDA_VISIBLE_DEVICES",
+            " GPU-00000000-0000-0000-0000-000000000001",
+        )],
+    );
+    let _twice = named_sleeper(dir.path(), &name, &[("CUDA_VISIBLE_DEVICES", "0,1,0")]);
+    let sandbox = Sandbox::new();
+    let run = sim(
+        &sandbox,
+        &["--query-compute-apps=gpu_uuid,pid", "--format=csv,noheader"],
+        &[("GENV_MOCK_COMPUTE_APPS_PROCESS_NAME", &name)],
+    )
+    .ok();
+    let mut pids = [stops.pid(), by_uuid.pid()];
+    pids.sort_unstable();
+    let expected: String = pids
+        .iter()
+        .map(|pid| format!("GPU-00000000-0000-0000-0000-000000000001, {pid}\n"))
+        .collect();
+    assert_eq!(run.stdout, expected);
+}

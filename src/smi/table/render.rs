@@ -1,9 +1,9 @@
-//! The default `nvidia-smi` table, column for column as the driver prints
-//! it (see tests/fixtures/nvidia-smi for published outputs).
+//! Rendering the default table, column for column as the driver prints
+//! it.
 
 use std::fmt::Write;
 
-use super::{Layout, SimGpu, SimProcess, fit};
+use crate::smi::{Layout, SimGpu, SimProcess, fit};
 
 /// Widths of the cells between the `|`s of the GPU table.
 struct Cells {
