@@ -34,7 +34,8 @@ fn scrub(sb: &Sandbox, text: &str, pids: &[u32]) -> String {
             rest = &rest[at + pid.len()..];
             if bounded {
                 let pad = rest.len() - rest.trim_start_matches(' ').len();
-                let width = pid.len() + pad;
+                // A short pid still keeps a space before the next column.
+                let width = (pid.len() + pad).max("[PID]".len() + pad.min(1));
                 out.push_str(&format!("{:<width$}", "[PID]"));
                 rest = &rest[pad..];
             } else {
