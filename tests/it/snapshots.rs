@@ -126,21 +126,18 @@ fn envs_and_devices_tables() {
 
 #[test]
 fn status_in_an_active_environment() {
-    let mut sb = Sandbox::new();
+    let sb = Sandbox::new();
     let (a, b) = (Sleeper::new(), Sleeper::new());
     fixed_state(&sb, a.pid(), b.pid());
     let pids = [a.pid(), b.pid()];
-    sb.set("GENV_ENVIRONMENT_ID", "aaa");
     insta::assert_snapshot!(
         "status_attached",
-        scrub(&sb, &shown(&sb.run(&["status"])), &pids)
+        scrub(&sb, &shown(&sb.run_in("aaa", &["status"])), &pids)
     );
-    sb.set("GENV_ENVIRONMENT_ID", "bbb");
     insta::assert_snapshot!(
         "status_quoted_name",
-        scrub(&sb, &shown(&sb.run(&["status"])), &pids)
+        scrub(&sb, &shown(&sb.run_in("bbb", &["status"])), &pids)
     );
-    sb.unset("GENV_ENVIRONMENT_ID");
     insta::assert_snapshot!("status_inactive", shown(&sb.run(&["status"])));
 }
 
@@ -174,21 +171,8 @@ fn device_locks_and_queue_tables() {
     let mut holder = hold_lock(&sb, "aaa");
     // The waiter for GPU 1 (taken by bbb) says so on stderr once in line.
     let job = Sleeper::new();
-    sb.run(&[
-        "envs",
-        "activate",
-        "--eid",
-        "www",
-        "--uid",
-        "1000",
-        "--username",
-        "alice",
-        "--pid",
-        &job.pid().to_string(),
-    ])
-    .ok();
-    sb.run(&["envs", "config", "--eid", "www", "name", "--name", "waiter"])
-        .ok();
+    sb.activate_env("www", job.pid()).ok();
+    sb.config_name("www", "waiter").ok();
     let mut waiter = sb
         .cmd(&[
             "devices", "attach", "--eid", "www", "--index", "1", "--wait",
@@ -212,7 +196,7 @@ fn device_locks_and_queue_tables() {
 
     holder.stdin.take().unwrap().write_all(b"done\n").unwrap();
     assert!(holder.wait().unwrap().success());
-    sb.run(&["devices", "detach", "--eid", "bbb"]).ok();
+    sb.detach("bbb").ok();
     assert!(waiter.wait().unwrap().success());
 }
 
@@ -282,23 +266,13 @@ fn shell_code_for_each_shell() {
             format!("reattach_{shell}"),
             show(&sb, &["shell", "--reattach", shell])
         );
-        sb.run(&["envs", "config", "--eid", &pid, "name", "--name", "renamed"])
-            .ok();
-        sb.run(&[
-            "envs",
-            "config",
-            "--eid",
-            &pid,
-            "gpu-memory",
-            "--gpu-memory",
-            "2g",
-        ])
-        .ok();
+        sb.config_name(&pid, "renamed").ok();
+        sb.config_memory(&pid, "2g").ok();
         insta::assert_snapshot!(
             format!("reconfigure_{shell}"),
             show(&sb, &["shell", "--reconfigure", shell])
         );
-        sb.run(&["devices", "detach", "--eid", &pid]).ok();
+        sb.detach(&pid).ok();
         insta::assert_snapshot!(
             format!("reattach_detached_{shell}"),
             show(&sb, &["shell", "--reattach", shell])
