@@ -28,8 +28,11 @@ fn scrub(sb: &Sandbox, text: &str, pids: &[u32]) -> String {
         while let Some(at) = rest.find(&pid) {
             let before = rest[..at].chars().next_back();
             let after = rest[at + pid.len()..].chars().next();
-            let bounded = !before.is_some_and(|c| c.is_ascii_digit())
-                && !after.is_some_and(|c| c.is_ascii_digit());
+            // Not part of a longer word, a date, a time or `alice(1000)`.
+            let joined = |c: Option<char>| {
+                c.is_some_and(|c| c.is_ascii_alphanumeric() || "/:()".contains(c))
+            };
+            let bounded = !joined(before) && !joined(after);
             out.push_str(&rest[..at]);
             rest = &rest[at + pid.len()..];
             if bounded {
@@ -73,8 +76,10 @@ fn ages() -> Vec<(&'static str, &'static str)> {
     ]
 }
 
-/// Two environments of alice, one attached to GPU 0 with a capacity and
-/// one with a quoted name on GPU 1, at fixed times.
+/// Two environments, one of alice attached to GPU 0 with a capacity and
+/// one with a quoted name on GPU 1, at fixed times. The second has no
+/// username and a uid above the largest pid (2^22), so that replacing pids
+/// never touches it.
 fn fixed_state(sb: &Sandbox, a: u32, b: u32) {
     let name = serde_json::to_string(QUOTED).unwrap();
     sb.write(
@@ -83,7 +88,7 @@ fn fixed_state(sb: &Sandbox, a: u32, b: u32) {
             r#"{{"envs": [
   {{"eid": "aaa", "uid": 1000, "creation": "01/02/2024 10:00:00", "username": "alice",
     "config": {{"name": "train", "gpu_memory": "4g", "gpus": 1}}, "pids": [{a}], "kernel_ids": []}},
-  {{"eid": "bbb", "uid": 1001, "creation": "02/02/2024 11:30:00", "username": null,
+  {{"eid": "bbb", "uid": 4200000, "creation": "02/02/2024 11:30:00", "username": null,
     "config": {{"name": {name}, "gpu_memory": null, "gpus": null}}, "pids": [{b}, {a}], "kernel_ids": []}}
 ]}}"#
         ),
