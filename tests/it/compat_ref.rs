@@ -136,41 +136,10 @@ fn the_reference_reads_what_we_write() {
     let sb = Sandbox::new();
     let job = crate::common::Sleeper::new();
     let pid = job.pid().to_string();
-    sb.run(&[
-        "envs",
-        "activate",
-        "--eid",
-        "ours",
-        "--uid",
-        "1000",
-        "--username",
-        "alice",
-        "--pid",
-        &pid,
-    ])
-    .ok();
-    sb.run(&[
-        "envs",
-        "config",
-        "--eid",
-        "ours",
-        "name",
-        "--name",
-        "naïve \"name\" ☕",
-    ])
-    .ok();
-    sb.run(&[
-        "envs",
-        "config",
-        "--eid",
-        "ours",
-        "gpu-memory",
-        "--gpu-memory",
-        "2g",
-    ])
-    .ok();
-    sb.run(&["devices", "attach", "--eid", "ours", "--count", "1"])
-        .ok();
+    sb.activate_env("ours", &pid).ok();
+    sb.config_name("ours", "naïve \"name\" ☕").ok();
+    sb.config_memory("ours", "2g").ok();
+    sb.attach("ours", 1).ok();
     let theirs = |args: &[&str]| {
         let mut cmd = Command::new(reference());
         cmd.args(args);

@@ -3,22 +3,6 @@
 
 use crate::common::{Run, Sandbox, Sleeper};
 
-fn activate(sb: &Sandbox, eid: &str, pid: u32) {
-    sb.run(&[
-        "envs",
-        "activate",
-        "--eid",
-        eid,
-        "--uid",
-        "1000",
-        "--username",
-        "alice",
-        "--pid",
-        &pid.to_string(),
-    ])
-    .ok();
-}
-
 #[test]
 fn genv_alone_prints_help_and_exits_0() {
     let run = Sandbox::new().run(&[]).ok();
@@ -36,21 +20,10 @@ fn version_is_the_compatible_release() {
 fn envs_table_csv_and_query() {
     let sb = Sandbox::new();
     let job = Sleeper::new();
-    activate(&sb, "aaa", job.pid());
-    sb.run(&["envs", "config", "--eid", "aaa", "name", "--name", "my env"])
-        .ok();
-    sb.run(&["envs", "config", "--eid", "aaa", "gpus", "--count", "2"])
-        .ok();
-    sb.run(&[
-        "envs",
-        "config",
-        "--eid",
-        "aaa",
-        "gpu-memory",
-        "--gpu-memory",
-        "4g",
-    ])
-    .ok();
+    sb.activate_env("aaa", job.pid()).ok();
+    sb.config_name("aaa", "my env").ok();
+    sb.config_gpus("aaa", 2).ok();
+    sb.config_memory("aaa", "4g").ok();
 
     let table = sb.run(&["envs"]).ok().stdout;
     let lines: Vec<&str> = table.lines().collect();
@@ -69,17 +42,7 @@ fn envs_table_csv_and_query() {
         "{table}"
     );
 
-    let csv = sb
-        .run(&[
-            "envs",
-            "ps",
-            "--format",
-            "csv",
-            "--no-header",
-            "--timestamp",
-        ])
-        .ok()
-        .stdout;
+    let csv = sb.envs_csv();
     let fields: Vec<&str> = csv.trim_end().split(',').collect();
     assert_eq!(fields.len(), 5, "{csv}");
     assert_eq!(fields[0], "aaa");
@@ -116,9 +79,8 @@ fn envs_table_csv_and_query() {
 fn dead_processes_end_their_environment() {
     let sb = Sandbox::new();
     let job = Sleeper::new();
-    activate(&sb, "aaa", job.pid());
-    sb.run(&["devices", "attach", "--eid", "aaa", "--count", "1"])
-        .ok();
+    sb.activate_env("aaa", job.pid()).ok();
+    sb.attach("aaa", 1).ok();
     drop(job);
     assert_eq!(sb.run(&["envs", "ps", "--no-header"]).ok().stdout, "");
     assert_eq!(
@@ -133,8 +95,8 @@ fn dead_processes_end_their_environment() {
 fn deactivate_drops_one_pid() {
     let sb = Sandbox::new();
     let (a, b) = (Sleeper::new(), Sleeper::new());
-    activate(&sb, "aaa", a.pid());
-    activate(&sb, "aaa", b.pid());
+    sb.activate_env("aaa", a.pid()).ok();
+    sb.activate_env("aaa", b.pid()).ok();
     sb.run(&["envs", "deactivate", "--pid", &a.pid().to_string()])
         .ok();
     let pids = sb.run(&["envs", "query", "--query", "pids"]).ok().stdout;
@@ -148,53 +110,21 @@ fn deactivate_drops_one_pid() {
 fn devices_attach_detach_and_find() {
     let sb = Sandbox::new();
     let (a, b) = (Sleeper::new(), Sleeper::new());
-    activate(&sb, "aaa", a.pid());
-    activate(&sb, "bbb", b.pid());
-    assert_eq!(
-        sb.run(&["devices", "attach", "--eid", "aaa", "--count", "1"])
-            .ok()
-            .stdout,
-        "0\n"
-    );
-    assert_eq!(
-        sb.run(&["devices", "attach", "--eid", "bbb", "--count", "1"])
-            .ok()
-            .stdout,
-        "1\n"
-    );
-    let full = sb
-        .run(&["devices", "attach", "--eid", "bbb", "--count", "2"])
-        .fails();
+    sb.activate_env("aaa", a.pid()).ok();
+    sb.activate_env("bbb", b.pid()).ok();
+    assert_eq!(sb.attach("aaa", 1).ok().stdout, "0\n");
+    assert_eq!(sb.attach("bbb", 1).ok().stdout, "1\n");
+    let full = sb.attach("bbb", 2).fails();
     assert_eq!(full.stderr, "No available devices\n");
-    let too_many = sb
-        .run(&["devices", "attach", "--eid", "bbb", "--count", "5"])
-        .fails();
+    let too_many = sb.attach("bbb", 5).fails();
     assert_eq!(
         too_many.stderr,
         "Requested more devices (5) than total available (2)\n"
     );
-    let taken = sb
-        .run(&["devices", "attach", "--eid", "bbb", "--index", "0"])
-        .fails();
+    let taken = sb.attach_index("bbb", 0).fails();
     assert_eq!(taken.stderr, "Device 0 is not available\n");
-    assert_eq!(
-        sb.run(&[
-            "devices",
-            "attach",
-            "--eid",
-            "bbb",
-            "--index",
-            "0",
-            "--allow-over-subscription"
-        ])
-        .ok()
-        .stdout,
-        "0,1\n"
-    );
-    assert_eq!(
-        sb.run(&["devices", "find", "--eid", "bbb"]).ok().stdout,
-        "0,1\n"
-    );
+    assert_eq!(sb.attach_shared("bbb", 0).ok().stdout, "0,1\n");
+    assert_eq!(sb.find("bbb").ok().stdout, "0,1\n");
     let query = sb
         .run(&[
             "devices",
@@ -207,110 +137,43 @@ fn devices_attach_detach_and_find() {
         .ok()
         .stdout;
     assert_eq!(query, "0,aaa bbb,15258mi\n1,bbb,15258mi\n");
-    assert_eq!(
-        sb.run(&["devices", "detach", "--eid", "bbb", "--index", "0"])
-            .ok()
-            .stdout,
-        "1\n"
-    );
-    assert_eq!(
-        sb.run(&["devices", "detach", "--eid", "bbb"]).ok().stdout,
-        "\n"
-    );
+    assert_eq!(sb.detach_index("bbb", 0).ok().stdout, "1\n");
+    assert_eq!(sb.detach("bbb").ok().stdout, "\n");
     assert_eq!(
         sb.run(&["devices", "detach", "--eid", "aaa", "--quiet"])
             .ok()
             .stdout,
         ""
     );
-    assert_eq!(
-        sb.run(&["devices", "find", "--eid", "aaa"]).ok().stdout,
-        "\n"
-    );
+    assert_eq!(sb.find("aaa").ok().stdout, "\n");
 }
 
 #[test]
 fn attach_uses_the_configured_count_and_detaches_the_surplus() {
     let sb = Sandbox::new();
     let a = Sleeper::new();
-    activate(&sb, "aaa", a.pid());
-    sb.run(&["envs", "config", "--eid", "aaa", "gpus", "--count", "2"])
-        .ok();
+    sb.activate_env("aaa", a.pid()).ok();
+    sb.config_gpus("aaa", 2).ok();
     assert_eq!(
         sb.run(&["devices", "attach", "--eid", "aaa"]).ok().stdout,
         "0,1\n"
     );
-    assert_eq!(
-        sb.run(&["devices", "attach", "--eid", "aaa", "--count", "1"])
-            .ok()
-            .stdout,
-        "0\n"
-    );
+    assert_eq!(sb.attach("aaa", 1).ok().stdout, "0\n");
 }
 
 #[test]
 fn memory_fractions_share_a_device() {
     let sb = Sandbox::new();
     let (a, b, c) = (Sleeper::new(), Sleeper::new(), Sleeper::new());
-    sb.run(&[
-        "envs",
-        "activate",
-        "--eid",
-        "a",
-        "--uid",
-        "1",
-        "--pid",
-        &a.pid().to_string(),
-    ])
-    .ok();
-    sb.run(&[
-        "envs",
-        "activate",
-        "--eid",
-        "b",
-        "--uid",
-        "1",
-        "--pid",
-        &b.pid().to_string(),
-    ])
-    .ok();
-    sb.run(&[
-        "envs",
-        "activate",
-        "--eid",
-        "c",
-        "--uid",
-        "1",
-        "--pid",
-        &c.pid().to_string(),
-    ])
-    .ok();
+    sb.activate_env_as("a", 1, None, a.pid()).ok();
+    sb.activate_env_as("b", 1, None, b.pid()).ok();
+    sb.activate_env_as("c", 1, None, c.pid()).ok();
     for eid in ["a", "b", "c"] {
-        sb.run(&[
-            "envs",
-            "config",
-            "--eid",
-            eid,
-            "gpu-memory",
-            "--gpu-memory",
-            "7gi",
-        ])
-        .ok();
+        sb.config_memory(eid, "7gi").ok();
     }
-    assert_eq!(
-        sb.run(&["devices", "attach", "--eid", "a", "--index", "0"])
-            .ok()
-            .stdout,
-        "0\n"
-    );
-    assert_eq!(
-        sb.run(&["devices", "attach", "--eid", "b", "--index", "0"])
-            .ok()
-            .stdout,
-        "0\n"
-    );
-    sb.run(&["devices", "attach", "--eid", "c", "--index", "0"])
-        .fails();
+    assert_eq!(sb.attach_index("a", 0).ok().stdout, "0\n");
+    assert_eq!(sb.attach_index("b", 0).ok().stdout, "0\n");
+    sb.attach_index("c", 0).fails();
     let attachments = sb
         .run(&["devices", "query", "--query", "attachments"])
         .ok()
@@ -322,11 +185,9 @@ fn memory_fractions_share_a_device() {
 fn devices_table() {
     let sb = Sandbox::new();
     let a = Sleeper::new();
-    activate(&sb, "aaa", a.pid());
-    sb.run(&["envs", "config", "--eid", "aaa", "name", "--name", "train"])
-        .ok();
-    sb.run(&["devices", "attach", "--eid", "aaa", "--index", "1"])
-        .ok();
+    sb.activate_env("aaa", a.pid()).ok();
+    sb.config_name("aaa", "train").ok();
+    sb.attach_index("aaa", 1).ok();
     let table = sb.run(&["devices"]).ok().stdout;
     let lines: Vec<&str> = table.lines().collect();
     assert_eq!(lines[0], "ID      ENV ID      ENV NAME        ATTACHED");
@@ -342,9 +203,8 @@ fn devices_table() {
 fn json_format_for_scripts() {
     let sb = Sandbox::new();
     let a = Sleeper::new();
-    activate(&sb, "aaa", a.pid());
-    sb.run(&["devices", "attach", "--eid", "aaa", "--count", "1"])
-        .ok();
+    sb.activate_env("aaa", a.pid()).ok();
+    sb.attach("aaa", 1).ok();
     let envs: serde_json::Value =
         serde_json::from_str(&sb.run(&["envs", "ps", "--format", "json"]).ok().stdout).unwrap();
     assert_eq!(envs["envs"][0]["eid"], "aaa");
@@ -365,9 +225,8 @@ fn usage_snapshot_shapes() {
     let mut sb = Sandbox::new();
     sb.set("GENV_MOCK_COMPUTE_APPS_PROCESS_NAME", "genvtestproc");
     let a = Sleeper::new();
-    activate(&sb, "aaa", a.pid());
-    sb.run(&["devices", "attach", "--eid", "aaa", "--count", "1"])
-        .ok();
+    sb.activate_env("aaa", a.pid()).ok();
+    sb.attach("aaa", 1).ok();
     let full: serde_json::Value =
         serde_json::from_str(&sb.run(&["usage", "snapshot"]).ok().stdout).unwrap();
     let keys: Vec<&String> = full.as_object().unwrap().keys().collect();
@@ -414,9 +273,8 @@ fn usage_execute_detaches_and_terminates() {
     let mut sb = Sandbox::new();
     let a = Sleeper::new();
     let mut victim = Sleeper::new();
-    activate(&sb, "aaa", a.pid());
-    sb.run(&["devices", "attach", "--eid", "aaa", "--count", "2"])
-        .ok();
+    sb.activate_env("aaa", a.pid()).ok();
+    sb.attach("aaa", 2).ok();
     let report = serde_json::json!({
         "terminate": {"processes": [{"pid": victim.pid(), "used_gpu_memory": [{"index": 0, "gpu_memory": "42mi"}], "eid": null}]},
         "detach": {"1": {"envs": [{"eid": "aaa", "uid": 1000, "creation": "01/01/2024 00:00:00", "username": "alice",
@@ -438,10 +296,7 @@ fn usage_execute_detaches_and_terminates() {
         std::os::unix::process::ExitStatusExt::signal(&status),
         Some(15)
     );
-    assert_eq!(
-        sb.run(&["devices", "find", "--eid", "aaa"]).ok().stdout,
-        "0\n"
-    );
+    assert_eq!(sb.find("aaa").ok().stdout, "0\n");
 }
 
 #[test]
@@ -487,9 +342,8 @@ fn home_finds_dot_genv() {
 fn bad_input_is_one_line_and_changes_nothing() {
     let sb = Sandbox::new();
     let a = Sleeper::new();
-    activate(&sb, "aaa", a.pid());
-    sb.run(&["devices", "attach", "--eid", "aaa", "--count", "1"])
-        .ok();
+    sb.activate_env("aaa", a.pid()).ok();
+    sb.attach("aaa", 1).ok();
     let before = sb.snapshot_files();
     for args in [
         vec![
@@ -540,30 +394,17 @@ fn bad_input_is_one_line_and_changes_nothing() {
         assert!(!run.stderr.trim().is_empty(), "{args:?}: {run:?}");
         assert_eq!(sb.snapshot_files(), before, "{args:?} changed the state");
     }
-    let bad_memory = sb
-        .run(&[
-            "envs",
-            "config",
-            "--eid",
-            "aaa",
-            "gpu-memory",
-            "--gpu-memory",
-            "4x",
-        ])
-        .fails();
+    let bad_memory = sb.config_memory("aaa", "4x").fails();
     assert_eq!(bad_memory.stderr.lines().count(), 1, "{bad_memory:?}");
     assert!(bad_memory.stderr.contains("'4x'"), "{bad_memory:?}");
-    let missing = sb
-        .run(&["devices", "attach", "--eid", "aaa", "--index", "99"])
-        .fails();
+    let missing = sb.attach_index("aaa", 99).fails();
     assert_eq!(missing.stderr.lines().count(), 1, "{missing:?}");
 }
 
 #[test]
 fn config_of_an_unknown_environment_is_a_no_op() {
     let sb = Sandbox::new();
-    sb.run(&["envs", "config", "--eid", "nobody", "name", "--name", "x"])
-        .ok();
+    sb.config_name("nobody", "x").ok();
     assert_eq!(sb.run(&["envs", "query", "--query", "eid"]).ok().stdout, "");
 }
 
@@ -571,29 +412,10 @@ fn config_of_an_unknown_environment_is_a_no_op() {
 fn changing_the_capacity_updates_the_attachments() {
     let sb = Sandbox::new();
     let a = Sleeper::new();
-    activate(&sb, "aaa", a.pid());
-    sb.run(&[
-        "envs",
-        "config",
-        "--eid",
-        "aaa",
-        "gpu-memory",
-        "--gpu-memory",
-        "4g",
-    ])
-    .ok();
-    sb.run(&["devices", "attach", "--eid", "aaa", "--count", "1"])
-        .ok();
-    sb.run(&[
-        "envs",
-        "config",
-        "--eid",
-        "aaa",
-        "gpu-memory",
-        "--gpu-memory",
-        "2g",
-    ])
-    .ok();
+    sb.activate_env("aaa", a.pid()).ok();
+    sb.config_memory("aaa", "4g").ok();
+    sb.attach("aaa", 1).ok();
+    sb.config_memory("aaa", "2g").ok();
     let attachments = sb
         .run(&["devices", "query", "--query", "attachments"])
         .ok()

@@ -145,7 +145,7 @@ fn sixty_four_concurrent_writers_lose_nothing_and_never_share_an_exclusive_gpu()
             scope.spawn(move || {
                 let eid = format!("e{w}");
                 for cycle in 0..CYCLES {
-                    let attach = sb.run(&["devices", "attach", "--eid", &eid, "--count", "1"]);
+                    let attach = sb.attach(&eid, 1);
                     if attach.code == 0 {
                         let index = attach.stdout.trim().to_owned();
                         // While attached, the device is ours alone.
@@ -166,16 +166,7 @@ fn sixty_four_concurrent_writers_lose_nothing_and_never_share_an_exclusive_gpu()
                     } else {
                         assert_eq!(attach.stderr, "No available devices\n");
                     }
-                    sb.run(&[
-                        "envs",
-                        "config",
-                        "--eid",
-                        &eid,
-                        "gpus",
-                        "--count",
-                        &cycle.to_string(),
-                    ])
-                    .ok();
+                    sb.config_gpus(&eid, cycle).ok();
                 }
             });
         }

@@ -21,6 +21,7 @@ mod shim_bytes;
 mod shim_docker;
 mod shim_nvidia_smi;
 mod shim_sim;
+mod snapshots;
 mod state_safety;
 mod status_locks;
 mod wait_queue;

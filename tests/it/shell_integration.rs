@@ -225,17 +225,7 @@ fn join_hostile(sh: Sh) {
     let sb = Sandbox::new();
     let owner = crate::common::Sleeper::new();
     let out = sb.dir.path().to_str().unwrap().to_owned();
-    sb.run(&[
-        "envs",
-        "activate",
-        "--eid",
-        "shared",
-        "--uid",
-        "1001",
-        "--pid",
-        &owner.pid().to_string(),
-    ])
-    .ok();
+    sb.activate_env_as("shared", 1001, None, owner.pid()).ok();
     let names = [
         format!("x;touch${{IFS}}{out}/pwned"),
         format!("$(touch {out}/pwned)"),
@@ -246,8 +236,7 @@ fn join_hostile(sh: Sh) {
         format!("\\'; touch {out}/pwned #"),
     ];
     for name in names {
-        sb.run(&["envs", "config", "--eid", "shared", "name", "--name", &name])
-            .ok();
+        sb.config_name("shared", &name).ok();
         let fail = if matches!(sh, Sh::Fish) {
             "; or exit 1"
         } else {
@@ -481,21 +470,9 @@ fn the_projects_own_scripts_pass_shellcheck() {
 fn status_prints_n_a_as_python_truthiness_does() {
     let mut sb = Sandbox::new();
     let job = crate::common::Sleeper::new();
-    sb.run(&[
-        "envs",
-        "activate",
-        "--eid",
-        "z",
-        "--uid",
-        "1000",
-        "--pid",
-        &job.pid().to_string(),
-    ])
-    .ok();
-    sb.run(&["envs", "config", "--eid", "z", "name", "--name", "0"])
-        .ok();
-    sb.run(&["envs", "config", "--eid", "z", "gpus", "--count", "0"])
-        .ok();
+    sb.activate_env_as("z", 1000, None, job.pid()).ok();
+    sb.config_name("z", "0").ok();
+    sb.config_gpus("z", 0).ok();
     sb.set("GENV_ENVIRONMENT_ID", "z");
     let status = sb.run(&["status"]).ok().stdout;
     assert!(

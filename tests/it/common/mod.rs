@@ -1,6 +1,7 @@
 //! Shared by the integration tests: a sandbox with its own state folder and
 //! simulated GPUs, driving the real `genv` binary.
 
+use std::fmt::Display;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 
@@ -111,6 +112,135 @@ impl Sandbox {
 
     pub fn run(&self, args: &[&str]) -> Run {
         Run::from(self.cmd(args).output().expect("run genv"))
+    }
+
+    /// `genv envs activate` for a process of alice (uid 1000), as the
+    /// editor extensions register a terminal or a kernel.
+    pub fn activate_env(&self, eid: &str, pid: impl Display) -> Run {
+        self.activate_env_as(eid, 1000, Some("alice"), pid)
+    }
+
+    /// `genv envs activate` with a given uid and, when `Some`, username.
+    pub fn activate_env_as(
+        &self,
+        eid: &str,
+        uid: u32,
+        username: Option<&str>,
+        pid: impl Display,
+    ) -> Run {
+        let (uid, pid) = (uid.to_string(), pid.to_string());
+        let mut args = vec!["envs", "activate", "--eid", eid, "--uid", &uid];
+        if let Some(username) = username {
+            args.extend(["--username", username]);
+        }
+        args.extend(["--pid", &pid]);
+        self.run(&args)
+    }
+
+    /// `genv envs config --eid E name --name N`.
+    pub fn config_name(&self, eid: &str, name: &str) -> Run {
+        self.run(&["envs", "config", "--eid", eid, "name", "--name", name])
+    }
+
+    /// `genv envs config --eid E gpus --count N`.
+    pub fn config_gpus(&self, eid: &str, count: impl Display) -> Run {
+        let count = count.to_string();
+        self.run(&["envs", "config", "--eid", eid, "gpus", "--count", &count])
+    }
+
+    /// `genv envs config --eid E gpu-memory --gpu-memory M`.
+    pub fn config_memory(&self, eid: &str, memory: &str) -> Run {
+        self.run(&[
+            "envs",
+            "config",
+            "--eid",
+            eid,
+            "gpu-memory",
+            "--gpu-memory",
+            memory,
+        ])
+    }
+
+    /// `genv devices attach --eid E --count N`.
+    pub fn attach(&self, eid: &str, count: impl Display) -> Run {
+        let count = count.to_string();
+        self.run(&["devices", "attach", "--eid", eid, "--count", &count])
+    }
+
+    /// `genv devices attach --eid E --index I`.
+    pub fn attach_index(&self, eid: &str, index: impl Display) -> Run {
+        let index = index.to_string();
+        self.run(&["devices", "attach", "--eid", eid, "--index", &index])
+    }
+
+    /// `genv devices attach --eid E --index I --allow-over-subscription`.
+    pub fn attach_shared(&self, eid: &str, index: impl Display) -> Run {
+        let index = index.to_string();
+        self.run(&[
+            "devices",
+            "attach",
+            "--eid",
+            eid,
+            "--index",
+            &index,
+            "--allow-over-subscription",
+        ])
+    }
+
+    /// `genv devices detach --eid E`: every device.
+    pub fn detach(&self, eid: &str) -> Run {
+        self.run(&["devices", "detach", "--eid", eid])
+    }
+
+    /// `genv devices detach --eid E --index I`.
+    pub fn detach_index(&self, eid: &str, index: impl Display) -> Run {
+        let index = index.to_string();
+        self.run(&["devices", "detach", "--eid", eid, "--index", &index])
+    }
+
+    /// `genv devices find --eid E`.
+    pub fn find(&self, eid: &str) -> Run {
+        self.run(&["devices", "find", "--eid", eid])
+    }
+
+    /// What the editor extensions read: `genv envs ps --format csv
+    /// --no-header --timestamp`.
+    #[track_caller]
+    pub fn envs_csv(&self) -> String {
+        self.run(&[
+            "envs",
+            "ps",
+            "--format",
+            "csv",
+            "--no-header",
+            "--timestamp",
+        ])
+        .ok()
+        .stdout
+    }
+
+    /// What the editor extensions read: `genv devices ps --format csv
+    /// --no-header --timestamp`.
+    #[track_caller]
+    pub fn devices_csv(&self) -> String {
+        self.run(&[
+            "devices",
+            "ps",
+            "--format",
+            "csv",
+            "--no-header",
+            "--timestamp",
+        ])
+        .ok()
+        .stdout
+    }
+
+    /// A `genv` command run inside environment `eid` (as its shell would,
+    /// with `GENV_ENVIRONMENT_ID` set).
+    pub fn run_in(&self, eid: &str, args: &[&str]) -> Run {
+        let mut cmd = self.cmd(args);
+        cmd.env("GENV_ENVIRONMENT_ID", eid);
+        Run::from(cmd.output().expect("run genv"))
     }
 
     pub fn run_stdin(&self, args: &[&str], input: &str) -> Run {
