@@ -21,7 +21,7 @@ pub mod timefmt;
 
 use std::io::Write;
 
-use clap::{CommandFactory, Parser};
+use clap::{CommandFactory, FromArgMatches};
 
 use cli::{Cli, Command, Context, Exit};
 use error::Result;
@@ -34,7 +34,10 @@ pub fn main() -> i32 {
     if let Some(code) = shim::dispatch() {
         return code;
     }
-    let cli = match Cli::try_parse() {
+    let cli = match command()
+        .try_get_matches()
+        .and_then(|matches| Cli::from_arg_matches(&matches))
+    {
         Ok(cli) => cli,
         Err(e) => {
             // The shell function evals what `activate` and `deactivate`
@@ -72,6 +75,15 @@ pub fn main() -> i32 {
             1
         }
     }
+}
+
+/// The command line, accepting unambiguous prefixes of long options
+/// (`--form csv`, `--no-h`) as genv 1.4.3's argparse does.
+pub fn command() -> clap::Command {
+    fn infer(command: clap::Command) -> clap::Command {
+        command.infer_long_args(true).mut_subcommands(infer)
+    }
+    infer(Cli::command())
 }
 
 /// Every verb has the same shape: its arguments and the context in, an

@@ -7,6 +7,7 @@ mod common;
 mod lock_support;
 mod shim_support;
 
+mod command_line;
 mod compat_messages;
 mod compat_ref;
 mod core_cli;
