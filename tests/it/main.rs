@@ -20,6 +20,7 @@ mod shell_integration;
 mod shell_tmux;
 mod shim_bytes;
 mod shim_docker;
+mod shim_h100;
 mod shim_nvidia_smi;
 mod shim_sim;
 mod snapshots;

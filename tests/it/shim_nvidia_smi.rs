@@ -282,11 +282,11 @@ fn attached_devices_come_from_the_state_without_cuda_visible_devices() {
         .run(&["devices", "attach", "--eid", "e1", "--index", "1"])
         .ok();
     bed.fake("nvidia-smi", "");
-    bed.run("nvidia-smi", &["-L"], &[("GENV_ENVIRONMENT_ID", "e1")])
+    bed.run("nvidia-smi", &["-q"], &[("GENV_ENVIRONMENT_ID", "e1")])
         .ok();
-    assert_eq!(bed.args_of("nvidia-smi"), ["--id=1", "-L"]);
+    assert_eq!(bed.args_of("nvidia-smi"), ["--id=1", "-q"]);
     // Another environment, attached to nothing.
-    let run = bed.run("nvidia-smi", &["-L"], &[("GENV_ENVIRONMENT_ID", "e9")]);
+    let run = bed.run("nvidia-smi", &["-q"], &[("GENV_ENVIRONMENT_ID", "e9")]);
     assert_eq!(run.code, 6);
 }
 
@@ -379,7 +379,7 @@ fn the_real_program_is_never_the_shim_itself() {
     std::fs::create_dir_all(&copy2).unwrap();
     std::fs::copy(crate::common::GENV, copy2.join("nvidia-smi")).unwrap();
     let run = crate::common::Run::from(
-        bed.cmd("nvidia-smi", &["-L"])
+        bed.cmd("nvidia-smi", &["-q"])
             .env(
                 "PATH",
                 format!(
@@ -403,19 +403,19 @@ fn cuda_visible_devices_is_read_as_cuda_reads_it() {
     for (visible, ids) in [("0,2,-1,1", "--id=0,2"), (" 1gpu , 0", "--id=1,0")] {
         bed.run(
             "nvidia-smi",
-            &["-L"],
+            &["-q"],
             &[
                 ("GENV_ENVIRONMENT_ID", "e1"),
                 ("CUDA_VISIBLE_DEVICES", visible),
             ],
         )
         .ok();
-        assert_eq!(bed.args_of("nvidia-smi"), [ids, "-L"], "{visible}");
+        assert_eq!(bed.args_of("nvidia-smi"), [ids, "-q"], "{visible}");
     }
     // A GPU named twice: CUDA shows none.
     let run = bed.run(
         "nvidia-smi",
-        &["-L"],
+        &["-q"],
         &[
             ("GENV_ENVIRONMENT_ID", "e1"),
             ("CUDA_VISIBLE_DEVICES", "0,1,0"),

@@ -4,6 +4,7 @@
 //! real program prints; this file runs it.
 
 pub mod compute_apps;
+pub mod list;
 pub mod plan;
 pub mod rewrite;
 
@@ -15,6 +16,7 @@ use std::process::{Command, Stdio};
 
 use crate::env_vars as ev;
 use crate::smi::table::parse::Frames;
+use list::ListFilter;
 use plan::{Plan, plan};
 use rewrite::{Cap, rewrite_frame};
 
@@ -23,10 +25,14 @@ const NO_DEVICES: &str = "No devices were found";
 /// nvidia-smi's exit code when no GPU matches.
 const EXIT_NOT_FOUND: i32 = 6;
 
-/// Whether a process runs in the environment, asked once per pid.
+/// Whether a process runs in the environment, asked once per pid: its
+/// `GENV_ENVIRONMENT_ID`, or the environment's pids in `envs.json` (genv
+/// 1.4.3's `genv.sdk.activate()` registers a process there without the
+/// variable).
 pub struct Membership {
     eid: String,
     known: HashMap<u32, bool>,
+    registered: Option<Vec<i64>>,
 }
 
 impl Membership {
@@ -34,16 +40,35 @@ impl Membership {
         Membership {
             eid: eid.to_owned(),
             known: HashMap::new(),
+            registered: None,
         }
     }
 
     pub fn contains(&mut self, pid: u32) -> bool {
-        let eid = &self.eid;
-        *self
-            .known
-            .entry(pid)
-            .or_insert_with(|| crate::backend::process_eid(pid).as_deref() == Some(eid.as_str()))
+        if let Some(&known) = self.known.get(&pid) {
+            return known;
+        }
+        let member = crate::backend::process_eid(pid).as_deref() == Some(self.eid.as_str())
+            || self
+                .registered
+                .get_or_insert_with(|| registered_pids(&self.eid))
+                .contains(&i64::from(pid));
+        self.known.insert(pid, member);
+        member
     }
+}
+
+/// The pids `envs.json` lists for the environment; none when the state
+/// cannot be read (the shim then shows only what the variables prove).
+fn registered_pids(eid: &str) -> Vec<i64> {
+    let dir = crate::state::StateDir::from_env();
+    let Ok(mut tx) = dir.transaction(crate::state::LoadOptions::default()) else {
+        return Vec::new();
+    };
+    tx.envs()
+        .ok()
+        .and_then(|envs| envs.get(eid).map(|env| env.pids.clone()))
+        .unwrap_or_default()
 }
 
 /// The shim's entry point.
@@ -60,6 +85,7 @@ pub fn run(args: Vec<OsString>) -> i32 {
     let to_run = match &planned {
         Plan::Exec(planned) | Plan::Table(planned) => planned,
         Plan::ComputeApps(filter) => &filter.args,
+        Plan::List { args, .. } => args,
         Plan::NoDevices => &Vec::new(),
     };
     let to_run = match args.given(to_run) {
@@ -71,6 +97,16 @@ pub fn run(args: Vec<OsString>) -> i32 {
         Plan::NoDevices => {
             println!("{NO_DEVICES}");
             EXIT_NOT_FOUND
+        }
+        Plan::List { visible, .. } => {
+            let mut filter = ListFilter::new(visible);
+            pipe(&real, &to_run, |line, out| {
+                if filter.keep(&line) {
+                    out.push_str(&line);
+                    out.push('\n');
+                }
+                true
+            })
         }
         Plan::ComputeApps(filter) => {
             let mut members = Membership::new(&eid);

@@ -13,6 +13,12 @@ pub enum Plan {
     ComputeApps(ComputeAppsFilter),
     /// Run it and rewrite the default table.
     Table(Vec<String>),
+    /// Run it and keep the environment's GPUs of `-L`: drivers 580 and
+    /// later refuse `--id` with `-L`, so the list is filtered instead.
+    List {
+        args: Vec<String>,
+        visible: Vec<String>,
+    },
     /// Print "No devices were found" and exit 6, as nvidia-smi does.
     NoDevices,
 }
@@ -85,6 +91,14 @@ pub fn plan(args: &[String], attached: &Attached) -> Plan {
             Some(visible.join(","))
         }
     };
+    if let Some(ids) = &ids
+        && rest.iter().any(|a| a == "-L" || a == "--list-gpus")
+    {
+        return Plan::List {
+            args: rest,
+            visible: ids.split(',').map(str::to_owned).collect(),
+        };
+    }
     let mut full: Vec<String> = ids.map(|ids| format!("--id={ids}")).into_iter().collect();
     if let Some(filter) = ComputeAppsFilter::from_args(&rest, &full) {
         return Plan::ComputeApps(filter);
@@ -150,7 +164,20 @@ mod tests {
 
     #[test]
     fn every_mode_with_an_id_gets_it() {
-        assert_eq!(plan_of("-L"), Plan::Exec(args("--id=0,1 -L")));
+        assert_eq!(
+            plan_of("-L"),
+            Plan::List {
+                args: args("-L"),
+                visible: args("0 1")
+            }
+        );
+        assert_eq!(
+            plan_of("-i 1 --list-gpus"),
+            Plan::List {
+                args: args("--list-gpus"),
+                visible: args("1")
+            }
+        );
         assert_eq!(plan_of("-q"), Plan::Exec(args("--id=0,1 -q")));
         assert_eq!(
             plan_of("-q -d MEMORY"),
@@ -232,9 +259,18 @@ mod tests {
     #[test]
     fn unknown_attachment_keeps_what_was_asked() {
         assert_eq!(plan(&[], &Attached::Unknown), Plan::Table(vec![]));
+        // What was asked, as a filter: drivers 580 and later refuse --id
+        // with -L.
         assert_eq!(
             plan(&args("-i 3 -L"), &Attached::Unknown),
-            Plan::Exec(args("--id=3 -L"))
+            Plan::List {
+                args: args("-L"),
+                visible: args("3")
+            }
+        );
+        assert_eq!(
+            plan(&args("-q"), &Attached::Unknown),
+            Plan::Exec(args("-q"))
         );
     }
 }

@@ -46,6 +46,16 @@ pub fn render(
 ) -> String {
     let c = layout.cells();
     let inner = layout.width() - 2;
+    // Within the wide layout: 570 widened the PID column (by taking from
+    // the process name), 580 closed the rule under the version line with
+    // `+` and left the line between the tables empty.
+    let major: u32 = driver
+        .split('.')
+        .next()
+        .and_then(|m| m.parse().ok())
+        .unwrap_or(0);
+    let wide_pid = layout == Layout::Wide && major >= 570;
+    let closed_rules = layout == Layout::Wide && major >= 580;
     let full_rule = format!("+{}+", "-".repeat(inner));
     let rule = |fill: &str, start: char, mid: char, end: char| {
         format!(
@@ -73,7 +83,11 @@ pub fn render(
             );
         }
     }
-    out.push_str(&rule("-", '|', '+', '+'));
+    if closed_rules {
+        out.push_str(&rule("-", '+', '+', '+'));
+    } else {
+        out.push_str(&rule("-", '|', '+', '+'));
+    }
     out.push('\n');
     let headers: [&str; 3] = match layout {
         Layout::Narrow => [
@@ -153,6 +167,7 @@ pub fn render(
     // as the table in the narrow layout, two short of it in the wide one.
     let blank = match layout {
         Layout::Narrow => layout.width(),
+        Layout::Wide if closed_rules => 0,
         Layout::Wide => inner,
     };
     let _ = writeln!(out, "{}", " ".repeat(blank));
@@ -163,6 +178,11 @@ pub fn render(
             "| Processes:                                                                  |",
             "|  GPU   GI   CI        PID   Type   Process name                  GPU Memory |",
             "|        ID   ID                                                   Usage      |",
+        ],
+        Layout::Wide if wide_pid => [
+            "| Processes:                                                                              |",
+            "|  GPU   GI   CI              PID   Type   Process name                        GPU Memory |",
+            "|        ID   ID                                                               Usage      |",
         ],
         Layout::Wide => [
             "| Processes:                                                                              |",
@@ -180,14 +200,15 @@ pub fn render(
         out.push('\n');
     }
     for p in processes {
-        let (name_width, memory_width) = match layout {
-            Layout::Narrow => (28, 6),
-            Layout::Wide => (38, 8),
+        let (pid_width, name_width, memory_width) = match layout {
+            Layout::Narrow => (10, 28, 6),
+            Layout::Wide if wide_pid => (16, 32, 8),
+            Layout::Wide => (10, 38, 8),
         };
         let name = fit(&p.name, name_width, true);
         let _ = writeln!(
             out,
-            "|{:>5}   {:<3}  {:<3}{:>10}      C   {name:<name_width$}   {:>memory_width$}MiB |",
+            "|{:>5}   {:<3}  {:<3}{:>pid_width$}      C   {name:<name_width$}   {:>memory_width$}MiB |",
             p.index, "N/A", "N/A", p.pid, p.used_mib
         );
     }
