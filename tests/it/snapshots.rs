@@ -294,3 +294,42 @@ fn shell_code_for_each_shell() {
         );
     }
 }
+
+/// Names another user wrote with an escape sequence, a newline that would
+/// forge a row, a right-to-left override and a comma: shown as data.
+#[test]
+fn hostile_names_in_tables() {
+    let mut sb = Sandbox::new();
+    let a = Sleeper::new();
+    let name = serde_json::to_string("evil\u{1b}[31m\nfake row\u{202e}txt,x").unwrap();
+    let user = serde_json::to_string("mal\u{7}lory").unwrap();
+    sb.write(
+        "envs.json",
+        &format!(
+            r#"{{"envs": [{{"eid": "aaa", "uid": 1000, "creation": "01/02/2024 10:00:00", "username": {user},
+    "config": {{"name": {name}, "gpu_memory": null, "gpus": null}}, "pids": [{}], "kernel_ids": []}}]}}"#,
+            a.pid()
+        ),
+    );
+    sb.write(
+        "devices.json",
+        r#"{"devices": [{"index": 0, "total_memory": "15258mi", "attachments": [
+    {"eid": "aaa", "gpu_memory": null, "time": "01/02/2024 10:00:05"}]}]}"#,
+    );
+    let pids = [a.pid()];
+    let show = |sb: &Sandbox, args: &[&str]| scrub(sb, &shown(&sb.run(args)), &pids);
+    insta::assert_snapshot!(
+        "hostile_envs_tui",
+        show(&sb, &["envs", "ps", "--timestamp"])
+    );
+    insta::assert_snapshot!(
+        "hostile_envs_csv",
+        show(&sb, &["envs", "ps", "--format", "csv", "--timestamp"])
+    );
+    insta::assert_snapshot!(
+        "hostile_devices_tui",
+        show(&sb, &["devices", "ps", "--timestamp"])
+    );
+    sb.set("GENV_ENVIRONMENT_ID", "aaa");
+    insta::assert_snapshot!("hostile_status", show(&sb, &["status"]));
+}
