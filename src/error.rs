@@ -34,6 +34,10 @@ pub enum Error {
     #[error("{0}")]
     Backend(String),
 
+    /// A value that has no JSON form; nothing is written.
+    #[error("cannot write the state as JSON: {0}")]
+    Serialize(String),
+
     /// One of genv's own errors with the fix for it, printed by `main` as
     /// `genv: error: <message>` and `hint: <hint>`.
     #[error("{message}")]

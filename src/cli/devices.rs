@@ -74,7 +74,7 @@ pub fn run(
                 .iter()
                 .map(|d| d.index)
                 .collect();
-            super::lock::print_locks(dir, &envs, &indices, ps, out);
+            super::lock::print_locks(dir, &envs, &indices, ps, out)?;
         }
         Some(DevicesCommand::Queue) => {
             let envs = tx.envs()?.clone();
@@ -181,7 +181,7 @@ fn print_ps(
             })
             .collect();
         let doc = serde_json::json!({ "devices": rows });
-        out.push_str(&String::from_utf8_lossy(&crate::state::file::to_json(&doc)));
+        out.push_str(&String::from_utf8_lossy(&crate::state::file::to_json(&doc)?));
         out.push('\n');
         return Ok(());
     }

@@ -50,9 +50,9 @@ fn snapshot(
     let processes = || backend.processes().map(enforce::processes);
     let mut tx = dir.transaction(LoadOptions::default())?;
     let json = match kind {
-        Some("processes") => to_json(&processes()?),
-        Some("envs") => to_json(tx.envs()?),
-        Some("devices") => to_json(tx.devices(backend, false)?),
+        Some("processes") => to_json(&processes()?)?,
+        Some("envs") => to_json(tx.envs()?)?,
+        Some("devices") => to_json(tx.devices(backend, false)?)?,
         _ => {
             let processes = processes()?;
             tx.devices(backend, false)?;
@@ -62,7 +62,7 @@ fn snapshot(
                 processes: &processes,
                 envs: &envs,
                 devices,
-            })
+            })?
         }
     };
     tx.commit()?;

@@ -100,23 +100,44 @@ impl Envs {
         })
     }
 
+}
+
+impl super::salvage::Entries for Envs {
+    const KEY: &'static str = "envs";
+
     /// Reads the current layout, or the `{"envs": {eid: {...}}}` layout of
-    /// genv 0.9 and older.
-    pub fn from_value(value: Value) -> Result<Self, String> {
+    /// genv 0.9 and older, one environment at a time: those that do not
+    /// parse are returned as they were.
+    fn from_value(value: Value) -> Result<(Self, Vec<Value>), String> {
         let Value::Object(mut root) = value else {
             return Err("expected a JSON object".into());
         };
-        match root.remove("envs") {
-            Some(Value::Object(legacy)) => legacy
-                .into_iter()
-                .map(|(_, env)| serde_json::from_value::<Env>(env).map_err(|e| e.to_string()))
-                .collect::<Result<Vec<_>, _>>()
-                .map(|envs| Envs { envs }),
-            Some(list @ Value::Array(_)) => serde_json::from_value(list)
-                .map(|envs| Envs { envs })
-                .map_err(|e| e.to_string()),
-            Some(_) => Err("\"envs\" is neither a list nor an object".into()),
-            None => Err("missing the key \"envs\"".into()),
+        let entries: Vec<Value> = match root.remove("envs") {
+            Some(Value::Object(legacy)) => legacy.into_iter().map(|(_, env)| env).collect(),
+            Some(Value::Array(list)) => list,
+            Some(_) => return Err("\"envs\" is neither a list nor an object".into()),
+            None => return Err("missing the key \"envs\"".into()),
+        };
+        let mut envs = Envs::default();
+        let mut rejected = Vec::new();
+        for entry in entries {
+            match Env::deserialize(&entry) {
+                Ok(env) => envs.envs.push(env),
+                Err(_) => rejected.push(entry),
+            }
         }
+        Ok((envs, rejected))
+    }
+
+    fn fill_from(&mut self, older: Self) {
+        for env in older.envs {
+            if !self.contains(&env.eid) {
+                self.envs.push(env);
+            }
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.envs.len()
     }
 }
