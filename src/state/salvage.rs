@@ -61,10 +61,16 @@ pub fn load<T: Entries>(dir: &Dir, name: &str, keep_good: bool) -> Result<Option
             let (mut value, rejected) = items(&bytes, T::KEY)
                 .and_then(|items| T::from_value(list(T::KEY, items)).ok())
                 .unwrap_or_default();
-            if let Some(good) = read_good::<T>(dir, name) {
+            let good = read_good::<T>(dir, name);
+            let from = match (value.len(), &good) {
+                (0, Some(_)) => "the last good copy",
+                (_, Some(_)) => "what could be read of it and the last good copy",
+                (_, None) => "what could be read of it",
+            };
+            if let Some(good) = good {
                 value.fill_from(good);
             }
-            (value, rejected, Some(reason))
+            (value, rejected, Some((reason, from)))
         }
     };
     let path = file::shown(&dir.join(name));
@@ -74,15 +80,19 @@ pub fn load<T: Entries>(dir: &Dir, name: &str, keep_good: bool) -> Result<Option
         Some(dir.save_beside(name, "rejected", &file::to_json(&rejected)?)?)
     };
     match damage {
-        Some(reason) => {
+        Some((reason, from)) => {
             let aside = dir.save_beside(name, "corrupt", &bytes)?;
+            let kept = match value.len() {
+                0 => "nothing could be recovered".to_owned(),
+                1 => format!("recovered 1 entry from {from}"),
+                n => format!("recovered {n} entries from {from}"),
+            };
             let also = rejected_at
                 .map(|p| format!("; unreadable entries saved in {}", file::shown(&p)))
                 .unwrap_or_default();
             messages::warn(format_args!(
-                "{path} was damaged ({}); kept {} entries from what could be read and the last good copy; the damaged file is saved as {}{also}",
+                "{path} was damaged ({}); {kept}; the damaged file is saved as {}{also}",
                 crate::escape::terminal(&reason),
-                value.len(),
                 file::shown(&aside),
             ));
         }

@@ -19,6 +19,7 @@ mod shell_tmux;
 mod shim_docker;
 mod shim_nvidia_smi;
 mod shim_sim;
+mod state_hostile;
 mod state_safety;
 mod status_locks;
 mod wait_queue;
