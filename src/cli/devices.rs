@@ -181,7 +181,9 @@ fn print_ps(
             })
             .collect();
         let doc = serde_json::json!({ "devices": rows });
-        out.push_str(&String::from_utf8_lossy(&crate::state::file::to_json(&doc)?));
+        out.push_str(&String::from_utf8_lossy(&crate::state::file::to_json(
+            &doc,
+        )?));
         out.push('\n');
         return Ok(());
     }

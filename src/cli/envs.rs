@@ -111,7 +111,9 @@ pub fn run(args: EnvsArgs, dir: &StateDir, out: &mut String) -> Result<()> {
 
 fn print_ps(envs: &Envs, ps: PsArgs, out: &mut String) -> Result<()> {
     if ps.format == Format::Json {
-        out.push_str(&String::from_utf8_lossy(&crate::state::file::to_json(envs)?));
+        out.push_str(&String::from_utf8_lossy(&crate::state::file::to_json(
+            envs,
+        )?));
         out.push('\n');
         return Ok(());
     }

@@ -340,7 +340,9 @@ pub fn print_locks(
             })
             .collect();
         let doc = serde_json::json!({ "locks": rows });
-        out.push_str(&String::from_utf8_lossy(&crate::state::file::to_json(&doc)?));
+        out.push_str(&String::from_utf8_lossy(&crate::state::file::to_json(
+            &doc,
+        )?));
         out.push('\n');
         return Ok(());
     }

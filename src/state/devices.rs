@@ -144,7 +144,6 @@ impl Devices {
             indices
         })
     }
-
 }
 
 impl super::salvage::Entries for Devices {

@@ -99,7 +99,6 @@ impl Envs {
                 || kernel_id.is_some_and(|k| env.kernel_ids.iter().any(|id| id == k))
         })
     }
-
 }
 
 impl super::salvage::Entries for Envs {

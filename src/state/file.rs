@@ -55,8 +55,8 @@ impl Dir {
     pub fn open_root(path: &Path) -> Result<Dir> {
         make_folder(path)?;
         let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
-        let fd = rustix::fs::open(path, flags, Mode::empty())
-            .map_err(|e| Error::io(path, e.into()))?;
+        let fd =
+            rustix::fs::open(path, flags, Mode::empty()).map_err(|e| Error::io(path, e.into()))?;
         Ok(Dir {
             fd,
             path: path.to_owned(),
@@ -69,8 +69,7 @@ impl Dir {
     pub fn subdir(&self, name: &str) -> Result<Dir> {
         let path = self.join(name);
         for _ in 0..ATTEMPTS {
-            let created = match rustix::fs::mkdirat(&self.fd, name, Mode::from_raw_mode(DIR_MODE))
-            {
+            let created = match rustix::fs::mkdirat(&self.fd, name, Mode::from_raw_mode(DIR_MODE)) {
                 Ok(()) => true,
                 Err(Errno::EXIST) => false,
                 Err(e) => return Err(Error::io(&path, e.into())),
@@ -143,11 +142,8 @@ impl Dir {
     }
 
     fn inspect(&self, name: &str) -> Result<Content> {
-        let flags = OFlags::RDONLY
-            | OFlags::NOFOLLOW
-            | OFlags::NONBLOCK
-            | OFlags::NOCTTY
-            | OFlags::CLOEXEC;
+        let flags =
+            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC;
         let fd = match rustix::fs::openat(&self.fd, name, flags, Mode::empty()) {
             Ok(fd) => fd,
             Err(Errno::NOENT) => return Ok(Content::Missing),
@@ -203,15 +199,14 @@ impl Dir {
     fn write_new(&self, name: &str, bytes: &[u8], replace: bool) -> Result<()> {
         let fd = match create_exclusive(self.fd(), name) {
             Err(Errno::EXIST) if replace => {
-                rustix::fs::unlinkat(&self.fd, name, AtFlags::empty())
-                    .or_else(|e| match e {
-                        // A folder planted under the temporary name.
-                        Errno::ISDIR | Errno::PERM => {
-                            self.move_aside(name, "not a regular file").map(|_| ())?;
-                            Ok(())
-                        }
-                        e => Err(Error::io(self.join(name), e.into())),
-                    })?;
+                rustix::fs::unlinkat(&self.fd, name, AtFlags::empty()).or_else(|e| match e {
+                    // A folder planted under the temporary name.
+                    Errno::ISDIR | Errno::PERM => {
+                        self.move_aside(name, "not a regular file").map(|_| ())?;
+                        Ok(())
+                    }
+                    e => Err(Error::io(self.join(name), e.into())),
+                })?;
                 create_exclusive(self.fd(), name)
             }
             other => other,
@@ -269,11 +264,8 @@ impl Dir {
     pub fn open_lock(&self, name: &str) -> Result<OwnedFd> {
         let path = self.join(name);
         for _ in 0..ATTEMPTS {
-            let create = OFlags::RDWR
-                | OFlags::CREATE
-                | OFlags::EXCL
-                | OFlags::NOFOLLOW
-                | OFlags::CLOEXEC;
+            let create =
+                OFlags::RDWR | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
             match rustix::fs::openat(&self.fd, name, create, Mode::from_raw_mode(FILE_MODE)) {
                 Ok(fd) => {
                     rustix::fs::fchmod(&fd, Mode::from_raw_mode(FILE_MODE))
@@ -284,11 +276,8 @@ impl Dir {
                 Err(e) => return Err(Error::io(&path, e.into())),
             }
             let open = |access: OFlags| {
-                let flags = access
-                    | OFlags::NOFOLLOW
-                    | OFlags::NONBLOCK
-                    | OFlags::NOCTTY
-                    | OFlags::CLOEXEC;
+                let flags =
+                    access | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC;
                 rustix::fs::openat(&self.fd, name, flags, Mode::empty())
             };
             let opened = match open(OFlags::RDWR) {
@@ -395,9 +384,7 @@ fn widen_new_folder(path: &Path) -> Result<()> {
 }
 
 fn stamp() -> String {
-    chrono::Local::now()
-        .format("%Y%m%dT%H%M%S%.3f")
-        .to_string()
+    chrono::Local::now().format("%Y%m%dT%H%M%S%.3f").to_string()
 }
 
 /// A path for a message on a terminal.

@@ -263,15 +263,33 @@ impl Transaction<'_> {
     /// Writes back the files whose content changed.
     pub fn commit(self) -> Result<()> {
         if let Some(tracked) = &self.envs {
-            save(self.root, ENVS_FILE, &tracked.value, tracked.original.as_deref(), true)?;
+            save(
+                self.root,
+                ENVS_FILE,
+                &tracked.value,
+                tracked.original.as_deref(),
+                true,
+            )?;
         }
         if let Some(tracked) = &self.devices {
-            save(self.root, DEVICES_FILE, &tracked.value, tracked.original.as_deref(), true)?;
+            save(
+                self.root,
+                DEVICES_FILE,
+                &tracked.value,
+                tracked.original.as_deref(),
+                true,
+            )?;
         }
         if let Some(tracked) = &self.queue {
             // An empty line and no file are the same; don't create one.
             if !(tracked.original.is_none() && tracked.value.waiters.is_empty()) {
-                save(self.root, QUEUE_FILE, &tracked.value, tracked.original.as_deref(), false)?;
+                save(
+                    self.root,
+                    QUEUE_FILE,
+                    &tracked.value,
+                    tracked.original.as_deref(),
+                    false,
+                )?;
             }
         }
         Ok(())

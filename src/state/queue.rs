@@ -149,6 +149,11 @@ mod tests {
         let (queue, rejected) = Queue::from_value(value).unwrap();
         assert_eq!(queue.waiters, vec![waiter(3)]);
         assert_eq!(rejected.len(), 1);
-        assert!(Queue { waiters: vec![waiter(u64::MAX)] }.needs_review());
+        assert!(
+            Queue {
+                waiters: vec![waiter(u64::MAX)]
+            }
+            .needs_review()
+        );
     }
 }

@@ -48,7 +48,11 @@ fn beside(sb: &Sandbox, prefix: &str) -> Vec<PathBuf> {
 }
 
 fn mode(path: &Path) -> u32 {
-    std::fs::symlink_metadata(path).unwrap().permissions().mode() & 0o7777
+    std::fs::symlink_metadata(path)
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o7777
 }
 
 fn entries(path: &Path) -> Vec<String> {
@@ -89,7 +93,11 @@ fn a_devices_folder_replaced_by_a_link_creates_and_chmods_nothing_outside() {
     assert_eq!(warnings(&stderr), 1, "{stderr}");
     assert!(stderr.contains("symbolic link"), "{stderr}");
     assert_eq!(entries(&outside), ["0.lock"], "nothing created outside");
-    assert_eq!(mode(&foreign), 0o600, "a foreign file's mode is not widened");
+    assert_eq!(
+        mode(&foreign),
+        0o600,
+        "a foreign file's mode is not widened"
+    );
     let devices = std::fs::symlink_metadata(sb.file("devices")).unwrap();
     assert!(devices.is_dir(), "a real folder took the link's place");
     assert_eq!(mode(&sb.file("devices")), 0o777);
@@ -164,8 +172,15 @@ fn a_link_fifo_or_folder_as_a_state_file_is_moved_aside_and_the_command_works() 
                 .ok();
             assert_eq!(run.stdout, "0\n");
             let first = sb.run(&["envs", "ps", "--format", "csv", "--no-header"]);
-            assert!(first.stdout.starts_with("a,1000,"), "{file} {what}: {first:?}");
-            assert_eq!(beside(&sb, &format!("{file}.corrupt-")).len(), 1, "{file} {what}");
+            assert!(
+                first.stdout.starts_with("a,1000,"),
+                "{file} {what}: {first:?}"
+            );
+            assert_eq!(
+                beside(&sb, &format!("{file}.corrupt-")).len(),
+                1,
+                "{file} {what}"
+            );
             assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
             assert_eq!(mode(&victim), 0o600, "{file} {what}");
             assert!(std::fs::symlink_metadata(sb.file(file)).unwrap().is_file());
@@ -213,7 +228,9 @@ fn a_torn_envs_json_is_rebuilt_from_the_last_good_copy() {
             .unwrap();
         file.write_all(&text.as_bytes()[..cut]).unwrap();
     }
-    let run = sb.run(&["envs", "query", "--query", "eid", "config.name"]).ok();
+    let run = sb
+        .run(&["envs", "query", "--query", "eid", "config.name"])
+        .ok();
     assert_eq!(run.stdout, "a,new-a\nb,old-b\nc,old-c\n", "{run:?}");
     assert_eq!(warnings(&run.stderr), 1, "{run:?}");
     assert!(run.stderr.contains("last good copy"), "{run:?}");
@@ -221,7 +238,9 @@ fn a_torn_envs_json_is_rebuilt_from_the_last_good_copy() {
     assert_eq!(aside.len(), 1);
     assert_eq!(std::fs::read_to_string(&aside[0]).unwrap(), &text[..cut]);
     // Repaired for good: the next command is quiet.
-    let again = sb.run(&["envs", "query", "--query", "eid", "config.name"]).ok();
+    let again = sb
+        .run(&["envs", "query", "--query", "eid", "config.name"])
+        .ok();
     assert_eq!(again.stdout, run.stdout);
     assert_eq!(again.stderr, "");
 }
@@ -238,7 +257,9 @@ fn an_emptied_devices_json_keeps_the_attachments_of_the_last_good_copy() {
         .truncate(true)
         .open(sb.file("devices.json"))
         .unwrap();
-    let run = sb.run(&["devices", "query", "--query", "index", "eids"]).ok();
+    let run = sb
+        .run(&["devices", "query", "--query", "index", "eids"])
+        .ok();
     assert_eq!(run.stdout, "0,\n1,a\n", "{run:?}");
     assert_eq!(warnings(&run.stderr), 1, "{run:?}");
 }
@@ -270,10 +291,16 @@ fn one_bad_environment_is_set_aside_and_the_others_survive() {
     let run = sb.run(&["envs", "query", "--query", "eid"]).ok();
     assert_eq!(run.stdout, "a\nc\n");
     assert_eq!(run.stderr.lines().count(), 1, "{run:?}");
-    assert!(run.stderr.starts_with("genv: warning: 1 entry of "), "{run:?}");
+    assert!(
+        run.stderr.starts_with("genv: warning: 1 entry of "),
+        "{run:?}"
+    );
     let rejected = beside(&sb, "envs.json.rejected-");
     assert_eq!(rejected.len(), 1);
-    assert!(run.stderr.contains(rejected[0].to_str().unwrap()), "{run:?}");
+    assert!(
+        run.stderr.contains(rejected[0].to_str().unwrap()),
+        "{run:?}"
+    );
     let kept: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&rejected[0]).unwrap()).unwrap();
     assert_eq!(kept, serde_json::json!([doc["envs"][1]]));
@@ -297,7 +324,9 @@ fn one_bad_attachment_is_set_aside_and_its_device_kept() {
         .unwrap()
         .push(serde_json::json!({"eid": 7, "gpu_memory": null, "time": "x"}));
     sb.write("devices.json", &doc.to_string());
-    let run = sb.run(&["devices", "query", "--query", "index", "eids"]).ok();
+    let run = sb
+        .run(&["devices", "query", "--query", "index", "eids"])
+        .ok();
     assert_eq!(run.stdout, "0,a\n1,b\n");
     assert_eq!(warnings(&run.stderr), 1, "{run:?}");
     assert_eq!(beside(&sb, "devices.json.rejected-").len(), 1);
@@ -322,7 +351,15 @@ fn a_queue_ticket_of_u64_max_does_not_wrap() {
         ),
     );
     let run = sb
-        .run(&["devices", "attach", "--eid", "b", "--count", "1", "--wait=0.05"])
+        .run(&[
+            "devices",
+            "attach",
+            "--eid",
+            "b",
+            "--count",
+            "1",
+            "--wait=0.05",
+        ])
         .fails();
     assert!(!run.stderr.contains("panicked"), "{run:?}");
     assert!(run.stderr.contains("(1st in line"), "{run:?}");
