@@ -22,15 +22,6 @@ pub enum Error {
         source: io::Error,
     },
 
-    #[error(
-        "refusing to open {}: it is a symbolic link (state files are never followed through links; remove it)",
-        .0.display()
-    )]
-    SymbolicLink(PathBuf),
-
-    #[error("{}: {reason}", path.display())]
-    BadStateFile { path: PathBuf, reason: String },
-
     #[error("{0}")]
     Backend(String),
 

@@ -78,9 +78,7 @@ impl Dir {
             match rustix::fs::openat(&self.fd, name, flags, Mode::empty()) {
                 Ok(fd) => {
                     if created {
-                        // Ours, just made: widen what the umask took away.
-                        rustix::fs::fchmod(&fd, Mode::from_raw_mode(DIR_MODE))
-                            .map_err(|e| Error::io(&path, e.into()))?;
+                        widen_own_folder(&fd).map_err(|e| Error::io(&path, e.into()))?;
                     }
                     return Ok(Dir { fd, path });
                 }
@@ -380,7 +378,18 @@ fn widen_new_folder(path: &Path) -> Result<()> {
     let Ok(fd) = rustix::fs::open(path, flags, Mode::empty()) else {
         return Ok(());
     };
-    rustix::fs::fchmod(&fd, Mode::from_raw_mode(DIR_MODE)).map_err(|e| Error::io(path, e.into()))
+    widen_own_folder(&fd).map_err(|e| Error::io(path, e.into()))
+}
+
+/// Widens a folder made just now to 0777, what the umask took away. Should
+/// someone have swapped another folder in between the `mkdir` and the
+/// `open`, it is left alone unless it is this user's own.
+fn widen_own_folder(fd: &OwnedFd) -> rustix::io::Result<()> {
+    let stat = rustix::fs::fstat(fd)?;
+    if stat.st_uid != rustix::process::geteuid().as_raw() {
+        return Ok(());
+    }
+    rustix::fs::fchmod(fd, Mode::from_raw_mode(DIR_MODE))
 }
 
 fn stamp() -> String {
