@@ -120,9 +120,14 @@ impl Dir {
     /// link, FIFO, socket, folder or unreadable file in its place is moved
     /// aside with a warning and counts as none.
     pub fn read(&self, name: &str) -> Result<Option<Vec<u8>>> {
+        Ok(self.read_versioned(name)?.map(|(bytes, _)| bytes))
+    }
+
+    /// [`Dir::read`], with the file's version, for [`Dir::good_is_stale`].
+    pub fn read_versioned(&self, name: &str) -> Result<Option<(Vec<u8>, Version)>> {
         match self.inspect(name)? {
             Content::Missing => Ok(None),
-            Content::Bytes(bytes) => Ok(Some(bytes)),
+            Content::Bytes(bytes, version) => Ok(Some((bytes, version))),
             Content::Damaged(what) => {
                 self.move_aside(name, what)?;
                 Ok(None)
@@ -134,7 +139,7 @@ impl Dir {
     /// move anything: whatever is not a readable regular file is `None`.
     pub fn peek(&self, name: &str) -> Option<Vec<u8>> {
         match self.inspect(name) {
-            Ok(Content::Bytes(bytes)) => Some(bytes),
+            Ok(Content::Bytes(bytes, _)) => Some(bytes),
             _ => None,
         }
     }
@@ -154,10 +159,38 @@ impl Dir {
             return Ok(Content::Damaged(what));
         }
         let mut bytes = Vec::new();
-        File::from(fd)
-            .read_to_end(&mut bytes)
+        let mut file = File::from(fd);
+        file.read_to_end(&mut bytes)
             .map_err(|e| Error::io(self.join(name), e))?;
-        Ok(Content::Bytes(bytes))
+        let version = rustix::fs::fstat(&file)
+            .map(|stat| Version::of(&stat))
+            .map_err(|e| Error::io(self.join(name), e.into()))?;
+        Ok(Content::Bytes(bytes, version))
+    }
+
+    /// Whether the last good copy of `name` is older than the file as read
+    /// (`version`): genv 1.4.3 rewrote it in place since we last wrote it,
+    /// or there is no copy yet.
+    pub fn good_is_stale(&self, name: &str, version: Version) -> bool {
+        match rustix::fs::statat(&self.fd, good_name(name), AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(stat) => {
+                let good = Version::of(&stat);
+                good.size != version.size || good.modified < version.modified
+            }
+            Err(_) => true,
+        }
+    }
+
+    /// Replaces the last good copy of `name` with `bytes`. Only a hint for
+    /// recovery: failing to keep one is no reason to fail a command.
+    pub fn keep_good(&self, name: &str, bytes: &[u8]) {
+        let good = good_name(name);
+        let good_tmp = format!("{good}.tmp");
+        if self.write_new(&good_tmp, bytes, true).is_ok()
+            && rustix::fs::renameat(&self.fd, &good_tmp, &self.fd, &good).is_err()
+        {
+            let _ = rustix::fs::unlinkat(&self.fd, &good_tmp, AtFlags::empty());
+        }
     }
 
     /// Replaces `name` with `bytes` atomically: a new file (`O_EXCL`, mode
@@ -175,14 +208,7 @@ impl Dir {
         let tmp = format!(".{name}.tmp");
         self.write_new(&tmp, bytes, true)?;
         if keep_good {
-            // Only a hint for recovery: not having one is no reason to fail.
-            let good = good_name(name);
-            let good_tmp = format!("{good}.tmp");
-            if self.write_new(&good_tmp, bytes, true).is_ok()
-                && rustix::fs::renameat(&self.fd, &good_tmp, &self.fd, &good).is_err()
-            {
-                let _ = rustix::fs::unlinkat(&self.fd, &good_tmp, AtFlags::empty());
-            }
+            self.keep_good(name, bytes);
         }
         if let Err(e) = rustix::fs::renameat(&self.fd, &tmp, &self.fd, name) {
             let _ = rustix::fs::unlinkat(&self.fd, &tmp, AtFlags::empty());
@@ -319,8 +345,24 @@ impl Dir {
 
 enum Content {
     Missing,
-    Bytes(Vec<u8>),
+    Bytes(Vec<u8>, Version),
     Damaged(&'static str),
+}
+
+/// Which version of a file was read: its size and modification time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Version {
+    size: i64,
+    modified: (i64, i64),
+}
+
+impl Version {
+    fn of(stat: &rustix::fs::Stat) -> Self {
+        Version {
+            size: stat.st_size,
+            modified: (stat.st_mtime, stat.st_mtime_nsec as i64),
+        }
+    }
 }
 
 /// The name of the last good copy of state file `name`.

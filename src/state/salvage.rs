@@ -44,12 +44,17 @@ pub type Loaded<T> = (T, Option<Vec<u8>>);
 /// rebuilt from what can be read of it and its last good copy. Each with
 /// one warning. `Ok(None)` when there is no file.
 pub fn load<T: Entries>(dir: &Dir, name: &str, keep_good: bool) -> Result<Option<Loaded<T>>> {
-    let Some(bytes) = dir.read(name)? else {
+    let Some((bytes, version)) = dir.read_versioned(name)? else {
         return Ok(None);
     };
     if let Ok(value) = serde_json::from_slice::<T>(&bytes)
         && !value.needs_review()
     {
+        // Written in place by genv 1.4.3 since our last write: this is
+        // now the last good version.
+        if keep_good && dir.good_is_stale(name, version) {
+            dir.keep_good(name, &bytes);
+        }
         return Ok(Some((value, Some(bytes))));
     }
     let document = serde_json::from_slice::<Value>(&bytes).map_err(|e| e.to_string());

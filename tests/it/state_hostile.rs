@@ -245,6 +245,39 @@ fn a_torn_envs_json_is_rebuilt_from_the_last_good_copy() {
     assert_eq!(again.stderr, "");
 }
 
+/// Rewrites `envs.json` in place, on the same inode, as genv 1.4.3's
+/// `open(path, "w")` does, with the first `len` bytes of `text`.
+fn rewrite_in_place(sb: &Sandbox, text: &str, len: usize) {
+    use std::io::Write;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(sb.file("envs.json"))
+        .unwrap();
+    file.write_all(&text.as_bytes()[..len]).unwrap();
+}
+
+#[test]
+fn the_good_copy_follows_what_genv_1_4_3_wrote_in_place() {
+    let sb = Sandbox::new();
+    let jobs: Vec<Sleeper> = (0..3).map(|_| Sleeper::new()).collect();
+    for (eid, job) in ["a", "b", "c"].into_iter().zip(&jobs) {
+        activate(&sb, eid, job);
+        name(&sb, eid, &format!("old-{eid}"));
+    }
+    // 1.4.3 renames b, completely.
+    let v2 = sb.read("envs.json").replace("\"old-b\"", "\"middle-b\"");
+    rewrite_in_place(&sb, &v2, v2.len());
+    assert_eq!(names(&sb), "a,old-a\nb,middle-b\nc,old-c\n");
+    // Then it is killed renaming a.
+    let v3 = v2.replace("\"old-a\"", "\"new-a\"");
+    rewrite_in_place(&sb, &v3, v3.find("\"middle-b\"").unwrap());
+    let run = sb
+        .run(&["envs", "query", "--query", "eid", "config.name"])
+        .ok();
+    assert_eq!(run.stdout, "a,new-a\nb,middle-b\nc,old-c\n", "{run:?}");
+}
+
 #[test]
 fn an_emptied_devices_json_keeps_the_attachments_of_the_last_good_copy() {
     let sb = Sandbox::new();
