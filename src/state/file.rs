@@ -155,17 +155,21 @@ impl Dir {
             Err(Errno::ACCESS) => return Ok(Content::Damaged("not readable")),
             Err(e) => return Err(Error::io(self.join(name), e.into())),
         };
-        if let Some(what) = not_regular(&fd) {
+        let stat = rustix::fs::fstat(&fd).map_err(|e| Error::io(self.join(name), e.into()))?;
+        if let Some(what) = not_regular_stat(&stat) {
             return Ok(Content::Damaged(what));
         }
+        // State files are only ever replaced by rename, so each has one
+        // name; another is a hard link planted to make genv read (and set
+        // aside, or copy) a file that is not its own.
+        if stat.st_nlink > 1 {
+            return Ok(Content::Damaged("a hard link to another file"));
+        }
         let mut bytes = Vec::new();
-        let mut file = File::from(fd);
-        file.read_to_end(&mut bytes)
+        File::from(fd)
+            .read_to_end(&mut bytes)
             .map_err(|e| Error::io(self.join(name), e))?;
-        let version = rustix::fs::fstat(&file)
-            .map(|stat| Version::of(&stat))
-            .map_err(|e| Error::io(self.join(name), e.into()))?;
-        Ok(Content::Bytes(bytes, version))
+        Ok(Content::Bytes(bytes, Version::of(&stat)))
     }
 
     /// Whether the last good copy of `name` is older than the file as read
@@ -181,12 +185,15 @@ impl Dir {
         }
     }
 
-    /// Replaces the last good copy of `name` with `bytes`. Only a hint for
-    /// recovery: failing to keep one is no reason to fail a command.
-    pub fn keep_good(&self, name: &str, bytes: &[u8]) {
+    /// Replaces the last good copy of `name` with `bytes`, readable by no
+    /// more users than the file as read (`version`; `None`: written by us,
+    /// 0666). Only a hint for recovery: failing to keep one is no reason
+    /// to fail a command.
+    pub fn keep_good(&self, name: &str, bytes: &[u8], version: Option<Version>) {
         let good = good_name(name);
         let good_tmp = format!("{good}.tmp");
-        if self.write_new(&good_tmp, bytes, true).is_ok()
+        let mode = version.map_or(FILE_MODE, |v| v.mode & FILE_MODE);
+        if self.write_new_mode(&good_tmp, bytes, true, mode).is_ok()
             && rustix::fs::renameat(&self.fd, &good_tmp, &self.fd, &good).is_err()
         {
             let _ = rustix::fs::unlinkat(&self.fd, &good_tmp, AtFlags::empty());
@@ -208,7 +215,7 @@ impl Dir {
         let tmp = format!(".{name}.tmp");
         self.write_new(&tmp, bytes, true)?;
         if keep_good {
-            self.keep_good(name, bytes);
+            self.keep_good(name, bytes, None);
         }
         if let Err(e) = rustix::fs::renameat(&self.fd, &tmp, &self.fd, name) {
             let _ = rustix::fs::unlinkat(&self.fd, &tmp, AtFlags::empty());
@@ -221,7 +228,11 @@ impl Dir {
     /// `replace`, whatever is already there is removed first (never
     /// written through).
     fn write_new(&self, name: &str, bytes: &[u8], replace: bool) -> Result<()> {
-        let fd = match create_exclusive(self.fd(), name) {
+        self.write_new_mode(name, bytes, replace, FILE_MODE)
+    }
+
+    fn write_new_mode(&self, name: &str, bytes: &[u8], replace: bool, mode: u32) -> Result<()> {
+        let fd = match create_exclusive(self.fd(), name, mode) {
             Err(Errno::EXIST) if replace => {
                 rustix::fs::unlinkat(&self.fd, name, AtFlags::empty()).or_else(|e| match e {
                     // A folder planted under the temporary name.
@@ -231,7 +242,7 @@ impl Dir {
                     }
                     e => Err(Error::io(self.join(name), e.into())),
                 })?;
-                create_exclusive(self.fd(), name)
+                create_exclusive(self.fd(), name, mode)
             }
             other => other,
         }
@@ -244,10 +255,16 @@ impl Dir {
         Ok(())
     }
 
-    /// Saves `bytes` in a new file `<name>.<kind>-<time>` beside `name`
-    /// (a damaged file's content, entries that could not be read) and
-    /// returns its path.
-    pub fn save_beside(&self, name: &str, kind: &str, bytes: &[u8]) -> Result<PathBuf> {
+    /// Saves `bytes` (entries of `name` that could not be read) in a new
+    /// file `<name>.<kind>-<time>` beside it, readable by no more users
+    /// than the file they came from (`version`), and returns its path.
+    pub fn save_beside(
+        &self,
+        name: &str,
+        kind: &str,
+        bytes: &[u8],
+        version: Version,
+    ) -> Result<PathBuf> {
         let base = format!("{name}.{kind}-{}", stamp());
         let mut last = None;
         for n in 0..ATTEMPTS {
@@ -256,7 +273,7 @@ impl Dir {
             } else {
                 format!("{base}-{n}")
             };
-            match self.write_new(&candidate, bytes, false) {
+            match self.write_new_mode(&candidate, bytes, false, version.mode & FILE_MODE) {
                 Ok(()) => return Ok(self.join(&candidate)),
                 Err(e) => last = Some(e),
             }
@@ -267,18 +284,25 @@ impl Dir {
     /// Moves what stands at `name` aside as `<name>.corrupt-<time>` and says
     /// so once. Someone else having moved it already is no error.
     pub fn move_aside(&self, name: &str, what: &str) -> Result<()> {
+        if let Some(aside) = self.rename_aside(name)? {
+            messages::warn(format_args!(
+                "{} was {what}, not a state file; moved it aside to {}",
+                shown(&self.join(name)),
+                shown(&aside),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Renames `name` to `<name>.corrupt-<time>` (its owner and mode stay
+    /// as they were) and returns the new path; `None` when it was gone.
+    pub fn rename_aside(&self, name: &str) -> Result<Option<PathBuf>> {
         let aside = format!("{name}.corrupt-{}", stamp());
         match rustix::fs::renameat(&self.fd, name, &self.fd, &aside) {
-            Ok(()) => {}
-            Err(Errno::NOENT) => return Ok(()),
-            Err(e) => return Err(Error::io(self.join(name), e.into())),
+            Ok(()) => Ok(Some(self.join(&aside))),
+            Err(Errno::NOENT) => Ok(None),
+            Err(e) => Err(Error::io(self.join(name), e.into())),
         }
-        messages::warn(format_args!(
-            "{} was {what}, not a state file; moved it aside to {}",
-            shown(&self.join(name)),
-            shown(&self.join(&aside)),
-        ));
-        Ok(())
     }
 
     /// Opens (creating it 0666 when missing) a file to `flock`. An existing
@@ -354,6 +378,7 @@ enum Content {
 pub struct Version {
     size: i64,
     modified: (i64, i64),
+    mode: u32,
 }
 
 impl Version {
@@ -361,6 +386,7 @@ impl Version {
         Version {
             size: stat.st_size,
             modified: (stat.st_mtime, stat.st_mtime_nsec as i64),
+            mode: stat.st_mode & 0o7777,
         }
     }
 }
@@ -371,9 +397,13 @@ pub fn good_name(name: &str) -> String {
 }
 
 fn not_regular(fd: &OwnedFd) -> Option<&'static str> {
-    let Ok(stat) = rustix::fs::fstat(fd) else {
-        return Some("not readable");
-    };
+    match rustix::fs::fstat(fd) {
+        Ok(stat) => not_regular_stat(&stat),
+        Err(_) => Some("not readable"),
+    }
+}
+
+fn not_regular_stat(stat: &rustix::fs::Stat) -> Option<&'static str> {
     match FileType::from_raw_mode(stat.st_mode) {
         FileType::RegularFile => None,
         FileType::Directory => Some("a folder"),
@@ -383,13 +413,13 @@ fn not_regular(fd: &OwnedFd) -> Option<&'static str> {
     }
 }
 
-fn create_exclusive(dir: BorrowedFd<'_>, name: &str) -> rustix::io::Result<OwnedFd> {
+fn create_exclusive(dir: BorrowedFd<'_>, name: &str, mode: u32) -> rustix::io::Result<OwnedFd> {
     let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-    let fd = rustix::fs::openat(dir, name, flags, Mode::from_raw_mode(FILE_MODE))?;
+    let fd = rustix::fs::openat(dir, name, flags, Mode::from_raw_mode(mode))?;
     // Created just now, so ours: the umask may have taken bits away, and
     // other users (and genv 1.4.3, which rewrites in place) need to write
     // this file too.
-    rustix::fs::fchmod(&fd, Mode::from_raw_mode(FILE_MODE))?;
+    rustix::fs::fchmod(&fd, Mode::from_raw_mode(mode))?;
     Ok(fd)
 }
 

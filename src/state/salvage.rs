@@ -53,7 +53,7 @@ pub fn load<T: Entries>(dir: &Dir, name: &str, keep_good: bool) -> Result<Option
         // Written in place by genv 1.4.3 since our last write: this is
         // now the last good version.
         if keep_good && dir.good_is_stale(name, version) {
-            dir.keep_good(name, &bytes);
+            dir.keep_good(name, &bytes, Some(version));
         }
         return Ok(Some((value, Some(bytes))));
     }
@@ -82,11 +82,14 @@ pub fn load<T: Entries>(dir: &Dir, name: &str, keep_good: bool) -> Result<Option
     let rejected_at = if rejected.is_empty() {
         None
     } else {
-        Some(dir.save_beside(name, "rejected", &file::to_json(&rejected)?)?)
+        Some(dir.save_beside(name, "rejected", &file::to_json(&rejected)?, version)?)
     };
     match damage {
         Some((reason, from)) => {
-            let aside = dir.save_beside(name, "corrupt", &bytes)?;
+            // Renamed, not copied: it keeps its owner and mode. Every
+            // reader holds the global lock, so none sees the file missing
+            // before the repaired one takes its place below.
+            let aside = dir.rename_aside(name)?.unwrap_or_default();
             let kept = match value.len() {
                 0 => "nothing could be recovered".to_owned(),
                 1 => format!("recovered 1 entry from {from}"),

@@ -410,3 +410,41 @@ fn the_good_copy_is_a_copy_not_a_link() {
     assert_ne!(file.ino(), good.ino(), "1.4.3 truncates envs.json in place");
     assert_eq!(sb.read("envs.json"), sb.read(".envs.json.good"));
 }
+
+#[test]
+fn a_hard_link_to_another_file_is_moved_aside_never_copied() {
+    let sb = Sandbox::new();
+    std::fs::create_dir_all(sb.state()).unwrap();
+    let secret = sb.dir.path().join("secret");
+    std::fs::write(&secret, "top secret").unwrap();
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::fs::hard_link(&secret, sb.file("envs.json")).unwrap();
+    let run = sb.run(&["envs", "ps", "--no-header"]).ok();
+    assert_eq!(warnings(&run.stderr), 1, "{run:?}");
+    assert!(run.stderr.contains("hard link"), "{run:?}");
+    assert_eq!(std::fs::read_to_string(&secret).unwrap(), "top secret");
+    assert_eq!(mode(&secret), 0o600);
+    for entry in std::fs::read_dir(sb.state()).unwrap() {
+        let path = entry.unwrap().path();
+        if std::fs::read_to_string(&path).is_ok_and(|t| t.contains("top secret")) {
+            assert_eq!(mode(&path), 0o600, "{path:?} exposes the file");
+        }
+    }
+}
+
+#[test]
+fn set_aside_entries_are_readable_by_no_more_users_than_their_file() {
+    let sb = Sandbox::new();
+    let job = Sleeper::new();
+    activate(&sb, "a", &job);
+    let mut doc: serde_json::Value = serde_json::from_str(&sb.read("envs.json")).unwrap();
+    doc["envs"]
+        .as_array_mut()
+        .unwrap()
+        .push(serde_json::json!({"eid": "b", "uid": "x"}));
+    sb.write("envs.json", &doc.to_string());
+    std::fs::set_permissions(sb.file("envs.json"), std::fs::Permissions::from_mode(0o600)).unwrap();
+    sb.run(&["envs", "query", "--query", "eid"]).ok();
+    let rejected = beside(&sb, "envs.json.rejected-");
+    assert_eq!(mode(&rejected[0]), 0o600);
+}
