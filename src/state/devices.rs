@@ -262,3 +262,49 @@ fn legacy_device(index: &str, device: &Value) -> Result<Device, String> {
         attachments,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::salvage::Entries;
+    use serde_json::json;
+
+    #[test]
+    fn a_bad_attachment_is_rejected_alone() {
+        let doc = json!({"devices": [
+            {"index": 1, "total_memory": "16g", "attachments": [
+                {"eid": "a", "gpu_memory": null, "time": "t"},
+                {"eid": 7, "gpu_memory": null, "time": "t"}]},
+            {"index": "zero", "total_memory": "16g", "attachments": []},
+            {"index": 0, "total_memory": "16g", "attachments": null}]});
+        let (devices, rejected) = Devices::from_value(doc).unwrap();
+        assert_eq!(
+            devices.devices.iter().map(|d| d.index).collect::<Vec<_>>(),
+            [0, 1]
+        );
+        assert_eq!(devices.indices_of("a"), [1]);
+        assert_eq!(
+            rejected,
+            [
+                json!({"device": 1, "attachment": {"eid": 7, "gpu_memory": null, "time": "t"}}),
+                json!({"index": "zero", "total_memory": "16g", "attachments": []}),
+            ]
+        );
+    }
+
+    #[test]
+    fn filling_from_an_older_copy_keeps_the_newer_devices() {
+        let mut newer = Devices {
+            devices: vec![Device::new(1, 100)],
+        };
+        newer.devices[0].attach("new", None, "t".into());
+        let mut older = Devices {
+            devices: vec![Device::new(0, 100), Device::new(1, 100)],
+        };
+        older.devices[1].attach("old", None, "t".into());
+        newer.fill_from(older);
+        assert_eq!(newer.indices_of("new"), [1]);
+        assert!(newer.indices_of("old").is_empty());
+        assert_eq!(newer.len(), 2);
+    }
+}

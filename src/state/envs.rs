@@ -140,3 +140,41 @@ impl super::salvage::Entries for Envs {
         self.envs.len()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::salvage::Entries;
+    use serde_json::json;
+
+    fn env(eid: &str) -> Value {
+        json!({"eid": eid, "uid": 1, "creation": "t", "username": null,
+            "config": {"name": null, "gpu_memory": null, "gpus": null},
+            "pids": [1], "kernel_ids": []})
+    }
+
+    #[test]
+    fn a_bad_environment_is_rejected_alone_in_both_layouts() {
+        let bad = json!({"eid": "b", "uid": "x", "creation": "t"});
+        let (envs, rejected) =
+            Envs::from_value(json!({"envs": [env("a"), bad.clone(), env("c")]})).unwrap();
+        assert_eq!(envs.envs.len(), 2);
+        assert!(envs.contains("a") && envs.contains("c"));
+        assert_eq!(rejected, [bad.clone()]);
+        let (envs, rejected) =
+            Envs::from_value(json!({"envs": {"a": env("a"), "b": bad.clone()}})).unwrap();
+        assert!(envs.contains("a"));
+        assert_eq!(rejected, [bad]);
+        assert!(Envs::from_value(json!({"envs": 3})).is_err());
+    }
+
+    #[test]
+    fn filling_from_an_older_copy_keeps_the_newer_entries() {
+        let (mut newer, _) = Envs::from_value(json!({"envs": [env("a")]})).unwrap();
+        newer.envs[0].config.name = Some("new".into());
+        let (older, _) = Envs::from_value(json!({"envs": [env("a"), env("b")]})).unwrap();
+        newer.fill_from(older);
+        assert_eq!(newer.envs.len(), 2);
+        assert_eq!(newer.get("a").unwrap().config.name.as_deref(), Some("new"));
+    }
+}
