@@ -160,7 +160,7 @@ mod tests {
             Envs::from_value(json!({"envs": [env("a"), bad.clone(), env("c")]})).unwrap();
         assert_eq!(envs.envs.len(), 2);
         assert!(envs.contains("a") && envs.contains("c"));
-        assert_eq!(rejected, [bad.clone()]);
+        assert_eq!(rejected, std::slice::from_ref(&bad));
         let (envs, rejected) =
             Envs::from_value(json!({"envs": {"a": env("a"), "b": bad.clone()}})).unwrap();
         assert!(envs.contains("a"));
