@@ -22,17 +22,12 @@ pub enum Error {
         source: io::Error,
     },
 
-    #[error(
-        "refusing to open {}: it is a symbolic link (state files are never followed through links; remove it)",
-        .0.display()
-    )]
-    SymbolicLink(PathBuf),
-
-    #[error("{}: {reason}", path.display())]
-    BadStateFile { path: PathBuf, reason: String },
-
     #[error("{0}")]
     Backend(String),
+
+    /// A value that has no JSON form; nothing is written.
+    #[error("cannot write the state as JSON: {0}")]
+    Serialize(String),
 
     /// One of genv's own errors with the fix for it, printed by `main` as
     /// `genv: error: <message>` and `hint: <hint>`.

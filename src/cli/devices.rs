@@ -78,7 +78,7 @@ pub fn run(args: DevicesArgs, ctx: &mut Context) -> Result<Exit> {
                 .iter()
                 .map(|d| d.index)
                 .collect();
-            super::lock::print_locks(dir, &envs, &indices, ps, out);
+            super::lock::print_locks(dir, &envs, &indices, ps, out)?;
         }
         Some(DevicesCommand::Queue) => {
             let envs = tx.envs()?.clone();
@@ -161,7 +161,9 @@ fn print_ps(tx: &mut Transaction<'_>, ps: PsArgs, out: &mut String) -> Result<()
             })
             .collect();
         let doc = serde_json::json!({ "devices": rows });
-        out.push_str(&String::from_utf8_lossy(&crate::state::file::to_json(&doc)));
+        out.push_str(&String::from_utf8_lossy(&crate::state::file::to_json(
+            &doc,
+        )?));
         out.push('\n');
         return Ok(());
     }

@@ -102,7 +102,7 @@ pub fn run(args: EnvsArgs, ctx: &mut Context) -> Result<Exit> {
                 out.push('\n');
             }
         }
-        Some(EnvsCommand::Ps(ps)) => print_ps(envs, ps, out),
+        Some(EnvsCommand::Ps(ps)) => print_ps(envs, ps, out)?,
         Some(EnvsCommand::Query { eid, queries }) => {
             for env in &envs.envs {
                 if eid.as_ref().is_some_and(|e| *e != env.eid) {
@@ -116,17 +116,19 @@ pub fn run(args: EnvsArgs, ctx: &mut Context) -> Result<Exit> {
                 out.push('\n');
             }
         }
-        None => print_ps(envs, PsArgs::default(), out),
+        None => print_ps(envs, PsArgs::default(), out)?,
     }
     tx.commit()?;
     Ok(Exit::SUCCESS)
 }
 
-fn print_ps(envs: &Envs, ps: PsArgs, out: &mut String) {
+fn print_ps(envs: &Envs, ps: PsArgs, out: &mut String) -> Result<()> {
     if ps.format == Format::Json {
-        out.push_str(&String::from_utf8_lossy(&crate::state::file::to_json(envs)));
+        out.push_str(&String::from_utf8_lossy(&crate::state::file::to_json(
+            envs,
+        )?));
         out.push('\n');
-        return;
+        return Ok(());
     }
     if !ps.no_header {
         out.push_str(match ps.format {
@@ -158,4 +160,5 @@ fn print_ps(envs: &Envs, ps: PsArgs, out: &mut String) {
             _ => writeln!(out, "{eid:<8}{user:<16}{name:<16}{created:<21}{pids}"),
         };
     }
+    Ok(())
 }

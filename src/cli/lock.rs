@@ -292,7 +292,13 @@ fn install_forwarding() {
 
 /// `genv devices locks`: a row per holder or waiter of each device's lock,
 /// a free device as a row with empty fields.
-pub fn print_locks(dir: &StateDir, envs: &Envs, indices: &[u32], ps: PsArgs, out: &mut String) {
+pub fn print_locks(
+    dir: &StateDir,
+    envs: &Envs,
+    indices: &[u32],
+    ps: PsArgs,
+    out: &mut String,
+) -> Result<()> {
     let rows: Vec<(u32, Option<Holder>)> = indices
         .iter()
         .flat_map(|&index| {
@@ -332,9 +338,11 @@ pub fn print_locks(dir: &StateDir, envs: &Envs, indices: &[u32], ps: PsArgs, out
             })
             .collect();
         let doc = serde_json::json!({ "locks": rows });
-        out.push_str(&String::from_utf8_lossy(&crate::state::file::to_json(&doc)));
+        out.push_str(&String::from_utf8_lossy(&crate::state::file::to_json(
+            &doc,
+        )?));
         out.push('\n');
-        return;
+        return Ok(());
     }
     if !ps.no_header {
         out.push_str(match ps.format {
@@ -352,4 +360,5 @@ pub fn print_locks(dir: &StateDir, envs: &Envs, indices: &[u32], ps: PsArgs, out
             ),
         };
     }
+    Ok(())
 }

@@ -48,9 +48,9 @@ fn snapshot(
     let processes = || backend.processes().map(enforce::processes);
     let mut tx = dir.transaction(LoadOptions::default())?;
     let json = match kind {
-        Some("processes") => to_json(&processes()?),
-        Some("envs") => to_json(tx.envs()?),
-        Some("devices") => to_json(tx.reconcile(backend, false)?),
+        Some("processes") => to_json(&processes()?)?,
+        Some("envs") => to_json(tx.envs()?)?,
+        Some("devices") => to_json(tx.reconcile(backend, false)?)?,
         _ => {
             let processes = processes()?;
             tx.reconcile(backend, false)?;
@@ -60,7 +60,7 @@ fn snapshot(
                 processes: &processes,
                 envs: &envs,
                 devices,
-            })
+            })?
         }
     };
     tx.commit()?;

@@ -81,7 +81,7 @@ pub fn attach_waiting(
                 count: request.count,
                 index: request.index,
                 over_subscribe: request.over_subscribe,
-            }),
+            })?,
         };
         ticket = Some(mine);
         let ahead: Vec<Waiter> = queue.ahead_of(mine).cloned().collect();

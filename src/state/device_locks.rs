@@ -33,7 +33,7 @@ use rustix::fs::FlockOperation;
 use rustix::io::Errno;
 use serde::{Deserialize, Serialize};
 
-use super::{StateDir, file, open_lock};
+use super::{Dir, StateDir};
 use crate::error::{Error, Result};
 use crate::procs;
 
@@ -187,34 +187,53 @@ impl Entry {
     }
 }
 
+/// The path of the devices folder, for watching and messages; files in it
+/// are opened through [`devices_dir`].
 fn devices_folder(dir: &StateDir) -> PathBuf {
     dir.path(DEVICES_FOLDER)
 }
 
-/// `devices/<index>.lock`, the file genv 1.4.3 locks.
+/// The devices folder, created 0777 when missing; a link or a file in its
+/// place is moved aside, so nothing is ever created outside the state
+/// folder.
+fn devices_dir(dir: &StateDir) -> Result<Dir> {
+    dir.subdir(DEVICES_FOLDER)
+}
+
+/// The devices folder when it exists as a real folder, for readers that
+/// must not create or move anything.
+fn existing_devices_dir(dir: &StateDir) -> Option<Dir> {
+    dir.root_dir().ok()?.existing_subdir(DEVICES_FOLDER)
+}
+
+/// `devices/<index>.lock`, the file genv 1.4.3 locks (the path, for
+/// messages; opened through [`devices_dir`]).
 pub fn lock_path(dir: &StateDir, index: u32) -> PathBuf {
-    devices_folder(dir).join(format!("{index}.lock"))
+    devices_folder(dir).join(lock_name(index))
 }
 
-fn ledger_path(dir: &StateDir, index: u32) -> PathBuf {
-    devices_folder(dir).join(format!("{index}.ledger"))
+fn lock_name(index: u32) -> String {
+    format!("{index}.lock")
 }
 
-fn guard_path(dir: &StateDir, index: u32) -> PathBuf {
-    devices_folder(dir).join(format!("{index}.ledger.guard"))
+fn ledger_name(index: u32) -> String {
+    format!("{index}.ledger")
+}
+
+fn guard_name(index: u32) -> String {
+    format!("{index}.ledger.guard")
 }
 
 /// The indices that have a lock file, as genv 1.4.3 finds a container's
 /// devices (only the attached ones are mounted into it).
 pub fn lockable(dir: &StateDir) -> Vec<u32> {
-    let Ok(entries) = std::fs::read_dir(devices_folder(dir)) else {
+    let Some(devices) = existing_devices_dir(dir) else {
         return Vec::new();
     };
-    let mut indices: Vec<u32> = entries
-        .filter_map(|e| {
-            let name = e.ok()?.file_name();
-            name.to_str()?.strip_suffix(".lock")?.parse().ok()
-        })
+    let mut indices: Vec<u32> = devices
+        .names()
+        .iter()
+        .filter_map(|name| name.strip_suffix(".lock")?.parse().ok())
         .collect();
     indices.sort_unstable();
     indices
@@ -233,7 +252,7 @@ pub fn acquire(
     let mut sorted = requests.to_vec();
     sorted.sort_by_key(|r| r.index);
     sorted.dedup_by_key(|r| r.index);
-    StateDir::ensure_folder(&devices_folder(dir))?;
+    devices_dir(dir)?;
     let mut locks = HeldLocks {
         dir: dir.clone(),
         held: Vec::new(),
@@ -254,7 +273,7 @@ fn acquire_one(
 ) -> Result<Held, LockError> {
     let index = request.index;
     let lock_file = lock_path(dir, index);
-    let fd = open_lock(&lock_file)?;
+    let fd = devices_dir(dir)?.open_lock(&lock_name(index))?;
     // Watch before registering, so no change after our first look is missed.
     let watcher = if options.nonblock {
         None
@@ -410,26 +429,28 @@ fn admit(ledger: &mut Ledger, seq: u64, total_bytes: u64) -> Option<Vec<u32>> {
 /// Reads, prunes, changes and writes back a device's ledger under its
 /// guard. The file is written only when it changed.
 fn with_ledger<T>(dir: &StateDir, index: u32, change: impl FnOnce(&mut Ledger) -> T) -> Result<T> {
-    let _guard = StateDir::lock_file(&guard_path(dir, index), FlockOperation::LockExclusive)?;
-    let path = ledger_path(dir, index);
-    let original = file::read(&path)?;
+    let devices = devices_dir(dir)?;
+    let _guard = StateDir::lock_file(&devices, &guard_name(index), FlockOperation::LockExclusive)?;
+    let name = ledger_name(index);
+    let original = devices.read(&name)?;
     let mut ledger: Ledger = original
         .as_deref()
         .and_then(|b| serde_json::from_slice(b).ok())
         .unwrap_or_default();
     ledger.entries.retain(Entry::alive);
     let result = change(&mut ledger);
-    let bytes = serde_json::to_vec(&ledger).unwrap_or_default();
+    let bytes = serde_json::to_vec(&ledger).map_err(|e| Error::Serialize(e.to_string()))?;
     if original.as_deref() != Some(bytes.as_slice()) {
-        file::write_atomic(&path, &bytes)?;
+        devices.write_atomic(&name, &bytes, false)?;
     }
     Ok(result)
 }
 
+/// The ledger as it is, without its guard: a reader never moves or writes
+/// anything.
 fn read_ledger(dir: &StateDir, index: u32) -> Ledger {
-    file::read(&ledger_path(dir, index))
-        .ok()
-        .flatten()
+    existing_devices_dir(dir)
+        .and_then(|devices| devices.peek(&ledger_name(index)))
         .and_then(|b| serde_json::from_slice::<Ledger>(&b).ok())
         .unwrap_or_default()
 }

@@ -144,35 +144,99 @@ impl Devices {
             indices
         })
     }
+}
+
+impl super::salvage::Entries for Devices {
+    const KEY: &'static str = "devices";
 
     /// Reads the current layout, or the `{"devices": {"0": {"eids": {...},
-    /// "total_memory": ...}}}` layout of genv 0.8 and older.
-    pub fn from_value(value: Value) -> Result<Self, String> {
+    /// "total_memory": ...}}}` layout of genv 0.8 and older, one device and
+    /// one attachment at a time: a device that does not parse is returned
+    /// as it was (reconciling with the hardware brings it back, free), an
+    /// attachment that does not parse as `{"device": index, "attachment":
+    /// ...}` (its device stays).
+    fn from_value(value: Value) -> Result<(Self, Vec<Value>), String> {
         let Value::Object(mut root) = value else {
             return Err("expected a JSON object".into());
         };
+        let mut devices = Devices::default();
+        let mut rejected = Vec::new();
         match root.remove("devices") {
             Some(Value::Object(legacy)) => {
-                let mut devices = Vec::new();
                 for (index, device) in legacy {
-                    devices.push(legacy_device(&index, device)?);
+                    match legacy_device(&index, &device) {
+                        Ok(device) => devices.devices.push(device),
+                        Err(_) => rejected.push(serde_json::json!({ index: device })),
+                    }
                 }
-                devices.sort_by_key(|d| d.index);
-                Ok(Devices { devices })
             }
-            Some(list @ Value::Array(_)) => {
-                let mut devices: Vec<Device> =
-                    serde_json::from_value(list).map_err(|e| e.to_string())?;
-                devices.sort_by_key(|d| d.index);
-                Ok(Devices { devices })
+            Some(Value::Array(list)) => {
+                for entry in list {
+                    match device(entry) {
+                        Ok((device, bad)) => {
+                            rejected.extend(bad.into_iter().map(|attachment| {
+                                serde_json::json!({"device": device.index, "attachment": attachment})
+                            }));
+                            devices.devices.push(device);
+                        }
+                        Err(entry) => rejected.push(entry),
+                    }
+                }
             }
-            Some(_) => Err("\"devices\" is neither a list nor an object".into()),
-            None => Err("missing the key \"devices\"".into()),
+            Some(_) => return Err("\"devices\" is neither a list nor an object".into()),
+            None => return Err("missing the key \"devices\"".into()),
         }
+        devices.devices.sort_by_key(|d| d.index);
+        Ok((devices, rejected))
+    }
+
+    fn fill_from(&mut self, older: Self) {
+        for device in older.devices {
+            if self.get(device.index).is_none() {
+                self.devices.push(device);
+            }
+        }
+        self.devices.sort_by_key(|d| d.index);
+    }
+
+    fn len(&self) -> usize {
+        self.devices.len()
     }
 }
 
-fn legacy_device(index: &str, device: Value) -> Result<Device, String> {
+/// One device of the current layout and the attachments of it that do not
+/// parse; the entry as it was when the device itself does not.
+fn device(mut entry: Value) -> Result<(Device, Vec<Value>), Value> {
+    let attachments = match entry.as_object_mut() {
+        Some(object) => object.remove("attachments"),
+        None => return Err(entry),
+    };
+    let mut device = match Device::deserialize(&entry) {
+        Ok(device) => device,
+        Err(_) => {
+            if let (Some(object), Some(attachments)) = (entry.as_object_mut(), attachments) {
+                object.insert("attachments".into(), attachments);
+            }
+            return Err(entry);
+        }
+    };
+    let mut rejected = Vec::new();
+    match attachments {
+        None | Some(Value::Null) => {}
+        Some(Value::Array(list)) => {
+            for attachment in list {
+                match Attachment::deserialize(&attachment) {
+                    Ok(a) => device.attachments.push(a),
+                    Err(_) => rejected.push(attachment),
+                }
+            }
+        }
+        Some(other) => rejected.push(other),
+    }
+    Ok((device, rejected))
+}
+
+fn legacy_device(index: &str, device: &Value) -> Result<Device, String> {
     let index: u32 = index
         .parse()
         .map_err(|_| format!("bad device index {index:?}"))?;
@@ -197,4 +261,50 @@ fn legacy_device(index: &str, device: Value) -> Result<Device, String> {
         total_memory,
         attachments,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::salvage::Entries;
+    use serde_json::json;
+
+    #[test]
+    fn a_bad_attachment_is_rejected_alone() {
+        let doc = json!({"devices": [
+            {"index": 1, "total_memory": "16g", "attachments": [
+                {"eid": "a", "gpu_memory": null, "time": "t"},
+                {"eid": 7, "gpu_memory": null, "time": "t"}]},
+            {"index": "zero", "total_memory": "16g", "attachments": []},
+            {"index": 0, "total_memory": "16g", "attachments": null}]});
+        let (devices, rejected) = Devices::from_value(doc).unwrap();
+        assert_eq!(
+            devices.devices.iter().map(|d| d.index).collect::<Vec<_>>(),
+            [0, 1]
+        );
+        assert_eq!(devices.indices_of("a"), [1]);
+        assert_eq!(
+            rejected,
+            [
+                json!({"device": 1, "attachment": {"eid": 7, "gpu_memory": null, "time": "t"}}),
+                json!({"index": "zero", "total_memory": "16g", "attachments": []}),
+            ]
+        );
+    }
+
+    #[test]
+    fn filling_from_an_older_copy_keeps_the_newer_devices() {
+        let mut newer = Devices {
+            devices: vec![Device::new(1, 100)],
+        };
+        newer.devices[0].attach("new", None, "t".into());
+        let mut older = Devices {
+            devices: vec![Device::new(0, 100), Device::new(1, 100)],
+        };
+        older.devices[1].attach("old", None, "t".into());
+        newer.fill_from(older);
+        assert_eq!(newer.indices_of("new"), [1]);
+        assert!(newer.indices_of("old").is_empty());
+        assert_eq!(newer.len(), 2);
+    }
 }

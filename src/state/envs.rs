@@ -99,24 +99,82 @@ impl Envs {
                 || kernel_id.is_some_and(|k| env.kernel_ids.iter().any(|id| id == k))
         })
     }
+}
+
+impl super::salvage::Entries for Envs {
+    const KEY: &'static str = "envs";
 
     /// Reads the current layout, or the `{"envs": {eid: {...}}}` layout of
-    /// genv 0.9 and older.
-    pub fn from_value(value: Value) -> Result<Self, String> {
+    /// genv 0.9 and older, one environment at a time: those that do not
+    /// parse are returned as they were.
+    fn from_value(value: Value) -> Result<(Self, Vec<Value>), String> {
         let Value::Object(mut root) = value else {
             return Err("expected a JSON object".into());
         };
-        match root.remove("envs") {
-            Some(Value::Object(legacy)) => legacy
-                .into_iter()
-                .map(|(_, env)| serde_json::from_value::<Env>(env).map_err(|e| e.to_string()))
-                .collect::<Result<Vec<_>, _>>()
-                .map(|envs| Envs { envs }),
-            Some(list @ Value::Array(_)) => serde_json::from_value(list)
-                .map(|envs| Envs { envs })
-                .map_err(|e| e.to_string()),
-            Some(_) => Err("\"envs\" is neither a list nor an object".into()),
-            None => Err("missing the key \"envs\"".into()),
+        let entries: Vec<Value> = match root.remove("envs") {
+            Some(Value::Object(legacy)) => legacy.into_iter().map(|(_, env)| env).collect(),
+            Some(Value::Array(list)) => list,
+            Some(_) => return Err("\"envs\" is neither a list nor an object".into()),
+            None => return Err("missing the key \"envs\"".into()),
+        };
+        let mut envs = Envs::default();
+        let mut rejected = Vec::new();
+        for entry in entries {
+            match Env::deserialize(&entry) {
+                Ok(env) => envs.envs.push(env),
+                Err(_) => rejected.push(entry),
+            }
         }
+        Ok((envs, rejected))
+    }
+
+    fn fill_from(&mut self, older: Self) {
+        for env in older.envs {
+            if !self.contains(&env.eid) {
+                self.envs.push(env);
+            }
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.envs.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::salvage::Entries;
+    use serde_json::json;
+
+    fn env(eid: &str) -> Value {
+        json!({"eid": eid, "uid": 1, "creation": "t", "username": null,
+            "config": {"name": null, "gpu_memory": null, "gpus": null},
+            "pids": [1], "kernel_ids": []})
+    }
+
+    #[test]
+    fn a_bad_environment_is_rejected_alone_in_both_layouts() {
+        let bad = json!({"eid": "b", "uid": "x", "creation": "t"});
+        let (envs, rejected) =
+            Envs::from_value(json!({"envs": [env("a"), bad.clone(), env("c")]})).unwrap();
+        assert_eq!(envs.envs.len(), 2);
+        assert!(envs.contains("a") && envs.contains("c"));
+        assert_eq!(rejected, std::slice::from_ref(&bad));
+        let (envs, rejected) =
+            Envs::from_value(json!({"envs": {"a": env("a"), "b": bad.clone()}})).unwrap();
+        assert!(envs.contains("a"));
+        assert_eq!(rejected, [bad]);
+        assert!(Envs::from_value(json!({"envs": 3})).is_err());
+    }
+
+    #[test]
+    fn filling_from_an_older_copy_keeps_the_newer_entries() {
+        let (mut newer, _) = Envs::from_value(json!({"envs": [env("a")]})).unwrap();
+        newer.envs[0].config.name = Some("new".into());
+        let (older, _) = Envs::from_value(json!({"envs": [env("a"), env("b")]})).unwrap();
+        newer.fill_from(older);
+        assert_eq!(newer.envs.len(), 2);
+        assert_eq!(newer.get("a").unwrap().config.name.as_deref(), Some("new"));
     }
 }

@@ -1,118 +1,485 @@
-//! Reading and writing one state file safely: never through a symbolic
-//! link, never truncated in place, and a damaged file moved aside.
+//! Files in the shared state folder, which every local user may write and
+//! none may be trusted: everything inside it is opened relative to a
+//! descriptor of its folder and never through a link, a file is never
+//! truncated in place, only a file created here and now has its mode set,
+//! and whatever stands where a state file belongs but is not a regular file
+//! (a link, a FIFO, a socket, a folder) is moved aside with one warning, so
+//! that one user cannot stop every other user's commands.
 
 use std::fs::File;
-use std::io::{self, Read, Write};
-use std::os::fd::OwnedFd;
+use std::io::{Read, Write};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
-use rustix::fs::{FileType, Mode, OFlags};
+use rustix::fs::{AtFlags, FileType, Mode, OFlags};
 use rustix::io::Errno;
 
 use crate::error::{Error, Result};
+use crate::escape;
+use crate::messages;
 
 pub const FILE_MODE: u32 = 0o666;
+/// Folders open to every user, whatever the umask: 0777 without the sticky
+/// bit, so one user may rename over a file another user wrote last.
+pub const DIR_MODE: u32 = 0o777;
 
-/// Opens an existing file for reading, refusing links and anything that is
-/// not a regular file. `Ok(None)` when there is no file.
-pub fn open_read(path: &Path) -> Result<Option<File>> {
-    let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK;
-    let fd = match rustix::fs::open(path, flags, Mode::empty()) {
-        Ok(fd) => fd,
-        Err(Errno::NOENT) => return Ok(None),
-        Err(Errno::LOOP) => return Err(Error::SymbolicLink(path.to_owned())),
-        Err(e) => return Err(Error::io(path, e.into())),
-    };
-    let stat = rustix::fs::fstat(&fd).map_err(|e| Error::io(path, e.into()))?;
-    if FileType::from_raw_mode(stat.st_mode) != FileType::RegularFile {
-        return Err(Error::BadStateFile {
+/// How often to retry when another process removes or replaces an entry
+/// between two of our system calls.
+const ATTEMPTS: usize = 4;
+
+/// An open folder: the descriptor everything inside it is opened through,
+/// and its path for messages.
+#[derive(Debug)]
+pub struct Dir {
+    fd: OwnedFd,
+    path: PathBuf,
+}
+
+impl Dir {
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The path of an entry, for messages only (never opened).
+    pub fn join(&self, name: &str) -> PathBuf {
+        self.path.join(name)
+    }
+
+    /// Opens the state folder itself, creating it (and its parents) when
+    /// missing. The user chose this path, so it is followed as given; only
+    /// what is inside it is held to the rules of this module.
+    pub fn open_root(path: &Path) -> Result<Dir> {
+        make_folder(path)?;
+        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+        let fd =
+            rustix::fs::open(path, flags, Mode::empty()).map_err(|e| Error::io(path, e.into()))?;
+        Ok(Dir {
+            fd,
             path: path.to_owned(),
-            reason: "not a regular file; remove it".into(),
-        });
+        })
     }
-    Ok(Some(File::from(fd)))
-}
 
-/// The whole content of a state file, or `None` when it does not exist.
-pub fn read(path: &Path) -> Result<Option<Vec<u8>>> {
-    let Some(mut file) = open_read(path)? else {
-        return Ok(None);
-    };
-    let mut bytes = Vec::new();
-    file.read_to_end(&mut bytes)
-        .map_err(|e| Error::io(path, e))?;
-    Ok(Some(bytes))
-}
-
-/// Replaces `path` with `bytes` atomically: a new file (`O_EXCL`, mode 0666
-/// whatever the umask) beside it, renamed over the old one. Callers hold the
-/// global lock, so one temporary name per file is enough; a leftover from a
-/// killed writer, or a link planted there, is removed, never written through.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = temp_path(path);
-    let fd = match create_exclusive(&tmp) {
-        Err(Errno::EXIST) => {
-            rustix::fs::unlink(&tmp).map_err(|e| Error::io(&tmp, e.into()))?;
-            create_exclusive(&tmp)
+    /// The folder `name` inside this one, created 0777 when missing. A link,
+    /// a file or anything else in its place is moved aside and replaced by
+    /// a new folder.
+    pub fn subdir(&self, name: &str) -> Result<Dir> {
+        let path = self.join(name);
+        for _ in 0..ATTEMPTS {
+            let created = match rustix::fs::mkdirat(&self.fd, name, Mode::from_raw_mode(DIR_MODE)) {
+                Ok(()) => true,
+                Err(Errno::EXIST) => false,
+                Err(e) => return Err(Error::io(&path, e.into())),
+            };
+            let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+            match rustix::fs::openat(&self.fd, name, flags, Mode::empty()) {
+                Ok(fd) => {
+                    if created {
+                        widen_own_folder(&fd).map_err(|e| Error::io(&path, e.into()))?;
+                    }
+                    return Ok(Dir { fd, path });
+                }
+                Err(Errno::NOENT) => continue,
+                Err(Errno::LOOP | Errno::NOTDIR) => {
+                    let what = match self.kind_of(name) {
+                        Some(FileType::Symlink) => "a symbolic link",
+                        _ => "not a folder",
+                    };
+                    self.move_aside(name, what)?;
+                }
+                Err(e) => return Err(Error::io(&path, e.into())),
+            }
         }
-        other => other,
+        Err(Error::io(
+            &path,
+            std::io::Error::other("replaced again and again while opening it"),
+        ))
     }
-    .map_err(|e| Error::io(&tmp, e.into()))?;
-    let result = write_all(fd, bytes).and_then(|()| rustix::fs::rename(&tmp, path));
-    if let Err(e) = result {
-        let _ = rustix::fs::unlink(&tmp);
-        return Err(Error::io(path, e.into()));
+
+    /// The folder `name` inside this one when it is a real folder; `None`
+    /// otherwise. Creates and moves nothing.
+    pub fn existing_subdir(&self, name: &str) -> Option<Dir> {
+        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let fd = rustix::fs::openat(&self.fd, name, flags, Mode::empty()).ok()?;
+        Some(Dir {
+            fd,
+            path: self.join(name),
+        })
     }
-    Ok(())
+
+    fn kind_of(&self, name: &str) -> Option<FileType> {
+        rustix::fs::statat(&self.fd, name, AtFlags::SYMLINK_NOFOLLOW)
+            .ok()
+            .map(|stat| FileType::from_raw_mode(stat.st_mode))
+    }
+
+    /// The whole content of a state file, or `None` when there is none. A
+    /// link, FIFO, socket, folder or unreadable file in its place is moved
+    /// aside with a warning and counts as none.
+    pub fn read(&self, name: &str) -> Result<Option<Vec<u8>>> {
+        Ok(self.read_versioned(name)?.map(|(bytes, _)| bytes))
+    }
+
+    /// [`Dir::read`], with the file's version, for [`Dir::good_is_stale`].
+    pub fn read_versioned(&self, name: &str) -> Result<Option<(Vec<u8>, Version)>> {
+        match self.inspect(name)? {
+            Content::Missing => Ok(None),
+            Content::Bytes(bytes, version) => Ok(Some((bytes, version))),
+            Content::Damaged(what) => {
+                self.move_aside(name, what)?;
+                Ok(None)
+            }
+        }
+    }
+
+    /// Like [`Dir::read`], for a reader that holds no lock and so must not
+    /// move anything: whatever is not a readable regular file is `None`.
+    pub fn peek(&self, name: &str) -> Option<Vec<u8>> {
+        match self.inspect(name) {
+            Ok(Content::Bytes(bytes, _)) => Some(bytes),
+            _ => None,
+        }
+    }
+
+    fn inspect(&self, name: &str) -> Result<Content> {
+        let flags =
+            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC;
+        let fd = match rustix::fs::openat(&self.fd, name, flags, Mode::empty()) {
+            Ok(fd) => fd,
+            Err(Errno::NOENT) => return Ok(Content::Missing),
+            Err(Errno::LOOP) => return Ok(Content::Damaged("a symbolic link")),
+            Err(Errno::NXIO) => return Ok(Content::Damaged("a socket")),
+            Err(Errno::ACCESS) => return Ok(Content::Damaged("not readable")),
+            Err(e) => return Err(Error::io(self.join(name), e.into())),
+        };
+        let stat = rustix::fs::fstat(&fd).map_err(|e| Error::io(self.join(name), e.into()))?;
+        if let Some(what) = not_regular_stat(&stat) {
+            return Ok(Content::Damaged(what));
+        }
+        // State files are only ever replaced by rename, so each has one
+        // name; another is a hard link planted to make genv read (and set
+        // aside, or copy) a file that is not its own.
+        if stat.st_nlink > 1 {
+            return Ok(Content::Damaged("a hard link to another file"));
+        }
+        let mut bytes = Vec::new();
+        File::from(fd)
+            .read_to_end(&mut bytes)
+            .map_err(|e| Error::io(self.join(name), e))?;
+        Ok(Content::Bytes(bytes, Version::of(&stat)))
+    }
+
+    /// Whether the last good copy of `name` is older than the file as read
+    /// (`version`): genv 1.4.3 rewrote it in place since we last wrote it,
+    /// or there is no copy yet.
+    pub fn good_is_stale(&self, name: &str, version: Version) -> bool {
+        match rustix::fs::statat(&self.fd, good_name(name), AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(stat) => {
+                let good = Version::of(&stat);
+                good.size != version.size || good.modified < version.modified
+            }
+            Err(_) => true,
+        }
+    }
+
+    /// Replaces the last good copy of `name` with `bytes`, readable by no
+    /// more users than the file as read (`version`; `None`: written by us,
+    /// 0666). Only a hint for recovery: failing to keep one is no reason
+    /// to fail a command.
+    pub fn keep_good(&self, name: &str, bytes: &[u8], version: Option<Version>) {
+        let good = good_name(name);
+        let good_tmp = format!("{good}.tmp");
+        let mode = version.map_or(FILE_MODE, |v| v.mode & FILE_MODE);
+        if self.write_new_mode(&good_tmp, bytes, true, mode).is_ok()
+            && rustix::fs::renameat(&self.fd, &good_tmp, &self.fd, &good).is_err()
+        {
+            let _ = rustix::fs::unlinkat(&self.fd, &good_tmp, AtFlags::empty());
+        }
+    }
+
+    /// Replaces `name` with `bytes` atomically: a new file (`O_EXCL`, mode
+    /// 0666 whatever the umask) beside it, renamed over the old one, which
+    /// replaces a planted link instead of writing through it. Callers hold
+    /// a lock for this file, so one temporary name per file is enough; a
+    /// leftover from a killed writer there is removed, never written
+    /// through.
+    ///
+    /// With `keep_good`, a copy is kept as `.<name>.good` first, for
+    /// [`Dir::read`]'s callers to recover from when genv 1.4.3, which
+    /// rewrites in place, is killed mid-write. A copy and not a hard link:
+    /// a link would share the inode that 1.4.3 truncates.
+    pub fn write_atomic(&self, name: &str, bytes: &[u8], keep_good: bool) -> Result<()> {
+        let tmp = format!(".{name}.tmp");
+        self.write_new(&tmp, bytes, true)?;
+        if keep_good {
+            self.keep_good(name, bytes, None);
+        }
+        if let Err(e) = rustix::fs::renameat(&self.fd, &tmp, &self.fd, name) {
+            let _ = rustix::fs::unlinkat(&self.fd, &tmp, AtFlags::empty());
+            return Err(Error::io(self.join(name), e.into()));
+        }
+        Ok(())
+    }
+
+    /// Writes `bytes` to a new file `name` created here (`O_EXCL`); with
+    /// `replace`, whatever is already there is removed first (never
+    /// written through).
+    fn write_new(&self, name: &str, bytes: &[u8], replace: bool) -> Result<()> {
+        self.write_new_mode(name, bytes, replace, FILE_MODE)
+    }
+
+    fn write_new_mode(&self, name: &str, bytes: &[u8], replace: bool, mode: u32) -> Result<()> {
+        let fd = match create_exclusive(self.fd(), name, mode) {
+            Err(Errno::EXIST) if replace => {
+                rustix::fs::unlinkat(&self.fd, name, AtFlags::empty()).or_else(|e| match e {
+                    // A folder planted under the temporary name.
+                    Errno::ISDIR | Errno::PERM => {
+                        self.move_aside(name, "not a regular file").map(|_| ())?;
+                        Ok(())
+                    }
+                    e => Err(Error::io(self.join(name), e.into())),
+                })?;
+                create_exclusive(self.fd(), name, mode)
+            }
+            other => other,
+        }
+        .map_err(|e| Error::io(self.join(name), e.into()))?;
+        let mut file = File::from(fd);
+        if let Err(e) = file.write_all(bytes) {
+            let _ = rustix::fs::unlinkat(&self.fd, name, AtFlags::empty());
+            return Err(Error::io(self.join(name), e));
+        }
+        Ok(())
+    }
+
+    /// Saves `bytes` (entries of `name` that could not be read) in a new
+    /// file `<name>.<kind>-<time>` beside it, readable by no more users
+    /// than the file they came from (`version`), and returns its path.
+    pub fn save_beside(
+        &self,
+        name: &str,
+        kind: &str,
+        bytes: &[u8],
+        version: Version,
+    ) -> Result<PathBuf> {
+        let base = format!("{name}.{kind}-{}", stamp());
+        let mut last = None;
+        for n in 0..ATTEMPTS {
+            let candidate = if n == 0 {
+                base.clone()
+            } else {
+                format!("{base}-{n}")
+            };
+            match self.write_new_mode(&candidate, bytes, false, version.mode & FILE_MODE) {
+                Ok(()) => return Ok(self.join(&candidate)),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| Error::io(self.join(&base), std::io::Error::other("exists"))))
+    }
+
+    /// Moves what stands at `name` aside as `<name>.corrupt-<time>` and says
+    /// so once. Someone else having moved it already is no error.
+    pub fn move_aside(&self, name: &str, what: &str) -> Result<()> {
+        if let Some(aside) = self.rename_aside(name)? {
+            messages::warn(format_args!(
+                "{} was {what}, not a state file; moved it aside to {}",
+                shown(&self.join(name)),
+                shown(&aside),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Renames `name` to `<name>.corrupt-<time>` (its owner and mode stay
+    /// as they were) and returns the new path; `None` when it was gone.
+    pub fn rename_aside(&self, name: &str) -> Result<Option<PathBuf>> {
+        let aside = format!("{name}.corrupt-{}", stamp());
+        match rustix::fs::renameat(&self.fd, name, &self.fd, &aside) {
+            Ok(()) => Ok(Some(self.join(&aside))),
+            Err(Errno::NOENT) => Ok(None),
+            Err(e) => Err(Error::io(self.join(name), e.into())),
+        }
+    }
+
+    /// Opens (creating it 0666 when missing) a file to `flock`. An existing
+    /// file keeps its mode; one this user may not write is opened for
+    /// reading, which `flock` accepts. Anything but a regular file in its
+    /// place is moved aside.
+    pub fn open_lock(&self, name: &str) -> Result<OwnedFd> {
+        let path = self.join(name);
+        for _ in 0..ATTEMPTS {
+            let create =
+                OFlags::RDWR | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+            match rustix::fs::openat(&self.fd, name, create, Mode::from_raw_mode(FILE_MODE)) {
+                Ok(fd) => {
+                    rustix::fs::fchmod(&fd, Mode::from_raw_mode(FILE_MODE))
+                        .map_err(|e| Error::io(&path, e.into()))?;
+                    return Ok(fd);
+                }
+                Err(Errno::EXIST) => {}
+                Err(e) => return Err(Error::io(&path, e.into())),
+            }
+            let open = |access: OFlags| {
+                let flags =
+                    access | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC;
+                rustix::fs::openat(&self.fd, name, flags, Mode::empty())
+            };
+            let opened = match open(OFlags::RDWR) {
+                Err(Errno::ACCESS | Errno::ROFS) => open(OFlags::RDONLY),
+                other => other,
+            };
+            let damaged = match opened {
+                Ok(fd) => match not_regular(&fd) {
+                    None => return Ok(fd),
+                    Some(what) => what,
+                },
+                Err(Errno::NOENT) => continue,
+                Err(Errno::LOOP) => "a symbolic link",
+                Err(Errno::ISDIR) => "a folder",
+                Err(Errno::NXIO) => "a socket",
+                Err(Errno::ACCESS) => "not readable",
+                Err(e) => return Err(Error::io(&path, e.into())),
+            };
+            self.move_aside(name, damaged)?;
+        }
+        Err(Error::io(
+            &path,
+            std::io::Error::other("replaced again and again while opening it"),
+        ))
+    }
+
+    /// The names in this folder.
+    pub fn names(&self) -> Vec<String> {
+        let Ok(mut dir) = rustix::fs::Dir::read_from(&self.fd) else {
+            return Vec::new();
+        };
+        let mut names = Vec::new();
+        while let Some(Ok(entry)) = dir.read() {
+            if let Ok(name) = entry.file_name().to_str() {
+                names.push(name.to_owned());
+            }
+        }
+        names
+    }
 }
 
-fn create_exclusive(path: &Path) -> rustix::io::Result<OwnedFd> {
+enum Content {
+    Missing,
+    Bytes(Vec<u8>, Version),
+    Damaged(&'static str),
+}
+
+/// Which version of a file was read: its size and modification time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Version {
+    size: i64,
+    modified: (i64, i64),
+    mode: u32,
+}
+
+impl Version {
+    fn of(stat: &rustix::fs::Stat) -> Self {
+        Version {
+            size: stat.st_size,
+            modified: (stat.st_mtime, stat.st_mtime_nsec as i64),
+            mode: stat.st_mode & 0o7777,
+        }
+    }
+}
+
+/// The name of the last good copy of state file `name`.
+pub fn good_name(name: &str) -> String {
+    format!(".{name}.good")
+}
+
+fn not_regular(fd: &OwnedFd) -> Option<&'static str> {
+    match rustix::fs::fstat(fd) {
+        Ok(stat) => not_regular_stat(&stat),
+        Err(_) => Some("not readable"),
+    }
+}
+
+fn not_regular_stat(stat: &rustix::fs::Stat) -> Option<&'static str> {
+    match FileType::from_raw_mode(stat.st_mode) {
+        FileType::RegularFile => None,
+        FileType::Directory => Some("a folder"),
+        FileType::Fifo => Some("a FIFO"),
+        FileType::Socket => Some("a socket"),
+        _ => Some("not a regular file"),
+    }
+}
+
+fn create_exclusive(dir: BorrowedFd<'_>, name: &str, mode: u32) -> rustix::io::Result<OwnedFd> {
     let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-    let fd = rustix::fs::open(path, flags, Mode::from_raw_mode(FILE_MODE))?;
-    // The umask may have taken bits away; other users (and genv 1.4.3,
-    // which rewrites in place) need to write this file too.
-    rustix::fs::fchmod(&fd, Mode::from_raw_mode(FILE_MODE))?;
+    let fd = rustix::fs::openat(dir, name, flags, Mode::from_raw_mode(mode))?;
+    // Created just now, so ours: the umask may have taken bits away, and
+    // other users (and genv 1.4.3, which rewrites in place) need to write
+    // this file too.
+    rustix::fs::fchmod(&fd, Mode::from_raw_mode(mode))?;
     Ok(fd)
 }
 
-fn write_all(fd: OwnedFd, bytes: &[u8]) -> rustix::io::Result<()> {
-    let mut file = File::from(fd);
-    file.write_all(bytes)
-        .map_err(|e| Errno::from_io_error(&e).unwrap_or(Errno::IO))
+/// Creates a folder and its missing parents; only a folder made here has
+/// its mode widened to 0777, through a descriptor that did not follow a
+/// link.
+fn make_folder(path: &Path) -> Result<()> {
+    match rustix::fs::mkdir(path, Mode::from_raw_mode(DIR_MODE)) {
+        Ok(()) => widen_new_folder(path),
+        Err(Errno::EXIST) => Ok(()),
+        Err(Errno::NOENT) => {
+            if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+                make_folder(parent)?;
+            }
+            match rustix::fs::mkdir(path, Mode::from_raw_mode(DIR_MODE)) {
+                Ok(()) => widen_new_folder(path),
+                Err(Errno::EXIST) => Ok(()),
+                Err(e) => Err(Error::io(path, e.into())),
+            }
+        }
+        Err(e) => Err(Error::io(path, e.into())),
+    }
 }
 
-fn temp_path(path: &Path) -> PathBuf {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy())
-        .unwrap_or_default();
-    path.with_file_name(format!(".{name}.tmp"))
+fn widen_new_folder(path: &Path) -> Result<()> {
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    // Replaced by something else since: not ours to change.
+    let Ok(fd) = rustix::fs::open(path, flags, Mode::empty()) else {
+        return Ok(());
+    };
+    widen_own_folder(&fd).map_err(|e| Error::io(path, e.into()))
 }
 
-/// Moves a damaged file aside as `<name>.corrupt-<time>` and says so once.
-pub fn quarantine(path: &Path, reason: &str) -> Result<PathBuf> {
-    let stamp = chrono::Local::now().format("%Y%m%dT%H%M%S%.3f");
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy())
-        .unwrap_or_default();
-    let aside = path.with_file_name(format!("{name}.corrupt-{stamp}"));
-    rustix::fs::rename(path, &aside).map_err(|e| Error::io(path, e.into()))?;
-    eprintln!(
-        "warning: {} could not be read ({reason}); moved it aside to {} and started afresh",
-        path.display(),
-        aside.display()
-    );
-    Ok(aside)
+/// Widens a folder made just now to 0777, what the umask took away. Should
+/// someone have swapped another folder in between the `mkdir` and the
+/// `open`, it is left alone unless it is this user's own.
+fn widen_own_folder(fd: &OwnedFd) -> rustix::io::Result<()> {
+    let stat = rustix::fs::fstat(fd)?;
+    if stat.st_uid != rustix::process::geteuid().as_raw() {
+        return Ok(());
+    }
+    rustix::fs::fchmod(fd, Mode::from_raw_mode(DIR_MODE))
+}
+
+fn stamp() -> String {
+    chrono::Local::now().format("%Y%m%dT%H%M%S%.3f").to_string()
+}
+
+/// A path for a message on a terminal.
+pub fn shown(path: &Path) -> String {
+    escape::terminal(&path.display().to_string()).into_owned()
 }
 
 /// JSON as Python's `json.dump(..., indent=2)` writes it: two-space indent
 /// and non-ASCII characters escaped, so both implementations write the same
 /// bytes.
-pub fn to_json<T: serde::Serialize>(value: &T) -> Vec<u8> {
-    let bytes = serde_json::to_vec_pretty(value).unwrap_or_default();
+pub fn to_json<T: serde::Serialize + ?Sized>(value: &T) -> Result<Vec<u8>> {
+    let bytes = serde_json::to_vec_pretty(value).map_err(|e| Error::Serialize(e.to_string()))?;
     if bytes.is_ascii() {
-        return bytes;
+        return Ok(bytes);
     }
     let text = String::from_utf8_lossy(&bytes);
     let mut out = String::with_capacity(text.len() + 16);
@@ -126,11 +493,7 @@ pub fn to_json<T: serde::Serialize>(value: &T) -> Vec<u8> {
             }
         }
     }
-    out.into_bytes()
-}
-
-pub fn is_not_found(e: &io::Error) -> bool {
-    e.kind() == io::ErrorKind::NotFound
+    Ok(out.into_bytes())
 }
 
 #[cfg(test)]
@@ -140,11 +503,19 @@ mod tests {
     #[test]
     fn escapes_like_python() {
         let value = serde_json::json!({"name": "café ☕ 𝄞", "q": "\"\\\n"});
-        let text = String::from_utf8(to_json(&value)).unwrap();
+        let text = String::from_utf8(to_json(&value).unwrap()).unwrap();
         assert!(
             text.contains(r#""caf\u00e9 \u2615 \ud834\udd1e""#),
             "{text}"
         );
         assert!(text.contains(r#""\"\\\n""#), "{text}");
+    }
+
+    #[test]
+    fn serialization_errors_are_errors() {
+        // A map with non-string keys has no JSON form.
+        let mut map = std::collections::HashMap::new();
+        map.insert((1, 2), 3);
+        assert!(to_json(&map).is_err());
     }
 }

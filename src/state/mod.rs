@@ -7,17 +7,20 @@ mod devices;
 mod envs;
 pub mod file;
 mod queue;
+mod salvage;
 mod watch;
 
 pub use devices::{Attachment, Device, Devices};
 pub use envs::{Config, Env, Envs};
+pub use file::Dir;
 pub use queue::{Queue, Waiter};
 pub use watch::{Wake as WatchWake, Watch};
 
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
 
-use rustix::fs::{FlockOperation, Mode, OFlags};
+use rustix::fs::FlockOperation;
 use rustix::io::Errno;
 use serde::{Deserialize, Serialize};
 
@@ -25,6 +28,7 @@ use crate::backend::{DeviceBackend, GpuInfo};
 use crate::env_vars;
 use crate::error::{Error, Result};
 use crate::procs;
+use salvage::{Loaded, load};
 
 const ENVS_FILE: &str = "envs.json";
 const DEVICES_FILE: &str = "devices.json";
@@ -34,11 +38,12 @@ const LOCK_FILE: &str = "genv.lock";
 const HARDWARE_FILE: &str = "hardware.json";
 /// Requests waiting for GPUs; our own file too.
 const QUEUE_FILE: &str = "queue.json";
-const DIR_MODE: u32 = 0o777;
 
 #[derive(Debug, Clone)]
 pub struct StateDir {
     root: PathBuf,
+    /// The folder, opened (and created) on first use.
+    opened: OnceLock<Arc<Dir>>,
 }
 
 /// How a transaction loads the state, as `--no-cleanup` and `--reset` ask.
@@ -59,7 +64,10 @@ impl Default for LoadOptions {
 
 impl StateDir {
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        StateDir { root: root.into() }
+        StateDir {
+            root: root.into(),
+            opened: OnceLock::new(),
+        }
     }
 
     pub fn from_env() -> Self {
@@ -74,52 +82,46 @@ impl StateDir {
         &self.root
     }
 
+    /// The path of a state file, for messages and for looking only.
     pub fn path(&self, name: &str) -> PathBuf {
         self.root.join(name)
     }
 
-    /// Creates a folder (and its parents) open to every user, whatever the
-    /// umask: 0777 without the sticky bit, so one user may rename over a
-    /// file another user wrote last.
-    pub fn ensure_folder(path: &Path) -> Result<()> {
-        match rustix::fs::mkdir(path, Mode::from_raw_mode(DIR_MODE)) {
-            Ok(()) => rustix::fs::chmod(path, Mode::from_raw_mode(DIR_MODE))
-                .map_err(|e| Error::io(path, e.into())),
-            Err(Errno::EXIST) => Ok(()),
-            Err(Errno::NOENT) => {
-                if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-                    StateDir::ensure_folder(parent)?;
-                }
-                match rustix::fs::mkdir(path, Mode::from_raw_mode(DIR_MODE)) {
-                    Ok(()) | Err(Errno::EXIST) => {
-                        let _ = rustix::fs::chmod(path, Mode::from_raw_mode(DIR_MODE));
-                        Ok(())
-                    }
-                    Err(e) => Err(Error::io(path, e.into())),
-                }
-            }
-            Err(e) => Err(Error::io(path, e.into())),
+    /// The state folder, created 0777 when missing and opened once; every
+    /// file and folder inside it is opened through this descriptor.
+    pub fn root_dir(&self) -> Result<&Dir> {
+        if let Some(dir) = self.opened.get() {
+            return Ok(dir);
         }
+        let dir = Arc::new(Dir::open_root(&self.root)?);
+        Ok(self.opened.get_or_init(|| dir))
     }
 
-    /// Opens (creating it 0666) and locks a lock file, waiting for it.
-    pub fn lock_file(path: &Path, operation: FlockOperation) -> Result<OwnedFd> {
-        let fd = open_lock(path)?;
+    /// A folder inside the state folder (`devices`), created 0777 when
+    /// missing; a link or a file in its place is moved aside.
+    pub fn subdir(&self, name: &str) -> Result<Dir> {
+        self.root_dir()?.subdir(name)
+    }
+
+    /// Opens (creating it 0666) and locks a lock file in `dir`, waiting for
+    /// it.
+    pub fn lock_file(dir: &Dir, name: &str, operation: FlockOperation) -> Result<OwnedFd> {
+        let fd = dir.open_lock(name)?;
         loop {
             match rustix::fs::flock(&fd, operation) {
                 Ok(()) => return Ok(fd),
                 Err(Errno::INTR) => continue,
-                Err(e) => return Err(Error::io(path, e.into())),
+                Err(e) => return Err(Error::io(dir.join(name), e.into())),
             }
         }
     }
 
     /// Takes the global lock and starts a transaction.
     pub fn transaction(&self, options: LoadOptions) -> Result<Transaction<'_>> {
-        StateDir::ensure_folder(&self.root)?;
-        let lock = StateDir::lock_file(&self.path(LOCK_FILE), FlockOperation::LockExclusive)?;
+        let root = self.root_dir()?;
+        let lock = StateDir::lock_file(root, LOCK_FILE, FlockOperation::LockExclusive)?;
         Ok(Transaction {
-            dir: self,
+            root,
             _lock: lock,
             options,
             envs: None,
@@ -133,21 +135,9 @@ impl StateDir {
     /// Watches the state folder, to wake up when another process commits.
     /// Start watching before looking at the state, so no change is missed.
     pub fn watch(&self) -> Result<Watch> {
-        StateDir::ensure_folder(&self.root)?;
+        self.root_dir()?;
         Watch::new(&self.root)
     }
-}
-
-pub fn open_lock(path: &Path) -> Result<OwnedFd> {
-    let flags = OFlags::RDWR | OFlags::CREATE | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-    let fd = match rustix::fs::open(path, flags, Mode::from_raw_mode(file::FILE_MODE)) {
-        Ok(fd) => fd,
-        Err(Errno::LOOP) => return Err(Error::SymbolicLink(path.to_owned())),
-        Err(e) => return Err(Error::io(path, e.into())),
-    };
-    // Only the owner may change the mode; for anyone else it is already set.
-    let _ = rustix::fs::fchmod(&fd, Mode::from_raw_mode(file::FILE_MODE));
-    Ok(fd)
 }
 
 struct Tracked<T> {
@@ -160,7 +150,7 @@ struct Tracked<T> {
 /// The state, loaded lazily under the global lock; [`Transaction::commit`]
 /// writes back what changed.
 pub struct Transaction<'a> {
-    dir: &'a StateDir,
+    root: &'a Dir,
     _lock: OwnedFd,
     options: LoadOptions,
     envs: Option<Tracked<Envs>>,
@@ -185,11 +175,10 @@ impl Transaction<'_> {
 
     pub fn envs(&mut self) -> Result<&mut Envs> {
         if self.envs.is_none() {
-            let path = self.dir.path(ENVS_FILE);
             let (mut envs, original) = if self.options.reset {
-                (Envs::default(), file::read(&path)?)
+                (Envs::default(), self.root.read(ENVS_FILE)?)
             } else {
-                load(&path, Envs::from_value)?.unwrap_or_default()
+                load(self.root, ENVS_FILE, true)?.unwrap_or_default()
             };
             if self.options.cleanup {
                 envs.cleanup(procs::pid_alive, |env, kernel| {
@@ -210,15 +199,14 @@ impl Transaction<'_> {
     /// until [`Transaction::reconcile`] fills it.
     pub fn devices(&mut self) -> Result<&mut Devices> {
         if self.devices.is_none() {
-            let path = self.dir.path(DEVICES_FILE);
             let loaded = if self.options.reset {
                 None
             } else {
-                load(&path, Devices::from_value)?
+                load(self.root, DEVICES_FILE, true)?
             };
             let (mut devices, original) = match loaded {
                 Some(loaded) => loaded,
-                None => (Devices::default(), file::read(&path)?),
+                None => (Devices::default(), self.root.read(DEVICES_FILE)?),
             };
             devices.devices.sort_by_key(|d| d.index);
             if self.options.cleanup {
@@ -261,9 +249,8 @@ impl Transaction<'_> {
         backend: &dyn DeviceBackend,
         force: bool,
     ) -> Result<()> {
-        let hardware_path = self.dir.path(HARDWARE_FILE);
         let fingerprint = backend.fingerprint();
-        let stored: Option<Hardware> = match file::read(&hardware_path) {
+        let stored: Option<Hardware> = match self.root.read(HARDWARE_FILE) {
             Ok(bytes) => bytes.and_then(|b| serde_json::from_slice(&b).ok()),
             Err(_) => None,
         };
@@ -275,7 +262,8 @@ impl Transaction<'_> {
         apply_inventory(devices, &backend.devices()?);
         let record = Hardware { fingerprint };
         if stored.as_ref().map(|h| &h.fingerprint) != Some(&record.fingerprint) {
-            file::write_atomic(&hardware_path, &file::to_json(&record))?;
+            self.root
+                .write_atomic(HARDWARE_FILE, &file::to_json(&record)?, false)?;
         }
         Ok(())
     }
@@ -283,11 +271,8 @@ impl Transaction<'_> {
     /// The line of waiting requests, without waiters whose process is gone.
     pub fn queue(&mut self) -> Result<&mut Queue> {
         if self.queue.is_none() {
-            let path = self.dir.path(QUEUE_FILE);
-            let (mut queue, original): Loaded<Queue> = load(&path, |v| {
-                serde_json::from_value(v).map_err(|e| e.to_string())
-            })?
-            .unwrap_or_default();
+            let (mut queue, original): Loaded<Queue> =
+                load(self.root, QUEUE_FILE, false)?.unwrap_or_default();
             queue.waiters.retain(|w| procs::pid_alive(w.pid));
             queue.waiters.sort_by_key(|w| w.ticket);
             self.queue = Some(Tracked {
@@ -302,25 +287,31 @@ impl Transaction<'_> {
     pub fn commit(self) -> Result<()> {
         if let Some(tracked) = &self.envs {
             save(
-                &self.dir.path(ENVS_FILE),
+                self.root,
+                ENVS_FILE,
                 &tracked.value,
                 tracked.original.as_deref(),
+                true,
             )?;
         }
         if let Some(tracked) = &self.devices {
             save(
-                &self.dir.path(DEVICES_FILE),
+                self.root,
+                DEVICES_FILE,
                 &tracked.value,
                 tracked.original.as_deref(),
+                true,
             )?;
         }
         if let Some(tracked) = &self.queue {
             // An empty line and no file are the same; don't create one.
             if !(tracked.original.is_none() && tracked.value.waiters.is_empty()) {
                 save(
-                    &self.dir.path(QUEUE_FILE),
+                    self.root,
+                    QUEUE_FILE,
                     &tracked.value,
                     tracked.original.as_deref(),
+                    false,
                 )?;
             }
         }
@@ -369,37 +360,18 @@ fn apply_inventory(devices: &mut Devices, gpus: &[GpuInfo]) {
     devices.devices.sort_by_key(|d| d.index);
 }
 
-type Loaded<T> = (T, Option<Vec<u8>>);
-
-/// Reads and parses a state file. A file that does not parse is moved
-/// aside with a warning and treated as missing.
-fn load<T: serde::de::DeserializeOwned>(
-    path: &Path,
-    parse: impl Fn(serde_json::Value) -> Result<T, String>,
-) -> Result<Option<Loaded<T>>> {
-    let Some(bytes) = file::read(path)? else {
-        return Ok(None);
-    };
-    // The current layout straight into its types (fast for large states);
-    // anything else through a generic value (older layouts, or an error).
-    let parsed = serde_json::from_slice::<T>(&bytes).or_else(|_| {
-        serde_json::from_slice::<serde_json::Value>(&bytes)
-            .map_err(|e| e.to_string())
-            .and_then(&parse)
-    });
-    match parsed {
-        Ok(value) => Ok(Some((value, Some(bytes)))),
-        Err(reason) => {
-            file::quarantine(path, &reason)?;
-            Ok(None)
-        }
-    }
-}
-
-fn save<T: Serialize>(path: &Path, value: &T, original: Option<&[u8]>) -> Result<()> {
-    let bytes = file::to_json(value);
+/// Writes a state file when its bytes changed; `keep_good` for the files
+/// genv 1.4.3 writes too, which it may leave torn.
+fn save<T: Serialize>(
+    dir: &Dir,
+    name: &str,
+    value: &T,
+    original: Option<&[u8]>,
+    keep_good: bool,
+) -> Result<()> {
+    let bytes = file::to_json(value)?;
     if original == Some(bytes.as_slice()) {
         return Ok(());
     }
-    file::write_atomic(path, &bytes)
+    dir.write_atomic(name, &bytes, keep_good)
 }

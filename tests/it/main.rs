@@ -24,6 +24,7 @@ mod shim_h100;
 mod shim_nvidia_smi;
 mod shim_sim;
 mod snapshots;
+mod state_hostile;
 mod state_safety;
 mod status_locks;
 mod wait_queue;

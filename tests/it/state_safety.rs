@@ -7,16 +7,31 @@ use std::os::unix::process::CommandExt;
 use crate::common::{Run, Sandbox, Sleeper};
 
 #[test]
-fn refuses_a_state_file_that_is_a_link() {
+fn a_state_file_that_is_a_link_is_moved_aside_and_not_followed() {
     let sb = Sandbox::new();
+    let job = Sleeper::new();
     std::fs::create_dir_all(sb.state()).unwrap();
     let victim = sb.dir.path().join("victim");
     std::fs::write(&victim, "precious").unwrap();
     std::os::unix::fs::symlink(&victim, sb.file("envs.json")).unwrap();
-    let run = sb.run(&["envs", "ps"]).fails();
+    let run = sb.run(&["envs", "ps"]).ok();
     assert_eq!(run.stderr.lines().count(), 1, "{run:?}");
     assert!(run.stderr.contains("symbolic link"), "{run:?}");
+    assert!(run.stderr.contains("moved it aside"), "{run:?}");
+    // Other users carry on.
+    sb.run(&[
+        "envs",
+        "activate",
+        "--eid",
+        "a",
+        "--uid",
+        "1",
+        "--pid",
+        &job.pid().to_string(),
+    ])
+    .ok();
     assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
+    assert!(sb.read("envs.json").contains("\"eid\": \"a\""));
 }
 
 #[test]
@@ -50,7 +65,7 @@ fn a_damaged_file_is_moved_aside_with_one_warning() {
     let run = sb.run(&["envs", "ps", "--no-header"]).ok();
     assert_eq!(run.stdout, "");
     assert_eq!(run.stderr.lines().count(), 1, "{run:?}");
-    assert!(run.stderr.starts_with("warning: "), "{run:?}");
+    assert!(run.stderr.starts_with("genv: warning: "), "{run:?}");
     let aside: Vec<_> = std::fs::read_dir(sb.state())
         .unwrap()
         .filter_map(|e| e.ok())
