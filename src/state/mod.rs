@@ -327,16 +327,17 @@ fn apply_inventory(devices: &mut Devices, gpus: &[GpuInfo]) {
         if !present {
             let eids: Vec<&str> = device.eids().collect();
             if eids.is_empty() {
-                eprintln!(
-                    "warning: GPU {} is no longer present; removed it",
+                crate::messages::warn(format_args!(
+                    "GPU {} is no longer present; removed it",
                     device.index
-                );
+                ));
             } else {
-                eprintln!(
-                    "warning: GPU {} is no longer present; environment(s) {} lose it",
+                let eids: Vec<_> = eids.iter().map(|e| crate::escape::terminal(e)).collect();
+                crate::messages::warn(format_args!(
+                    "GPU {} is no longer present; environment(s) {} lose it",
                     device.index,
                     eids.join(", ")
-                );
+                ));
             }
         }
         present

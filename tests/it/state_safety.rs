@@ -272,7 +272,7 @@ fn a_gpu_that_appears_is_added_and_one_that_goes_is_dropped_with_a_warning() {
     assert_eq!(run.stdout, "0,,,\n1,,,\n");
     assert_eq!(
         run.stderr,
-        "warning: GPU 2 is no longer present; environment(s) a lose it\n"
+        "genv: warning: GPU 2 is no longer present; environment(s) a lose it\n"
     );
 }
 
