@@ -32,7 +32,7 @@ fn main() {
             let _ = attach_env(&mut tx, &eid, request);
             tx.commit().expect("commit");
             let mut tx = dir.transaction(LoadOptions::default()).expect("lock");
-            detach(tx.devices().expect("devices"), &eid, None);
+            detach(tx.devices_mut().expect("devices"), &eid, None);
             tx.commit().expect("commit");
         }
         return;
@@ -43,7 +43,7 @@ fn main() {
     {
         let mut tx = dir.transaction(LoadOptions::default()).expect("lock");
         let now = tx.now();
-        let envs = tx.envs().expect("envs");
+        let envs = tx.envs_mut().expect("envs");
         for w in 0..workers {
             envs.activate(&format!("s{w}"), 1000, None, now.clone());
             envs.get_mut(&format!("s{w}"))

@@ -30,7 +30,7 @@ fn main() {
     {
         let mut tx = dir.transaction(LoadOptions::default()).unwrap();
         let now = tx.now();
-        let envs = tx.envs().unwrap();
+        let envs = tx.envs_mut().unwrap();
         for eid in ["a", "b"] {
             envs.activate(eid, 1000, None, now.clone());
             envs.get_mut(eid)
@@ -62,7 +62,7 @@ fn main() {
             .unwrap();
         assert!(line.contains("waiting"), "{line}");
         let mut tx = dir.transaction(LoadOptions::default()).unwrap();
-        detach(tx.devices().unwrap(), "a", None);
+        detach(tx.devices_mut().unwrap(), "a", None);
         tx.commit().unwrap();
         let released = Instant::now();
         let mut got = String::new();
@@ -73,7 +73,7 @@ fn main() {
         assert_eq!(got, "0\n");
         waiter.wait().unwrap();
         let mut tx = dir.transaction(LoadOptions::default()).unwrap();
-        detach(tx.devices().unwrap(), "b", None);
+        detach(tx.devices_mut().unwrap(), "b", None);
         tx.commit().unwrap();
     }
     latencies.sort_by(|a, b| a.total_cmp(b));

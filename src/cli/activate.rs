@@ -53,7 +53,7 @@ pub fn run(mut args: ActivateArgs, ctx: &mut Context) -> Result<Exit> {
 
     let mut tx = dir.transaction(LoadOptions::default())?;
     let now = tx.now();
-    let envs = tx.envs()?;
+    let envs = tx.envs_mut()?;
     let new = !envs.contains(&eid);
     envs.activate(&eid, uid.into(), username, now);
     let env = envs
@@ -86,7 +86,7 @@ pub fn run(mut args: ActivateArgs, ctx: &mut Context) -> Result<Exit> {
             if let Err(e) = provision::attach_waiting(dir, ctx.backend.get(), &eid, request, wait) {
                 // Leave no trace of an activation that did not happen.
                 let mut tx = dir.transaction(LoadOptions::default())?;
-                tx.envs()?.cleanup(|pid| pid != shell_pid, |_, _| true);
+                tx.envs_mut()?.cleanup(|pid| pid != shell_pid, |_, _| true);
                 tx.devices()?;
                 tx.commit()?;
                 return Err(e);

@@ -70,12 +70,12 @@ pub fn run(args: ConfigArgs, ctx: &mut Context) -> Result<Exit> {
         }
     }
     if config != stored {
-        if let Some(env) = tx.envs()?.get_mut(&eid) {
+        if let Some(env) = tx.envs_mut()?.get_mut(&eid) {
             env.config = config.clone();
         }
         let capacity_changed = config.gpu_memory != stored.gpu_memory || config.gpus < stored.gpus;
         if capacity_changed {
-            let devices = tx.devices()?;
+            let devices = tx.devices_mut()?;
             provision::update_capacity(devices, &eid, config.gpu_memory.as_deref());
             // Fewer GPUs than attached: the surplus goes, highest first.
             if let Some(wanted) = config.gpus.and_then(|g| usize::try_from(g).ok()) {

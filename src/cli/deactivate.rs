@@ -13,7 +13,7 @@ pub fn run(args: DeactivateArgs, ctx: &mut Context) -> Result<Exit> {
         .ok_or_else(|| Error::msg(session::NOT_INITIALIZED))?;
     session::require_eid()?;
     let mut tx = ctx.dir.transaction(LoadOptions::default())?;
-    tx.envs()?.cleanup(|pid| pid != shell_pid, |_, _| true);
+    tx.envs_mut()?.cleanup(|pid| pid != shell_pid, |_, _| true);
     // Loading the devices drops the attachments of an environment whose
     // last terminal this was.
     tx.devices()?;

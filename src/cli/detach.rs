@@ -9,7 +9,7 @@ use crate::state::LoadOptions;
 pub fn run(args: DetachArgs, ctx: &mut Context) -> Result<Exit> {
     let eid = session::require_eid()?;
     let mut tx = ctx.dir.transaction(LoadOptions::default())?;
-    provision::detach(tx.devices()?, &eid, args.index);
+    provision::detach(tx.devices_mut()?, &eid, args.index);
     tx.commit()?;
     Ok(Exit::SUCCESS)
 }

@@ -59,7 +59,7 @@ pub fn run(args: DevicesArgs, ctx: &mut Context) -> Result<Exit> {
             print_indices(tx.devices()?, &eid, out);
         }
         Some(DevicesCommand::Detach { eid, index, quiet }) => {
-            let devices = tx.devices()?;
+            let devices = tx.devices_mut()?;
             provision::detach(devices, &eid, index);
             if !quiet {
                 print_indices(devices, &eid, out);

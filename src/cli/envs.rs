@@ -60,7 +60,8 @@ pub fn run(args: EnvsArgs, ctx: &mut Context) -> Result<Exit> {
     }
     let mut tx = ctx.dir.transaction(args.state.options())?;
     let now = tx.now();
-    let envs = tx.envs()?;
+    // Changes go through envs_mut(), so that only they mark the state to
+    // be written back.
     match args.command {
         Some(EnvsCommand::Activate {
             eid,
@@ -68,6 +69,7 @@ pub fn run(args: EnvsArgs, ctx: &mut Context) -> Result<Exit> {
             username,
             target,
         }) => {
+            let envs = tx.envs_mut()?;
             envs.activate(&eid, uid.into(), username, now);
             let env = envs
                 .get_mut(&eid)
@@ -80,31 +82,31 @@ pub fn run(args: EnvsArgs, ctx: &mut Context) -> Result<Exit> {
             }
         }
         Some(EnvsCommand::Config { eid, config }) => {
-            if let Some(env) = envs.get_mut(&eid) {
+            if let Some(env) = tx.envs_mut()?.get_mut(&eid) {
                 match config {
                     ConfigField::Gpus { count, .. } => env.config.gpus = count.map(i64::from),
                     ConfigField::Name { name, .. } => env.config.name = name,
                     ConfigField::GpuMemory { gpu_memory, .. } => {
                         env.config.gpu_memory = gpu_memory.clone();
                         // Attachments follow the new capacity.
-                        let devices = tx.devices()?;
+                        let devices = tx.devices_mut()?;
                         crate::provision::update_capacity(devices, &eid, gpu_memory.as_deref());
                     }
                 }
             }
         }
         Some(EnvsCommand::Deactivate { pid }) => {
-            envs.cleanup(|p| p != pid, |_, _| true);
+            tx.envs_mut()?.cleanup(|p| p != pid, |_, _| true);
         }
         Some(EnvsCommand::Find { target }) => {
-            for env in envs.find(target.pid, target.kernel_id.as_deref()) {
+            for env in tx.envs()?.find(target.pid, target.kernel_id.as_deref()) {
                 out.push_str(&escape::terminal(&env.eid));
                 out.push('\n');
             }
         }
-        Some(EnvsCommand::Ps(ps)) => print_ps(envs, ps, out)?,
+        Some(EnvsCommand::Ps(ps)) => print_ps(tx.envs()?, ps, out)?,
         Some(EnvsCommand::Query { eid, queries }) => {
-            for env in &envs.envs {
+            for env in &tx.envs()?.envs {
                 if eid.as_ref().is_some_and(|e| *e != env.eid) {
                     continue;
                 }
@@ -116,7 +118,7 @@ pub fn run(args: EnvsArgs, ctx: &mut Context) -> Result<Exit> {
                 out.push('\n');
             }
         }
-        None => print_ps(envs, PsArgs::default(), out)?,
+        None => print_ps(tx.envs()?, PsArgs::default(), out)?,
     }
     tx.commit()?;
     Ok(Exit::SUCCESS)

@@ -97,7 +97,7 @@ pub fn execute(
             Err(_) => eprintln!("[DEBUG] Process {} already terminated", process.pid),
         }
     }
-    let devices = tx.devices()?;
+    let devices = tx.devices_mut()?;
     for (index, envs) in &report.detach {
         let Ok(index) = index.parse::<u32>() else {
             eprintln!("[ERROR] Invalid device index {index:?} in the report");

@@ -159,7 +159,7 @@ pub fn attach_env(tx: &mut Transaction<'_>, eid: &str, request: Request) -> Resu
         .get(eid)
         .map(|e| e.config.clone())
         .unwrap_or_default();
-    let devices = tx.devices()?;
+    let devices = tx.devices_mut()?;
     attach(devices, &config, eid, request, &now).map_err(AttachError::into_error)
 }
 

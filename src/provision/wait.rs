@@ -70,7 +70,7 @@ pub fn attach_waiting(
         let config = configs.get(eid).cloned().unwrap_or_default();
         let mut trial = tx.reconcile(backend, first)?.clone();
         first = false;
-        let queue = tx.queue()?;
+        let queue = tx.queue_mut()?;
         let mine = match ticket.filter(|t| queue.contains(*t)) {
             Some(t) => t,
             None => queue.enqueue(Waiter {
@@ -97,15 +97,15 @@ pub fn attach_waiting(
         }
         match attach(&mut trial, &config, eid, request, &now) {
             Ok(()) => {
-                let devices = tx.devices()?;
+                let devices = tx.devices_mut()?;
                 let result =
                     attach(devices, &config, eid, request, &now).map_err(AttachError::into_error);
-                tx.queue()?.remove(mine);
+                tx.queue_mut()?.remove(mine);
                 tx.commit()?;
                 return result;
             }
             Err(AttachError::Impossible(e)) => {
-                tx.queue()?.remove(mine);
+                tx.queue_mut()?.remove(mine);
                 tx.commit()?;
                 return Err(e);
             }
@@ -149,7 +149,7 @@ pub fn attach_waiting(
 
 fn leave(dir: &StateDir, ticket: u64) -> Result<()> {
     let mut tx = dir.transaction(LoadOptions::default())?;
-    tx.queue()?.remove(ticket);
+    tx.queue_mut()?.remove(ticket);
     tx.commit()
 }
 

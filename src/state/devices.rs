@@ -106,10 +106,16 @@ impl Devices {
     }
 
     /// Drops attachments of environments that no longer exist.
-    pub fn cleanup(&mut self, eid_alive: impl Fn(&str) -> bool) {
+    /// Drops the attachments of environments that are gone; says whether
+    /// there were any.
+    pub fn cleanup(&mut self, eid_alive: impl Fn(&str) -> bool) -> bool {
+        let mut changed = false;
         for device in &mut self.devices {
+            let count = device.attachments.len();
             device.attachments.retain(|a| eid_alive(&a.eid));
+            changed |= device.attachments.len() != count;
         }
+        changed
     }
 
     /// Picks `count` devices not attached to `eid`: available ones first

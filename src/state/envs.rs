@@ -77,20 +77,24 @@ impl Envs {
 
     /// Keeps the pids and kernels for which the predicates hold and drops
     /// environments left with neither.
+    /// Drops dead pids and kernels, then the environments left with
+    /// neither; says whether anything was dropped.
     pub fn cleanup(
         &mut self,
-        pid_alive: impl Fn(i64) -> bool,
-        kernel_alive: impl Fn(&Env, &str) -> bool,
-    ) {
+        mut pid_alive: impl FnMut(i64) -> bool,
+        mut kernel_alive: impl FnMut(&Env, &str) -> bool,
+    ) -> bool {
+        let mut changed = false;
         for env in &mut self.envs {
+            let (pids, kernels) = (env.pids.len(), env.kernel_ids.len());
             env.pids.retain(|&pid| pid_alive(pid));
-            let kernels = std::mem::take(&mut env.kernel_ids);
-            env.kernel_ids = kernels
-                .into_iter()
-                .filter(|k| kernel_alive(env, k))
-                .collect();
+            let ids = std::mem::take(&mut env.kernel_ids);
+            env.kernel_ids = ids.into_iter().filter(|k| kernel_alive(env, k)).collect();
+            changed |= env.pids.len() != pids || env.kernel_ids.len() != kernels;
         }
+        let count = self.envs.len();
         self.envs.retain(Env::active);
+        changed || self.envs.len() != count
     }
 
     pub fn find(&self, pid: Option<i64>, kernel_id: Option<&str>) -> impl Iterator<Item = &Env> {

@@ -129,6 +129,7 @@ impl StateDir {
             queue: None,
             now: None,
             reconciled: false,
+            alive: std::collections::HashMap::new(),
         })
     }
 
@@ -145,6 +146,9 @@ struct Tracked<T> {
     /// The bytes on disk when loaded; the file is rewritten only when the
     /// new bytes differ.
     original: Option<Vec<u8>>,
+    /// Whether it may have changed: handed out to change, cleaned up, or
+    /// new. Only then is it serialised and compared at commit.
+    touched: bool,
 }
 
 /// The state, loaded lazily under the global lock; [`Transaction::commit`]
@@ -159,6 +163,8 @@ pub struct Transaction<'a> {
     now: Option<String>,
     /// Whether the devices were brought in line with the hardware.
     reconciled: bool,
+    /// Each pid's liveness, asked once per transaction.
+    alive: std::collections::HashMap<i64, bool>,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -173,31 +179,66 @@ impl Transaction<'_> {
         self.now.get_or_insert_with(crate::timefmt::now).clone()
     }
 
-    pub fn envs(&mut self) -> Result<&mut Envs> {
+    /// The environments, without those whose processes and kernels are
+    /// all gone. Reading marks nothing: a transaction that only reads
+    /// writes nothing back (and serialises nothing to find that out).
+    pub fn envs(&mut self) -> Result<&Envs> {
+        self.load_envs()?;
+        Ok(&self.envs.as_ref().expect("loaded above").value)
+    }
+
+    /// The environments, to change: written back at commit when their
+    /// bytes differ.
+    pub fn envs_mut(&mut self) -> Result<&mut Envs> {
+        self.load_envs()?;
+        let tracked = self.envs.as_mut().expect("loaded above");
+        tracked.touched = true;
+        Ok(&mut tracked.value)
+    }
+
+    fn load_envs(&mut self) -> Result<()> {
         if self.envs.is_none() {
             let (mut envs, original) = if self.options.reset {
                 (Envs::default(), self.root.read(ENVS_FILE)?)
             } else {
                 load(self.root, ENVS_FILE, true)?.unwrap_or_default()
             };
+            let mut touched = original.is_none() || self.options.reset;
             if self.options.cleanup {
-                envs.cleanup(procs::pid_alive, |env, kernel| {
-                    procs::kernel_alive(env.uid, kernel)
-                });
+                let alive = &mut self.alive;
+                touched |= envs.cleanup(
+                    |pid| *alive.entry(pid).or_insert_with(|| procs::pid_alive(pid)),
+                    |env, kernel| procs::kernel_alive(env.uid, kernel),
+                );
             }
             self.envs = Some(Tracked {
                 value: envs,
                 original,
+                touched,
             });
         }
-        Ok(&mut self.envs.as_mut().expect("loaded above").value)
+        Ok(())
     }
 
     /// The devices as recorded, without attachments of environments that
     /// are gone. No device backend is needed: reading the state never asks
     /// the driver. When there is no `devices.json` yet the list is empty
     /// until [`Transaction::reconcile`] fills it.
-    pub fn devices(&mut self) -> Result<&mut Devices> {
+    pub fn devices(&mut self) -> Result<&Devices> {
+        self.load_devices()?;
+        Ok(&self.devices.as_ref().expect("loaded above").value)
+    }
+
+    /// The devices, to change: written back at commit when their bytes
+    /// differ.
+    pub fn devices_mut(&mut self) -> Result<&mut Devices> {
+        self.load_devices()?;
+        let tracked = self.devices.as_mut().expect("loaded above");
+        tracked.touched = true;
+        Ok(&mut tracked.value)
+    }
+
+    fn load_devices(&mut self) -> Result<()> {
         if self.devices.is_none() {
             let loaded = if self.options.reset {
                 None
@@ -209,38 +250,42 @@ impl Transaction<'_> {
                 None => (Devices::default(), self.root.read(DEVICES_FILE)?),
             };
             devices.devices.sort_by_key(|d| d.index);
+            let mut touched = self.options.reset;
             if self.options.cleanup {
                 let envs = self.envs()?;
                 let alive: std::collections::HashSet<&str> =
                     envs.envs.iter().map(|e| e.eid.as_str()).collect();
-                devices.cleanup(|eid| alive.contains(eid));
+                touched |= devices.cleanup(|eid| alive.contains(eid));
             }
             self.devices = Some(Tracked {
                 value: devices,
                 original,
+                touched,
             });
         }
-        Ok(&mut self.devices.as_mut().expect("loaded above").value)
+        Ok(())
     }
 
     /// The devices brought in line with the hardware: the driver is asked
     /// when there is no `devices.json` yet, on `--reset`, when the GPUs'
-    /// fingerprint changed since the last time, or always with `force`
-    /// (attaching). A step of its own, so that only the commands that
-    /// show or hand out devices pay for asking the driver.
-    pub fn reconcile(&mut self, backend: &dyn DeviceBackend, force: bool) -> Result<&mut Devices> {
+    /// fingerprint changed since the last time, or always with `force`.
+    /// A step of its own, so that only the commands that show or hand out
+    /// devices pay for asking the driver.
+    pub fn reconcile(&mut self, backend: &dyn DeviceBackend, force: bool) -> Result<&Devices> {
         if !self.reconciled {
-            self.devices()?;
+            self.load_devices()?;
             let tracked = self.devices.as_mut().expect("loaded above");
             // No devices.json yet (or --reset): the driver says what there is.
             let force = force || self.options.reset || tracked.original.is_none();
             let mut devices = std::mem::take(&mut tracked.value);
             let result = self.reconcile_with(&mut devices, backend, force);
-            self.devices.as_mut().expect("loaded above").value = devices;
+            let tracked = self.devices.as_mut().expect("loaded above");
+            tracked.value = devices;
+            tracked.touched |= result.as_ref().is_ok_and(|&asked| asked);
             result?;
             self.reconciled = true;
         }
-        Ok(&mut self.devices.as_mut().expect("loaded above").value)
+        Ok(&self.devices.as_ref().expect("loaded above").value)
     }
 
     fn reconcile_with(
@@ -248,7 +293,7 @@ impl Transaction<'_> {
         devices: &mut Devices,
         backend: &dyn DeviceBackend,
         force: bool,
-    ) -> Result<()> {
+    ) -> Result<bool> {
         let fingerprint = backend.fingerprint();
         let stored: Option<Hardware> = match self.root.read(HARDWARE_FILE) {
             Ok(bytes) => bytes.and_then(|b| serde_json::from_slice(&b).ok()),
@@ -257,7 +302,7 @@ impl Transaction<'_> {
         let changed = fingerprint.is_some()
             && stored.as_ref().and_then(|h| h.fingerprint.as_ref()) != fingerprint.as_ref();
         if !force && !changed {
-            return Ok(());
+            return Ok(false);
         }
         apply_inventory(devices, &backend.devices()?);
         let record = Hardware { fingerprint };
@@ -265,27 +310,47 @@ impl Transaction<'_> {
             self.root
                 .write_atomic(HARDWARE_FILE, &file::to_json(&record)?, false)?;
         }
-        Ok(())
+        Ok(true)
     }
 
     /// The line of waiting requests, without waiters whose process is gone.
-    pub fn queue(&mut self) -> Result<&mut Queue> {
+    pub fn queue(&mut self) -> Result<&Queue> {
+        self.load_queue()?;
+        Ok(&self.queue.as_ref().expect("loaded above").value)
+    }
+
+    /// The line of waiting requests, to change.
+    pub fn queue_mut(&mut self) -> Result<&mut Queue> {
+        self.load_queue()?;
+        let tracked = self.queue.as_mut().expect("loaded above");
+        tracked.touched = true;
+        Ok(&mut tracked.value)
+    }
+
+    fn load_queue(&mut self) -> Result<()> {
         if self.queue.is_none() {
             let (mut queue, original): Loaded<Queue> =
                 load(self.root, QUEUE_FILE, false)?.unwrap_or_default();
-            queue.waiters.retain(|w| procs::pid_alive(w.pid));
+            let waiting = queue.waiters.len();
+            let alive = &mut self.alive;
+            queue.waiters.retain(|w| {
+                *alive
+                    .entry(w.pid)
+                    .or_insert_with(|| procs::pid_alive(w.pid))
+            });
             queue.waiters.sort_by_key(|w| w.ticket);
             self.queue = Some(Tracked {
+                touched: queue.waiters.len() != waiting,
                 value: queue,
                 original,
             });
         }
-        Ok(&mut self.queue.as_mut().expect("loaded above").value)
+        Ok(())
     }
 
     /// Writes back the files whose content changed.
     pub fn commit(self) -> Result<()> {
-        if let Some(tracked) = &self.envs {
+        if let Some(tracked) = self.envs.as_ref().filter(|t| t.touched) {
             save(
                 self.root,
                 ENVS_FILE,
@@ -294,7 +359,7 @@ impl Transaction<'_> {
                 true,
             )?;
         }
-        if let Some(tracked) = &self.devices {
+        if let Some(tracked) = self.devices.as_ref().filter(|t| t.touched) {
             save(
                 self.root,
                 DEVICES_FILE,
@@ -303,7 +368,7 @@ impl Transaction<'_> {
                 true,
             )?;
         }
-        if let Some(tracked) = &self.queue {
+        if let Some(tracked) = self.queue.as_ref().filter(|t| t.touched) {
             // An empty line and no file are the same; don't create one.
             if !(tracked.original.is_none() && tracked.value.waiters.is_empty()) {
                 save(

@@ -59,8 +59,9 @@ pub fn load<T: Entries>(dir: &Dir, name: &str, keep_good: bool) -> Result<Option
     }
     let document = serde_json::from_slice::<Value>(&bytes).map_err(|e| e.to_string());
     let (value, rejected, damage) = match document.and_then(T::from_value) {
-        // An older layout, converted.
-        Ok((value, rejected)) if rejected.is_empty() => return Ok(Some((value, Some(bytes)))),
+        // An older layout, converted: no original bytes, so that it is
+        // written back in the current layout.
+        Ok((value, rejected)) if rejected.is_empty() => return Ok(Some((value, None))),
         Ok((value, rejected)) => (value, rejected, None),
         Err(reason) => {
             let (mut value, rejected) = items(&bytes, T::KEY)
