@@ -28,7 +28,8 @@ fn main() {
                 ..Request::default()
             };
             // Most attempts find both GPUs taken; that is a transaction too.
-            tx.reconcile(&backend, false).expect("devices");
+            tx.reconcile(&dir.survey(&backend, false).expect("survey"))
+                .expect("devices");
             let _ = attach_env(&mut tx, &eid, request);
             tx.commit().expect("commit");
             let mut tx = dir.transaction(LoadOptions::default()).expect("lock");

@@ -47,7 +47,7 @@ fn main() {
     let mut latencies = Vec::new();
     for _ in 0..rounds {
         let mut tx = dir.transaction(LoadOptions::default()).unwrap();
-        tx.reconcile(&backend, false).unwrap();
+        tx.reconcile(&dir.survey(&backend, false).unwrap()).unwrap();
         attach_env(&mut tx, "a", one).unwrap();
         tx.commit().unwrap();
         let mut waiter = Command::new(&genv)

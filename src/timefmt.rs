@@ -8,8 +8,37 @@ pub fn now() -> String {
     Local::now().format(DATETIME_FMT).to_string()
 }
 
+/// Parses `%d/%m/%Y %H:%M:%S`. genv writes every timestamp in exactly
+/// that shape (`24/11/2026 13:05:09`), so it is read field by field
+/// without a format-string interpreter (tables print one per row); any
+/// other shape that Python's strptime accepts (unpadded fields) goes
+/// through chrono's parser.
 pub fn parse(value: &str) -> Option<NaiveDateTime> {
-    NaiveDateTime::parse_from_str(value, DATETIME_FMT).ok()
+    parse_fixed(value.as_bytes())
+        .or_else(|| NaiveDateTime::parse_from_str(value, DATETIME_FMT).ok())
+}
+
+fn parse_fixed(b: &[u8]) -> Option<NaiveDateTime> {
+    if b.len() != 19
+        || b[2] != b'/'
+        || b[5] != b'/'
+        || b[10] != b' '
+        || b[13] != b':'
+        || b[16] != b':'
+    {
+        return None;
+    }
+    let number = |range: std::ops::Range<usize>| -> Option<u32> {
+        b[range].iter().try_fold(0u32, |n, &c| {
+            c.is_ascii_digit().then(|| n * 10 + u32::from(c - b'0'))
+        })
+    };
+    let date = chrono::NaiveDate::from_ymd_opt(
+        i32::try_from(number(6..10)?).ok()?,
+        number(3..5)?,
+        number(0..2)?,
+    )?;
+    date.and_hms_opt(number(11..13)?, number(14..16)?, number(17..19)?)
 }
 
 /// "5 seconds ago", "1 minute ago", ... as genv 1.4.3 prints them; a
@@ -55,6 +84,31 @@ mod tests {
         assert_eq!(ago(3600), "1 hour ago");
         assert_eq!(ago(86400 * 2), "2 days ago");
         assert_eq!(ago(86400 * 7 * 3), "3 weeks ago");
+    }
+
+    #[test]
+    fn the_fixed_shape_and_others_parse_alike() {
+        for text in [
+            "24/11/2026 13:05:09",
+            "01/01/1970 00:00:00",
+            "29/02/2024 23:59:59",
+        ] {
+            assert_eq!(
+                parse(text),
+                NaiveDateTime::parse_from_str(text, DATETIME_FMT).ok(),
+                "{text}"
+            );
+        }
+        // Unpadded fields, as strptime accepts them.
+        assert_eq!(parse("1/2/2024 3:04:05"), parse("01/02/2024 03:04:05"));
+        for bad in [
+            "31/02/2024 00:00:00",
+            "24/11/2026 25:00:00",
+            "2a/11/2026 13:05:09",
+            "",
+        ] {
+            assert_eq!(parse(bad), None, "{bad}");
+        }
     }
 
     #[test]

@@ -51,6 +51,14 @@ pub fn run(mut args: ActivateArgs, ctx: &mut Context) -> Result<Exit> {
     let uid = crate::procs::current_uid();
     let username = crate::procs::username(uid);
 
+    // Asked before the lock in case devices are attached below; whether
+    // they are depends on the configuration in the state, so a failure
+    // here (no driver) only matters if they are, and then shows there.
+    let survey = if args.no_attach {
+        None
+    } else {
+        dir.survey(ctx.backend.get(), false).ok()
+    };
     let mut tx = dir.transaction(LoadOptions::default())?;
     let now = tx.now();
     let envs = tx.envs_mut()?;
@@ -93,7 +101,10 @@ pub fn run(mut args: ActivateArgs, ctx: &mut Context) -> Result<Exit> {
             }
         }
         (true, None) => {
-            tx.reconcile(ctx.backend.get(), false)?;
+            match &survey {
+                Some(survey) => tx.reconcile(survey)?,
+                None => tx.reconcile(&dir.survey(ctx.backend.get(), false)?)?,
+            };
             provision::attach_env(&mut tx, &eid, request)?;
             tx.commit()?;
         }

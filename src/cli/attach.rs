@@ -20,9 +20,11 @@ pub fn run(args: AttachArgs, ctx: &mut Context) -> Result<Exit> {
         provision::attach_waiting(&ctx.dir, ctx.backend.get(), &eid, request, wait)?;
         return Ok(Exit::SUCCESS);
     }
+    // A GPU may have come or gone: the driver is asked, before the lock,
+    // when the GPUs' fingerprint changed.
+    let survey = ctx.dir.survey(ctx.backend.get(), false)?;
     let mut tx = ctx.dir.transaction(LoadOptions::default())?;
-    // A GPU may have come or gone: ask the driver before handing one out.
-    tx.reconcile(ctx.backend.get(), true)?;
+    tx.reconcile(&survey)?;
     provision::attach_env(&mut tx, &eid, request)?;
     tx.commit()?;
     Ok(Exit::SUCCESS)

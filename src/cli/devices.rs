@@ -34,10 +34,12 @@ pub fn run(args: DevicesArgs, ctx: &mut Context) -> Result<Exit> {
         tx.commit()?;
         return Ok(Exit::SUCCESS);
     }
+    // The driver is asked before the lock, when it must be (no devices
+    // recorded, the GPUs changed, or --reset starting afresh).
+    let survey = dir.survey(ctx.backend.get(), args.state.reset)?;
     let mut tx = dir.transaction(args.state.options())?;
     if args.state.reset {
-        // Starting afresh: the driver says what there is.
-        tx.reconcile(ctx.backend.get(), true)?;
+        tx.reconcile(&survey)?;
     }
     match args.command {
         Some(DevicesCommand::Attach {
@@ -52,9 +54,7 @@ pub fn run(args: DevicesArgs, ctx: &mut Context) -> Result<Exit> {
                 index,
                 over_subscribe: allow_over_subscription,
             };
-            // A GPU may have come or gone: ask the driver before handing
-            // one out.
-            tx.reconcile(ctx.backend.get(), true)?;
+            tx.reconcile(&survey)?;
             provision::attach_env(&mut tx, &eid, request)?;
             print_indices(tx.devices()?, &eid, out);
         }
@@ -67,13 +67,13 @@ pub fn run(args: DevicesArgs, ctx: &mut Context) -> Result<Exit> {
         }
         Some(DevicesCommand::Find { eid }) => print_indices(tx.devices()?, &eid, out),
         Some(DevicesCommand::Ps(ps)) => {
-            tx.reconcile(ctx.backend.get(), false)?;
+            tx.reconcile(&survey)?;
             print_ps(&mut tx, ps, out)?
         }
         Some(DevicesCommand::Locks(ps)) => {
             let envs = tx.envs()?.clone();
             let indices: Vec<u32> = tx
-                .reconcile(ctx.backend.get(), false)?
+                .reconcile(&survey)?
                 .devices
                 .iter()
                 .map(|d| d.index)
@@ -86,7 +86,7 @@ pub fn run(args: DevicesArgs, ctx: &mut Context) -> Result<Exit> {
             print_queue(&envs, &queue, out);
         }
         Some(DevicesCommand::Query { queries }) => {
-            for device in &tx.reconcile(ctx.backend.get(), false)?.devices {
+            for device in &tx.reconcile(&survey)?.devices {
                 let row: Vec<String> = queries
                     .iter()
                     .map(|q| match q.as_str() {
@@ -117,7 +117,7 @@ pub fn run(args: DevicesArgs, ctx: &mut Context) -> Result<Exit> {
             }
         }
         None => {
-            tx.reconcile(ctx.backend.get(), false)?;
+            tx.reconcile(&survey)?;
             print_ps(&mut tx, PsArgs::default(), out)?
         }
     }

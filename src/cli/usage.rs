@@ -46,14 +46,15 @@ fn snapshot(
     out: &mut String,
 ) -> Result<()> {
     let processes = || backend.processes().map(enforce::processes);
+    let survey = dir.survey(backend, false)?;
     let mut tx = dir.transaction(LoadOptions::default())?;
     let json = match kind {
         Some("processes") => to_json(&processes()?)?,
         Some("envs") => to_json(tx.envs()?)?,
-        Some("devices") => to_json(tx.reconcile(backend, false)?)?,
+        Some("devices") => to_json(tx.reconcile(&survey)?)?,
         _ => {
             let processes = processes()?;
-            tx.reconcile(backend, false)?;
+            tx.reconcile(&survey)?;
             let envs = tx.envs()?.clone();
             let devices = tx.devices()?;
             to_json(&Snapshot {

@@ -57,7 +57,8 @@ pub fn attach_waiting(
     let start = Instant::now();
     let mut ticket: Option<u64> = None;
     let mut told: Option<usize> = None;
-    let mut first = true;
+    // The driver is asked (when needed) once, before the first lock.
+    let survey = dir.survey(backend, false)?;
     loop {
         let mut tx = dir.transaction(LoadOptions::default())?;
         let now = tx.now();
@@ -68,8 +69,7 @@ pub fn attach_waiting(
             .map(|e| (e.eid.clone(), e.config.clone()))
             .collect();
         let config = configs.get(eid).cloned().unwrap_or_default();
-        let mut trial = tx.reconcile(backend, first)?.clone();
-        first = false;
+        let mut trial = tx.reconcile(&survey)?.clone();
         let queue = tx.queue_mut()?;
         let mine = match ticket.filter(|t| queue.contains(*t)) {
             Some(t) => t,

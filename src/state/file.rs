@@ -144,6 +144,11 @@ impl Dir {
         }
     }
 
+    /// Whether `name` exists in the folder (as anything; not followed).
+    pub fn has(&self, name: &str) -> bool {
+        rustix::fs::statat(&self.fd, name, rustix::fs::AtFlags::SYMLINK_NOFOLLOW).is_ok()
+    }
+
     fn inspect(&self, name: &str) -> Result<Content> {
         let flags =
             OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC;

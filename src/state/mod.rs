@@ -116,6 +116,33 @@ impl StateDir {
         }
     }
 
+    /// What the hardware looks like, asked before taking the global lock
+    /// (a driver query can take seconds; nobody should wait behind it),
+    /// and only when needed: there is no `devices.json` yet, the GPUs'
+    /// fingerprint differs from the one last recorded, or `force`
+    /// (`--reset`). [`Transaction::reconcile`] applies it under the lock.
+    pub fn survey<'b>(&self, backend: &'b dyn DeviceBackend, force: bool) -> Result<Survey<'b>> {
+        let root = self.root_dir()?;
+        let fingerprint = backend.fingerprint();
+        let recorded = root
+            .peek(HARDWARE_FILE)
+            .and_then(|b| serde_json::from_slice::<Hardware>(&b).ok())
+            .and_then(|h| h.fingerprint);
+        let needed =
+            force || !root.has(DEVICES_FILE) || (fingerprint.is_some() && recorded != fingerprint);
+        let gpus = if needed {
+            Some(backend.devices()?)
+        } else {
+            None
+        };
+        Ok(Survey {
+            backend,
+            fingerprint,
+            gpus,
+            force,
+        })
+    }
+
     /// Takes the global lock and starts a transaction.
     pub fn transaction(&self, options: LoadOptions) -> Result<Transaction<'_>> {
         let root = self.root_dir()?;
@@ -170,6 +197,16 @@ pub struct Transaction<'a> {
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct Hardware {
     fingerprint: Option<String>,
+}
+
+/// The hardware as [`StateDir::survey`] found it before the lock: the
+/// GPUs when they had to be asked, and the backend in case another
+/// process changed the state between the survey and the lock.
+pub struct Survey<'b> {
+    backend: &'b dyn DeviceBackend,
+    fingerprint: Option<String>,
+    gpus: Option<Vec<GpuInfo>>,
+    force: bool,
 }
 
 impl Transaction<'_> {
@@ -266,51 +303,47 @@ impl Transaction<'_> {
         Ok(())
     }
 
-    /// The devices brought in line with the hardware: the driver is asked
-    /// when there is no `devices.json` yet, on `--reset`, when the GPUs'
-    /// fingerprint changed since the last time, or always with `force`.
-    /// A step of its own, so that only the commands that show or hand out
-    /// devices pay for asking the driver.
-    pub fn reconcile(&mut self, backend: &dyn DeviceBackend, force: bool) -> Result<&Devices> {
+    /// The devices brought in line with the hardware as surveyed before
+    /// the lock: new GPUs added, gone ones dropped. The driver is asked
+    /// here, under the lock, only if the state changed since the survey
+    /// in a way that needs it (`devices.json` removed meanwhile).
+    pub fn reconcile(&mut self, survey: &Survey<'_>) -> Result<&Devices> {
         if !self.reconciled {
             self.load_devices()?;
+            let stored = self
+                .root
+                .read(HARDWARE_FILE)
+                .ok()
+                .flatten()
+                .and_then(|b| serde_json::from_slice::<Hardware>(&b).ok());
             let tracked = self.devices.as_mut().expect("loaded above");
-            // No devices.json yet (or --reset): the driver says what there is.
-            let force = force || self.options.reset || tracked.original.is_none();
-            let mut devices = std::mem::take(&mut tracked.value);
-            let result = self.reconcile_with(&mut devices, backend, force);
-            let tracked = self.devices.as_mut().expect("loaded above");
-            tracked.value = devices;
-            tracked.touched |= result.as_ref().is_ok_and(|&asked| asked);
-            result?;
+            let recorded = stored.as_ref().and_then(|h| h.fingerprint.as_ref());
+            let needed = survey.force
+                || self.options.reset
+                || tracked.original.is_none()
+                || (survey.fingerprint.is_some() && recorded != survey.fingerprint.as_ref());
+            if needed {
+                let asked;
+                let gpus = match &survey.gpus {
+                    Some(gpus) => gpus,
+                    None => {
+                        asked = survey.backend.devices()?;
+                        &asked
+                    }
+                };
+                apply_inventory(&mut tracked.value, gpus);
+                tracked.touched = true;
+                let record = Hardware {
+                    fingerprint: survey.fingerprint.clone(),
+                };
+                if stored.map(|h| h.fingerprint) != Some(record.fingerprint.clone()) {
+                    self.root
+                        .write_atomic(HARDWARE_FILE, &file::to_json(&record)?, false)?;
+                }
+            }
             self.reconciled = true;
         }
         Ok(&self.devices.as_ref().expect("loaded above").value)
-    }
-
-    fn reconcile_with(
-        &mut self,
-        devices: &mut Devices,
-        backend: &dyn DeviceBackend,
-        force: bool,
-    ) -> Result<bool> {
-        let fingerprint = backend.fingerprint();
-        let stored: Option<Hardware> = match self.root.read(HARDWARE_FILE) {
-            Ok(bytes) => bytes.and_then(|b| serde_json::from_slice(&b).ok()),
-            Err(_) => None,
-        };
-        let changed = fingerprint.is_some()
-            && stored.as_ref().and_then(|h| h.fingerprint.as_ref()) != fingerprint.as_ref();
-        if !force && !changed {
-            return Ok(false);
-        }
-        apply_inventory(devices, &backend.devices()?);
-        let record = Hardware { fingerprint };
-        if stored.as_ref().map(|h| &h.fingerprint) != Some(&record.fingerprint) {
-            self.root
-                .write_atomic(HARDWARE_FILE, &file::to_json(&record)?, false)?;
-        }
-        Ok(true)
     }
 
     /// The line of waiting requests, without waiters whose process is gone.

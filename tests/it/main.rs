@@ -23,6 +23,7 @@ mod shim_docker;
 mod shim_h100;
 mod shim_nvidia_smi;
 mod shim_sim;
+mod slow_driver;
 mod snapshots;
 mod state_hostile;
 mod state_safety;
