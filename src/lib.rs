@@ -14,6 +14,7 @@ pub mod provision;
 pub mod session;
 pub mod shell;
 pub mod shim;
+pub mod signals;
 pub mod smi;
 pub mod state;
 pub mod timefmt;
@@ -57,7 +58,7 @@ pub fn main() -> i32 {
         .write_all(out.as_bytes())
         .and_then(|()| stdout.flush());
     match result {
-        Ok(()) => 0,
+        Ok(code) => code,
         Err(error::Error::Interrupted) => 130,
         Err(e) if e.is_reference_message() => {
             // As genv 1.4.3 prints them: a message that ends with a newline
@@ -72,14 +73,15 @@ pub fn main() -> i32 {
     }
 }
 
-fn run(cli: Cli, out: &mut String) -> Result<()> {
+/// Runs the verb; its exit code (0, or the command's for `genv lock`).
+fn run(cli: Cli, out: &mut String) -> Result<i32> {
     let dir = StateDir::from_env();
     let Some(command) = cli.command else {
         // The VS Code extension probes `genv` alone: help, exit 0.
         out.push_str(&Cli::command().render_help().to_string());
-        return Ok(());
+        return Ok(0);
     };
-    match command {
+    let done = match command {
         Command::Activate(args) => cli::activate::run(args, &dir, out),
         Command::Attach(args) => cli::attach::run(args, &dir),
         Command::Config(args) => cli::config::run(args, &dir, out),
@@ -91,17 +93,13 @@ fn run(cli: Cli, out: &mut String) -> Result<()> {
         Command::Devices(args) => cli::devices::run(args, &dir, backend::detect().as_ref(), out),
         Command::Usage(args) => cli::usage::run(args, &dir, backend::detect().as_ref(), out),
         Command::Home(args) => cli::home::run(args.quiet, out),
-        Command::Lock(args) => {
-            // The command's exit code is ours; the locks are given back.
-            let code = cli::lock::run(args, &dir)?;
-            if code != 0 {
-                std::process::exit(code);
-            }
-            Ok(())
-        }
+        // The command's exit code is `genv lock`'s; every other verb
+        // succeeds with 0.
+        Command::Lock(args) => return cli::lock::run(args, &dir),
         Command::Version => {
             cli::version::run(out);
             Ok(())
         }
-    }
+    };
+    done.map(|()| 0)
 }

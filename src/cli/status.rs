@@ -3,6 +3,7 @@
 use std::fmt::Write;
 
 use crate::error::Result;
+use crate::escape::terminal;
 use crate::session;
 use crate::state::{Config, LoadOptions, StateDir};
 
@@ -41,16 +42,17 @@ pub fn run(dir: &StateDir, out: &mut String) -> Result<()> {
     // usual output stays the same.
     let mut locks = String::new();
     for &index in &indices {
-        let holders = crate::state::device_locks::lock_holders(dir, index);
+        let holders = crate::state::device_locks::lock_holders(dir, index, &envs);
         if holders.is_empty() {
             continue;
         }
         let describe = |h: &crate::state::device_locks::Holder| {
             let env = h.eid.as_deref().and_then(|e| envs.get(e));
-            match (&h.eid, env) {
+            // Names and users come from the shared state.
+            match (h.eid.as_deref().map(terminal), env) {
                 (Some(eid), Some(env)) => format!(
                     "environment {eid} ({}, pid {}, {})",
-                    env.user(),
+                    terminal(&env.user()),
                     h.pid,
                     h.mode()
                 ),
