@@ -38,10 +38,13 @@ impl Saved {
                 let mut previous: libc::sigaction = std::mem::zeroed();
                 if libc::sigaction(signal, &action, &mut previous) != 0 {
                     // `saved` drops here and restores those already replaced.
-                    return Err(Error::msg(format!(
-                        "could not handle signal {signal}: {}",
-                        std::io::Error::last_os_error()
-                    )));
+                    return Err(Error::hinted(
+                        format!(
+                            "cannot handle signal {signal}: {}",
+                            std::io::Error::last_os_error()
+                        ),
+                        "this is a bug in genv; please report it",
+                    ));
                 }
                 saved.0.push((signal, previous));
             }
@@ -85,7 +88,7 @@ impl SignalPipe {
         let (read, write) = rustix::pipe::pipe_with(
             rustix::pipe::PipeFlags::CLOEXEC | rustix::pipe::PipeFlags::NONBLOCK,
         )
-        .map_err(|e| Error::msg(format!("could not create a pipe: {e}")))?;
+        .map_err(|e| Error::io("pipe", e.into()))?;
         PIPE_FD.store(write.as_raw_fd(), Ordering::SeqCst);
         let saved = Saved::install(
             &WAIT_SIGNALS,

@@ -318,3 +318,45 @@ fn unreadable_state_locks_cuda_visible_devices() {
     sa.release();
     assert!(holder.wait().unwrap().success());
 }
+
+/// `-w` against a genv 1.4.3 holder (a plain `flock -x`, which our ledger
+/// knows nothing of): gives up after the time, naming it, and exits with
+/// `-E`'s code.
+#[test]
+fn timeout_against_a_genv_1_4_3_holder() {
+    let sb = one_gpu();
+    let _b = env(&sb, "b", None);
+    let work = tempfile::tempdir().unwrap();
+    let sa = Section::new(work.path(), "A");
+    std::fs::create_dir_all(sb.file("devices")).unwrap();
+    let mut holder = std::process::Command::new("flock")
+        .arg("-x")
+        .arg(sb.file("devices/0.lock"))
+        .args(sa.command())
+        .spawn()
+        .unwrap();
+    sa.entered();
+    let start = Instant::now();
+    let out = sb
+        .cmd(&["lock", "-w", "0.3", "-E", "9", "sh", "-c", "echo ran"])
+        .env("GENV_ENVIRONMENT_ID", "b")
+        .output()
+        .unwrap();
+    assert!(start.elapsed().as_secs_f64() >= 0.3);
+    assert_eq!(out.status.code(), Some(9), "{out:?}");
+    assert!(out.stdout.is_empty(), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "genv: error: timed out after 300ms waiting for GPU 0 (held by pid {} outside genv, exclusive)\nhint: ",
+            holder.id()
+        )),
+        "{stderr}"
+    );
+    let table = sb
+        .run(&["devices", "locks", "--format", "csv", "--no-header"])
+        .ok();
+    assert!(!table.stdout.contains(",b,"), "{table:?}");
+    sa.release();
+    assert!(holder.wait().unwrap().success());
+}
