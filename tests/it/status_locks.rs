@@ -250,3 +250,58 @@ fn locks_of_a_registered_process_are_credited_to_its_environment() {
     assert!(waiter.wait().unwrap().success());
     assert!(b.finish().0.success());
 }
+
+/// Names and usernames are data from the shared state: shown escaped in
+/// `genv devices locks`, `genv status` and `genv lock`'s messages, so an
+/// escape sequence cannot drive a terminal and a newline cannot forge a
+/// row.
+#[test]
+fn state_text_is_escaped_in_lock_tables_and_messages() {
+    use crate::lock_support::{Locker, Section, args, env, one_gpu};
+    let sb = one_gpu();
+    let _a = env(&sb, "a", None);
+    let _b = env(&sb, "b", None);
+    let mut envs: serde_json::Value = serde_json::from_str(&sb.read("envs.json")).unwrap();
+    for env in envs["envs"].as_array_mut().unwrap() {
+        if env["eid"] == "a" {
+            env["config"]["name"] = "evil\u{1b}[2J\n0,z,forged".into();
+            env["username"] = "al\u{202e}ice".into();
+        }
+    }
+    sb.write("envs.json", &envs.to_string());
+    let work = tempfile::tempdir().unwrap();
+    let sa = Section::new(work.path(), "A");
+    let ca = sa.command();
+    let a = Locker::spawn(&sb, Some("a"), &args(&[], &ca));
+    sa.entered();
+    let mut b = Locker::spawn(&sb, Some("b"), &["true"]);
+    let line = b.expect_line("waiting for GPU 0");
+    assert!(
+        line.contains("environment a (evil\\u{1b}[2J\\n0,z,forged), al\\u{202e}ice(1000), pid "),
+        "{line:?}"
+    );
+    for args in [
+        &["devices", "locks"][..],
+        &["devices", "locks", "--format", "csv", "--no-header"][..],
+    ] {
+        let table = sb.run(args).ok().stdout;
+        assert!(
+            !table.contains('\u{1b}') && !table.contains('\u{202e}'),
+            "{table:?}"
+        );
+        let rows = table.lines().filter(|l| l.starts_with("0")).count();
+        assert_eq!(rows, 2, "{table:?}");
+    }
+    let mut status = sb.cmd(&["status"]);
+    status.env("GENV_ENVIRONMENT_ID", "b");
+    let status = crate::common::Run::from(status.output().unwrap())
+        .ok()
+        .stdout;
+    assert!(
+        status.contains("held by environment a (al\\u{202e}ice(1000), pid "),
+        "{status:?}"
+    );
+    sa.release();
+    assert!(a.finish().0.success());
+    assert!(b.finish().0.success());
+}
