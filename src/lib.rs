@@ -15,6 +15,7 @@ pub mod provision;
 pub mod session;
 pub mod shell;
 pub mod shim;
+pub mod signals;
 pub mod smi;
 pub mod state;
 pub mod timefmt;

@@ -121,6 +121,105 @@ pub fn cmdline_arg0(pid: u32) -> Option<String> {
     (!arg0.is_empty()).then(|| String::from_utf8_lossy(arg0).into_owned())
 }
 
+/// The start time of a process in clock ticks since boot (field 22 of
+/// `/proc/<pid>/stat`), which tells a process from a later one that got
+/// its pid.
+pub fn start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    parse_start_time(&stat)
+}
+
+fn parse_start_time(stat: &str) -> Option<u64> {
+    // The command name (field 2) is in parentheses and may hold anything,
+    // spaces and parentheses included: count from the last `)`.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// A file, as `/proc/locks` names it: the device of its file system and
+/// its inode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileId {
+    pub major: u32,
+    pub minor: u32,
+    pub inode: u64,
+}
+
+impl FileId {
+    /// The file at `path`, without following a link.
+    pub fn of(path: &std::path::Path) -> Option<Self> {
+        let stat = rustix::fs::lstat(path).ok()?;
+        Some(FileId {
+            major: rustix::fs::major(stat.st_dev),
+            minor: rustix::fs::minor(stat.st_dev),
+            inode: stat.st_ino,
+        })
+    }
+}
+
+/// One `flock` on a file, held or waited for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FlockEntry {
+    pub pid: u32,
+    pub exclusive: bool,
+    /// Waiting for the lock (a `->` row), not holding it.
+    pub blocked: bool,
+}
+
+/// The `flock`s the kernel lists for `file` in `/proc/locks`.
+pub fn flocks(file: FileId) -> Vec<FlockEntry> {
+    let text = std::fs::read_to_string("/proc/locks").unwrap_or_default();
+    parse_proc_locks(&text, file)
+}
+
+/// The `FLOCK` rows of `/proc/locks` on `file`, e.g.
+/// `1: FLOCK  ADVISORY  WRITE 1234 00:2a:5678 0 EOF`, and waiters as
+/// `1: -> FLOCK  ADVISORY  WRITE 1235 00:2a:5678 0 EOF`. The file is
+/// `MAJOR:MINOR:INODE`, the device numbers in hex and the inode in decimal
+/// (`%02x:%02x:%lu` in the kernel's fs/locks.c); an inode number means
+/// nothing without its device.
+pub fn parse_proc_locks(text: &str, file: FileId) -> Vec<FlockEntry> {
+    let mut locks: Vec<FlockEntry> = Vec::new();
+    for line in text.lines() {
+        let mut fields: Vec<&str> = line.split_whitespace().skip(1).collect();
+        let blocked = fields.first() == Some(&"->");
+        if blocked {
+            fields.remove(0);
+        }
+        if fields.len() < 5 || fields[0] != "FLOCK" {
+            continue;
+        }
+        if parse_file_id(fields[4]) != Some(file) {
+            continue;
+        }
+        let Ok(pid) = fields[3].parse::<u32>() else {
+            continue;
+        };
+        // /proc/locks is read in pieces while locks come and go, so an
+        // entry may be seen twice: one per pid.
+        if !locks.iter().any(|l| l.pid == pid) {
+            locks.push(FlockEntry {
+                pid,
+                exclusive: fields[2] == "WRITE",
+                blocked,
+            });
+        }
+    }
+    locks
+}
+
+fn parse_file_id(field: &str) -> Option<FileId> {
+    let mut parts = field.split(':');
+    let major = u32::from_str_radix(parts.next()?, 16).ok()?;
+    let minor = u32::from_str_radix(parts.next()?, 16).ok()?;
+    let inode = parts.next()?.parse().ok()?;
+    parts.next().is_none().then_some(FileId {
+        major,
+        minor,
+        inode,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -138,5 +237,59 @@ mod tests {
         let pid = std::process::id();
         assert!(environ_var(pid, "PATH").is_some());
         assert!(environ_var(pid, "GENV_SURELY_UNSET_VARIABLE").is_none());
+    }
+
+    const FILE: FileId = FileId {
+        major: 0,
+        minor: 0x2a,
+        inode: 5678,
+    };
+
+    #[test]
+    fn parses_proc_locks() {
+        let text = "1: FLOCK  ADVISORY  WRITE 1234 00:2a:5678 0 EOF\n\
+                    1: -> FLOCK  ADVISORY  READ 1235 00:2a:5678 0 EOF\n\
+                    2: POSIX  ADVISORY  WRITE 99 00:2a:5678 0 EOF\n\
+                    3: FLOCK  ADVISORY  READ 77 00:2a:1 0 EOF\n";
+        let locks = parse_proc_locks(text, FILE);
+        assert_eq!(locks.len(), 2);
+        assert!(locks[0].exclusive && !locks[0].blocked && locks[0].pid == 1234);
+        assert!(!locks[1].exclusive && locks[1].blocked && locks[1].pid == 1235);
+    }
+
+    /// The same inode on another file system is another file.
+    #[test]
+    fn proc_locks_rows_of_another_device_do_not_count() {
+        let text = "1: FLOCK  ADVISORY  WRITE 1234 08:01:5678 0 EOF\n\
+                    2: FLOCK  ADVISORY  WRITE 1235 00:2b:5678 0 EOF\n\
+                    3: FLOCK  ADVISORY  WRITE 1236 fd:2a:5678 0 EOF\n\
+                    4: FLOCK  ADVISORY  READ 1237 00:2a:5678 0 EOF\n";
+        let locks = parse_proc_locks(text, FILE);
+        assert_eq!(locks.iter().map(|l| l.pid).collect::<Vec<_>>(), [1237]);
+        // Device numbers are hex: 0x2a is 42, not "42".
+        let text = "1: FLOCK  ADVISORY  WRITE 1 00:42:5678 0 EOF\n";
+        assert!(parse_proc_locks(text, FILE).is_empty());
+    }
+
+    #[test]
+    fn a_file_locked_by_this_process_is_found() {
+        let folder = tempfile::tempdir().unwrap();
+        let path = folder.path().join("0.lock");
+        let file = std::fs::File::create(&path).unwrap();
+        file.lock_shared().unwrap();
+        let id = FileId::of(&path).unwrap();
+        let mine: Vec<FlockEntry> = flocks(id)
+            .into_iter()
+            .filter(|l| l.pid == std::process::id())
+            .collect();
+        assert_eq!(mine.len(), 1, "{id:?}");
+        assert!(!mine[0].exclusive && !mine[0].blocked);
+    }
+
+    #[test]
+    fn start_time_counts_from_the_last_parenthesis() {
+        let stat = "42 (a) b (c) S 1 42 42 0 -1 4194560 100 0 0 0 0 0 0 0 20 0 1 0 98765 1000 10";
+        assert_eq!(parse_start_time(stat), Some(98765));
+        assert!(start_time(std::process::id()).is_some());
     }
 }

@@ -4,8 +4,9 @@ use std::fmt::Write;
 
 use super::{Context, Exit};
 use crate::error::Result;
+use crate::escape::{self, terminal};
+use crate::session;
 use crate::state::{Config, LoadOptions};
-use crate::{escape, session};
 
 pub fn run(ctx: &mut Context) -> Result<Exit> {
     let out = &mut ctx.out;
@@ -48,26 +49,21 @@ pub fn run(ctx: &mut Context) -> Result<Exit> {
     // usual output stays the same.
     let mut locks = String::new();
     for &index in &indices {
-        let holders = crate::state::device_locks::lock_holders(dir, index);
+        let holders = crate::state::device_locks::lock_holders(dir, index, &envs);
         if holders.is_empty() {
             continue;
         }
         let describe = |h: &crate::state::device_locks::Holder| {
             let env = h.eid.as_deref().and_then(|e| envs.get(e));
-            match (&h.eid, env) {
+            // Names and users come from the shared state.
+            match (h.eid.as_deref().map(terminal), env) {
                 (Some(eid), Some(env)) => format!(
-                    "environment {} ({}, pid {}, {})",
-                    escape::terminal(eid),
-                    escape::terminal(&env.user()),
+                    "environment {eid} ({}, pid {}, {})",
+                    terminal(&env.user()),
                     h.pid,
                     h.mode()
                 ),
-                (Some(eid), None) => format!(
-                    "environment {} (pid {}, {})",
-                    escape::terminal(eid),
-                    h.pid,
-                    h.mode()
-                ),
+                (Some(eid), None) => format!("environment {eid} (pid {}, {})", h.pid, h.mode()),
                 (None, _) => format!("pid {} ({})", h.pid, h.mode()),
             }
         };

@@ -4,8 +4,6 @@
 //! served; waiters whose process dies leave the line; Ctrl-C leaves it too.
 
 use std::collections::HashMap;
-use std::os::fd::{AsFd, OwnedFd};
-use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::{Duration, Instant};
 
 use super::{AttachError, Request, attach};
@@ -53,7 +51,7 @@ pub fn attach_waiting(
     wait: Wait,
 ) -> Result<()> {
     let watch = dir.watch()?;
-    let signals = SignalPipe::install()?;
+    let signals = crate::signals::SignalPipe::install()?;
     let start = Instant::now();
     let mut ticket: Option<u64> = None;
     let mut told: Option<usize> = None;
@@ -140,7 +138,7 @@ pub fn attach_waiting(
             },
             None => RECHECK,
         };
-        if watch.wait(left, Some(signals.read.as_fd())) == crate::state::WatchWake::Other {
+        if watch.wait(left, &[signals.fd()]) == crate::state::WatchWake::Other {
             leave(dir, mine)?;
             return Err(Error::Interrupted);
         }
@@ -182,47 +180,32 @@ fn ordinal(n: usize) -> String {
     format!("{n}{suffix}")
 }
 
-/// SIGINT, SIGTERM and SIGHUP turned into a readable pipe, so the wait
-/// can leave the line before exiting.
-struct SignalPipe {
-    read: OwnedFd,
-    _write: OwnedFd,
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::{MockBackend, MockConfig};
+    use crate::signals::{TEST_LOCK, disposition};
 
-static SIGNAL_FD: AtomicI32 = AtomicI32::new(-1);
-
-extern "C" fn on_signal(_: libc::c_int) {
-    let fd = SIGNAL_FD.load(Ordering::Relaxed);
-    if fd >= 0 {
-        // SAFETY: write(2) is async-signal-safe; the buffer is static.
-        unsafe {
-            libc::write(fd, b"x".as_ptr().cast(), 1);
+    /// A program that waits for devices (an SDK, a notebook) must die of
+    /// Ctrl-C again once the wait is over.
+    #[test]
+    fn ctrl_c_ends_the_process_again_after_a_wait() {
+        let _serial = TEST_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        let folder = tempfile::tempdir().unwrap();
+        let dir = StateDir::new(folder.path());
+        let backend = MockBackend::new(MockConfig::with_defaults());
+        let request = Request {
+            count: Some(1),
+            index: None,
+            over_subscribe: false,
+        };
+        let wait = Wait {
+            timeout: Some(Duration::from_secs(30)),
+        };
+        assert_eq!(disposition(libc::SIGINT), libc::SIG_DFL);
+        attach_waiting(&dir, &backend, "e", request, wait).unwrap();
+        for signal in crate::signals::WAIT_SIGNALS {
+            assert_eq!(disposition(signal), libc::SIG_DFL, "signal {signal}");
         }
-    }
-}
-
-impl SignalPipe {
-    fn install() -> Result<Self> {
-        use std::os::fd::AsRawFd;
-        let (read, write) = rustix::pipe::pipe_with(
-            rustix::pipe::PipeFlags::CLOEXEC | rustix::pipe::PipeFlags::NONBLOCK,
-        )
-        .map_err(|e| Error::msg(format!("could not create a pipe: {e}")))?;
-        SIGNAL_FD.store(write.as_raw_fd(), Ordering::Relaxed);
-        for signal in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
-            // SAFETY: the handler only calls write(2) on a descriptor that
-            // lives as long as the process waits.
-            unsafe {
-                let mut action: libc::sigaction = std::mem::zeroed();
-                action.sa_sigaction = on_signal as *const () as usize;
-                action.sa_flags = libc::SA_RESTART;
-                libc::sigemptyset(&mut action.sa_mask);
-                libc::sigaction(signal, &action, std::ptr::null_mut());
-            }
-        }
-        Ok(SignalPipe {
-            read,
-            _write: write,
-        })
     }
 }

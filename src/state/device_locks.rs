@@ -25,64 +25,37 @@
 //! too. No file name here other than `<index>.lock` ends in `.lock`: genv
 //! 1.4.3's SDK parses every `devices/*.lock` as an index.
 
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use std::path::{Path, PathBuf};
-use std::time::Duration;
+mod admission;
+mod holders;
+
+use std::fs::File;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::PathBuf;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
 
 use rustix::fs::FlockOperation;
-use rustix::io::Errno;
-use serde::{Deserialize, Serialize};
 
-use super::{Dir, StateDir};
+use super::{Dir, StateDir, Watch};
 use crate::error::{Error, Result};
 use crate::procs;
+use crate::state::Envs;
+use admission::{Entry, Ledger, admit};
+pub use admission::{Need, Request};
+pub use holders::{Holder, lock_holders};
 
 const DEVICES_FOLDER: &str = "devices";
 /// A safety net: waiters look again this often even when nothing told them
 /// to (a holder in another pid namespace has no pidfd here).
 const RECHECK: Duration = Duration::from_millis(500);
 
-/// How a process wants a device.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Need {
-    /// The whole device, alone (`LOCK_EX`), as genv 1.4.3 always takes it.
-    Exclusive,
-    /// Beside anyone but exclusive holders, using no memory of its own.
-    Shared,
-    /// This many bytes of the device's memory, beside others that fit.
-    Fraction(u64),
-}
-
-/// One device to lock and what for.
-#[derive(Debug, Clone)]
-pub struct Request {
-    pub index: u32,
-    pub need: Need,
-    /// The device's memory, against which fractions are counted.
-    pub total_bytes: u64,
-}
-
-impl Request {
-    /// The need of an environment with this capacity (`None`: the whole
-    /// device). A capacity beyond the device's memory needs all of it.
-    pub fn for_capacity(index: u32, capacity: Option<u64>, total_bytes: u64) -> Self {
-        let need = match capacity {
-            Some(bytes) if bytes <= total_bytes && total_bytes > 0 => Need::Fraction(bytes),
-            _ => Need::Exclusive,
-        };
-        Request {
-            index,
-            need,
-            total_bytes,
-        }
-    }
-}
-
 /// How to wait.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct WaitOptions {
     /// Fail with [`LockError::Busy`] at once instead of waiting.
     pub nonblock: bool,
+    /// Give up with [`LockError::TimedOut`] at this time.
+    pub deadline: Option<Instant>,
 }
 
 /// Why a lock was not taken.
@@ -93,31 +66,17 @@ pub enum LockError {
         index: u32,
         holders: Vec<Holder>,
     },
+    /// The deadline passed while waiting; who holds the device.
+    TimedOut {
+        index: u32,
+        holders: Vec<Holder>,
+    },
     Other(Error),
 }
 
 impl From<Error> for LockError {
     fn from(e: Error) -> Self {
         LockError::Other(e)
-    }
-}
-
-/// Someone who holds or waits for a device lock.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Holder {
-    pub pid: u32,
-    pub eid: Option<String>,
-    pub need: Need,
-    pub waiting: bool,
-}
-
-impl Holder {
-    pub fn mode(&self) -> &'static str {
-        match self.need {
-            Need::Exclusive => "exclusive",
-            Need::Shared => "shared",
-            Need::Fraction(_) => "fraction",
-        }
     }
 }
 
@@ -131,7 +90,7 @@ pub struct HeldLocks {
 struct Held {
     index: u32,
     seq: u64,
-    lock: Option<OwnedFd>,
+    lock: Option<File>,
 }
 
 impl HeldLocks {
@@ -148,42 +107,6 @@ impl Drop for HeldLocks {
             drop(held.lock.take());
             let _ = deregister(&self.dir, held.index, held.seq);
         }
-    }
-}
-
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-struct Ledger {
-    next_seq: u64,
-    entries: Vec<Entry>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct Entry {
-    seq: u64,
-    pid: u32,
-    /// The process's start time (`/proc/<pid>/stat`), against pid reuse.
-    start: Option<u64>,
-    eid: Option<String>,
-    mode: String,
-    bytes: Option<u64>,
-    admitted: bool,
-}
-
-impl Entry {
-    fn need(&self) -> Need {
-        match (self.mode.as_str(), self.bytes) {
-            ("fraction", Some(bytes)) => Need::Fraction(bytes),
-            ("shared", _) => Need::Shared,
-            _ => Need::Exclusive,
-        }
-    }
-
-    fn alive(&self) -> bool {
-        procs::pid_alive(i64::from(self.pid))
-            && match (self.start, start_time(self.pid)) {
-                (Some(recorded), Some(now)) => recorded == now,
-                _ => true,
-            }
     }
 }
 
@@ -241,11 +164,13 @@ pub fn lockable(dir: &StateDir) -> Vec<u32> {
 
 /// Takes the locks of the requested devices in index order, so that two
 /// processes never hold one each and wait for the other's. `on_wait` is
-/// called once per device that this has to wait for, with its holders.
+/// called once per device that this has to wait for, with those in the
+/// way (credited to their environments in `envs`).
 pub fn acquire(
     dir: &StateDir,
     requests: &[Request],
     eid: Option<&str>,
+    envs: &Envs,
     options: WaitOptions,
     on_wait: &mut dyn FnMut(u32, &[Holder]),
 ) -> Result<HeldLocks, LockError> {
@@ -258,7 +183,7 @@ pub fn acquire(
         held: Vec::new(),
     };
     for request in &sorted {
-        let held = acquire_one(dir, request, eid, options, on_wait)?;
+        let held = acquire_one(dir, request, eid, envs, options, on_wait)?;
         locks.held.push(held);
     }
     Ok(locks)
@@ -268,17 +193,20 @@ fn acquire_one(
     dir: &StateDir,
     request: &Request,
     eid: Option<&str>,
+    envs: &Envs,
     options: WaitOptions,
     on_wait: &mut dyn FnMut(u32, &[Holder]),
 ) -> Result<Held, LockError> {
     let index = request.index;
     let lock_file = lock_path(dir, index);
     let fd = devices_dir(dir)?.open_lock(&lock_name(index))?;
+    // std's flock: the lock genv 1.4.3's `fcntl.flock` takes.
+    let lock = File::from(fd);
     // Watch before registering, so no change after our first look is missed.
     let watcher = if options.nonblock {
         None
     } else {
-        Watcher::new(&devices_folder(dir))
+        Watch::ledgers(&devices_folder(dir)).ok()
     };
     let pid = std::process::id();
     let (mode, bytes) = match request.need {
@@ -289,7 +217,7 @@ fn acquire_one(
     let mut mine = Entry {
         seq: 0,
         pid,
-        start: start_time(pid),
+        start: procs::start_time(pid),
         eid: eid.map(str::to_owned),
         mode: mode.to_owned(),
         bytes,
@@ -306,23 +234,26 @@ fn acquire_one(
         let _ = deregister(dir, index, seq);
         e
     };
+    let others = |only: &dyn Fn(&Holder) -> bool| -> Vec<Holder> {
+        lock_holders(dir, index, envs)
+            .into_iter()
+            .filter(|h| h.pid != pid && only(h))
+            .collect()
+    };
     while let Some(pids) = blockers {
         if options.nonblock {
-            let holders = lock_holders(dir, index)
-                .into_iter()
-                .filter(|h| h.pid != pid)
-                .collect();
+            let holders = others(&|_| true);
             return Err(release(LockError::Busy { index, holders }));
+        }
+        if options.deadline.is_some_and(|d| Instant::now() >= d) {
+            let holders = others(&|h| pids.contains(&h.pid));
+            return Err(release(LockError::TimedOut { index, holders }));
         }
         if !told {
             told = true;
-            let holders: Vec<Holder> = lock_holders(dir, index)
-                .into_iter()
-                .filter(|h| h.pid != pid && pids.contains(&h.pid))
-                .collect();
-            on_wait(index, &holders);
+            on_wait(index, &others(&|h| pids.contains(&h.pid)));
         }
-        wait_for_change(watcher.as_ref(), &pids);
+        wait_for_change(watcher.as_ref(), &pids, options.deadline);
         blockers = with_ledger(dir, index, |ledger| {
             if !ledger.entries.iter().any(|e| e.seq == seq) {
                 // The ledger was lost (removed by hand, or unreadable):
@@ -335,95 +266,88 @@ fn acquire_one(
         })
         .map_err(|e| release(e.into()))?;
     }
-    let operation = match request.need {
-        Need::Exclusive => FlockOperation::NonBlockingLockExclusive,
-        _ => FlockOperation::NonBlockingLockShared,
-    };
-    match flock(&fd, operation) {
-        Ok(()) => {}
-        Err(Errno::WOULDBLOCK) => {
-            let others: Vec<Holder> = lock_holders(dir, index)
-                .into_iter()
-                .filter(|h| h.pid != pid && !h.waiting)
-                .collect();
+    let exclusive = request.need == Need::Exclusive;
+    let lock = match try_flock(&lock, exclusive) {
+        Ok(true) => lock,
+        Ok(false) => {
+            let holding = |h: &Holder| !h.waiting;
             if options.nonblock {
-                return Err(release(LockError::Busy {
-                    index,
-                    holders: others,
-                }));
+                let holders = others(&holding);
+                return Err(release(LockError::Busy { index, holders }));
             }
             if !told {
-                on_wait(index, &others);
+                on_wait(index, &others(&holding));
             }
-            let blocking = match request.need {
-                Need::Exclusive => FlockOperation::LockExclusive,
-                _ => FlockOperation::LockShared,
-            };
-            flock(&fd, blocking).map_err(|e| release(Error::io(&lock_file, e.into()).into()))?;
+            match flock_until(lock, exclusive, options.deadline) {
+                Ok(Some(lock)) => lock,
+                Ok(None) => {
+                    let holders = others(&holding);
+                    return Err(release(LockError::TimedOut { index, holders }));
+                }
+                Err(e) => return Err(release(Error::io(&lock_file, e).into())),
+            }
         }
-        Err(e) => return Err(release(Error::io(&lock_file, e.into()).into())),
-    }
+        Err(e) => return Err(release(Error::io(&lock_file, e).into())),
+    };
     Ok(Held {
         index,
         seq,
-        lock: Some(fd),
+        lock: Some(lock),
     })
 }
 
-fn flock(fd: &OwnedFd, operation: FlockOperation) -> rustix::io::Result<()> {
+/// Takes the `flock` if nobody is in the way; `false` when someone is.
+fn try_flock(file: &File, exclusive: bool) -> std::io::Result<bool> {
     loop {
-        match rustix::fs::flock(fd, operation) {
-            Err(Errno::INTR) => continue,
-            other => return other,
-        }
+        let result = if exclusive {
+            file.try_lock()
+        } else {
+            file.try_lock_shared()
+        };
+        return match result {
+            Ok(()) => Ok(true),
+            Err(std::fs::TryLockError::WouldBlock) => Ok(false),
+            Err(std::fs::TryLockError::Error(e)) if e.kind() == std::io::ErrorKind::Interrupted => {
+                continue;
+            }
+            Err(std::fs::TryLockError::Error(e)) => Err(e),
+        };
     }
 }
 
-/// Admits entry `seq` when it may hold the device now and returns `None`;
-/// otherwise the pids it waits for.
-fn admit(ledger: &mut Ledger, seq: u64, total_bytes: u64) -> Option<Vec<u32>> {
-    let me = ledger.entries.iter().find(|e| e.seq == seq)?;
-    if me.admitted {
-        return None;
-    }
-    let need = me.need();
-    let earlier: Vec<u32> = ledger
-        .entries
-        .iter()
-        .filter(|e| e.seq < seq && !e.admitted)
-        .map(|e| e.pid)
-        .collect();
-    let admitted: Vec<&Entry> = ledger
-        .entries
-        .iter()
-        .filter(|e| e.admitted && e.seq != seq)
-        .collect();
-    let exclusive_held = admitted.iter().any(|e| e.need() == Need::Exclusive);
-    let fits = match need {
-        Need::Exclusive => admitted.is_empty(),
-        Need::Shared => !exclusive_held,
-        Need::Fraction(bytes) => {
-            let used: u64 = admitted
-                .iter()
-                .filter_map(|e| match e.need() {
-                    Need::Fraction(b) => Some(b),
-                    _ => None,
-                })
-                .fold(0, u64::saturating_add);
-            !exclusive_held && used.saturating_add(bytes) <= total_bytes
+/// Blocks on the `flock` (where a genv 1.4.3 holder or `flock(1)` makes us
+/// wait, which nothing announces) until taken or `deadline`; `None` when
+/// the deadline came first. With a deadline the blocking call runs on a
+/// thread of its own: if it is taken after we gave up, that thread lets
+/// it go at once, and the caller is about to exit anyway.
+fn flock_until(
+    file: File,
+    exclusive: bool,
+    deadline: Option<Instant>,
+) -> std::io::Result<Option<File>> {
+    let lock = move |file: File| loop {
+        let result = if exclusive {
+            file.lock()
+        } else {
+            file.lock_shared()
+        };
+        match result {
+            Ok(()) => return Ok(file),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
         }
     };
-    if earlier.is_empty() && fits {
-        if let Some(me) = ledger.entries.iter_mut().find(|e| e.seq == seq) {
-            me.admitted = true;
-        }
-        return None;
+    let Some(deadline) = deadline else {
+        return lock(file).map(Some);
+    };
+    let (sender, receiver) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = sender.send(lock(file));
+    });
+    match receiver.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+        Ok(result) => result.map(Some),
+        Err(_) => Ok(None),
     }
-    let mut pids = earlier;
-    pids.extend(admitted.iter().map(|e| e.pid));
-    pids.sort_unstable();
-    pids.dedup();
-    Some(pids)
 }
 
 /// Reads, prunes, changes and writes back a device's ledger under its
@@ -471,247 +395,36 @@ pub fn forget_waits(dir: &StateDir, indices: &[u32]) {
     }
 }
 
-/// Who holds or waits for a device's lock: every `flock` on
-/// `devices/<index>.lock` the kernel lists in `/proc/locks` (ours, genv
-/// 1.4.3's, `flock(1)`'s), plus the ledger's entries still waiting for
-/// room. Holders come first, then waiters in arrival order.
-pub fn lock_holders(dir: &StateDir, index: u32) -> Vec<Holder> {
-    let ledger = read_ledger(dir, index);
-    let entries: Vec<&Entry> = ledger.entries.iter().filter(|e| e.alive()).collect();
-    let mut holders = Vec::new();
-    if let Ok(stat) = rustix::fs::stat(lock_path(dir, index)) {
-        let text = std::fs::read_to_string("/proc/locks").unwrap_or_default();
-        for lock in parse_proc_locks(&text, stat.st_ino) {
-            let entry = entries.iter().find(|e| e.pid == lock.pid);
-            let need = match entry.map(|e| e.need()) {
-                Some(need @ Need::Fraction(_)) if !lock.exclusive => need,
-                _ if lock.exclusive => Need::Exclusive,
-                _ => Need::Shared,
-            };
-            holders.push(Holder {
-                pid: lock.pid,
-                eid: entry
-                    .and_then(|e| e.eid.clone())
-                    .or_else(|| crate::backend::process_eid(lock.pid)),
-                need,
-                waiting: lock.blocked,
-            });
-        }
-    }
-    for entry in entries {
-        if !holders.iter().any(|h| h.pid == entry.pid) {
-            holders.push(Holder {
-                pid: entry.pid,
-                eid: entry.eid.clone(),
-                need: entry.need(),
-                waiting: true,
-            });
-        }
-    }
-    holders.sort_by_key(|h| h.waiting);
-    holders
-}
-
-struct ProcLock {
-    pid: u32,
-    exclusive: bool,
-    blocked: bool,
-}
-
-/// The `FLOCK` lines of `/proc/locks` on inode `inode`, e.g.
-/// `1: FLOCK  ADVISORY  WRITE 1234 00:2a:5678 0 EOF`, and waiters as
-/// `1: -> FLOCK  ADVISORY  WRITE 1235 00:2a:5678 0 EOF`.
-fn parse_proc_locks(text: &str, inode: u64) -> Vec<ProcLock> {
-    let mut locks = Vec::new();
-    for line in text.lines() {
-        let mut fields: Vec<&str> = line.split_whitespace().skip(1).collect();
-        let blocked = fields.first() == Some(&"->");
-        if blocked {
-            fields.remove(0);
-        }
-        if fields.len() < 5 || fields[0] != "FLOCK" {
-            continue;
-        }
-        let ino = fields[4]
-            .rsplit(':')
-            .next()
-            .and_then(|i| i.parse::<u64>().ok());
-        let Ok(pid) = fields[3].parse::<u32>() else {
-            continue;
-        };
-        // /proc/locks is read in pieces while locks come and go, so an
-        // entry may be seen twice: one per pid.
-        if ino == Some(inode) && !locks.iter().any(|l: &ProcLock| l.pid == pid) {
-            locks.push(ProcLock {
-                pid,
-                exclusive: fields[2] == "WRITE",
-                blocked,
-            });
-        }
-    }
-    locks
-}
-
-/// The start time of a process in clock ticks since boot (field 22 of
-/// `/proc/<pid>/stat`).
-fn start_time(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let rest = &stat[stat.rfind(')')? + 1..];
-    rest.split_whitespace().nth(19)?.parse().ok()
-}
-
-/// Wakes a waiter when a ledger is replaced in the devices folder.
-struct Watcher {
-    fd: OwnedFd,
-}
-
-impl Watcher {
-    fn new(folder: &Path) -> Option<Self> {
-        use rustix::fs::inotify;
-        let fd =
-            inotify::init(inotify::CreateFlags::CLOEXEC | inotify::CreateFlags::NONBLOCK).ok()?;
-        inotify::add_watch(&fd, folder, inotify::WatchFlags::MOVED_TO).ok()?;
-        Some(Watcher { fd })
-    }
-
-    fn drain(&self) {
-        let mut buf = [0u8; 4096];
-        while matches!(rustix::io::read(&self.fd, &mut buf), Ok(n) if n > 0) {}
-    }
-}
-
-/// Sleeps until the ledger changes, one of `pids` exits, or [`RECHECK`].
-fn wait_for_change(watcher: Option<&Watcher>, pids: &[u32]) {
+/// Sleeps until the ledger changes, one of `pids` exits, the deadline
+/// or [`RECHECK`].
+fn wait_for_change(watcher: Option<&Watch>, pids: &[u32], deadline: Option<Instant>) {
     let pidfds: Vec<OwnedFd> = pids
         .iter()
-        .filter_map(|&pid| rustix::process::Pid::from_raw(pid as i32))
+        .filter_map(|&pid| i32::try_from(pid).ok())
+        .filter_map(rustix::process::Pid::from_raw)
         .filter_map(|pid| {
             rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()).ok()
         })
         .collect();
-    let mut polls: Vec<libc::pollfd> = watcher
-        .map(|w| w.fd.as_fd().as_raw_fd())
-        .into_iter()
-        .chain(pidfds.iter().map(|fd| fd.as_raw_fd()))
-        .map(|fd| libc::pollfd {
-            fd,
-            events: libc::POLLIN,
-            revents: 0,
-        })
-        .collect();
-    // SAFETY: `polls` is a valid array of pollfd for the length given, and
-    // every descriptor in it stays open until poll returns.
-    unsafe {
-        libc::poll(
-            polls.as_mut_ptr(),
-            polls.len() as libc::nfds_t,
-            RECHECK.as_millis() as libc::c_int,
-        );
-    }
-    if let Some(watcher) = watcher {
-        watcher.drain();
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn entry(seq: u64, mode: &str, bytes: Option<u64>, admitted: bool) -> Entry {
-        Entry {
-            seq,
-            pid: 100 + seq as u32,
-            start: None,
-            eid: None,
-            mode: mode.into(),
-            bytes,
-            admitted,
+    let fds: Vec<BorrowedFd<'_>> = pidfds.iter().map(AsFd::as_fd).collect();
+    let timeout = deadline.map_or(RECHECK, |d| {
+        d.saturating_duration_since(Instant::now()).min(RECHECK)
+    });
+    match watcher {
+        Some(watcher) => {
+            watcher.wait(timeout, &fds);
         }
-    }
-
-    const G: u64 = 1 << 30;
-
-    #[test]
-    fn fractions_that_fit_share() {
-        let mut ledger = Ledger {
-            next_seq: 2,
-            entries: vec![
-                entry(0, "fraction", Some(7 * G), true),
-                entry(1, "fraction", Some(7 * G), false),
-            ],
-        };
-        assert_eq!(admit(&mut ledger, 1, 16 * G), None);
-        assert!(ledger.entries[1].admitted);
-    }
-
-    #[test]
-    fn fractions_that_do_not_fit_wait() {
-        let mut ledger = Ledger {
-            next_seq: 2,
-            entries: vec![
-                entry(0, "fraction", Some(10 * G), true),
-                entry(1, "fraction", Some(10 * G), false),
-            ],
-        };
-        assert_eq!(admit(&mut ledger, 1, 16 * G), Some(vec![100]));
-    }
-
-    #[test]
-    fn first_come_first_served() {
-        let mut ledger = Ledger {
-            next_seq: 3,
-            entries: vec![
-                entry(0, "fraction", Some(10 * G), true),
-                entry(1, "exclusive", None, false),
-                entry(2, "fraction", Some(G), false),
-            ],
-        };
-        assert_eq!(admit(&mut ledger, 2, 16 * G), Some(vec![100, 101]));
-        assert_eq!(admit(&mut ledger, 1, 16 * G), Some(vec![100]));
-    }
-
-    #[test]
-    fn shared_only_excluded_by_exclusive() {
-        let mut ledger = Ledger {
-            next_seq: 2,
-            entries: vec![
-                entry(0, "fraction", Some(16 * G), true),
-                entry(1, "shared", None, false),
-            ],
-        };
-        assert_eq!(admit(&mut ledger, 1, 16 * G), None);
-        let mut ledger = Ledger {
-            next_seq: 2,
-            entries: vec![
-                entry(0, "exclusive", None, true),
-                entry(1, "shared", None, false),
-            ],
-        };
-        assert!(admit(&mut ledger, 1, 16 * G).is_some());
-    }
-
-    #[test]
-    fn capacity_beyond_the_device_is_exclusive() {
-        assert_eq!(
-            Request::for_capacity(0, Some(20 * G), 16 * G).need,
-            Need::Exclusive
-        );
-        assert_eq!(Request::for_capacity(0, None, 16 * G).need, Need::Exclusive);
-        assert_eq!(
-            Request::for_capacity(0, Some(7 * G), 16 * G).need,
-            Need::Fraction(7 * G)
-        );
-    }
-
-    #[test]
-    fn parses_proc_locks() {
-        let text = "1: FLOCK  ADVISORY  WRITE 1234 00:2a:5678 0 EOF\n\
-                    1: -> FLOCK  ADVISORY  READ 1235 00:2a:5678 0 EOF\n\
-                    2: POSIX  ADVISORY  WRITE 99 00:2a:5678 0 EOF\n\
-                    3: FLOCK  ADVISORY  READ 77 00:2a:1 0 EOF\n";
-        let locks = parse_proc_locks(text, 5678);
-        assert_eq!(locks.len(), 2);
-        assert!(locks[0].exclusive && !locks[0].blocked && locks[0].pid == 1234);
-        assert!(!locks[1].exclusive && locks[1].blocked && locks[1].pid == 1235);
+        None => {
+            use rustix::event::{PollFd, PollFlags, Timespec};
+            let mut polls: Vec<PollFd<'_>> = fds
+                .iter()
+                .map(|fd| PollFd::from_borrowed_fd(*fd, PollFlags::IN))
+                .collect();
+            let timespec = Timespec {
+                tv_sec: timeout.as_secs() as i64,
+                tv_nsec: timeout.subsec_nanos() as i64,
+            };
+            let _ = rustix::event::poll(&mut polls, Some(&timespec));
+        }
     }
 }

@@ -233,3 +233,135 @@ fn devices_ps_is_unchanged_and_locks_lists_free_devices() {
         format!("ID      ENV ID      ENV NAME        ATTACHED\n{row}")
     );
 }
+
+/// When the state cannot be read, `genv lock` runs nothing unlocked: with
+/// no `CUDA_VISIBLE_DEVICES` to go by it exits 1 with one error (and its
+/// hint) and the command never runs.
+#[test]
+fn unreadable_state_runs_nothing_unlocked() {
+    let mut sb = one_gpu();
+    let work = tempfile::tempdir().unwrap();
+    // A file where the state folder belongs: nothing in it can be read.
+    let not_a_folder = work.path().join("state");
+    std::fs::write(&not_a_folder, "").unwrap();
+    sb.set("GENV_TMPDIR", not_a_folder.to_str().unwrap());
+    let marker = work.path().join("ran");
+    let script = format!("echo ran > '{}'", marker.display());
+    let out = sb
+        .cmd(&["lock", "sh", "-c", &script])
+        .env("GENV_ENVIRONMENT_ID", "a")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(!marker.exists(), "the command ran without its locks");
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 2, "{stderr}");
+    assert!(
+        lines[0].starts_with("genv: error: cannot tell which GPUs environment a uses")
+            && lines[0].contains("CUDA_VISIBLE_DEVICES"),
+        "{stderr}"
+    );
+    assert!(lines[1].starts_with("hint: "), "{stderr}");
+    // With CUDA_VISIBLE_DEVICES it tries to lock those, and since their
+    // lock files cannot be made either, still runs nothing.
+    let out = sb
+        .cmd(&["lock", "sh", "-c", &script])
+        .env("GENV_ENVIRONMENT_ID", "a")
+        .env("CUDA_VISIBLE_DEVICES", "0")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(!marker.exists(), "the command ran without its locks");
+    // CUDA_VISIBLE_DEVICES that hides every GPU: nothing to lock, it runs.
+    let out = sb
+        .cmd(&["lock", "sh", "-c", &script])
+        .env("GENV_ENVIRONMENT_ID", "a")
+        .env("CUDA_VISIBLE_DEVICES", "-1")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert!(marker.exists());
+}
+
+/// An unreadable `envs.json` (here a folder in its place): the devices
+/// `CUDA_VISIBLE_DEVICES` names are locked, so a holder keeps it out.
+#[test]
+fn unreadable_state_locks_cuda_visible_devices() {
+    let sb = one_gpu();
+    let _a = env(&sb, "a", None);
+    let work = tempfile::tempdir().unwrap();
+    let sa = Section::new(work.path(), "A");
+    std::fs::create_dir_all(sb.file("devices")).unwrap();
+    let mut holder = std::process::Command::new("flock")
+        .arg("-x")
+        .arg(sb.file("devices/0.lock"))
+        .args(sa.command())
+        .spawn()
+        .unwrap();
+    sa.entered();
+    std::fs::remove_file(sb.file("envs.json")).unwrap();
+    std::fs::create_dir(sb.file("envs.json")).unwrap();
+    let out = sb
+        .cmd(&["lock", "-n", "sh", "-c", "echo ran"])
+        .env("GENV_ENVIRONMENT_ID", "a")
+        .env("CUDA_VISIBLE_DEVICES", "0")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(out.stdout.is_empty(), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    // The folder in envs.json's place is moved aside (one warning); the
+    // environment is then unknown, and CUDA_VISIBLE_DEVICES says what to
+    // lock.
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert!(lines[0].starts_with("genv: warning: "), "{stderr}");
+    assert!(
+        lines[1].starts_with("genv: error: cannot lock GPU 0 without waiting (held by pid "),
+        "{stderr}"
+    );
+    sa.release();
+    assert!(holder.wait().unwrap().success());
+}
+
+/// `-w` against a genv 1.4.3 holder (a plain `flock -x`, which our ledger
+/// knows nothing of): gives up after the time, naming it, and exits with
+/// `-E`'s code.
+#[test]
+fn timeout_against_a_genv_1_4_3_holder() {
+    let sb = one_gpu();
+    let _b = env(&sb, "b", None);
+    let work = tempfile::tempdir().unwrap();
+    let sa = Section::new(work.path(), "A");
+    std::fs::create_dir_all(sb.file("devices")).unwrap();
+    let mut holder = std::process::Command::new("flock")
+        .arg("-x")
+        .arg(sb.file("devices/0.lock"))
+        .args(sa.command())
+        .spawn()
+        .unwrap();
+    sa.entered();
+    let start = Instant::now();
+    let out = sb
+        .cmd(&["lock", "-w", "0.3", "-E", "9", "sh", "-c", "echo ran"])
+        .env("GENV_ENVIRONMENT_ID", "b")
+        .output()
+        .unwrap();
+    assert!(start.elapsed().as_secs_f64() >= 0.3);
+    assert_eq!(out.status.code(), Some(9), "{out:?}");
+    assert!(out.stdout.is_empty(), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "genv: error: timed out after 300ms waiting for GPU 0 (held by pid {} outside genv, exclusive)\nhint: ",
+            holder.id()
+        )),
+        "{stderr}"
+    );
+    let table = sb
+        .run(&["devices", "locks", "--format", "csv", "--no-header"])
+        .ok();
+    assert!(!table.stdout.contains(",b,"), "{table:?}");
+    sa.release();
+    assert!(holder.wait().unwrap().success());
+}

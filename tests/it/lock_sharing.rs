@@ -181,7 +181,14 @@ fn waiters_enter_in_arrival_order() {
     b.expect_line("waiting for GPU 0");
     let mut c = Locker::spawn(&sb, Some("c"), &args(&[], &cc));
     let line = c.expect_line("waiting for GPU 0");
-    assert!(line.contains("environment b"), "{line}");
+    // B waits too: it is ahead of C in line, not using the device.
+    assert!(
+        line.starts_with(
+            "genv: waiting for GPU 0 (held by environment a (job-a), alice(1000), pid "
+        ) && line.contains("; waiting ahead: environment b (job-b), alice(1000), pid ")
+            && !line.contains("in use"),
+        "{line}"
+    );
     sa.release();
     sb_.entered();
     // 10gi + 4gi fit 16g: C joins B.

@@ -122,3 +122,186 @@ fn devices_queue_lists_the_line() {
     assert!(waiter.wait().unwrap().success());
     assert_eq!(sb.run(&["devices", "queue"]).ok().stdout.lines().count(), 1);
 }
+
+/// A program that genv 1.4.3's `genv.sdk.activate()` registered in
+/// `envs.json` `pids` has no `GENV_ENVIRONMENT_ID` in its environment; the
+/// locks it takes (here `flock(1)`, as the SDK's `fcntl.flock`) are
+/// credited to that environment, holding and waiting alike.
+#[test]
+fn locks_of_a_registered_process_are_credited_to_its_environment() {
+    use crate::lock_support::{Locker, Section, one_gpu};
+    let sb = one_gpu();
+    let work = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(sb.file("devices")).unwrap();
+    let flock = |section: &Section| {
+        std::process::Command::new("flock")
+            .arg("-x")
+            .arg(sb.file("devices/0.lock"))
+            .args(section.command())
+            .env_remove("GENV_ENVIRONMENT_ID")
+            .spawn()
+            .expect("flock(1) from util-linux")
+    };
+    let register = |eid: &str, pid: u32| {
+        let pid = pid.to_string();
+        sb.run(&[
+            "envs",
+            "activate",
+            "--eid",
+            eid,
+            "--uid",
+            "1000",
+            "--username",
+            "alice",
+            "--pid",
+            &pid,
+        ])
+        .ok();
+        sb.run(&[
+            "envs",
+            "config",
+            "--eid",
+            eid,
+            "name",
+            "--name",
+            &format!("job-{eid}"),
+        ])
+        .ok();
+        sb.run(&[
+            "devices",
+            "attach",
+            "--eid",
+            eid,
+            "--index",
+            "0",
+            "--allow-over-subscription",
+        ])
+        .ok();
+    };
+    let (sa, sc) = (
+        Section::new(work.path(), "A"),
+        Section::new(work.path(), "C"),
+    );
+    let mut holder = flock(&sa);
+    register("a", holder.id());
+    sa.entered();
+    let mut waiter = flock(&sc);
+    register("c", waiter.id());
+    // Shows as waiting once the kernel lists it blocked.
+    let table = crate::lock_support::within("the waiter to block", {
+        let sb_cmd = sb.cmd(&["devices", "locks", "--format", "csv", "--no-header"]);
+        let pid = waiter.id();
+        move || {
+            let mut cmd = sb_cmd;
+            loop {
+                let out = String::from_utf8_lossy(&cmd.output().unwrap().stdout).into_owned();
+                if out.contains(&pid.to_string()) {
+                    return out;
+                }
+            }
+        }
+    });
+    assert!(
+        table.contains(&format!(
+            "0,a,job-a,alice(1000),{},exclusive,holding",
+            holder.id()
+        )),
+        "{table}"
+    );
+    assert!(
+        table.contains(&format!(
+            "0,c,job-c,alice(1000),{},exclusive,waiting",
+            waiter.id()
+        )),
+        "{table}"
+    );
+
+    let mut status = sb.cmd(&["status"]);
+    status.env("GENV_ENVIRONMENT_ID", "c");
+    let status = crate::common::Run::from(status.output().unwrap())
+        .ok()
+        .stdout;
+    assert!(
+        status.contains(&format!(
+            "Device locks\n    GPU 0: held by environment a (alice(1000), pid {}, exclusive); waiting: environment c (alice(1000), pid {}, exclusive)\n",
+            holder.id(),
+            waiter.id()
+        )),
+        "{status}"
+    );
+
+    // A genv lock of ours in a third environment names the holder (the
+    // kernel, not a line, decides between flock waiters).
+    let keep_b = Sleeper::new();
+    register("b", keep_b.pid());
+    let mut b = Locker::spawn(&sb, Some("b"), &["true"]);
+    let line = b.expect_line("waiting for GPU 0");
+    assert_eq!(
+        line,
+        format!(
+            "genv: waiting for GPU 0 (held by environment a (job-a), alice(1000), pid {}, exclusive)",
+            holder.id()
+        )
+    );
+    sa.release();
+    sc.entered();
+    sc.release();
+    assert!(holder.wait().unwrap().success());
+    assert!(waiter.wait().unwrap().success());
+    assert!(b.finish().0.success());
+}
+
+/// Names and usernames are data from the shared state: shown escaped in
+/// `genv devices locks`, `genv status` and `genv lock`'s messages, so an
+/// escape sequence cannot drive a terminal and a newline cannot forge a
+/// row.
+#[test]
+fn state_text_is_escaped_in_lock_tables_and_messages() {
+    use crate::lock_support::{Locker, Section, args, env, one_gpu};
+    let sb = one_gpu();
+    let _a = env(&sb, "a", None);
+    let _b = env(&sb, "b", None);
+    let mut envs: serde_json::Value = serde_json::from_str(&sb.read("envs.json")).unwrap();
+    for env in envs["envs"].as_array_mut().unwrap() {
+        if env["eid"] == "a" {
+            env["config"]["name"] = "evil\u{1b}[2J\n0,z,forged".into();
+            env["username"] = "al\u{202e}ice".into();
+        }
+    }
+    sb.write("envs.json", &envs.to_string());
+    let work = tempfile::tempdir().unwrap();
+    let sa = Section::new(work.path(), "A");
+    let ca = sa.command();
+    let a = Locker::spawn(&sb, Some("a"), &args(&[], &ca));
+    sa.entered();
+    let mut b = Locker::spawn(&sb, Some("b"), &["true"]);
+    let line = b.expect_line("waiting for GPU 0");
+    assert!(
+        line.contains("environment a (evil\\u{1b}[2J\\n0,z,forged), al\\u{202e}ice(1000), pid "),
+        "{line:?}"
+    );
+    for args in [
+        &["devices", "locks"][..],
+        &["devices", "locks", "--format", "csv", "--no-header"][..],
+    ] {
+        let table = sb.run(args).ok().stdout;
+        assert!(
+            !table.contains('\u{1b}') && !table.contains('\u{202e}'),
+            "{table:?}"
+        );
+        let rows = table.lines().filter(|l| l.starts_with("0")).count();
+        assert_eq!(rows, 2, "{table:?}");
+    }
+    let mut status = sb.cmd(&["status"]);
+    status.env("GENV_ENVIRONMENT_ID", "b");
+    let status = crate::common::Run::from(status.output().unwrap())
+        .ok()
+        .stdout;
+    assert!(
+        status.contains("held by environment a (al\\u{202e}ice(1000), pid "),
+        "{status:?}"
+    );
+    sa.release();
+    assert!(a.finish().0.success());
+    assert!(b.finish().0.success());
+}

@@ -1,0 +1,54 @@
+//! Running `genv lock`'s command: a child that gets the signals sent to
+//! `genv lock`, whose exit code becomes ours.
+
+use std::ffi::OsString;
+use std::io;
+use std::os::unix::process::ExitStatusExt;
+
+use crate::escape;
+use crate::messages;
+use crate::signals::Forwarding;
+
+/// Runs the command and returns its exit code, 128 + the signal that
+/// ended it, or 126/127 when it cannot be started (as shells and
+/// `flock(1)` do). SIGINT, SIGTERM, SIGHUP and SIGQUIT sent to us go on to
+/// the command while it runs; our own dispositions come back afterwards.
+pub fn run(program: &OsString, rest: &[OsString]) -> i32 {
+    let forwarding = match Forwarding::install() {
+        Ok(forwarding) => Some(forwarding),
+        Err(e) => {
+            messages::warn(format!("signals will not reach the command: {e}"));
+            None
+        }
+    };
+    let mut child = match std::process::Command::new(program).args(rest).spawn() {
+        Ok(child) => child,
+        Err(e) => {
+            let name = program.to_string_lossy();
+            messages::error(format!("cannot run {}: {e}", escape::terminal(&name)), None);
+            return if e.kind() == io::ErrorKind::NotFound {
+                127
+            } else {
+                126
+            };
+        }
+    };
+    if let Some(forwarding) = &forwarding {
+        forwarding.child_started(child.id());
+    }
+    let status = loop {
+        match child.wait() {
+            Ok(status) => break status,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                messages::error(format!("waiting for the command: {e}"), None);
+                return 1;
+            }
+        }
+    };
+    drop(forwarding);
+    status
+        .code()
+        .or_else(|| status.signal().map(|s| 128 + s))
+        .unwrap_or(1)
+}
