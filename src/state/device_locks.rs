@@ -386,15 +386,6 @@ fn deregister(dir: &StateDir, index: u32, seq: u64) -> Result<()> {
     })
 }
 
-/// Removes every entry of this process from the given devices' ledgers,
-/// for a process that gives up waiting (a timeout) and exits.
-pub fn forget_waits(dir: &StateDir, indices: &[u32]) {
-    let pid = std::process::id();
-    for &index in indices {
-        let _ = with_ledger(dir, index, |ledger| ledger.entries.retain(|e| e.pid != pid));
-    }
-}
-
 /// Sleeps until the ledger changes, one of `pids` exits, the deadline
 /// or [`RECHECK`].
 fn wait_for_change(watcher: Option<&Watch>, pids: &[u32], deadline: Option<Instant>) {
