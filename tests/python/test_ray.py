@@ -36,20 +36,29 @@ def test_two_half_gpu_tasks_share_a_device(tmp_path, monkeypatch):
     )
     try:
 
+        # Defined here: Ray ships it to the workers by value.
+        def meet(barrier: str, step: str) -> bool:
+            """Waits until both tasks reach this step; whether they did."""
+
+            Path(barrier, f"{step}-{os.getpid()}").touch()
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:
+                if len([n for n in os.listdir(barrier) if n.startswith(step)]) == 2:
+                    return True
+                time.sleep(0.02)
+            return False
+
         @genv.ray.remote(num_gpus=0.5)
         def task(barrier: str) -> dict:
             # Both tasks hold device 0's lock at once (each half fits),
-            # and each waits there for the other.
+            # and each waits there for the other, before and after looking.
             with genv.sdk.lock(wait=False):
-                Path(barrier, str(os.getpid())).touch()
-                deadline = time.monotonic() + 120
-                while len(os.listdir(barrier)) < 2 and time.monotonic() < deadline:
-                    time.sleep(0.02)
-                together = len(os.listdir(barrier)) == 2
+                together = meet(barrier, "arrived")
                 devices = subprocess.run(
                     [genv._command.binary(), "devices", "ps", "--format", "json"],
                     capture_output=True, text=True, check=True,
                 ).stdout
+                meet(barrier, "looked")
             return {
                 "pid": os.getpid(),
                 "eid": genv.sdk.eid(),
