@@ -2,6 +2,7 @@
 
 import json
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -72,7 +73,8 @@ def test_sdk_lock_keeps_genv_lock_out(other: OtherEnv):
         assert other_try_lock(other).returncode == 0
 
 
-def test_genv_lock_keeps_sdk_lock_out(other: OtherEnv):
+def test_genv_lock_keeps_sdk_lock_out(other: OtherEnv, caplog):
+    caplog.set_level("INFO", logger="genv")
     other.attach("--index", "0")
     env = dict(os.environ, GENV_ENVIRONMENT_ID=other.eid)
     holder = subprocess.Popen(
@@ -97,6 +99,7 @@ def test_genv_lock_keeps_sdk_lock_out(other: OtherEnv):
             with genv.sdk.lock(timeout=60):
                 assert holder.wait(timeout=10) == 0
                 assert holders(0) == [(genv.sdk.eid(), "holding")]
+            assert "genv lock: waiting for GPU 0, in use by environment other" in caplog.text
     finally:
         if holder.poll() is None:
             holder.kill()
@@ -167,3 +170,56 @@ def test_two_processes_take_turns(tmp_path):
     for start, end in zip(lines[0::2], lines[1::2]):
         kind, pid = start.split()
         assert (kind, end) == ("start", f"end {pid}"), lines
+
+
+REFERENCE = HERE.parent.parent / "target" / "genv-ref" / "bin" / "python"
+
+
+@pytest.mark.skipif(not REFERENCE.exists(), reason="genv 1.4.3 is installed by scripts/test")
+def test_genv_1_4_3_sdk_lock_and_ours_exclude_each_other():
+    script = (
+        "import sys, genv\n"
+        "with genv.sdk.activate(eid='reference'):\n"
+        "    genv.sdk.attach(index=0, allow_over_subscription=True)\n"
+        "    with genv.sdk.lock():\n"
+        "        print('held', flush=True)\n"
+        "        sys.stdin.read()\n"
+    )
+    outside = {k: v for k, v in os.environ.items() if not k.startswith("GENV_") or k in ("GENV_TMPDIR", "GENV_MOCK_DEVICE_COUNT")}
+    outside.pop("CUDA_VISIBLE_DEVICES", None)
+
+    def reference() -> "subprocess.Popen[str]":
+        return subprocess.Popen(
+            [str(REFERENCE), "-c", script], env=outside, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        )
+
+    with genv.sdk.activate(config=Config(gpus=1)):
+        # genv 1.4.3 holds device 0's lock: ours cannot take it.
+        first = reference()
+        try:
+            assert first.stdout.readline() == "held\n"
+            with pytest.raises(RuntimeError, match="cannot lock GPU 0"):
+                with genv.sdk.lock(wait=False):
+                    pytest.fail("took a lock genv 1.4.3 holds")
+            first.stdin.close()
+            assert first.wait(timeout=60) == 0
+        finally:
+            if first.poll() is None:
+                first.kill()
+            first.wait()
+        # Ours holds it: genv 1.4.3 waits until we let go.
+        second = None
+        try:
+            with genv.sdk.lock():
+                second = reference()
+                ready, _, _ = select.select([second.stdout], [], [], 2.0)
+                assert not ready and second.poll() is None
+            ready, _, _ = select.select([second.stdout], [], [], 60)
+            assert ready and second.stdout.readline() == "held\n"
+            second.stdin.close()
+            assert second.wait(timeout=60) == 0
+        finally:
+            if second is not None:
+                if second.poll() is None:
+                    second.kill()
+                second.wait()

@@ -267,7 +267,8 @@ def test_attach_wait_times_out(other: OtherEnv):
         assert "other" not in genv_cmd("devices", "queue").stdout
 
 
-def test_attach_wait_gets_the_device_when_freed(other: OtherEnv):
+def test_attach_wait_gets_the_device_when_freed(other: OtherEnv, caplog):
+    caplog.set_level("INFO", logger="genv")
     other.attach("--count", "2")
     timer = threading.Timer(1.0, lambda: genv_cmd("devices", "detach", "--eid", "other", "--index", "1"))
     timer.start()
@@ -275,6 +276,7 @@ def test_attach_wait_gets_the_device_when_freed(other: OtherEnv):
         with genv.sdk.activate():
             assert genv.sdk.attach(gpus=1, wait=True, timeout=60) == [1]
             assert os.environ["CUDA_VISIBLE_DEVICES"] == "1"
+        assert "genv: waiting for 1 device (1st in line" in caplog.text
     finally:
         timer.join()
 

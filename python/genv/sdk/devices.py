@@ -191,11 +191,18 @@ def lock(*, wait: bool = True, timeout: Optional[float] = None) -> Iterator[None
     finally:
         holder.stdin.close()
         try:
-            holder.wait()
+            code = holder.wait()
         except BaseException:
             _command.stop(holder)
             raise
         reader.join()
+        if code != 0:
+            _command.logger.warning(
+                "genv lock ended before the block did (exit code %s): the devices' locks "
+                "may have been given back early%s",
+                code,
+                "".join(": " + line.strip() for line in errors[-1:]),
+            )
 
 
 def _read_stderr(stream: Optional[IO[str]], lines: List[str]) -> None:
