@@ -41,7 +41,7 @@ def test_lock_arguments_are_checked():
     with pytest.raises(ValueError, match="wait=True"):
         with genv.sdk.lock(wait=False, timeout=1):
             pass
-    with pytest.raises(ValueError, match="negative"):
+    with pytest.raises(ValueError, match="0 or more"):
         with genv.sdk.lock(timeout=-1):
             pass
 
@@ -54,6 +54,12 @@ def test_lock_holds_the_devices_locks(state):
             assert holders(1) == [(eid, "holding")]
             assert (state / "devices" / "0.lock").is_file()
         assert holders(0) == [] and holders(1) == []
+
+
+def test_lock_timeout_without_limit():
+    with genv.sdk.activate(config=Config(gpus=1)):
+        with genv.sdk.lock(timeout=float("inf")):
+            assert holders(0) == [(genv.sdk.eid(), "holding")]
 
 
 def test_lock_without_devices_holds_nothing():

@@ -2,6 +2,7 @@
 the access locks that over-subscribed devices are shared through."""
 
 import glob
+import math
 import os
 import re
 import subprocess
@@ -18,9 +19,11 @@ def _wait_args(wait: bool, timeout: Optional[float]) -> List[str]:
     if timeout is not None:
         if not wait:
             raise ValueError("timeout is the longest wait: it needs wait=True")
-        if timeout < 0:
-            raise ValueError(f"timeout must not be negative (got {timeout})")
-    return [str(float(timeout))] if timeout is not None else []
+        if not timeout >= 0:
+            raise ValueError(f"timeout must be a number of seconds, 0 or more (got {timeout})")
+    if timeout is None or math.isinf(timeout):
+        return []
+    return [repr(float(timeout))]
 
 
 def attach(
