@@ -510,6 +510,6 @@ pub enum SdkCommand {
     },
     /// The devices and their memory
     Devices,
-    /// Say `held`, then wait for standard input to close (run under `genv lock`)
+    /// Say `held`, then wait for a line on standard input or its end (run under `genv lock`)
     Hold,
 }

@@ -131,9 +131,11 @@ fn describe(tx: &mut Transaction<'_>, eid: &str) -> Result<Value> {
 }
 
 /// Run by the SDK under `genv lock`: says `held` once the locks are taken,
-/// then keeps them until its standard input closes (the Python process
-/// leaving `genv.sdk.lock()`, or dying). Writes at once, not through
-/// `main`: the SDK waits for this line before it returns.
+/// then keeps them until the SDK writes to its standard input (leaving
+/// `genv.sdk.lock()`) or closes it (the Python process died). Not EOF
+/// alone: a process forked inside the block keeps the pipe open. Writes at
+/// once, not through `main`: the SDK waits for this line before it
+/// returns.
 fn hold() -> Result<Exit> {
     let mut stdout = std::io::stdout().lock();
     stdout
@@ -141,15 +143,13 @@ fn hold() -> Result<Exit> {
         .and_then(|()| stdout.flush())
         .map_err(|e| Error::msg(format!("could not say the locks are held: {e}")))?;
     drop(stdout);
-    let mut sink = [0u8; 512];
+    let mut byte = [0u8; 1];
     let mut stdin = std::io::stdin().lock();
     loop {
-        match stdin.read(&mut sink) {
-            Ok(0) => return Ok(Exit::SUCCESS),
-            Ok(_) => continue,
+        match stdin.read(&mut byte) {
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            // A broken standard input means the SDK is gone: let go too.
-            Err(_) => return Ok(Exit::SUCCESS),
+            // Data, end of input, or a broken input: the SDK is done.
+            _ => return Ok(Exit::SUCCESS),
         }
     }
 }

@@ -129,7 +129,7 @@ fn devices_reports_memory_in_bytes() {
 }
 
 #[test]
-fn hold_keeps_the_locks_until_its_input_closes() {
+fn hold_keeps_the_locks_until_told_or_its_input_closes() {
     let sb = Sandbox::new();
     let sleeper = Sleeper::new();
     sb.activate_env("e", sleeper.pid()).ok();
@@ -150,10 +150,12 @@ fn hold_keeps_the_locks_until_its_input_closes() {
         .stdout;
     assert!(locks.starts_with("0,e,"), "{locks}");
     assert!(locks.contains(",holding"), "{locks}");
+    // Told: it lets go even while another process keeps the pipe open.
     let mut stdin = holder.stdin.take().unwrap();
-    stdin.write_all(b"ignored\n").unwrap();
-    drop(stdin);
+    stdin.write_all(b"release\n").unwrap();
+    stdin.flush().unwrap();
     assert!(holder.wait().unwrap().success());
+    drop(stdin);
     let locks = sb
         .run(&["devices", "locks", "--format", "csv", "--no-header"])
         .ok()

@@ -123,6 +123,22 @@ def test_lock_is_given_back_when_the_block_raises(other: OtherEnv):
         assert holders(0) == []
 
 
+def test_lock_is_given_back_while_a_forked_child_lives(other: OtherEnv):
+    with genv.sdk.activate(config=Config(gpus=1)):
+        other.attach("--index", "0", "--allow-over-subscription")
+        with genv.sdk.lock():
+            child = os.fork()
+            if child == 0:
+                time.sleep(600)
+                os._exit(0)
+        try:
+            assert other_try_lock(other).returncode == 0
+            assert holders(0) == []
+        finally:
+            os.kill(child, signal.SIGKILL)
+            os.waitpid(child, 0)
+
+
 def test_lock_is_given_back_when_the_process_dies(other: OtherEnv):
     script = (
         "import time, genv\n"

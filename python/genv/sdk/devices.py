@@ -161,8 +161,9 @@ def lock(*, wait: bool = True, timeout: Optional[float] = None) -> Iterator[None
     elif seconds:
         args += ["-w", seconds[0]]
     # `genv lock` runs `genv sdk hold` once it has the locks; that says
-    # `held` and keeps them until its standard input (ours) closes. Its own
-    # session, so Ctrl-C in the terminal reaches this process only.
+    # `held` and keeps them until we write to its standard input, or this
+    # process dies. Its own session, so Ctrl-C in the terminal reaches this
+    # process only.
     command = [binary, *args, "--", binary, "sdk", "hold"]
     try:
         holder = subprocess.Popen(
@@ -192,7 +193,13 @@ def lock(*, wait: bool = True, timeout: Optional[float] = None) -> Iterator[None
     try:
         yield
     finally:
-        holder.stdin.close()
+        # Told, not just closed: a process forked inside the block holds
+        # the pipe open too.
+        try:
+            holder.stdin.write("release\n")
+            holder.stdin.close()
+        except OSError:
+            pass  # gone already: said below
         try:
             code = holder.wait()
         except BaseException:
