@@ -105,6 +105,7 @@ fn run(cli: Cli, ctx: &mut Context) -> Result<Exit> {
         Command::Envs(args) => cli::envs::run(args, ctx),
         Command::Home(args) => cli::home::run(args, ctx),
         Command::Lock(args) => cli::lock::run(args, &ctx.dir).map(Exit),
+        Command::Sdk(args) => cli::sdk::run(args, ctx),
         Command::Shell(args) => cli::shell::run(args, ctx),
         Command::Status => cli::status::run(ctx),
         Command::Usage(args) => cli::usage::run(args, ctx),

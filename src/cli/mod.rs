@@ -10,6 +10,7 @@ pub mod devices;
 pub mod envs;
 pub mod home;
 pub mod lock;
+pub mod sdk;
 pub mod shell;
 pub mod status;
 pub mod usage;
@@ -50,6 +51,9 @@ pub enum Command {
     Home(HomeArgs),
     /// Lock over-subscribed devices
     Lock(LockArgs),
+    /// Plumbing for the Python SDK (`import genv`): JSON answers
+    #[command(hide = true)]
+    Sdk(SdkArgs),
     /// Shell support
     Shell(ShellArgs),
     /// Show status of the current environment
@@ -470,4 +474,42 @@ fn parse_seconds(value: &str) -> Result<std::time::Duration, String> {
         .ok()
         .and_then(|s| std::time::Duration::try_from_secs_f64(s).ok())
         .ok_or_else(|| format!("'{value}' is not a number of seconds (e.g. 10 or 0.5)"))
+}
+
+/// `genv sdk`: what the Python SDK asks of genv, one JSON line an answer.
+#[derive(Debug, Args)]
+pub struct SdkArgs {
+    #[command(subcommand)]
+    pub command: SdkCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SdkCommand {
+    /// Create or join an environment for a process and attach its configured count
+    Activate {
+        #[arg(long)]
+        eid: String,
+        /// The process the environment lives with
+        #[arg(long)]
+        pid: i64,
+        /// The whole configuration as JSON (kept as it is when not given)
+        #[arg(long)]
+        config: Option<String>,
+    },
+    /// Replace an environment's configuration (JSON; missing fields are cleared)
+    Configure {
+        #[arg(long)]
+        eid: String,
+        #[arg(long)]
+        config: String,
+    },
+    /// An environment's configuration and devices
+    Show {
+        #[arg(long)]
+        eid: String,
+    },
+    /// The devices and their memory
+    Devices,
+    /// Say `held`, then wait for a line on standard input or its end (run under `genv lock`)
+    Hold,
 }
