@@ -33,9 +33,14 @@ pub fn state() -> Option<&'static State> {
 }
 
 fn load() -> Option<State> {
+    if exempt() {
+        return None;
+    }
     let cap_text = var(c"GENV_GPU_MEMORY")?;
     let cap = parse_memory(cap_text.to_bytes())?;
-    let eid = var(c"GENV_ENVIRONMENT_ID").map(CStr::to_bytes).unwrap_or(b"");
+    let eid = var(c"GENV_ENVIRONMENT_ID")
+        .map(CStr::to_bytes)
+        .unwrap_or(b"");
     let tmpdir = var(c"GENV_TMPDIR").unwrap_or(c"/var/tmp/genv");
     let (indices, visible) = visible_devices(var(c"CUDA_VISIBLE_DEVICES").map(CStr::to_bytes));
     Some(State {
@@ -79,12 +84,33 @@ impl State {
         line.number(size);
         line.push(b" more refused)");
         if !self.ledger.is_shared() {
-            line.push(b"; counted for this process alone (the state folder's ledger could not be used)");
+            line.push(
+                b"; counted for this process alone (the state folder's ledger could not be used)",
+            );
         }
         line.push(b"\n");
         // SAFETY: writes our own buffer to stderr.
         unsafe { libc::write(2, line.buf.as_ptr().cast(), line.len) };
     }
+}
+
+/// The programs that read the hardware for genv itself, which must see the
+/// GPUs' real memory: `genv` (its shims included) and `nvidia-smi`.
+fn exempt() -> bool {
+    let mut buf = [0u8; 4096];
+    // SAFETY: reads the link into our buffer.
+    let n = unsafe {
+        libc::readlink(
+            c"/proc/self/exe".as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    };
+    let Some(path) = usize::try_from(n).ok().and_then(|n| buf.get(..n)) else {
+        return false;
+    };
+    let name = path.rsplit(|&b| b == b'/').next().unwrap_or(path);
+    name == b"genv" || name == b"nvidia-smi"
 }
 
 fn var(name: &CStr) -> Option<&'static CStr> {
@@ -135,8 +161,7 @@ fn visible_devices(value: Option<&[u8]>) -> ([u16; MAX_DEVICES], usize) {
     let mut count = 0;
     for item in value.split(|&b| b == b',') {
         let item = item.trim_ascii();
-        let Some(index) = parse_memory(item).filter(|_| item.iter().all(u8::is_ascii_digit))
-        else {
+        let Some(index) = parse_memory(item).filter(|_| item.iter().all(u8::is_ascii_digit)) else {
             // CUDA stops at the first entry it cannot read.
             break;
         };
@@ -181,6 +206,16 @@ impl<const N: usize> Text<N> {
             self.buf[self.len] = if b < 0x20 || b == 0x7f { b'?' } else { b };
             self.len += 1;
         }
+    }
+
+    /// Ends the text with a NUL, for the system calls; false when full.
+    pub fn nul(&mut self) -> bool {
+        if self.len == N {
+            return false;
+        }
+        self.buf[self.len] = 0;
+        self.len += 1;
+        true
     }
 
     pub fn number(&mut self, mut n: u64) {

@@ -393,7 +393,10 @@ pub unsafe extern "C" fn cuArray3DCreate_v2(
     array: *mut *mut c_void,
     desc: *const Array3dDescriptor,
 ) -> CUresult {
-    let Some(f) = real!(ARRAY_3D_CREATE, fn(*mut *mut c_void, *const Array3dDescriptor)) else {
+    let Some(f) = real!(
+        ARRAY_3D_CREATE,
+        fn(*mut *mut c_void, *const Array3dDescriptor)
+    ) else {
         return NOT_FOUND;
     };
     // SAFETY: the application's descriptor.
@@ -489,7 +492,13 @@ fn variant(symbol: &[u8], version: i32, flags: u64) -> Option<usize> {
 
 /// After the driver answered `cuGetProcAddress`: our hook in place of its
 /// function, when a cap is enforced.
-unsafe fn hand_out(result: CUresult, symbol: *const c_char, pfn: *mut *mut c_void, version: i32, flags: u64) {
+unsafe fn hand_out(
+    result: CUresult,
+    symbol: *const c_char,
+    pfn: *mut *mut c_void,
+    version: i32,
+    flags: u64,
+) {
     if result != SUCCESS || symbol.is_null() || pfn.is_null() || state().is_none() {
         return;
     }
@@ -511,7 +520,10 @@ pub unsafe extern "C" fn cuGetProcAddress(
     version: i32,
     flags: u64,
 ) -> CUresult {
-    let Some(f) = real!(GET_PROC_ADDRESS, fn(*const c_char, *mut *mut c_void, i32, u64)) else {
+    let Some(f) = real!(
+        GET_PROC_ADDRESS,
+        fn(*const c_char, *mut *mut c_void, i32, u64)
+    ) else {
         return NOT_FOUND;
     };
     unsafe {
@@ -576,7 +588,10 @@ fn nvml_capped(device: *mut c_void, free: &mut u64, total: &mut u64, used: &mut 
 }
 
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn nvmlDeviceGetMemoryInfo(device: *mut c_void, memory: *mut NvmlMemory) -> u32 {
+pub unsafe extern "C" fn nvmlDeviceGetMemoryInfo(
+    device: *mut c_void,
+    memory: *mut NvmlMemory,
+) -> u32 {
     let Some(f) = real!(NVML_MEMORY_INFO, fn(*mut c_void, *mut NvmlMemory)) else {
         return 13; // NVML_ERROR_FUNCTION_NOT_FOUND
     };

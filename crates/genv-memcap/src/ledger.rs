@@ -152,7 +152,8 @@ impl Ledger {
             if slot.owner.load(SeqCst) == 0
                 && slot.owner.compare_exchange(0, pid, SeqCst, SeqCst).is_ok()
             {
-                slot.start.store(start_time(pid as u32).unwrap_or(0), SeqCst);
+                slot.start
+                    .store(start_time(pid as u32).unwrap_or(0), SeqCst);
                 self.header().high.fetch_max(i as u64 + 1, SeqCst);
                 return Some(i);
             }
@@ -225,11 +226,15 @@ fn errno() -> i32 {
 fn start_time(pid: u32) -> Option<u64> {
     let mut path = Text::<32>::new(b"/proc/");
     path.number(u64::from(pid));
-    path.push(b"/stat\0");
+    path.push(b"/stat");
+    path.nul();
     let mut buf = [0u8; 1024];
     // SAFETY: a NUL-terminated path; reads into our buffer.
     let n = unsafe {
-        let fd = libc::open(path.bytes().as_ptr().cast(), libc::O_RDONLY | libc::O_CLOEXEC);
+        let fd = libc::open(
+            path.bytes().as_ptr().cast(),
+            libc::O_RDONLY | libc::O_CLOEXEC,
+        );
         if fd < 0 {
             return None;
         }
@@ -242,9 +247,9 @@ fn start_time(pid: u32) -> Option<u64> {
     // the last ')'.
     let after = text.iter().rposition(|&b| b == b')')? + 2;
     let field = text.get(after..)?.split(|&b| b == b' ').nth(22 - 3)?;
-    field
-        .iter()
-        .try_fold(0u64, |n, &d| d.is_ascii_digit().then(|| n * 10 + u64::from(d - b'0')))
+    field.iter().try_fold(0u64, |n, &d| {
+        d.is_ascii_digit().then(|| n * 10 + u64::from(d - b'0'))
+    })
 }
 
 fn map_private() -> *mut u8 {
@@ -355,7 +360,7 @@ fn file_name(eid: &[u8]) -> Text<128> {
         name.push(b"h");
         name.number(hash);
     }
-    name.push(b"\0");
+    name.nul();
     name
 }
 
