@@ -109,16 +109,18 @@ impl Holder {
     fn start(sb: &Sandbox, eid: &str, cap: &str, args: &[&str]) -> Holder {
         let mut args = args.to_vec();
         args.push("hold");
-        let mut child = client(sb, eid, Some(cap), &args)
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        for line in lines.by_ref() {
+        let mut holder = Holder(
+            client(sb, eid, Some(cap), &args)
+                .stdout(Stdio::piped())
+                .spawn()
+                .unwrap(),
+        );
+        let stdout = holder.0.stdout.take().unwrap();
+        for line in BufReader::new(stdout).lines() {
             let line = line.unwrap();
             assert!(!line.contains("error"), "{line}");
             if line == "holding" {
-                return Holder(child);
+                return holder;
             }
         }
         panic!("the holder exited early");
@@ -165,7 +167,7 @@ fn cap_holds_however_the_driver_is_reached() {
         assert_eq!(r.stderr.lines().count(), 1, "{mode}: {r:?}");
         assert!(
             r.stderr.starts_with(&format!(
-                "genv: error: out of GPU memory: environment {eid} is capped at 4g per GPU (GPU 0: 3000000000 bytes in use, 2000000000 more refused)"
+                "genv: error: out of GPU memory: environment {eid} is capped at 4g per GPU (GPU 0: 3000000000 bytes in use, 2000000000 more refused)\n"
             )),
             "{mode}: {r:?}"
         );

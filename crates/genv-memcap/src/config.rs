@@ -88,7 +88,7 @@ impl State {
                 b"; counted for this process alone (the state folder's ledger could not be used)",
             );
         }
-        line.push(b"\n");
+        line.raw(b'\n');
         // SAFETY: writes our own buffer to stderr.
         unsafe { libc::write(2, line.buf.as_ptr().cast(), line.len) };
     }
@@ -208,14 +208,16 @@ impl<const N: usize> Text<N> {
         }
     }
 
-    /// Ends the text with a NUL, for the system calls; false when full.
-    pub fn nul(&mut self) -> bool {
-        if self.len == N {
-            return false;
-        }
-        self.buf[self.len] = 0;
+    /// Ends the text with a NUL, for the system calls.
+    pub fn nul(&mut self) {
+        self.raw(0);
+    }
+
+    /// Adds a byte as it is (the last one, even when the text is full).
+    pub fn raw(&mut self, byte: u8) {
+        self.len = self.len.min(N - 1);
+        self.buf[self.len] = byte;
         self.len += 1;
-        true
     }
 
     pub fn number(&mut self, mut n: u64) {
@@ -266,5 +268,7 @@ mod tests {
         let mut t = Text::<8>::new(b"a\nb");
         t.number(12345678);
         assert_eq!(t.bytes(), b"a?b12345");
+        t.raw(b'\n');
+        assert_eq!(t.bytes(), b"a?b1234\n");
     }
 }

@@ -109,12 +109,11 @@ fn capped(
 
 /// Gives back what an allocation took once the driver freed it.
 fn freed(kind: Kind, key: u64, result: CUresult) -> CUresult {
-    if result == SUCCESS {
-        if let Some(s) = state() {
-            if let Some((size, index)) = allocs::remove(kind, key) {
-                s.ledger.release(index, size);
-            }
-        }
+    if result == SUCCESS
+        && let Some(s) = state()
+        && let Some((size, index)) = allocs::remove(kind, key)
+    {
+        s.ledger.release(index, size);
     }
     result
 }
@@ -433,13 +432,14 @@ pub unsafe extern "C" fn cuMemGetInfo_v2(free: *mut usize, total: *mut usize) ->
         return NOT_FOUND;
     };
     let result = unsafe { f(free, total) };
-    if let (SUCCESS, Some(s)) = (result, state()) {
-        if !free.is_null() && !total.is_null() {
-            // SAFETY: written by the driver.
-            unsafe {
-                let (f, t, _) = capped_info(s, current_index(s), *free as u64, *total as u64);
-                (*free, *total) = (f as usize, t as usize);
-            }
+    if let (SUCCESS, Some(s)) = (result, state())
+        && !free.is_null()
+        && !total.is_null()
+    {
+        // SAFETY: written by the driver.
+        unsafe {
+            let (f, t, _) = capped_info(s, current_index(s), *free as u64, *total as u64);
+            (*free, *total) = (f as usize, t as usize);
         }
     }
     result
@@ -451,11 +451,11 @@ pub unsafe extern "C" fn cuDeviceTotalMem_v2(bytes: *mut usize, device: i32) -> 
         return NOT_FOUND;
     };
     let result = unsafe { f(bytes, device) };
-    if let (SUCCESS, Some(s)) = (result, state()) {
-        if !bytes.is_null() {
-            // SAFETY: written by the driver.
-            unsafe { *bytes = (*bytes).min(s.cap as usize) };
-        }
+    if let (SUCCESS, Some(s)) = (result, state())
+        && !bytes.is_null()
+    {
+        // SAFETY: written by the driver.
+        unsafe { *bytes = (*bytes).min(s.cap as usize) };
     }
     result
 }
@@ -621,7 +621,10 @@ pub unsafe extern "C" fn nvmlDeviceGetMemoryInfo_v2(
 
 /// `dlsym` for every handle but `RTLD_NEXT` (see `real.rs`): the driver's
 /// hooked functions come back as our hooks when a cap is enforced.
-pub extern "C" fn dlsym_hook(handle: *mut c_void, name: *const c_char) -> *mut c_void {
+pub(crate) unsafe extern "C" fn dlsym_hook(
+    handle: *mut c_void,
+    name: *const c_char,
+) -> *mut c_void {
     // SAFETY: glibc's dlsym with the caller's arguments.
     let p = unsafe { real_dlsym()(handle, name) };
     if p.is_null() || name.is_null() {

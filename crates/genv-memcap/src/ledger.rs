@@ -64,10 +64,10 @@ static ATFORK: AtomicU32 = AtomicU32::new(0);
 
 impl Ledger {
     pub fn open(tmpdir: &CStr, eid: &[u8]) -> Ledger {
-        if !eid.is_empty() {
-            if let Some(base) = map_shared(tmpdir, eid) {
-                return Ledger { base, shared: true };
-            }
+        if !eid.is_empty()
+            && let Some(base) = map_shared(tmpdir, eid)
+        {
+            return Ledger { base, shared: true };
         }
         Ledger {
             base: map_private(),
