@@ -631,10 +631,5 @@ pub(crate) unsafe extern "C" fn dlsym_hook(
         return p;
     }
     // SAFETY: a NUL-terminated name (dlsym found it).
-    let name = unsafe { CStr::from_ptr(name) };
-    let bytes = name.to_bytes();
-    if !(bytes.starts_with(b"cu") || bytes.starts_with(b"nvml")) || state().is_none() {
-        return p;
-    }
-    substitute(name, p)
+    substitute(unsafe { CStr::from_ptr(name) }, p)
 }

@@ -137,10 +137,11 @@ impl Ledger {
             // SAFETY: registers a plain function.
             unsafe { libc::pthread_atfork(None, None, Some(forget_slot)) };
         }
-        let i = self.claim().or_else(|| {
-            self.reclaim_dead();
-            self.claim()
-        })?;
+        // Taking back the slots of processes that are gone first keeps the
+        // used slots (which every reservation sums) as few as the live
+        // processes.
+        self.reclaim_dead();
+        let i = self.claim()?;
         MINE.store(i, SeqCst);
         Some(i)
     }

@@ -84,7 +84,8 @@ fn handle(library: Library, loaded_only: bool) -> *mut c_void {
 }
 
 /// What `dlsym` should hand out for `name` when the real lookup found `p`:
-/// our hook when `p` is the driver's function of that name.
+/// our hook when `p` is the driver's function of that name and a cap is
+/// enforced (the cap is read only once a hooked name is asked for).
 pub fn substitute(name: &CStr, p: *mut c_void) -> *mut c_void {
     let bytes = name.to_bytes();
     if !(bytes.starts_with(b"cu") || bytes.starts_with(b"nvml")) {
@@ -96,6 +97,9 @@ pub fn substitute(name: &CStr, p: *mut c_void) -> *mut c_void {
     else {
         return p;
     };
+    if crate::config::state().is_none() {
+        return p;
+    }
     let real = match REAL[i].load(Ordering::Acquire) {
         r if r.is_null() => resolve(i, true),
         r => r,
