@@ -20,6 +20,7 @@ struct Built {
     client: PathBuf,
     library: PathBuf,
     empty: PathBuf,
+    next: PathBuf,
 }
 
 fn built() -> &'static Built {
@@ -58,6 +59,15 @@ fn built() -> &'static Built {
         }
         std::fs::write(dir.join("empty.c"), "int genv_test_empty;\n").unwrap();
         cc(&["-fPIC", "-shared", "-o", &at("empty.so"), &at("empty.c")]);
+        let next = src.join("next_getppid.c");
+        cc(&[
+            "-fPIC",
+            "-shared",
+            "-o",
+            &at("next.so"),
+            next.to_str().unwrap(),
+            "-ldl",
+        ]);
         let rpath = format!("-Wl,-rpath,{}", dir.display());
         let client_src = src.join("client.c");
         cc(&[
@@ -73,6 +83,7 @@ fn built() -> &'static Built {
         Built {
             client: dir.join("memcap-client"),
             empty: dir.join("empty.so"),
+            next: dir.join("next.so"),
             dir,
             library,
         }
@@ -285,6 +296,23 @@ fn a_planted_link_is_not_followed() {
     assert_eq!(r.stdout, "alloc 3000000000 ok\nalloc 2000000000 error 2\n");
     assert!(r.stderr.contains("counted for this process alone"), "{r:?}");
     assert_eq!(std::fs::read_to_string(&target).unwrap(), "keep");
+}
+
+#[test]
+fn rtld_next_still_finds_the_next_definition() {
+    // Our `dlsym` is in every process of a capped environment: another
+    // preloaded wrapper's dlsym(RTLD_NEXT, …) must look past that wrapper,
+    // not past us (which would find the wrapper itself).
+    let b = built();
+    let preload = format!("{}:{}", b.library.display(), b.next.display());
+    let out = Command::new("bash")
+        .args(["--norc", "--noprofile", "-c", "echo \"ppid=$PPID\""])
+        .env("LD_PRELOAD", preload)
+        .env("GENV_GPU_MEMORY", "4g")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(stdout, format!("ppid={}\n", std::process::id()), "{out:?}");
 }
 
 /// What `LD_PRELOAD` holds (or `<unset>`), in the shell's own words.
