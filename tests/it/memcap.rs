@@ -237,6 +237,44 @@ fn processes_of_an_environment_share_the_cap() {
 }
 
 #[test]
+fn racing_processes_never_pass_the_cap_together() {
+    let sb = Sandbox::new();
+    // Four processes start at once and each asks for 1g three times.
+    let mut racers: Vec<Holder> = (0..4)
+        .map(|_| {
+            let args = ["proc", "alloc", "1g", "alloc", "1g", "alloc", "1g", "hold"];
+            Holder(
+                client(&sb, "race", Some("4g"), &args)
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .unwrap(),
+            )
+        })
+        .collect();
+    let mut granted = 0;
+    for racer in &mut racers {
+        let stdout = racer.0.stdout.take().unwrap();
+        for line in BufReader::new(stdout).lines() {
+            let line = line.unwrap();
+            if line == "holding" {
+                break;
+            }
+            granted += usize::from(line.ends_with(" ok"));
+        }
+    }
+    assert!((1..=4).contains(&granted), "{granted}");
+    let r = run(&sb, "race", Some("4g"), &["symbol", "info"]);
+    let free = 4_000_000_000 - granted as u64 * 1_000_000_000;
+    assert_eq!(r.stdout, format!("info free={free} total=4000000000 (0)\n"));
+    for racer in racers {
+        racer.kill9();
+    }
+    let r = run(&sb, "race", Some("4g"), &["symbol", "info"]);
+    assert_eq!(r.stdout, "info free=4000000000 total=4000000000 (0)\n");
+}
+
+#[test]
 fn a_killed_process_gives_its_share_back() {
     let sb = Sandbox::new();
     let holders = [

@@ -633,3 +633,52 @@ pub(crate) unsafe extern "C" fn dlsym_hook(
     // SAFETY: a NUL-terminated name (dlsym found it).
     substitute(unsafe { CStr::from_ptr(name) }, p)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proc_address_variants_follow_the_driver() {
+        assert_eq!(variant(b"cuMemAlloc", 12040, 0), Some(MEM_ALLOC));
+        assert_eq!(variant(b"cuMemAlloc", 3010, 0), None);
+        assert_eq!(
+            variant(b"cuMemAllocAsync", 12040, 2),
+            Some(MEM_ALLOC_ASYNC_PTSZ)
+        );
+        assert_eq!(variant(b"cuMemAllocAsync", 12040, 1), Some(MEM_ALLOC_ASYNC));
+        assert_eq!(
+            variant(b"cuGetProcAddress", 11080, 0),
+            Some(GET_PROC_ADDRESS)
+        );
+        assert_eq!(
+            variant(b"cuGetProcAddress", 12000, 0),
+            Some(GET_PROC_ADDRESS_V2)
+        );
+        assert_eq!(variant(b"cuLaunchKernel", 12040, 0), None);
+        for (i, entry) in ENTRIES.iter().enumerate() {
+            // Every hooked entry is what some lookup hands out.
+            if !entry.hook.is_null() && !entry.name.to_bytes().starts_with(b"nvml") {
+                let name = entry.name.to_bytes();
+                let base = name
+                    .strip_suffix(b"_ptsz")
+                    .or_else(|| name.strip_suffix(b"_v2"))
+                    .unwrap_or(name);
+                let flags = if name.ends_with(b"_ptsz") { 2 } else { 0 };
+                assert_eq!(
+                    variant(base, 12040, flags),
+                    Some(i),
+                    "{entry:?}",
+                    entry = entry.name
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn array_sizes() {
+        assert_eq!(array_size([1000, 1000, 1], 0x20, 1), 4_000_000);
+        assert_eq!(array_size([1000, 0, 0], 0x01, 4), 4_000);
+        assert_eq!(array_size([usize::MAX, usize::MAX, 2], 0x20, 4), u64::MAX);
+    }
+}
