@@ -35,6 +35,9 @@ pub const GENV_MOCK_COMPUTE_APPS_GPU_MEMORY: &str = "GENV_MOCK_COMPUTE_APPS_GPU_
 
 pub const CUDA_VISIBLE_DEVICES: &str = "CUDA_VISIBLE_DEVICES";
 
+/// Where activation puts the memory cap library (`crate::memcap`).
+pub const LD_PRELOAD: &str = "LD_PRELOAD";
+
 /// Set inside a container started by genv's container runtime, where the
 /// attached devices are the `devices/<index>.lock` files mounted into it.
 pub const GENV_CONTAINER: &str = "GENV_CONTAINER";

@@ -8,6 +8,7 @@ pub mod enforce;
 pub mod env_vars;
 pub mod error;
 pub mod escape;
+pub mod memcap;
 pub mod memory;
 pub mod messages;
 pub mod procs;

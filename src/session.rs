@@ -114,6 +114,7 @@ pub fn config_actions(config: &Config) -> Vec<Action> {
             )
         })
     });
+    let capped = config.gpu_memory.is_some() && memory_problem.is_none();
     field(
         ev::GENV_GPU_MEMORY,
         config.gpu_memory.clone(),
@@ -128,7 +129,40 @@ pub fn config_actions(config: &Config) -> Vec<Action> {
         config.gpus.map(|g| g.to_string()),
         gpus_problem,
     );
+    actions.extend(preload_action(capped));
     actions
+}
+
+/// The memory cap library in `LD_PRELOAD` while the environment has a
+/// capacity, and out of it again once the capacity is cleared (only then:
+/// environments without a capacity leave `LD_PRELOAD` alone).
+fn preload_action(capped: bool) -> Option<Action> {
+    if !capped {
+        return crate::memcap::preloaded().map(|_| Action::Preload(None));
+    }
+    match crate::memcap::library() {
+        Some(library) => {
+            let library = library.to_string_lossy().into_owned();
+            if crate::memcap::preloadable(&library) {
+                return Some(Action::Preload(Some(library)));
+            }
+            crate::messages::warn_hint(
+                format_args!(
+                    "the GPU memory capacity is not enforced: LD_PRELOAD cannot hold {} (a space or colon in the path)",
+                    crate::escape::terminal(&library)
+                ),
+                "install genv in a folder whose path has neither",
+            );
+        }
+        None => crate::messages::warn_hint(
+            format_args!(
+                "the GPU memory capacity is not enforced: {} is not installed next to genv",
+                crate::memcap::LIBRARY
+            ),
+            "install it next to the genv binary; meanwhile enforcement (genv enforce) is the backstop",
+        ),
+    }
+    crate::memcap::preloaded().map(|_| Action::Preload(None))
 }
 
 /// The devices attached to an environment, as the state says; none when

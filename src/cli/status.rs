@@ -38,6 +38,7 @@ pub fn run(ctx: &mut Context) -> Result<Exit> {
             .map(|v| escape::terminal(&v).into_owned())
             .unwrap_or_else(|| "N/A".into())
     };
+    let capped = config.gpu_memory.as_deref().is_some_and(|m| !m.is_empty());
     let _ = write!(
         out,
         "\nConfiguration\n    Name: {}\n    Device count: {}\n    GPU memory capacity: {}\n\n",
@@ -45,6 +46,9 @@ pub fn run(ctx: &mut Context) -> Result<Exit> {
         or_na(config.gpus.filter(|&g| g != 0).map(|g| g.to_string())),
         or_na(config.gpu_memory)
     );
+    if capped {
+        out.push_str(&memory_cap());
+    }
     // Not in genv 1.4.3, and only when there is something to say, so the
     // usual output stays the same.
     let mut locks = String::new();
@@ -107,6 +111,25 @@ pub fn run(ctx: &mut Context) -> Result<Exit> {
         out.push('\n');
     }
     Ok(Exit::SUCCESS)
+}
+
+/// Whether this shell's processes are held to the capacity (not in genv
+/// 1.4.3: shown only for an environment with a capacity).
+fn memory_cap() -> String {
+    let state = match crate::memcap::preloaded() {
+        Some(library) if std::path::Path::new(&library).is_file() => {
+            format!("enforced (LD_PRELOAD holds {})", escape::terminal(&library))
+        }
+        Some(library) => format!(
+            "not enforced: LD_PRELOAD names {}, which does not exist; enforcement (genv enforce) is the backstop",
+            escape::terminal(&library)
+        ),
+        None => format!(
+            "not enforced in this shell: LD_PRELOAD does not hold {}; enforcement (genv enforce) is the backstop",
+            crate::memcap::LIBRARY
+        ),
+    };
+    format!("GPU memory cap\n    {state}\n\n")
 }
 
 /// The configuration as the shell's variables carry it.

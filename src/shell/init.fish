@@ -41,6 +41,23 @@ function __genv_restore --description 'genv: restore what activation changed'
     end
 end
 
+# Puts genv's memory cap library first in LD_PRELOAD, ahead of what
+# LD_PRELOAD held before activation; without an argument, puts that back.
+function __genv_preload --description 'genv: the memory cap library in LD_PRELOAD'
+    __genv_remember LD_PRELOAD
+    if set -q argv[1]
+        if test -n "$__genv_backup_LD_PRELOAD"
+            set -gx LD_PRELOAD "$argv[1]:$__genv_backup_LD_PRELOAD"
+        else
+            set -gx LD_PRELOAD $argv[1]
+        end
+    else if set -q __genv_backup_LD_PRELOAD
+        set -gx LD_PRELOAD $__genv_backup_LD_PRELOAD
+    else
+        set -e LD_PRELOAD
+    end
+end
+
 function __genv_prompt_on --description 'genv: prefix the prompt with (genv)'
     if functions -q fish_prompt; and not functions -q __genv_fish_prompt
         functions -c fish_prompt __genv_fish_prompt

@@ -48,6 +48,19 @@ __genv_restore() {
   unset GENV_ENVS
 }
 
+# Puts genv's memory cap library ($1) first in LD_PRELOAD, ahead of what
+# LD_PRELOAD held before activation; without an argument, puts that back.
+__genv_preload() {
+  __genv_remember LD_PRELOAD
+  if [[ -n "${1-}" ]]; then
+    export LD_PRELOAD="$1${__genv_backup_LD_PRELOAD:+:$__genv_backup_LD_PRELOAD}"
+  elif [[ -n "${__genv_backup_LD_PRELOAD+x}" ]]; then
+    export LD_PRELOAD="$__genv_backup_LD_PRELOAD"
+  else
+    unset LD_PRELOAD
+  fi
+}
+
 genv() {
   local __genv_code
   case "${1-}" in

@@ -24,6 +24,9 @@ pub enum Action {
     PrependPath(String),
     /// Prefix the prompt with `(genv) `.
     Prompt,
+    /// Put the memory cap library first in `LD_PRELOAD` (`Some`), or put
+    /// back what `LD_PRELOAD` held before (`None`).
+    Preload(Option<String>),
     /// Put back everything the actions above changed.
     Restore,
 }
@@ -73,10 +76,10 @@ impl Shell {
     pub fn deinit(self) -> &'static str {
         match self {
             Shell::Bash | Shell::Zsh => {
-                "unset -f genv __genv_set __genv_unset __genv_remember __genv_restore\n"
+                "unset -f genv __genv_set __genv_unset __genv_remember __genv_restore __genv_preload\n"
             }
             Shell::Fish => {
-                "functions -e genv __genv_set __genv_unset __genv_remember __genv_restore __genv_prompt_on\n"
+                "functions -e genv __genv_set __genv_unset __genv_remember __genv_restore __genv_preload __genv_prompt_on\n"
             }
         }
     }
@@ -111,6 +114,10 @@ impl Shell {
                 }
                 (Action::Prompt, Shell::Fish) => writeln!(code, "__genv_prompt_on"),
                 (Action::Prompt, _) => writeln!(code, "__genv_set PS1 '(genv) '\"${{PS1-}}\""),
+                (Action::Preload(Some(library)), _) => {
+                    writeln!(code, "__genv_preload {}", self.quote(library))
+                }
+                (Action::Preload(None), _) => writeln!(code, "__genv_preload"),
                 (Action::Restore, _) => writeln!(code, "__genv_restore"),
             };
         }

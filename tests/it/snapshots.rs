@@ -21,6 +21,9 @@ const QUOTED: &str = "it's \"q\" `$x`";
 /// the sandbox's folder by `[SANDBOX]`, keeping the width of table columns.
 fn scrub(sb: &Sandbox, text: &str, pids: &[u32]) -> String {
     let mut text = text.replace(sb.dir.path().to_str().unwrap(), "[SANDBOX]");
+    // The memory cap library is found next to the genv binary.
+    let bin = std::path::Path::new(crate::common::GENV).parent().unwrap();
+    text = text.replace(bin.to_str().unwrap(), "[BIN]");
     for pid in pids {
         let pid = pid.to_string();
         let mut out = String::new();

@@ -1,0 +1,44 @@
+//! The hard memory cap: `libgenv_memcap.so` (crates/genv-memcap), which
+//! activation puts in `LD_PRELOAD` when the environment has a memory
+//! capacity. Installed next to the `genv` binary.
+
+use std::path::PathBuf;
+
+use crate::env_vars::{self as ev, get};
+
+/// The library's file name.
+pub const LIBRARY: &str = "libgenv_memcap.so";
+
+/// The installed library: next to the running `genv`.
+pub fn library() -> Option<PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    let path = exe.parent()?.join(LIBRARY);
+    path.is_file().then_some(path)
+}
+
+/// Whether a path can stand in `LD_PRELOAD`, which splits at spaces and
+/// colons.
+pub fn preloadable(path: &str) -> bool {
+    !path.is_empty() && !path.contains([' ', ':', '\t', '\n'])
+}
+
+/// The library as this process's `LD_PRELOAD` names it, if it does.
+pub fn preloaded() -> Option<String> {
+    let value = get(ev::LD_PRELOAD)?;
+    value
+        .split([' ', ':'])
+        .find(|entry| entry.rsplit('/').next() == Some(LIBRARY))
+        .map(str::to_owned)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn preloadable_paths() {
+        assert!(preloadable("/opt/genv/libgenv_memcap.so"));
+        assert!(!preloadable("/opt/my genv/libgenv_memcap.so"));
+        assert!(!preloadable("/opt/a:b/libgenv_memcap.so"));
+    }
+}
