@@ -10,6 +10,7 @@ pub mod error;
 pub mod escape;
 pub mod memory;
 pub mod messages;
+pub mod monitor;
 pub mod procs;
 pub mod provision;
 pub mod session;
@@ -18,6 +19,7 @@ pub mod shim;
 pub mod smi;
 pub mod state;
 pub mod timefmt;
+pub mod top;
 
 use std::io::Write;
 
@@ -104,8 +106,10 @@ fn run(cli: Cli, ctx: &mut Context) -> Result<Exit> {
         Command::Envs(args) => cli::envs::run(args, ctx),
         Command::Home(args) => cli::home::run(args, ctx),
         Command::Lock(args) => cli::lock::run(args, &ctx.dir).map(Exit),
+        Command::Monitor(args) => cli::monitor::run(args, ctx),
         Command::Shell(args) => cli::shell::run(args, ctx),
         Command::Status => cli::status::run(ctx),
+        Command::Top(args) => cli::top::run(args, ctx),
         Command::Usage(args) => cli::usage::run(args, ctx),
         Command::Version => cli::version::run(ctx),
     }
