@@ -476,9 +476,6 @@ pub struct TopArgs {
     /// Sort environments and processes by this column
     #[arg(short = 's', long = "sort", value_enum, default_value_t = TopSort::Memory)]
     pub sort: TopSort,
-    /// Width of the --once frame (default: the terminal's, else 100)
-    #[arg(long = "width", value_name = "COLUMNS")]
-    pub width: Option<u16>,
 }
 
 /// What `genv top` sorts environments and processes by.
