@@ -16,6 +16,7 @@ mod extensions;
 mod hostile_text;
 mod lock_cli;
 mod lock_sharing;
+mod monitor;
 mod shell_integration;
 mod shell_tmux;
 mod shim_bytes;
