@@ -27,4 +27,5 @@ mod shim_sim;
 mod snapshots;
 mod state_safety;
 mod status_locks;
+mod top;
 mod wait_queue;
