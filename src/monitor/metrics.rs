@@ -16,7 +16,9 @@ use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 
-use super::snapshot::Snapshot;
+use std::collections::{BTreeSet, HashMap};
+
+use super::snapshot::{Process, Snapshot};
 use crate::memory;
 use crate::state::device_locks::Holder;
 
@@ -75,6 +77,43 @@ pub fn series_names() -> Vec<String> {
         .collect()
 }
 
+/// Processes and attached devices by environment, so that 200
+/// environments and 1,000 processes cost one pass each, not a product.
+struct ByEnv<'a> {
+    processes: HashMap<&'a str, Vec<&'a Process>>,
+    devices: HashMap<&'a str, Vec<u32>>,
+}
+
+impl<'a> ByEnv<'a> {
+    fn new(s: &'a Snapshot) -> Self {
+        let mut processes: HashMap<&str, Vec<&Process>> = HashMap::new();
+        for p in &s.processes {
+            if let Some(eid) = p.eid.as_deref() {
+                processes.entry(eid).or_default().push(p);
+            }
+        }
+        let mut devices: HashMap<&str, Vec<u32>> = HashMap::new();
+        for d in &s.devices {
+            for a in &d.attachments {
+                let list = devices.entry(a.eid.as_str()).or_default();
+                // An environment attached twice to one device counts once.
+                if list.last() != Some(&d.index) {
+                    list.push(d.index);
+                }
+            }
+        }
+        ByEnv { processes, devices }
+    }
+
+    fn processes(&self, eid: &str) -> &[&'a Process] {
+        self.processes.get(eid).map(Vec::as_slice).unwrap_or(&[])
+    }
+
+    fn devices(&self, eid: &str) -> &[u32] {
+        self.devices.get(eid).map(Vec::as_slice).unwrap_or(&[])
+    }
+}
+
 fn mib(value: u64) -> f64 {
     (value << 20) as f64
 }
@@ -82,14 +121,15 @@ fn mib(value: u64) -> f64 {
 /// The metric families of a snapshot. genv 1.4.3's come first, in the
 /// order its registry lists them (alphabetical by its spec names).
 pub fn collect(s: &Snapshot) -> Vec<Family> {
+    let by_env = ByEnv::new(s);
     let usernames = s.usernames();
     let eid_of = |e: &crate::state::Env| vec![("eid", e.eid.clone())];
-    let user_envs = |name: &str| -> Vec<&crate::state::Env> {
-        s.envs
-            .iter()
-            .filter(|e| e.username.as_deref() == Some(name))
-            .collect()
-    };
+    let mut user_envs: HashMap<&str, Vec<&crate::state::Env>> = HashMap::new();
+    for env in &s.envs {
+        if let Some(name) = env.username.as_deref() {
+            user_envs.entry(name).or_default().push(env);
+        }
+    }
 
     let mut attached_devices =
         Family::gauge("genv_attached_devices_total", "Number of attached devices");
@@ -139,8 +179,8 @@ pub fn collect(s: &Snapshot) -> Vec<Family> {
         "Number of running processes in an environment",
     );
     for env in &s.envs {
-        env_devices.set(eid_of(env), s.attached(&env.eid).count() as f64);
-        env_processes.set(eid_of(env), s.processes_of(&env.eid).count() as f64);
+        env_devices.set(eid_of(env), by_env.devices(&env.eid).len() as f64);
+        env_processes.set(eid_of(env), by_env.processes(&env.eid).len() as f64);
     }
 
     // genv is what serves these metrics, so it is installed.
@@ -189,23 +229,15 @@ pub fn collect(s: &Snapshot) -> Vec<Family> {
         "Number of running processes of a user",
     );
     for &name in &usernames {
-        let envs = user_envs(name);
+        let envs = user_envs.get(name).map(Vec::as_slice).unwrap_or(&[]);
         let labels = || vec![("username", name.to_owned())];
         // Devices on which any of the user's environments is attached.
-        let devices = s
-            .devices
+        let devices: BTreeSet<u32> = envs
             .iter()
-            .filter(|d| envs.iter().any(|e| d.is_attached(&e.eid)))
-            .count();
-        let procs = s
-            .processes
-            .iter()
-            .filter(|p| {
-                p.eid
-                    .as_deref()
-                    .is_some_and(|eid| envs.iter().any(|e| e.eid == eid))
-            })
-            .count();
+            .flat_map(|e| by_env.devices(&e.eid).iter().copied())
+            .collect();
+        let devices = devices.len();
+        let procs: usize = envs.iter().map(|e| by_env.processes(&e.eid).len()).sum();
         user_devices.set(labels(), devices as f64);
         user_environments.set(labels(), envs.len() as f64);
         user_processes.set(labels(), procs as f64);
@@ -229,12 +261,12 @@ pub fn collect(s: &Snapshot) -> Vec<Family> {
         user_environments,
         user_processes,
     ];
-    families.extend(beyond_1_4_3(s));
+    families.extend(beyond_1_4_3(s, &by_env));
     families
 }
 
 /// What an administrator wants next, not in genv 1.4.3.
-fn beyond_1_4_3(s: &Snapshot) -> Vec<Family> {
+fn beyond_1_4_3(s: &Snapshot, by_env: &ByEnv<'_>) -> Vec<Family> {
     let mut info = Family::gauge(
         "genv_environment_info",
         "Environment name and owner (always 1)",
@@ -266,10 +298,10 @@ fn beyond_1_4_3(s: &Snapshot) -> Vec<Family> {
             capacity.set(vec![("eid", env.eid.clone())], bytes as f64);
         }
         let mut per_device: std::collections::BTreeMap<u32, u64> = Default::default();
-        for d in s.attached(&env.eid) {
-            per_device.insert(d.index, 0);
+        for &index in by_env.devices(&env.eid) {
+            per_device.insert(index, 0);
         }
-        for p in s.processes_of(&env.eid) {
+        for p in by_env.processes(&env.eid) {
             for &(index, used) in &p.usage {
                 *per_device.entry(index).or_default() += used;
             }
@@ -385,4 +417,243 @@ pub fn encode(families: Vec<Family>, format: Format) -> String {
         let _ = writeln!(out, "# genv: the metrics could not be encoded");
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::GpuStatus;
+    use crate::monitor::DeviceLocks;
+    use crate::state::device_locks::Need;
+    use crate::state::{Config, Device, Env};
+
+    fn env(eid: &str, username: Option<&str>, gpu_memory: Option<&str>) -> Env {
+        Env {
+            eid: eid.into(),
+            uid: 1000,
+            creation: "01/01/2026 00:00:00".into(),
+            username: username.map(Into::into),
+            config: Config {
+                name: None,
+                gpu_memory: gpu_memory.map(Into::into),
+                gpus: None,
+            },
+            pids: vec![1],
+            kernel_ids: vec![],
+        }
+    }
+
+    fn snapshot() -> Snapshot {
+        let mut d0 = Device::new(0, 16384);
+        d0.attach("a", Some("4g".into()), "t".into());
+        d0.attach("b", None, "t".into());
+        let mut d1 = Device::new(1, 16384);
+        d1.attach("a", Some("4g".into()), "t".into());
+        Snapshot {
+            gpus: vec![
+                GpuStatus {
+                    index: 0,
+                    utilization: Some(50),
+                    temperature: None,
+                    used_memory_mib: Some(1024),
+                    total_memory_mib: 16384,
+                },
+                GpuStatus {
+                    index: 1,
+                    utilization: None,
+                    temperature: Some(40),
+                    used_memory_mib: None,
+                    total_memory_mib: 16384,
+                },
+            ],
+            envs: vec![
+                env("a", Some("alice"), Some("4g")),
+                env("b", Some("alice"), None),
+                env("c", None, None),
+            ],
+            devices: vec![d0, d1],
+            processes: vec![
+                Process {
+                    pid: 10,
+                    eid: Some("a".into()),
+                    usage: vec![(0, 100), (1, 200)],
+                },
+                Process {
+                    pid: 11,
+                    eid: None,
+                    usage: vec![(1, 1)],
+                },
+            ],
+            locks: vec![DeviceLocks {
+                index: 0,
+                holders: vec![
+                    Holder {
+                        pid: 10,
+                        eid: Some("a".into()),
+                        need: Need::Fraction(4 << 30),
+                        waiting: false,
+                    },
+                    Holder {
+                        pid: 12,
+                        eid: Some("b".into()),
+                        need: Need::Exclusive,
+                        waiting: true,
+                    },
+                ],
+            }],
+            enforcement: crate::state::enforcement::EnforcementCounts {
+                terminated: 3,
+                detached: 1,
+            },
+        }
+    }
+
+    fn value(families: &[Family], name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        let family = families.iter().find(|f| f.name == name)?;
+        family
+            .samples
+            .iter()
+            .find(|s| {
+                s.labels.len() == labels.len()
+                    && s.labels
+                        .iter()
+                        .zip(labels)
+                        .all(|((k, v), (l, w))| k == l && v == w)
+            })
+            .map(|s| s.value)
+    }
+
+    #[test]
+    fn counts_as_genv_1_4_3_does() {
+        let f = collect(&snapshot());
+        assert_eq!(value(&f, "genv_environments_total", &[]), Some(3.0));
+        // An environment without a username is nobody's.
+        assert_eq!(value(&f, "genv_users_total", &[]), Some(1.0));
+        assert_eq!(value(&f, "genv_attached_devices_total", &[]), Some(2.0));
+        assert_eq!(value(&f, "genv_processes_total", &[]), Some(2.0));
+        assert_eq!(
+            value(
+                &f,
+                "genv_environment_attached_devices_total",
+                &[("eid", "a")]
+            ),
+            Some(2.0)
+        );
+        assert_eq!(
+            value(&f, "genv_environment_processes_total", &[("eid", "c")]),
+            Some(0.0)
+        );
+        assert_eq!(
+            value(
+                &f,
+                "genv_process_devices_total",
+                &[("pid", "11"), ("eid", "")]
+            ),
+            Some(1.0)
+        );
+        assert_eq!(
+            value(
+                &f,
+                "genv_process_used_gpu_memory_bytes",
+                &[("pid", "10"), ("eid", "a"), ("device", "1")]
+            ),
+            Some((200u64 << 20) as f64)
+        );
+        assert_eq!(
+            value(
+                &f,
+                "genv_user_attached_devices_total",
+                &[("username", "alice")]
+            ),
+            Some(2.0)
+        );
+        assert_eq!(
+            value(&f, "genv_user_environments_total", &[("username", "alice")]),
+            Some(2.0)
+        );
+        assert_eq!(
+            value(&f, "genv_user_processes_total", &[("username", "alice")]),
+            Some(1.0)
+        );
+        // What the driver cannot tell has no series.
+        assert_eq!(
+            value(&f, "genv_device_temperature", &[("index", "0")]),
+            None
+        );
+        assert_eq!(
+            value(&f, "genv_device_utilization", &[("index", "0")]),
+            Some(50.0)
+        );
+        assert_eq!(
+            value(&f, "genv_device_memory_used_bytes", &[("index", "1")]),
+            None
+        );
+    }
+
+    #[test]
+    fn adds_memory_locks_and_enforcement() {
+        let f = collect(&snapshot());
+        assert_eq!(
+            value(
+                &f,
+                "genv_environment_gpu_memory_capacity_bytes",
+                &[("eid", "a")]
+            ),
+            Some(4e9)
+        );
+        assert_eq!(
+            value(
+                &f,
+                "genv_environment_gpu_memory_capacity_bytes",
+                &[("eid", "b")]
+            ),
+            None
+        );
+        assert_eq!(
+            value(
+                &f,
+                "genv_environment_used_gpu_memory_bytes",
+                &[("eid", "b"), ("device", "0")]
+            ),
+            Some(0.0)
+        );
+        assert_eq!(
+            value(&f, "genv_device_lock_holders", &[("index", "0")]),
+            Some(1.0)
+        );
+        assert_eq!(
+            value(&f, "genv_device_lock_waiters", &[("index", "0")]),
+            Some(1.0)
+        );
+        assert_eq!(
+            value(&f, "genv_enforcement_actions", &[("action", "terminate")]),
+            Some(3.0)
+        );
+        assert!(series_names().contains(&"genv_enforcement_actions_total".to_owned()));
+    }
+
+    #[test]
+    fn gone_things_have_no_series() {
+        let mut s = snapshot();
+        s.envs.retain(|e| e.eid == "c");
+        s.processes.clear();
+        s.devices.iter_mut().for_each(|d| d.attachments.clear());
+        let text = encode(collect(&s), Format::Text);
+        assert!(!text.contains("eid=\"a\""), "{text}");
+        assert!(!text.contains("username=\"alice\""), "{text}");
+        assert!(!text.contains("pid=\"10\""), "{text}");
+        assert!(text.contains("# HELP genv_users_total Number of active users\n"));
+        assert!(text.contains("genv_users_total 0.0\n"), "{text}");
+    }
+
+    #[test]
+    fn label_values_are_escaped_by_the_encoder() {
+        let mut s = snapshot();
+        s.envs[0].config.name = Some("quote \" back \\ new\nline".into());
+        let text = encode(collect(&s), Format::Text);
+        assert!(
+            text.contains(r#"name="quote \" back \\ new\nline""#),
+            "{text}"
+        );
+    }
 }

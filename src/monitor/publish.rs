@@ -140,11 +140,17 @@ mod tests {
             get("grafana.ini")
                 .contains("provisioning = /var/tmp/genv/metrics/grafana/provisioning")
         );
-        assert!(
-            !files
-                .iter()
-                .any(|(_, c)| c.contains('{') && !c.starts_with('{') && c.contains("{exporter"))
-        );
+        for (_, content) in &files {
+            for placeholder in [
+                "{exporter_address}",
+                "{prometheus_url}",
+                "{dashboard_dir}",
+                "{provisioning}",
+                "{default_home_dashboard_path}",
+            ] {
+                assert!(!content.contains(placeholder), "{content}");
+            }
+        }
     }
 
     #[test]
