@@ -181,5 +181,11 @@ mod tests {
         assert_eq!(statuses[1].utilization, None);
         assert_eq!(statuses[1].used_memory_mib, Some(1024));
         assert!(parse_statuses("0, 1\n").is_err());
+        // An idle H200, as its driver answers genv's query.
+        let h200 = parse_statuses("0, 0, 35, 0, 143771\n").unwrap();
+        assert_eq!(h200[0].utilization, Some(0));
+        assert_eq!(h200[0].temperature, Some(35));
+        assert_eq!(h200[0].used_memory_mib, Some(0));
+        assert_eq!(h200[0].total_memory_mib, 143771);
     }
 }

@@ -52,7 +52,7 @@ pub enum Command {
     Home(HomeArgs),
     /// Lock over-subscribed devices
     Lock(LockArgs),
-    /// Monitor Genv using Prometheus and Grafana
+    /// Monitor using Prometheus and Grafana
     Monitor(MonitorArgs),
     /// Shell support
     Shell(ShellArgs),

@@ -5,7 +5,6 @@ use std::time::Duration;
 
 use super::{Context, Exit, MonitorArgs};
 use crate::error::Result;
-use crate::messages;
 use crate::monitor::{publish, server};
 
 pub fn run(args: MonitorArgs, ctx: &mut Context) -> Result<Exit> {
@@ -19,13 +18,13 @@ pub fn run(args: MonitorArgs, ctx: &mut Context) -> Result<Exit> {
         .unwrap_or_else(|| ctx.dir.path("metrics"));
     let exporter = exporter_address(&args.host, args.port);
     publish::publish(&ctx.dir, &config_dir, &exporter)?;
-    messages::note(format!(
-        "serving metrics at http://{exporter}/metrics every {}s; Prometheus and Grafana files in {}",
-        args.interval,
-        config_dir.display()
-    ));
     let options = server::Options {
         interval: Duration::from_secs(args.interval),
+        announce: format!(
+            "serving metrics at http://{exporter}/metrics every {}s; Prometheus and Grafana files in {}",
+            args.interval,
+            config_dir.display()
+        ),
     };
     server::run(&ctx.dir, ctx.backend.get(), listener, &signals, &options).map(Exit)
 }

@@ -133,6 +133,8 @@ impl Signals {
 /// How the exporter runs.
 pub struct Options {
     pub interval: Duration,
+    /// Said on stderr once the first metrics are ready to serve.
+    pub announce: String,
 }
 
 /// Looks at the machine every interval and publishes the metrics until
@@ -145,8 +147,12 @@ pub fn run(
     signals: &Signals,
     options: &Options,
 ) -> Result<i32> {
+    // The first look decides whether there is anything to monitor (a
+    // machine without a driver is an error, not an empty exporter).
+    let first = Snapshot::take(dir, backend)?;
+    messages::note(&options.announce);
     let server = Arc::new(server);
-    let shared: Shared = Arc::default();
+    let shared: Shared = Arc::new(RwLock::new(Arc::new(Published::from_snapshot(&first))));
     let thread = {
         let (server, shared) = (Arc::clone(&server), Arc::clone(&shared));
         std::thread::Builder::new()
@@ -156,6 +162,9 @@ pub fn run(
     };
     let mut failing = false;
     let signal = loop {
+        if let Some(signal) = signals.wait(options.interval) {
+            break signal;
+        }
         match Snapshot::take(dir, backend) {
             Ok(snapshot) => {
                 let published = Arc::new(Published::from_snapshot(&snapshot));
@@ -172,9 +181,6 @@ pub fn run(
                 failing = true;
             }
             Err(_) => {}
-        }
-        if let Some(signal) = signals.wait(options.interval) {
-            break signal;
         }
     };
     server.unblock();
