@@ -177,3 +177,39 @@ fn the_live_view_refreshes_sorts_and_quits_with_q() {
         "the screen was not restored:\n{screen}"
     );
 }
+
+#[test]
+fn once_shows_who_holds_and_who_waits_for_a_device_lock() {
+    use std::io::{BufRead, BufReader, Write};
+    use std::process::Stdio;
+
+    let mut sb = Sandbox::new();
+    let processes = machine(&mut sb, "gt-locks");
+    let mut holder = sb
+        .cmd(&["lock", "sh", "-c", "echo in; read x"])
+        .env("GENV_ENVIRONMENT_ID", "ta")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(holder.stdout.as_mut().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line, "in\n");
+    let pid = holder.id();
+    let out = sb.run(&["top", "--once"]).ok().stdout;
+    let locks: Vec<&str> = out
+        .lines()
+        .skip_while(|l| !l.starts_with("GPU  LOCK"))
+        .collect();
+    assert_eq!(locks.len(), 2, "{out}");
+    assert_eq!(
+        locks[1],
+        format!("0    holding  ta           alice(1000)      {pid:<8} fraction"),
+        "{out}"
+    );
+    holder.stdin.take().unwrap().write_all(b"done\n").unwrap();
+    assert!(holder.wait().unwrap().success());
+    drop(processes);
+}
