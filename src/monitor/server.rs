@@ -8,6 +8,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use super::metrics::{self, Format};
+use super::signals::Signals;
 use super::snapshot::Snapshot;
 use crate::backend::DeviceBackend;
 use crate::error::{Error, Result};
@@ -91,45 +92,6 @@ pub fn answer(server: Arc<tiny_http::Server>, shared: Shared) {
     }
 }
 
-/// SIGINT and SIGTERM, blocked in this thread (and the threads it starts
-/// from now on) so that [`Signals::wait`] receives them.
-pub struct Signals {
-    set: libc::sigset_t,
-}
-
-impl Signals {
-    pub fn block() -> Signals {
-        // SAFETY: plain calls on a local, zero-initialised signal set.
-        unsafe {
-            let mut set: libc::sigset_t = std::mem::zeroed();
-            libc::sigemptyset(&mut set);
-            libc::sigaddset(&mut set, libc::SIGINT);
-            libc::sigaddset(&mut set, libc::SIGTERM);
-            libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
-            Signals { set }
-        }
-    }
-
-    /// Waits up to `timeout`; the signal that came, if one did.
-    pub fn wait(&self, timeout: Duration) -> Option<i32> {
-        let spec = libc::timespec {
-            tv_sec: timeout.as_secs().min(i64::MAX as u64) as libc::time_t,
-            tv_nsec: timeout.subsec_nanos() as libc::c_long,
-        };
-        loop {
-            // SAFETY: the set is initialised; no siginfo is asked for.
-            let signal = unsafe { libc::sigtimedwait(&self.set, std::ptr::null_mut(), &spec) };
-            if signal > 0 {
-                return Some(signal);
-            }
-            match std::io::Error::last_os_error().raw_os_error() {
-                Some(libc::EINTR) => continue,
-                _ => return None,
-            }
-        }
-    }
-}
-
 /// How the exporter runs.
 pub struct Options {
     pub interval: Duration,
@@ -185,11 +147,6 @@ pub fn run(
     };
     server.unblock();
     let _ = thread.join();
-    let name = if signal == libc::SIGINT {
-        "SIGINT"
-    } else {
-        "SIGTERM"
-    };
-    messages::note(format!("monitor stopped ({name})"));
+    messages::note(format!("monitor stopped ({})", Signals::name(signal)));
     Ok(0)
 }

@@ -14,6 +14,7 @@ use crate::backend::DeviceBackend;
 use crate::cli::TopSort;
 use crate::error::{Error, Result};
 use crate::monitor::Snapshot;
+use crate::monitor::signals::Signals;
 use crate::state::StateDir;
 
 fn next(sort: TopSort) -> TopSort {
@@ -49,6 +50,9 @@ pub fn run(
 ) -> Result<()> {
     // The first look before the screen changes, so an error reads plainly.
     let mut snapshot = Snapshot::take(dir, backend)?;
+    // SIGTERM and SIGHUP (the terminal closed) end the view like `q`, with
+    // the terminal restored; the loop looks for them between events.
+    let signals = Signals::block();
     let mut problem: Option<String> = None;
     let mut terminal = ratatui::try_init().map_err(terminal_error)?;
     let _restore = Restore;
@@ -80,6 +84,9 @@ pub fn run(
                 );
             })
             .map_err(terminal_error)?;
+        if signals.wait(Duration::ZERO).is_some() {
+            return Ok(());
+        }
         let now = Instant::now();
         if now >= due {
             match Snapshot::take(dir, backend) {
@@ -92,7 +99,9 @@ pub fn run(
             due = Instant::now() + delay;
             continue;
         }
-        if !event::poll(due - now).map_err(terminal_error)? {
+        // At most a quarter second, to notice the signals above.
+        let wait = (due - now).min(Duration::from_millis(250));
+        if !event::poll(wait).map_err(terminal_error)? {
             continue;
         }
         match event::read().map_err(terminal_error)? {

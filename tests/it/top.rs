@@ -213,3 +213,26 @@ fn once_shows_who_holds_and_who_waits_for_a_device_lock() {
     assert!(holder.wait().unwrap().success());
     drop(processes);
 }
+
+#[test]
+fn sigterm_ends_the_live_view_and_restores_the_terminal() {
+    let mut sb = Sandbox::new();
+    let processes = machine(&mut sb, "gt-term");
+    let tmux = Tmux::start(&sb);
+    tmux.until(&["q quit · s sort"]);
+    // The pane runs `sh -c 'genv top; …'`: genv top is the shell's child.
+    let shell = tmux
+        .tmux(&["list-panes", "-t", "top", "-F", "#{pane_pid}"])
+        .trim()
+        .to_owned();
+    let children = std::fs::read_to_string(format!("/proc/{shell}/task/{shell}/children")).unwrap();
+    let top: i32 = children.split_whitespace().next().unwrap().parse().unwrap();
+    // SAFETY: a signal to the genv top this test started.
+    assert_eq!(unsafe { libc::kill(top, libc::SIGTERM) }, 0);
+    let screen = tmux.until(&["top exited 0"]);
+    assert!(
+        !screen.contains("q quit"),
+        "the screen was not restored:\n{screen}"
+    );
+    drop(processes);
+}
