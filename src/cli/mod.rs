@@ -448,13 +448,13 @@ pub struct MonitorArgs {
     /// Directory to create Prometheus and Grafana config files at (default: $GENV_TMPDIR/metrics)
     #[arg(long = "config-dir", value_name = "CONFIG_DIR")]
     pub config_dir: Option<std::path::PathBuf>,
-    /// Port for Prometheus exporter to listen on (default: 8000)
+    /// Port for Prometheus exporter to listen on
     #[arg(short = 'p', long = "port", default_value_t = 8000)]
     pub port: u16,
-    /// Interval in seconds between collections (default: 10)
+    /// Interval in seconds between collections
     #[arg(short = 'i', long = "interval", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
     pub interval: u64,
-    /// Address to listen on (default: 0.0.0.0, every address)
+    /// Address to listen on (0.0.0.0: every address)
     #[arg(long = "host", default_value = "0.0.0.0")]
     pub host: String,
 }
