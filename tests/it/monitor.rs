@@ -633,3 +633,107 @@ fn prometheus_scrapes_the_published_configuration() {
     assert_eq!(memory[0].1, "44040192");
     drop(monitor);
 }
+
+/// An exposition as a set of comparable lines: `# HELP` and `# TYPE` lines
+/// as they are, samples as `name{labels sorted} value` with the value
+/// parsed (Python writes `1.5999172608e+10` where Rust writes
+/// `15999172608.0`, and may order labels differently).
+fn exposition(text: &str, names: &[&str]) -> std::collections::BTreeSet<String> {
+    let mut out = std::collections::BTreeSet::new();
+    for line in text.lines() {
+        if line.starts_with("# HELP ") || line.starts_with("# TYPE ") {
+            if names.contains(&line.split(' ').nth(2).unwrap_or("")) {
+                out.insert(line.to_owned());
+            }
+            continue;
+        }
+        let Some((series, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let (name, labels) = match series.split_once('{') {
+            Some((name, labels)) => (name, labels.trim_end_matches('}')),
+            None => (series, ""),
+        };
+        if !names.contains(&name) {
+            continue;
+        }
+        let mut labels: Vec<&str> = labels.split(',').filter(|l| !l.is_empty()).collect();
+        labels.sort_unstable();
+        let value: f64 = value.parse().unwrap();
+        out.insert(format!("{name}{{{}}} {value}", labels.join(",")));
+    }
+    out
+}
+
+#[test]
+fn serves_what_genv_1_4_3_serves() {
+    let mut sb = Sandbox::new();
+    let spawn = gpu_processes(&mut sb, "gm-compat");
+    let a = spawn(&[("GENV_ENVIRONMENT_ID", "ca"), ("CUDA_VISIBLE_DEVICES", "1")]);
+    let b = spawn(&[("GENV_ENVIRONMENT_ID", "cb")]);
+    let _stray = spawn(&[("CUDA_VISIBLE_DEVICES", "0")]);
+    sb.activate_env_as("ca", 1000, Some("alice"), a.pid()).ok();
+    sb.activate_env_as("cb", 1001, Some("bob"), b.pid()).ok();
+    sb.attach_index("ca", 1).ok();
+    sb.attach_index("cb", 0).ok();
+
+    // genv 1.4.3 asks nvidia-smi: the project's stand-in, on PATH with it.
+    let bin = sb.dir.path().join("ref-bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    std::os::unix::fs::symlink(crate::shim_support::SIM, bin.join("nvidia-smi")).unwrap();
+    let reference = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/genv-ref/bin");
+    assert!(
+        reference.join("genv").is_file(),
+        "genv 1.4.3 is not installed in target/genv-ref; scripts/test installs it"
+    );
+    let port = free_port();
+    let mut cmd = Command::new(reference.join("genv"));
+    cmd.args(["monitor", "--port", &port.to_string(), "--interval", "1"]);
+    cmd.arg("--config-dir")
+        .arg(sb.dir.path().join("ref-metrics"));
+    sb.apply(&mut cmd);
+    cmd.env(
+        "PATH",
+        format!("{}:{}:/usr/bin:/bin", bin.display(), reference.display()),
+    );
+    let mut theirs = Monitor {
+        child: Some(
+            cmd.stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap(),
+        ),
+        port,
+    };
+    let ours = Monitor::start(&sb);
+    let names: Vec<&str> = REFERENCE.iter().map(|(n, _)| *n).collect();
+    let want = |body: &str| {
+        has_line(body, "genv_processes_total 3.0") && body.contains("genv_user_processes_total{")
+    };
+    let expected = {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(body) = theirs.scrape().filter(|b| want(b)) {
+                break exposition(&body, &names);
+            }
+            if let Some(child) = theirs.child.as_mut()
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                let mut stderr = String::new();
+                let _ = child
+                    .stderr
+                    .take()
+                    .map(|mut e| e.read_to_string(&mut stderr));
+                panic!("genv 1.4.3's monitor exited ({status}): {stderr}");
+            }
+            assert!(
+                Instant::now() < deadline,
+                "genv 1.4.3's monitor never served the metrics (is prometheus_client installed in target/genv-ref? scripts/test installs it)"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    let body = ours.until("the processes", want);
+    assert_eq!(exposition(&body, &names), expected);
+    assert!(expected.len() > 40, "{expected:#?}");
+}
