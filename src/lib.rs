@@ -11,6 +11,7 @@ pub mod escape;
 pub mod memcap;
 pub mod memory;
 pub mod messages;
+pub mod monitor;
 pub mod procs;
 pub mod provision;
 pub mod session;
@@ -20,6 +21,7 @@ pub mod signals;
 pub mod smi;
 pub mod state;
 pub mod timefmt;
+pub mod top;
 
 use std::io::Write;
 
@@ -107,8 +109,10 @@ fn run(cli: Cli, ctx: &mut Context) -> Result<Exit> {
         Command::Home(args) => cli::home::run(args, ctx),
         Command::Lock(args) => cli::lock::run(args, &ctx.dir).map(Exit),
         Command::Sdk(args) => cli::sdk::run(args, ctx),
+        Command::Monitor(args) => cli::monitor::run(args, ctx),
         Command::Shell(args) => cli::shell::run(args, ctx),
         Command::Status => cli::status::run(ctx),
+        Command::Top(args) => cli::top::run(args, ctx),
         Command::Usage(args) => cli::usage::run(args, ctx),
         Command::Version => cli::version::run(ctx),
     }

@@ -4,7 +4,7 @@
 //! the GPUs its `CUDA_VISIBLE_DEVICES` names (read as CUDA reads it, see
 //! [`crate::cuda`]), or on all of them when it is unset.
 
-use super::{ComputeProcess, DeviceBackend, GpuInfo};
+use super::{ComputeProcess, DeviceBackend, GpuInfo, GpuStatus};
 use crate::env_vars::{self as ev, get};
 use crate::error::{Error, Result};
 use crate::{cuda, memory, procs};
@@ -142,6 +142,21 @@ impl DeviceBackend for MockBackend {
                     index,
                     used_memory_mib: used,
                 })
+            })
+            .collect())
+    }
+
+    fn statuses(&self) -> Result<Vec<GpuStatus>> {
+        self.config.validate()?;
+        let total = MockConfig::mib(&self.config.total_memory);
+        let used = MockConfig::mib(&self.config.used_memory);
+        Ok((0..self.config.count)
+            .map(|index| GpuStatus {
+                index,
+                utilization: Some(self.config.utilization),
+                temperature: Some(self.config.temperature),
+                used_memory_mib: Some(used),
+                total_memory_mib: total,
             })
             .collect())
     }

@@ -21,6 +21,19 @@ pub struct GpuInfo {
     pub total_memory_mib: u64,
 }
 
+/// What a GPU is doing now: what `genv monitor` and `genv top` show.
+/// `None` where the driver cannot tell (`[N/A]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GpuStatus {
+    pub index: u32,
+    /// Percent of the time a kernel ran over the last sample period.
+    pub utilization: Option<u32>,
+    /// Degrees Celsius.
+    pub temperature: Option<u32>,
+    pub used_memory_mib: Option<u64>,
+    pub total_memory_mib: u64,
+}
+
 /// One compute process on one GPU.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ComputeProcess {
@@ -35,6 +48,9 @@ pub trait DeviceBackend {
 
     /// The running compute processes.
     fn processes(&self) -> Result<Vec<ComputeProcess>>;
+
+    /// Utilization, temperature and memory of every GPU, in index order.
+    fn statuses(&self) -> Result<Vec<GpuStatus>>;
 
     /// Something cheap that changes when GPUs come or go, or `None` when
     /// there is no such thing and only asking the driver tells.
@@ -91,6 +107,10 @@ impl DeviceBackend for SystemBackend {
 
     fn processes(&self) -> Result<Vec<ComputeProcess>> {
         self.with(|b| b.processes(), |b| b.processes())
+    }
+
+    fn statuses(&self) -> Result<Vec<GpuStatus>> {
+        self.with(|b| b.statuses(), |b| b.statuses())
     }
 
     fn fingerprint(&self) -> Option<String> {

@@ -2,9 +2,10 @@
 //! on a machine without a driver, loading fails and genv moves on.
 
 use nvml_wrapper::Nvml;
+use nvml_wrapper::enum_wrappers::device::TemperatureSensor;
 use nvml_wrapper::enums::device::UsedGpuMemory;
 
-use super::{ComputeProcess, DeviceBackend, GpuInfo};
+use super::{ComputeProcess, DeviceBackend, GpuInfo, GpuStatus};
 use crate::error::{Error, Result};
 
 pub struct NvmlBackend {
@@ -55,6 +56,24 @@ impl DeviceBackend for NvmlBackend {
             }
         }
         Ok(processes)
+    }
+
+    fn statuses(&self) -> Result<Vec<GpuStatus>> {
+        let count = self.nvml.device_count().map_err(nvml_error)?;
+        (0..count)
+            .map(|index| {
+                let device = self.nvml.device_by_index(index).map_err(nvml_error)?;
+                let memory = device.memory_info().map_err(nvml_error)?;
+                Ok(GpuStatus {
+                    index,
+                    // Some GPUs (and MIG instances) cannot tell: no series.
+                    utilization: device.utilization_rates().ok().map(|u| u.gpu),
+                    temperature: device.temperature(TemperatureSensor::Gpu).ok(),
+                    used_memory_mib: Some(memory.used >> 20),
+                    total_memory_mib: memory.total >> 20,
+                })
+            })
+            .collect()
     }
 
     fn fingerprint(&self) -> Option<String> {

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::process::Command;
 
-use super::{ComputeProcess, DeviceBackend, GpuInfo};
+use super::{ComputeProcess, DeviceBackend, GpuInfo, GpuStatus};
 use crate::env_vars;
 use crate::error::{Error, Result};
 
@@ -94,6 +94,30 @@ pub fn parse_processes(text: &str, uuids: &HashMap<String, u32>) -> Result<Vec<C
         .collect()
 }
 
+/// Parses `index, utilization.gpu, temperature.gpu, memory.used,
+/// memory.total` lines; `[N/A]` (or anything not a number) is unknown.
+pub fn parse_statuses(text: &str) -> Result<Vec<GpuStatus>> {
+    let mut statuses = text
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|line| {
+            let fields: Vec<&str> = line.split(SEPARATOR).collect();
+            let [index, utilization, temperature, used, total] = fields[..] else {
+                return Err(bad_line(line));
+            };
+            Ok(GpuStatus {
+                index: number(index, line)?,
+                utilization: utilization.trim().parse().ok(),
+                temperature: temperature.trim().parse().ok(),
+                used_memory_mib: used.trim().parse().ok(),
+                total_memory_mib: total.trim().parse().unwrap_or(0),
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    statuses.sort_by_key(|s| s.index);
+    Ok(statuses)
+}
+
 impl DeviceBackend for SmiBackend {
     fn devices(&self) -> Result<Vec<GpuInfo>> {
         parse_gpus(&self.query("--query-gpu=index,uuid,memory.total,name")?)
@@ -108,6 +132,14 @@ impl DeviceBackend for SmiBackend {
         parse_processes(
             &self.query("--query-compute-apps=gpu_uuid,pid,used_gpu_memory")?,
             &uuids,
+        )
+    }
+
+    fn statuses(&self) -> Result<Vec<GpuStatus>> {
+        parse_statuses(
+            &self.query(
+                "--query-gpu=index,utilization.gpu,temperature.gpu,memory.used,memory.total",
+            )?,
         )
     }
 
@@ -136,5 +168,24 @@ mod tests {
         assert_eq!(procs[0].index, 1);
         assert_eq!(procs[1].used_memory_mib, 0);
         assert!(parse_gpus("garbage\n").is_err());
+    }
+
+    #[test]
+    fn parses_statuses_with_unknown_fields() {
+        let statuses =
+            parse_statuses("1, [N/A], 45, 1024, 81559\n0, 93, [N/A], [N/A], 16384\n").unwrap();
+        assert_eq!(statuses[0].index, 0);
+        assert_eq!(statuses[0].utilization, Some(93));
+        assert_eq!(statuses[0].temperature, None);
+        assert_eq!(statuses[0].used_memory_mib, None);
+        assert_eq!(statuses[1].utilization, None);
+        assert_eq!(statuses[1].used_memory_mib, Some(1024));
+        assert!(parse_statuses("0, 1\n").is_err());
+        // An idle H200, as its driver answers genv's query.
+        let h200 = parse_statuses("0, 0, 35, 0, 143771\n").unwrap();
+        assert_eq!(h200[0].utilization, Some(0));
+        assert_eq!(h200[0].temperature, Some(35));
+        assert_eq!(h200[0].used_memory_mib, Some(0));
+        assert_eq!(h200[0].total_memory_mib, 143771);
     }
 }

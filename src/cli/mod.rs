@@ -10,9 +10,11 @@ pub mod devices;
 pub mod envs;
 pub mod home;
 pub mod lock;
+pub mod monitor;
 pub mod sdk;
 pub mod shell;
 pub mod status;
+pub mod top;
 pub mod usage;
 pub mod version;
 
@@ -54,10 +56,14 @@ pub enum Command {
     /// Plumbing for the Python SDK (`import genv`): JSON answers
     #[command(hide = true)]
     Sdk(SdkArgs),
+    /// Monitor using Prometheus and Grafana
+    Monitor(MonitorArgs),
     /// Shell support
     Shell(ShellArgs),
     /// Show status of the current environment
     Status,
+    /// Live view of devices, environments, users and processes
+    Top(TopArgs),
     /// GPU usage miscellaneous
     Usage(UsageArgs),
     /// Print Genv version
@@ -438,6 +444,55 @@ pub struct ShellArgs {
     /// Print completions for a shell
     #[arg(long, value_name = "SHELL", group = "action")]
     pub completions: Option<crate::shell::Shell>,
+}
+
+/// `genv monitor`: genv 1.4.3's flags, and `--host`.
+#[derive(Debug, Args)]
+pub struct MonitorArgs {
+    /// Directory to create Prometheus and Grafana config files at (default: $GENV_TMPDIR/metrics)
+    #[arg(long = "config-dir", value_name = "CONFIG_DIR")]
+    pub config_dir: Option<std::path::PathBuf>,
+    /// Port for Prometheus exporter to listen on
+    #[arg(short = 'p', long = "port", default_value_t = 8000)]
+    pub port: u16,
+    /// Interval in seconds between collections
+    #[arg(short = 'i', long = "interval", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    pub interval: u64,
+    /// Address to listen on (0.0.0.0: every address)
+    #[arg(long = "host", default_value = "0.0.0.0")]
+    pub host: String,
+}
+
+/// `genv top` (not in genv 1.4.3).
+#[derive(Debug, Args)]
+pub struct TopArgs {
+    /// Print one frame as plain text and exit (for scripts)
+    #[arg(long = "once")]
+    pub once: bool,
+    /// Seconds between refreshes
+    #[arg(
+        short = 'd',
+        long = "delay",
+        default_value_t = 1.0,
+        value_name = "SECONDS"
+    )]
+    pub delay: f64,
+    /// Sort environments and processes by this column
+    #[arg(short = 's', long = "sort", value_enum, default_value_t = TopSort::Memory)]
+    pub sort: TopSort,
+}
+
+/// What `genv top` sorts environments and processes by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TopSort {
+    /// Used GPU memory, most first
+    Memory,
+    /// Environment identifier
+    Env,
+    /// User name
+    User,
+    /// Process identifier
+    Pid,
 }
 
 /// `genv lock`: genv 1.4.3 takes only the command; the options are those

@@ -65,6 +65,8 @@ pub fn execute(
 ) -> crate::error::Result<()> {
     let terminate =
         env_vars::get(env_vars::GENV_TERMINATE_PROCESSES).is_none_or(|v| v.trim() != "0");
+    // What was done, for `genv monitor`'s counters.
+    let (mut terminated, mut detached) = (0u64, 0u64);
     for process in &report.terminate.processes {
         let indices: Vec<String> = process
             .used_gpu_memory
@@ -87,7 +89,7 @@ pub fn execute(
             continue;
         };
         match rustix::process::kill_process(pid, rustix::process::Signal::TERM) {
-            Ok(()) => {}
+            Ok(()) => terminated += 1,
             Err(rustix::io::Errno::PERM) => {
                 eprintln!(
                     "[ERROR] Not enough permissions to terminate process {}",
@@ -109,10 +111,12 @@ pub fn execute(
                 env.eid,
                 env.username.as_deref().unwrap_or("N/A")
             ));
-            if let Some(device) = devices.get_mut(index) {
-                device.detach(&env.eid);
+            if let Some(device) = devices.get_mut(index)
+                && device.detach(&env.eid)
+            {
+                detached += 1;
             }
         }
     }
-    Ok(())
+    crate::state::enforcement::record(tx, terminated, detached)
 }

@@ -4,6 +4,7 @@
 
 pub mod device_locks;
 mod devices;
+pub mod enforcement;
 mod envs;
 pub mod file;
 mod queue;

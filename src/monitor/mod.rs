@@ -1,0 +1,19 @@
+//! Monitoring: `genv monitor`'s Prometheus exporter and the files it
+//! publishes for Prometheus and Grafana, and the [`Snapshot`] that `genv
+//! top` shows too.
+//!
+//! - `snapshot.rs`: one look at the machine (GPU status, environments,
+//!   attachments, processes, device locks, enforcement counts);
+//! - `metrics.rs`: the metric families as a pure function of a snapshot,
+//!   and their text formats (`prometheus-client`);
+//! - `server.rs`: the HTTP server and the collection loop;
+//! - `signals.rs`: SIGINT, SIGTERM and SIGHUP, taken synchronously;
+//! - `publish.rs` and `export/`: the Prometheus and Grafana files.
+
+pub mod metrics;
+pub mod publish;
+pub mod server;
+pub mod signals;
+pub mod snapshot;
+
+pub use snapshot::{DeviceLocks, Process, Snapshot};

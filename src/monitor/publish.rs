@@ -1,0 +1,174 @@
+//! The configuration files `genv monitor` publishes for Prometheus and
+//! Grafana: real files in `export/`, loaded with `include_str!`, with the
+//! exporter's address and the folders filled in. YAML values are written
+//! as double-quoted strings, so a path cannot turn into YAML of its own.
+
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+use crate::state::{Dir, LoadOptions, StateDir};
+
+const PROMETHEUS_YML: &str = include_str!("export/prometheus/prometheus.yml");
+const GRAFANA_INI: &str = include_str!("export/grafana/grafana.ini");
+const DATASOURCES_YML: &str = include_str!("export/grafana/provisioning/datasources/default.yml");
+const DASHBOARDS_YML: &str = include_str!("export/grafana/provisioning/dashboards/default.yml");
+/// The dashboard, for tests and checks.
+pub const OVERVIEW_JSON: &str = include_str!("export/grafana/dashboards/overview.json");
+
+/// Where Grafana finds Prometheus, as genv 1.4.3 publishes it.
+const PROMETHEUS_URL: &str = "http://localhost:9090";
+
+/// The files for an exporter at `exporter` (`host:port`), as (path under
+/// the configuration folder, content).
+pub fn render(config_dir: &Path, exporter: &str) -> Result<Vec<(PathBuf, String)>> {
+    let grafana = config_dir.join("grafana");
+    let dashboards = grafana.join("dashboards");
+    let provisioning = grafana.join("provisioning");
+    let overview = dashboards.join("overview.json");
+    let yaml = |path: &Path| -> Result<String> {
+        Ok(serde_json::Value::String(text(path)?.to_owned()).to_string())
+    };
+    Ok(vec![
+        (
+            config_dir.join("prometheus/prometheus.yml"),
+            PROMETHEUS_YML.replace(
+                "'{exporter_address}'",
+                &serde_json::Value::String(exporter.to_owned()).to_string(),
+            ),
+        ),
+        (overview.clone(), OVERVIEW_JSON.to_owned()),
+        (
+            provisioning.join("datasources/default.yml"),
+            DATASOURCES_YML.replace("{prometheus_url}", &format!("\"{PROMETHEUS_URL}\"")),
+        ),
+        (
+            provisioning.join("dashboards/default.yml"),
+            DASHBOARDS_YML.replace("{dashboard_dir}", &yaml(&dashboards)?),
+        ),
+        (
+            grafana.join("grafana.ini"),
+            GRAFANA_INI
+                .replace("{provisioning}", ini(&provisioning)?)
+                .replace("{default_home_dashboard_path}", ini(&overview)?),
+        ),
+    ])
+}
+
+fn text(path: &Path) -> Result<&str> {
+    path.to_str().ok_or_else(|| {
+        Error::hinted(
+            format!(
+                "the configuration folder {} is not valid UTF-8",
+                path.display()
+            ),
+            "choose another one with --config-dir",
+        )
+    })
+}
+
+/// A path for an INI value: one line, no comment characters to misread.
+fn ini(path: &Path) -> Result<&str> {
+    let value = text(path)?;
+    if value.contains(['\n', '\r', ';', '#']) {
+        return Err(Error::hinted(
+            format!(
+                "the configuration folder {} cannot be written into grafana.ini",
+                crate::escape::terminal(value)
+            ),
+            "choose a folder without newlines, ';' or '#' with --config-dir",
+        ));
+    }
+    Ok(value)
+}
+
+/// Writes the files under `config_dir`, folders open to every user as the
+/// state folder is. The default folder is inside the shared state folder:
+/// it is reached through the state folder's descriptor, and no step below
+/// it is followed through a link (one in a folder's place is moved aside,
+/// files are replaced by rename, never written through). A `--config-dir`
+/// of the user's choosing is followed as given, like `$GENV_TMPDIR`. Holds
+/// the global lock so two monitors starting at once do not trip over each
+/// other's temporaries.
+pub fn publish(dir: &StateDir, config_dir: &Path, exporter: &str) -> Result<()> {
+    let files = render(config_dir, exporter)?;
+    let _lock = dir.transaction(LoadOptions::default())?;
+    let root = if config_dir == dir.path("metrics") {
+        dir.subdir("metrics")?
+    } else {
+        Dir::open_root(config_dir)?
+    };
+    for (path, content) in &files {
+        let relative = path.strip_prefix(config_dir).map_err(|_| {
+            Error::msg(format!(
+                "{} is outside {}",
+                path.display(),
+                config_dir.display()
+            ))
+        })?;
+        let mut folder: Option<Dir> = None;
+        let parts: Vec<&str> = relative
+            .iter()
+            .map(|p| p.to_str().unwrap_or_default())
+            .collect();
+        let Some((name, folders)) = parts.split_last() else {
+            continue;
+        };
+        for part in folders {
+            let next = folder.as_ref().unwrap_or(&root).subdir(part)?;
+            folder = Some(next);
+        }
+        folder
+            .as_ref()
+            .unwrap_or(&root)
+            .write_atomic(name, content.as_bytes(), false)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fills_in_the_address_and_the_folders() {
+        let files = render(Path::new("/var/tmp/genv/metrics"), "localhost:8000").unwrap();
+        let get = |name: &str| {
+            files
+                .iter()
+                .find(|(p, _)| p.ends_with(name))
+                .map(|(_, c)| c.as_str())
+                .unwrap()
+        };
+        assert!(get("prometheus.yml").contains(r#"- targets: ["localhost:8000"]"#));
+        assert!(
+            get("dashboards/default.yml")
+                .contains(r#"path: "/var/tmp/genv/metrics/grafana/dashboards""#)
+        );
+        assert!(
+            get("grafana.ini")
+                .contains("provisioning = /var/tmp/genv/metrics/grafana/provisioning")
+        );
+        for (_, content) in &files {
+            for placeholder in [
+                "{exporter_address}",
+                "{prometheus_url}",
+                "{dashboard_dir}",
+                "{provisioning}",
+                "{default_home_dashboard_path}",
+            ] {
+                assert!(!content.contains(placeholder), "{content}");
+            }
+        }
+    }
+
+    #[test]
+    fn refuses_folders_that_would_break_the_ini() {
+        assert!(render(Path::new("/tmp/a\nb"), "localhost:1").is_err());
+        let files = render(Path::new("/tmp/it's \"here\""), "localhost:1").unwrap();
+        assert!(
+            files[3]
+                .1
+                .contains(r#"path: "/tmp/it's \"here\"/grafana/dashboards""#)
+        );
+    }
+}

@@ -1,0 +1,7 @@
+//! `genv top`: a live terminal view of the devices, the environments on
+//! them, their users and processes, and the device locks. `frame.rs` turns
+//! a [`Snapshot`] into lines (pure, so `--once` and the tests see exactly
+//! what the screen shows); `live.rs` runs the full-screen loop.
+
+pub mod frame;
+pub mod live;
