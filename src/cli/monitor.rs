@@ -5,12 +5,13 @@ use std::time::Duration;
 
 use super::{Context, Exit, MonitorArgs};
 use crate::error::Result;
-use crate::monitor::{publish, server, signals::Signals};
+use crate::monitor::{publish, server};
+use crate::signals::Blocked;
 
 pub fn run(args: MonitorArgs, ctx: &mut Context) -> Result<Exit> {
     // Before any thread starts, so that all of them leave the signals to
     // the collection loop.
-    let signals = Signals::block();
+    let signals = Blocked::block();
     let listener = server::bind(&args.host, args.port)?;
     let config_dir = args
         .config_dir

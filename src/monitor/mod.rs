@@ -13,7 +13,7 @@
 pub mod metrics;
 pub mod publish;
 pub mod server;
-pub mod signals;
+
 pub mod snapshot;
 
 pub use snapshot::{DeviceLocks, Process, Snapshot};

@@ -8,11 +8,11 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use super::metrics::{self, Format};
-use super::signals::Signals;
 use super::snapshot::Snapshot;
 use crate::backend::DeviceBackend;
 use crate::error::{Error, Result};
 use crate::messages;
+use crate::signals::Blocked;
 use crate::state::StateDir;
 
 /// The encoded metrics, both formats, replaced whole after each look.
@@ -106,7 +106,7 @@ pub fn run(
     dir: &StateDir,
     backend: &dyn DeviceBackend,
     server: tiny_http::Server,
-    signals: &Signals,
+    signals: &Blocked,
     options: &Options,
 ) -> Result<i32> {
     // The first look decides whether there is anything to monitor (a
@@ -147,6 +147,6 @@ pub fn run(
     };
     server.unblock();
     let _ = thread.join();
-    messages::note(format!("monitor stopped ({})", Signals::name(signal)));
+    messages::note(format!("monitor stopped ({})", Blocked::name(signal)));
     Ok(0)
 }

@@ -14,7 +14,7 @@ use crate::backend::DeviceBackend;
 use crate::cli::TopSort;
 use crate::error::{Error, Result};
 use crate::monitor::Snapshot;
-use crate::monitor::signals::Signals;
+use crate::signals::Blocked;
 use crate::state::StateDir;
 
 fn next(sort: TopSort) -> TopSort {
@@ -52,7 +52,7 @@ pub fn run(
     let mut snapshot = Snapshot::take(dir, backend)?;
     // SIGTERM and SIGHUP (the terminal closed) end the view like `q`, with
     // the terminal restored; the loop looks for them between events.
-    let signals = Signals::block();
+    let signals = Blocked::block();
     let mut problem: Option<String> = None;
     let mut terminal = ratatui::try_init().map_err(terminal_error)?;
     let _restore = Restore;

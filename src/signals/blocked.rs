@@ -6,13 +6,13 @@
 use std::time::Duration;
 
 /// SIGINT, SIGTERM and SIGHUP, blocked in this thread (and the threads it
-/// starts from now on) so that [`Signals::wait`] receives them.
-pub struct Signals {
+/// starts from now on) so that [`Blocked::wait`] receives them.
+pub struct Blocked {
     set: libc::sigset_t,
 }
 
-impl Signals {
-    pub fn block() -> Signals {
+impl Blocked {
+    pub fn block() -> Blocked {
         // SAFETY: plain calls on a local, zero-initialised signal set.
         unsafe {
             let mut set: libc::sigset_t = std::mem::zeroed();
@@ -21,7 +21,7 @@ impl Signals {
             libc::sigaddset(&mut set, libc::SIGTERM);
             libc::sigaddset(&mut set, libc::SIGHUP);
             libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
-            Signals { set }
+            Blocked { set }
         }
     }
 
@@ -44,7 +44,7 @@ impl Signals {
         }
     }
 
-    /// The name of a signal [`Signals::wait`] returned.
+    /// The name of a signal [`Blocked::wait`] returned.
     pub fn name(signal: i32) -> &'static str {
         match signal {
             libc::SIGINT => "SIGINT",

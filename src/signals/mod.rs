@@ -4,10 +4,17 @@
 //! its command. Each is a guard that puts the previous dispositions back
 //! when dropped, so a Ctrl-C after the wait ends the process again.
 //!
+//! `genv monitor` and `genv top` take theirs synchronously instead
+//! ([`Blocked`]: blocked, then waited for).
+//!
 //! Not `signal-hook`: its registry keeps its own handler installed for the
 //! life of the process (`unregister` leaves the signal caught and ignored,
 //! and `cleanup_signal` is irreversible), which is the very bug a guard
 //! must not have. Only one guard of each kind is active at a time.
+
+mod blocked;
+
+pub use blocked::Blocked;
 
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicI32, Ordering};
