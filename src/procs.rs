@@ -1,6 +1,5 @@
 //! What genv asks the operating system about processes and users.
 
-use std::ffi::CStr;
 use std::path::PathBuf;
 
 use rustix::io::Errno;
@@ -59,24 +58,8 @@ pub fn current_uid() -> u32 {
 
 /// The login name and home folder of a user, from the password database.
 pub fn user_entry(uid: u32) -> Option<(String, PathBuf)> {
-    // SAFETY: getpwuid_r writes into the buffers we own and sets `result`
-    // to null or to `pwd`; nothing is kept past this call.
-    unsafe {
-        let mut pwd: libc::passwd = std::mem::zeroed();
-        let mut buf = vec![0 as libc::c_char; 4096];
-        let mut result: *mut libc::passwd = std::ptr::null_mut();
-        let rc = libc::getpwuid_r(uid, &mut pwd, buf.as_mut_ptr(), buf.len(), &mut result);
-        if rc != 0 || result.is_null() || pwd.pw_name.is_null() {
-            return None;
-        }
-        let name = CStr::from_ptr(pwd.pw_name).to_string_lossy().into_owned();
-        let home = if pwd.pw_dir.is_null() {
-            PathBuf::new()
-        } else {
-            PathBuf::from(CStr::from_ptr(pwd.pw_dir).to_string_lossy().into_owned())
-        };
-        Some((name, home))
-    }
+    let user = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid)).ok()??;
+    Some((user.name, user.dir))
 }
 
 pub fn username(uid: u32) -> Option<String> {
