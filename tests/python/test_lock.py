@@ -92,7 +92,7 @@ def test_genv_lock_keeps_sdk_lock_out(other: OtherEnv, caplog):
         assert holder.stdout.readline() == "held\n"
         with genv.sdk.activate():
             genv.sdk.attach(index=0, allow_over_subscription=True)
-            with pytest.raises(RuntimeError, match="cannot lock GPU 0, in use by environment other"):
+            with pytest.raises(RuntimeError, match=r"cannot lock GPU 0 without waiting \(held by environment other"):
                 with genv.sdk.lock(wait=False):
                     pytest.fail("took a held lock")
             start = time.monotonic()
@@ -105,7 +105,7 @@ def test_genv_lock_keeps_sdk_lock_out(other: OtherEnv, caplog):
             with genv.sdk.lock(timeout=60):
                 assert holder.wait(timeout=10) == 0
                 assert holders(0) == [(genv.sdk.eid(), "holding")]
-            assert "genv lock: waiting for GPU 0, in use by environment other" in caplog.text
+            assert "genv: waiting for GPU 0 (held by environment other" in caplog.text
     finally:
         if holder.poll() is None:
             holder.kill()
