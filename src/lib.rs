@@ -2,6 +2,7 @@
 //! lines.
 
 pub mod backend;
+pub mod child;
 pub mod cli;
 pub mod cuda;
 pub mod enforce;
@@ -107,6 +108,7 @@ fn run(cli: Cli, ctx: &mut Context) -> Result<Exit> {
         Command::Devices(args) => cli::devices::run(args, ctx),
         Command::Envs(args) => cli::envs::run(args, ctx),
         Command::Home(args) => cli::home::run(args, ctx),
+        Command::Llm(args) => cli::llm::run(args, ctx),
         Command::Lock(args) => cli::lock::run(args, &ctx.dir).map(Exit),
         Command::Sdk(args) => cli::sdk::run(args, ctx),
         Command::Monitor(args) => cli::monitor::run(args, ctx),

@@ -9,6 +9,7 @@ pub mod detach;
 pub mod devices;
 pub mod envs;
 pub mod home;
+pub mod llm;
 pub mod lock;
 pub mod monitor;
 pub mod sdk;
@@ -51,6 +52,9 @@ pub enum Command {
     Envs(EnvsArgs),
     /// Show the home directory of the current environment
     Home(HomeArgs),
+    /// Serve, list and chat with LLMs (Ollama) in environments
+    #[command(visible_alias = "llms")]
+    Llm(LlmArgs),
     /// Lock over-subscribed devices
     Lock(LockArgs),
     /// Plumbing for the Python SDK (`import genv`): JSON answers
@@ -567,4 +571,38 @@ pub enum SdkCommand {
     Devices,
     /// Say `held`, then wait for a line on standard input or its end (run under `genv lock`)
     Hold,
+}
+
+#[derive(Debug, Args)]
+pub struct LlmArgs {
+    #[command(subcommand)]
+    pub command: LlmCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LlmCommand {
+    /// Attach to a running LLM model
+    Attach {
+        /// Model name (e.g. llama3)
+        model: String,
+    },
+    /// Print information about active LLMs
+    Ps(PsArgs),
+    /// Start an LLM server
+    Serve {
+        /// Model name (e.g. llama3)
+        model: String,
+        /// Network interface to bind
+        #[arg(long, default_value = "127.0.0.1")]
+        host: String,
+        /// Port to bind (a free one when not given)
+        #[arg(short, long)]
+        port: Option<u16>,
+        /// Device count
+        #[arg(long)]
+        gpus: Option<u32>,
+        /// Device memory capacity (e.g. 4g)
+        #[arg(long = "gpu-memory")]
+        gpu_memory: Option<String>,
+    },
 }

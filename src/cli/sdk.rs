@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 
 use super::{Context, Exit, SdkArgs, SdkCommand};
 use crate::error::{Error, Result};
-use crate::provision::{self, Request};
+use crate::provision;
 use crate::session;
 use crate::state::{Config, LoadOptions, Transaction};
 
@@ -93,35 +93,8 @@ fn parse_config(text: &str) -> Result<Config> {
 /// when it is attached to nothing, in one transaction: a failure leaves
 /// no half-activated environment behind.
 fn activate(ctx: &Context, eid: &str, pid: i64, config: Option<Config>) -> Result<Value> {
-    if eid.is_empty() {
-        return Err(Error::msg("the environment identifier must not be empty"));
-    }
-    let uid = crate::procs::current_uid();
-    let username = crate::procs::username(uid);
-    // Asked before the lock, in case devices are attached below.
-    let survey = ctx.dir.survey(ctx.backend.get(), false).ok();
+    provision::activate_process(&ctx.dir, ctx.backend.get(), eid, pid, config)?;
     let mut tx = ctx.dir.transaction(LoadOptions::default())?;
-    let now = tx.now();
-    let envs = tx.envs_mut()?;
-    envs.activate(eid, uid.into(), username, now);
-    let env = envs
-        .get_mut(eid)
-        .ok_or_else(|| Error::msg("environment vanished"))?;
-    if !env.pids.contains(&pid) {
-        env.pids.push(pid);
-    }
-    if let Some(config) = config {
-        env.config = config;
-    }
-    let config = env.config.clone();
-    provision::update_capacity(tx.devices_mut()?, eid, config.gpu_memory.as_deref());
-    if config.gpus.is_some() && tx.devices()?.indices_of(eid).is_empty() {
-        match &survey {
-            Some(survey) => tx.reconcile(survey)?,
-            None => tx.reconcile(&ctx.dir.survey(ctx.backend.get(), false)?)?,
-        };
-        provision::attach_env(&mut tx, eid, Request::default())?;
-    }
     let answer = describe(&mut tx, eid)?;
     tx.commit()?;
     Ok(answer)

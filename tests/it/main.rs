@@ -14,6 +14,7 @@ mod core_cli;
 mod crash_concurrency;
 mod extensions;
 mod hostile_text;
+mod llm;
 mod lock_cli;
 mod lock_sharing;
 mod memcap;

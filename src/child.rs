@@ -1,7 +1,7 @@
-//! Running `genv lock`'s command: a child that gets the signals sent to
-//! `genv lock`, whose exit code becomes ours.
+//! Running a command as a child that gets the signals sent to genv, whose
+//! exit code becomes genv's: `genv lock`'s command, `genv llm serve`'s
+//! Ollama.
 
-use std::ffi::OsString;
 use std::io;
 use std::os::unix::process::ExitStatusExt;
 
@@ -13,7 +13,8 @@ use crate::signals::Forwarding;
 /// ended it, or 126/127 when it cannot be started (as shells and
 /// `flock(1)` do). SIGINT, SIGTERM, SIGHUP and SIGQUIT sent to us go on to
 /// the command while it runs; our own dispositions come back afterwards.
-pub fn run(program: &OsString, rest: &[OsString]) -> i32 {
+/// `started` is told the child's pid before it is waited for.
+pub fn run(command: &mut std::process::Command, started: impl FnOnce(u32)) -> i32 {
     let forwarding = match Forwarding::install() {
         Ok(forwarding) => Some(forwarding),
         Err(e) => {
@@ -21,10 +22,10 @@ pub fn run(program: &OsString, rest: &[OsString]) -> i32 {
             None
         }
     };
-    let mut child = match std::process::Command::new(program).args(rest).spawn() {
+    let mut child = match command.spawn() {
         Ok(child) => child,
         Err(e) => {
-            let name = program.to_string_lossy();
+            let name = command.get_program().to_string_lossy();
             messages::error(format!("cannot run {}: {e}", escape::terminal(&name)), None);
             return if e.kind() == io::ErrorKind::NotFound {
                 127
@@ -36,6 +37,7 @@ pub fn run(program: &OsString, rest: &[OsString]) -> i32 {
     if let Some(forwarding) = &forwarding {
         forwarding.child_started(child.id());
     }
+    started(child.id());
     let status = loop {
         match child.wait() {
             Ok(status) => break status,

@@ -1,0 +1,276 @@
+//! `genv llm` (`genv llms`): serve an open model with Ollama in an
+//! environment of its own, list what is served, and chat with it.
+//!
+//! A served model is an environment named `llm/MODEL/PORT` whose processes
+//! are genv and the `ollama serve` it runs; the name is how `ps` and
+//! `attach` find it, as in genv 1.4.3 (whose environments named
+//! `llm/MODEL` are found too, without a port).
+
+use std::fmt::Write;
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+
+use serde_json::json;
+
+use super::{Context, Exit, Format, LlmArgs, LlmCommand, PsArgs};
+use crate::error::{Error, Result};
+use crate::state::{Config, Env, LoadOptions};
+use crate::{env_vars as ev, escape, memory, procs, provision, session, timefmt};
+
+/// genv 1.4.3's words, with the fix.
+const NO_OLLAMA: &str = "Could not find ollama.
+You should install it if it's not already installed.
+Otherwise, $PATH is probably not configured properly.";
+
+pub fn run(args: LlmArgs, ctx: &mut Context) -> Result<Exit> {
+    match args.command {
+        LlmCommand::Serve {
+            model,
+            host,
+            port,
+            gpus,
+            gpu_memory,
+        } => serve(ctx, &model, &host, port, gpus, gpu_memory),
+        LlmCommand::Ps(ps) => {
+            let mut tx = ctx.dir.transaction(LoadOptions::default())?;
+            let envs = tx.envs()?.clone();
+            tx.commit()?;
+            print_ps(&served(envs.envs.iter()), ps, &mut ctx.out)?;
+            Ok(Exit::SUCCESS)
+        }
+        LlmCommand::Attach { model } => attach(ctx, &model),
+    }
+}
+
+/// One served model: its environment and the port its server listens on.
+struct Served<'a> {
+    model: &'a str,
+    port: Option<u16>,
+    env: &'a Env,
+}
+
+/// The environments that serve a model, by their names.
+fn served<'a>(envs: impl Iterator<Item = &'a Env>) -> Vec<Served<'a>> {
+    envs.filter_map(|env| {
+        let name = env.config.name.as_deref()?;
+        let rest = name.strip_prefix("llm/")?;
+        let (model, port) = match rest.split_once('/') {
+            Some((model, port)) => (model, Some(port.parse().ok()?)),
+            None => (rest, None),
+        };
+        (!model.is_empty()).then_some(Served { model, port, env })
+    })
+    .collect()
+}
+
+fn print_ps(served: &[Served<'_>], ps: PsArgs, out: &mut String) -> Result<()> {
+    let now = timefmt::local_now();
+    let created = |env: &Env| {
+        if ps.timestamp {
+            env.creation.clone()
+        } else {
+            timefmt::since(&env.creation, now)
+        }
+    };
+    let pids = |env: &Env| {
+        env.pids
+            .iter()
+            .map(i64::to_string)
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let port = |s: &Served<'_>| s.port.map_or("N/A".to_owned(), |p| p.to_string());
+    if ps.format == Format::Json {
+        let rows: Vec<_> = served
+            .iter()
+            .map(|s| {
+                json!({"model": s.model, "port": s.port, "created": s.env.creation,
+                       "eid": s.env.eid, "user": s.env.user(), "pids": s.env.pids})
+            })
+            .collect();
+        let text = crate::state::file::to_json(&json!({ "llms": rows }))?;
+        out.push_str(&String::from_utf8_lossy(&text));
+        out.push('\n');
+        return Ok(());
+    }
+    if !ps.no_header {
+        out.push_str(match ps.format {
+            Format::Csv => "MODEL,PORT,CREATED,EID,USER,PID(S)\n",
+            _ => "MODEL       PORT    CREATED              EID     USER            PID(S)\n",
+        });
+    }
+    for s in served {
+        let (model, eid, user) = (s.model, s.env.eid.as_str(), s.env.user());
+        let (port, created, pids) = (port(s), created(s.env), pids(s.env));
+        let _ = match ps.format {
+            // Well-formed, unlike genv 1.4.3's (which joins user and pids).
+            Format::Csv => {
+                let f = escape::csv_field;
+                writeln!(
+                    out,
+                    "{},{port},{},{},{},{pids}",
+                    f(model),
+                    f(&created),
+                    f(eid),
+                    f(&user)
+                )
+            }
+            _ => {
+                let t = escape::terminal;
+                writeln!(
+                    out,
+                    "{:<12}{port:<8}{:<21}{:<8}{:<16}{pids}",
+                    t(model),
+                    t(&created),
+                    t(eid),
+                    t(&user)
+                )
+            }
+        };
+    }
+    Ok(())
+}
+
+fn ollama() -> Result<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .map(|dir| dir.join("ollama"))
+        .find(|p| p.is_file())
+        .ok_or_else(|| {
+            Error::hinted(
+                NO_OLLAMA,
+                "install Ollama (https://ollama.com/download) and make sure `ollama` is on PATH",
+            )
+        })
+}
+
+/// A port nobody listens on now, as the kernel hands one out.
+fn free_port(host: &str) -> Result<u16> {
+    let listener = std::net::TcpListener::bind((host, 0))
+        .or_else(|_| std::net::TcpListener::bind(("127.0.0.1", 0)))
+        .map_err(|e| Error::msg(format!("cannot find a free port: {e}")))?;
+    listener
+        .local_addr()
+        .map(|a| a.port())
+        .map_err(|e| Error::msg(format!("cannot find a free port: {e}")))
+}
+
+fn serve(
+    ctx: &mut Context,
+    model: &str,
+    host: &str,
+    port: Option<u16>,
+    gpus: Option<u32>,
+    gpu_memory: Option<String>,
+) -> Result<Exit> {
+    if model.is_empty() || model.contains('/') {
+        return Err(Error::hinted(
+            format!("invalid model name '{}'", escape::terminal(model)),
+            "give an Ollama model name such as llama3 or llama3:8b",
+        ));
+    }
+    if let Some(memory) = &gpu_memory {
+        memory::validate(memory)?;
+    }
+    let program = ollama()?;
+    let port = match port {
+        Some(port) => port,
+        None => free_port(host)?,
+    };
+    let name = format!("llm/{model}/{port}");
+    session::validate_name(&name)?;
+    let pid = std::process::id();
+    let eid = pid.to_string();
+    let config = Config {
+        name: Some(name),
+        gpu_memory: gpu_memory.clone(),
+        gpus: gpus.map(i64::from),
+    };
+    let indices =
+        provision::activate_process(&ctx.dir, ctx.backend.get(), &eid, pid.into(), Some(config))?;
+    let visible = if indices.is_empty() {
+        "-1".to_owned()
+    } else {
+        let list: Vec<String> = indices.iter().map(u32::to_string).collect();
+        list.join(",")
+    };
+    let mut command = std::process::Command::new(program);
+    command
+        .arg("serve")
+        .env("OLLAMA_HOST", format!("{host}:{port}"))
+        .env(ev::CUDA_VISIBLE_DEVICES, visible)
+        .env(ev::GENV_ENVIRONMENT_ID, &eid)
+        .env(ev::GENV_ENVIRONMENT_NAME, format!("llm/{model}/{port}"));
+    match &gpu_memory {
+        Some(memory) => command.env(ev::GENV_GPU_MEMORY, memory),
+        None => command.env_remove(ev::GENV_GPU_MEMORY),
+    };
+    crate::messages::note(format_args!(
+        "serving {} on {host}:{port} in environment {eid}",
+        escape::terminal(model)
+    ));
+    let code = crate::child::run(&mut command, |child| {
+        // Ollama's own pid too, so the environment is known by it.
+        let _ = register(ctx, &eid, child);
+    });
+    // Ctrl-C (forwarded to Ollama) or Ollama's end: the GPUs go back now,
+    // not when the next command notices the processes are gone.
+    release(ctx, &eid)?;
+    Ok(Exit(code))
+}
+
+fn register(ctx: &Context, eid: &str, pid: u32) -> Result<()> {
+    let mut tx = ctx.dir.transaction(LoadOptions::default())?;
+    if let Some(env) = tx.envs_mut()?.get_mut(eid) {
+        env.pids.push(pid.into());
+    }
+    tx.commit()
+}
+
+fn release(ctx: &Context, eid: &str) -> Result<()> {
+    let mut tx = ctx.dir.transaction(LoadOptions::default())?;
+    tx.envs_mut()?.envs.retain(|env| env.eid != eid);
+    provision::detach(tx.devices_mut()?, eid, None);
+    tx.commit()
+}
+
+/// Clients attached to a server: `ollama` processes (other than servers)
+/// whose `OLLAMA_HOST` names its port.
+fn clients(port: u16) -> usize {
+    let suffix = format!(":{port}");
+    procs::all_pids()
+        .into_iter()
+        .filter(|&pid| procs::comm(pid).is_some_and(|c| c.starts_with("ollama")))
+        .filter(|&pid| {
+            procs::environ_var(pid, "OLLAMA_HOST").is_some_and(|h| h.ends_with(&suffix))
+                && procs::environ_var(pid, ev::GENV_ENVIRONMENT_ID).is_none()
+        })
+        .count()
+}
+
+fn attach(ctx: &mut Context, model: &str) -> Result<Exit> {
+    let mut tx = ctx.dir.transaction(LoadOptions::default())?;
+    let envs = tx.envs()?.clone();
+    tx.commit()?;
+    let ports: Vec<u16> = served(envs.envs.iter())
+        .into_iter()
+        .filter(|s| s.model == model)
+        .filter_map(|s| s.port)
+        .collect();
+    // A model served twice: the server with the fewest clients.
+    let Some(port) = ports.into_iter().min_by_key(|&port| clients(port)) else {
+        return Err(Error::msg(format!(
+            "Could not find LLM model '{}'",
+            escape::terminal(model)
+        )));
+    };
+    let program = ollama()?;
+    let error = std::process::Command::new(&program)
+        .args(["run", model])
+        .env("OLLAMA_HOST", format!("localhost:{port}"))
+        .exec();
+    Err(Error::msg(format!(
+        "cannot run {}: {error}",
+        escape::terminal(&program.to_string_lossy())
+    )))
+}
