@@ -121,6 +121,98 @@ pub fn cmdline_arg0(pid: u32) -> Option<String> {
     (!arg0.is_empty()).then(|| String::from_utf8_lossy(arg0).into_owned())
 }
 
+/// Who a process is, as the kernel says: its owner and its start time
+/// (clock ticks after boot, field 22 of `/proc/<pid>/stat`). A pid that
+/// was reused names a process with another start time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Identity {
+    /// The real uid, whose processes these are.
+    pub uid: u32,
+    /// The effective uid: a set-uid program runs as root with a user's
+    /// real uid.
+    pub euid: u32,
+    pub start_time: u64,
+}
+
+impl Identity {
+    /// Whether root runs it, by its real or its effective uid.
+    pub fn is_root(&self) -> bool {
+        self.uid == 0 || self.euid == 0
+    }
+}
+
+/// Why `/proc` said nothing about a process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProcError {
+    /// No such process (it exited).
+    Gone,
+    /// Not allowed to look (another user's process, without root).
+    Denied,
+    /// Something else: an unreadable or unexpected file.
+    Unreadable,
+}
+
+impl ProcError {
+    fn from_io(error: &std::io::Error) -> Self {
+        match error.kind() {
+            std::io::ErrorKind::NotFound => ProcError::Gone,
+            std::io::ErrorKind::PermissionDenied => ProcError::Denied,
+            _ if error.raw_os_error() == Some(libc::ESRCH) => ProcError::Gone,
+            _ => ProcError::Unreadable,
+        }
+    }
+}
+
+/// The owner and start time of a process, from `/proc/<pid>/stat` and
+/// `/proc/<pid>/status`. Both are world-readable, so this works for every
+/// process.
+pub fn identity(pid: u32) -> Result<Identity, ProcError> {
+    if pid == 0 {
+        return Err(ProcError::Gone);
+    }
+    let stat = std::fs::read(format!("/proc/{pid}/stat")).map_err(|e| ProcError::from_io(&e))?;
+    let start_time = parse_start_time(&stat).ok_or(ProcError::Unreadable)?;
+    let status =
+        std::fs::read(format!("/proc/{pid}/status")).map_err(|e| ProcError::from_io(&e))?;
+    let (uid, euid) = parse_uids(&status).ok_or(ProcError::Unreadable)?;
+    Ok(Identity {
+        uid,
+        euid,
+        start_time,
+    })
+}
+
+/// Field 22 of `/proc/<pid>/stat`. The command name (field 2) is in
+/// parentheses and may hold spaces and parentheses itself, so the fields
+/// are counted from the last `)`.
+fn parse_start_time(stat: &[u8]) -> Option<u64> {
+    let close = stat.iter().rposition(|&b| b == b')')?;
+    let rest = std::str::from_utf8(&stat[close + 1..]).ok()?;
+    // After `)` come field 3 (state), 4, ...: field 22 is the 20th.
+    rest.split_ascii_whitespace().nth(19)?.parse().ok()
+}
+
+/// The real and effective uids of the `Uid:` line of `/proc/<pid>/status`.
+fn parse_uids(status: &[u8]) -> Option<(u32, u32)> {
+    let text = std::str::from_utf8(status).ok()?;
+    let line = text.lines().find_map(|l| l.strip_prefix("Uid:"))?;
+    let mut ids = line.split_ascii_whitespace().map(|v| v.parse::<u32>());
+    let uid = ids.next()?.ok()?;
+    let euid = ids.next()?.ok()?;
+    Some((uid, euid))
+}
+
+/// One variable of another process's environment, telling an unset
+/// variable (`Ok(None)`) from a process that could not be inspected.
+pub fn environ_lookup(pid: u32, name: &str) -> Result<Option<String>, ProcError> {
+    let bytes =
+        std::fs::read(format!("/proc/{pid}/environ")).map_err(|e| ProcError::from_io(&e))?;
+    Ok(bytes.split(|&b| b == 0).find_map(|entry| {
+        let rest = entry.strip_prefix(name.as_bytes())?.strip_prefix(b"=")?;
+        Some(String::from_utf8_lossy(rest).into_owned())
+    }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -138,5 +230,35 @@ mod tests {
         let pid = std::process::id();
         assert!(environ_var(pid, "PATH").is_some());
         assert!(environ_var(pid, "GENV_SURELY_UNSET_VARIABLE").is_none());
+    }
+
+    #[test]
+    fn identity_of_self_and_parsing() {
+        let me = identity(std::process::id()).unwrap();
+        assert_eq!(me.uid, current_uid());
+        assert_eq!(identity(std::process::id()).unwrap(), me);
+        assert_eq!(identity(0), Err(ProcError::Gone));
+        assert_eq!(identity(u32::MAX), Err(ProcError::Gone));
+        let stat = b"42 (a) b (c)) S 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 777 19 20";
+        assert_eq!(parse_start_time(stat), Some(777));
+        assert_eq!(parse_start_time(b"42 (x) S 1"), None);
+        let status = b"Name:\tx\nUid:\t1000\t0\t0\t0\nGid:\t1\t1\t1\t1\n";
+        assert_eq!(parse_uids(status), Some((1000, 0)));
+        assert!(
+            Identity {
+                uid: 1000,
+                euid: 0,
+                start_time: 1
+            }
+            .is_root()
+        );
+    }
+
+    #[test]
+    fn environ_lookup_tells_unset_from_gone() {
+        let pid = std::process::id();
+        assert!(environ_lookup(pid, "PATH").unwrap().is_some());
+        assert_eq!(environ_lookup(pid, "GENV_SURELY_UNSET_VARIABLE"), Ok(None));
+        assert_eq!(environ_lookup(u32::MAX, "PATH"), Err(ProcError::Gone));
     }
 }

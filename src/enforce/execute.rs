@@ -1,0 +1,294 @@
+//! The one place that sends signals and detaches environments.
+//!
+//! A process is signalled through a pidfd opened before its identity is
+//! checked against what the snapshot saw (same start time, same owner),
+//! so a pid that was reused in between is never signalled: either the
+//! check sees the new process, or the pidfd names the old one, which is
+//! gone. Pids of 0 or below (process groups) are never signalled.
+
+use std::os::fd::{AsFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+use rustix::io::Errno;
+use rustix::process::{Pid, PidfdFlags, Signal};
+
+use super::Report;
+use super::snapshot::Snapshot;
+use crate::env_vars;
+use crate::error::Result;
+use crate::messages;
+use crate::procs::{self, Identity};
+use crate::state::Transaction;
+use crate::timefmt;
+
+/// Whether genv 1.4.3's `GENV_TERMINATE_PROCESSES` allows signals (it is
+/// `0` for a dry run of the terminations; detaching still happens).
+pub fn terminate_allowed() -> bool {
+    env_vars::get(env_vars::GENV_TERMINATE_PROCESSES).is_none_or(|v| v.trim() != "0")
+}
+
+/// The "Terminating process …" line of genv 1.4.3.
+fn terminating_line(process: &super::Process) -> String {
+    let indices: Vec<String> = process
+        .used_gpu_memory
+        .iter()
+        .map(|u| u.index.to_string())
+        .collect();
+    format!(
+        "Terminating process {} from environment {} that is running on GPU(s) {}\n",
+        process.pid,
+        process.eid.as_deref().unwrap_or("N/A"),
+        indices.join(",")
+    )
+}
+
+/// The detachments of a report in device order, with genv 1.4.3's line
+/// for each.
+fn detach(report: &Report, tx: &mut Transaction<'_>, out: &mut String, act: bool) -> Result<usize> {
+    let mut entries: Vec<(Option<u32>, &String, &crate::state::Envs)> = report
+        .detach
+        .iter()
+        .map(|(index, envs)| (index.parse::<u32>().ok(), index, envs))
+        .collect();
+    entries.sort_by_key(|(index, _, _)| *index);
+    let devices = if act { Some(tx.devices()?) } else { None };
+    let mut devices = devices;
+    let mut count = 0;
+    for (index, raw, envs) in entries {
+        let Some(index) = index else {
+            eprintln!("[ERROR] Invalid device index {raw:?} in the report");
+            continue;
+        };
+        for env in &envs.envs {
+            out.push_str(&format!(
+                "Detaching environment {} of user {} from device {index}\n",
+                env.eid,
+                env.username.as_deref().unwrap_or("N/A")
+            ));
+            if let Some(device) = devices.as_mut().and_then(|d| d.get_mut(index)) {
+                if device.detach(&env.eid) {
+                    count += 1;
+                }
+            }
+        }
+    }
+    Ok(count)
+}
+
+/// `genv usage execute`: terminates and detaches as a report from another
+/// host says, printing each action as genv 1.4.3 does.
+/// `GENV_TERMINATE_PROCESSES=0` only reports the terminations.
+pub fn execute(
+    report: &Report,
+    tx: &mut Transaction<'_>,
+    out: &mut String,
+) -> crate::error::Result<()> {
+    let terminate = terminate_allowed();
+    for process in &report.terminate.processes {
+        out.push_str(&terminating_line(process));
+        if !terminate {
+            continue;
+        }
+        // Never 0 or negative: kill() would signal whole process groups.
+        let pid = i32::try_from(process.pid).ok().filter(|&p| p > 0);
+        let Some(pid) = pid.and_then(Pid::from_raw) else {
+            eprintln!("[ERROR] Refusing to terminate invalid pid {}", process.pid);
+            continue;
+        };
+        match rustix::process::kill_process(pid, Signal::TERM) {
+            Ok(()) => {}
+            Err(Errno::PERM) => {
+                eprintln!(
+                    "[ERROR] Not enough permissions to terminate process {}",
+                    process.pid
+                )
+            }
+            Err(_) => eprintln!("[DEBUG] Process {} already terminated", process.pid),
+        }
+    }
+    detach(report, tx, out, true)?;
+    Ok(())
+}
+
+/// How `genv enforce` acts on a report.
+#[derive(Debug, Clone, Copy)]
+pub struct Acting {
+    /// Send signals (`GENV_TERMINATE_PROCESSES` is not `0`, no `--dry-run`).
+    pub signal: bool,
+    /// Change the state (no `--dry-run`).
+    pub detach: bool,
+    /// How long a process has after SIGTERM before SIGKILL.
+    pub grace: Duration,
+}
+
+/// What one cycle did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Done {
+    pub terminated: usize,
+    pub killed: usize,
+    pub refused: usize,
+    pub detached: usize,
+}
+
+impl Done {
+    pub fn any(&self) -> bool {
+        self.terminated + self.killed + self.refused + self.detached > 0
+    }
+}
+
+/// A process that was sent SIGTERM, held by its pidfd.
+struct Signalled {
+    pid: i64,
+    pidfd: OwnedFd,
+    identity: Identity,
+}
+
+fn log(message: impl std::fmt::Display) {
+    messages::note(format!("{}: {message}", timefmt::now()));
+}
+
+/// Opens a pidfd for the process the snapshot saw as `pid`, when it is
+/// still that process: same start time, same owner.
+fn verified(pid: i64, seen: Option<Identity>) -> std::result::Result<(OwnedFd, Identity), String> {
+    let Some(seen) = seen else {
+        return Err("genv could not tell who owns it".into());
+    };
+    let Some(raw) = i32::try_from(pid)
+        .ok()
+        .filter(|&p| p > 0 && p as u32 != std::process::id())
+        .and_then(Pid::from_raw)
+    else {
+        return Err("it is not a process genv may signal".into());
+    };
+    let pidfd = match rustix::process::pidfd_open(raw, PidfdFlags::empty()) {
+        Ok(fd) => fd,
+        Err(Errno::SRCH) => return Err("it has exited".into()),
+        Err(e) => return Err(format!("it could not be opened ({e})")),
+    };
+    match procs::identity(pid as u32) {
+        Ok(now) if now == seen => Ok((pidfd, now)),
+        Ok(_) => Err("its pid now belongs to another process".into()),
+        Err(_) => Err("it has exited".into()),
+    }
+}
+
+fn send(pidfd: &OwnedFd, signal: Signal) -> std::result::Result<(), Errno> {
+    rustix::process::pidfd_send_signal(pidfd.as_fd(), signal)
+}
+
+/// Whether the process behind a pidfd has exited (the pidfd is readable).
+fn exited(pidfd: &OwnedFd) -> bool {
+    use rustix::event::{PollFd, PollFlags, Timespec};
+    let mut fds = [PollFd::new(pidfd, PollFlags::IN)];
+    let now = Timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    matches!(rustix::event::poll(&mut fds, Some(&now)), Ok(n) if n > 0)
+}
+
+/// Acts on the report of one `genv enforce` cycle: genv 1.4.3's lines for
+/// each termination and detachment on `out`, a timestamped line per
+/// action on stderr. Processes are signalled only when still the ones the
+/// snapshot saw; those alive after the grace period get SIGKILL.
+pub fn enforce(
+    report: &Report,
+    snapshot: &Snapshot,
+    acting: Acting,
+    dir: &crate::state::StateDir,
+    out: &mut String,
+) -> Result<Done> {
+    let mut done = Done::default();
+    let mut signalled: Vec<Signalled> = Vec::new();
+    for process in &report.terminate.processes {
+        out.push_str(&terminating_line(process));
+        if !acting.signal {
+            continue;
+        }
+        let seen = snapshot
+            .processes
+            .iter()
+            .find(|p| p.pid == process.pid)
+            .and_then(|p| p.identity);
+        let (pidfd, identity) = match verified(process.pid, seen) {
+            Ok(found) => found,
+            Err(why) => {
+                messages::warn(format!("not signalling process {}: {why}", process.pid));
+                done.refused += 1;
+                continue;
+            }
+        };
+        match send(&pidfd, Signal::TERM) {
+            Ok(()) => {
+                log(format!(
+                    "sent SIGTERM to process {} (uid {}, environment {})",
+                    process.pid,
+                    identity.uid,
+                    crate::escape::terminal(process.eid.as_deref().unwrap_or("N/A"))
+                ));
+                done.terminated += 1;
+                signalled.push(Signalled {
+                    pid: process.pid,
+                    pidfd,
+                    identity,
+                });
+            }
+            Err(Errno::PERM) => {
+                eprintln!(
+                    "[ERROR] Not enough permissions to terminate process {}",
+                    process.pid
+                );
+                done.refused += 1;
+            }
+            Err(_) => eprintln!("[DEBUG] Process {} already terminated", process.pid),
+        }
+    }
+    if !report.detach.is_empty() {
+        let mut tx = dir.transaction(crate::state::LoadOptions::default())?;
+        let count = detach(report, &mut tx, out, acting.detach)?;
+        if acting.detach {
+            tx.commit()?;
+            for (index, envs) in &report.detach {
+                for env in &envs.envs {
+                    log(format!(
+                        "detached environment {} from device {index}",
+                        crate::escape::terminal(&env.eid)
+                    ));
+                }
+            }
+        }
+        done.detached += count;
+    }
+    done.killed = wait_then_kill(signalled, acting.grace);
+    Ok(done)
+}
+
+/// Waits up to `grace` for the signalled processes to exit, then sends
+/// SIGKILL to those still alive (each checked again first).
+fn wait_then_kill(mut signalled: Vec<Signalled>, grace: Duration) -> usize {
+    let deadline = Instant::now() + grace;
+    loop {
+        signalled.retain(|s| !exited(&s.pidfd));
+        if signalled.is_empty() || Instant::now() >= deadline {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20).min(deadline - Instant::now()));
+    }
+    let mut killed = 0;
+    for s in signalled {
+        match procs::identity(s.pid as u32) {
+            Ok(now) if now == s.identity => {}
+            _ => continue,
+        }
+        if send(&s.pidfd, Signal::KILL).is_ok() {
+            log(format!(
+                "sent SIGKILL to process {} (uid {}), still running {} s after SIGTERM",
+                s.pid,
+                s.identity.uid,
+                grace.as_secs_f64()
+            ));
+            killed += 1;
+        }
+    }
+    killed
+}

@@ -1,0 +1,280 @@
+//! What one enforcement cycle sees: the GPU processes with their owners as
+//! the kernel tells them, the environments and the devices. Taking it
+//! reads `/proc`; everything after it (the rules) is pure.
+
+use std::collections::{BTreeMap, HashMap};
+
+use crate::backend::{ComputeProcess, DeviceBackend};
+use crate::env_vars;
+use crate::error::Result;
+use crate::memory;
+use crate::procs::{self, Identity, ProcError};
+use crate::state::{Devices, Env, Envs, LoadOptions, StateDir};
+
+/// A GPU process as the rules see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GpuProcess {
+    pub pid: i64,
+    /// Memory used on each GPU, in GPU order of the driver's list.
+    pub usage: Vec<(u32, u64)>,
+    /// The environment the process runs in, when the kernel confirms it
+    /// (see [`membership`]); `None` for a process outside environments.
+    pub eid: Option<String>,
+    /// Owner and start time when the snapshot was taken; `None` when
+    /// `/proc` could not tell (the process is never signalled then).
+    pub identity: Option<Identity>,
+}
+
+impl GpuProcess {
+    pub fn indices(&self) -> impl Iterator<Item = u32> + '_ {
+        self.usage.iter().map(|(index, _)| *index)
+    }
+
+    pub fn bytes_on(&self, index: u32) -> u64 {
+        self.usage
+            .iter()
+            .filter(|(i, _)| *i == index)
+            .map(|(_, b)| *b)
+            .sum()
+    }
+
+    pub fn uses(&self, index: u32) -> bool {
+        self.usage.iter().any(|(i, _)| *i == index)
+    }
+}
+
+/// Whose an environment is, for the per-user quotas.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Owner {
+    pub uid: u32,
+    pub name: String,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    pub processes: Vec<GpuProcess>,
+    pub envs: Envs,
+    pub devices: Devices,
+    /// Environment id to its owner.
+    pub owners: HashMap<String, Owner>,
+    /// Uid to user name, for processes' owners.
+    pub names: BTreeMap<u32, String>,
+}
+
+impl Snapshot {
+    pub fn owner(&self, eid: &str) -> Option<&Owner> {
+        self.owners.get(eid)
+    }
+
+    /// The name a uid goes by: its login name, else the number.
+    pub fn user_name(&self, uid: u32) -> String {
+        self.names
+            .get(&uid)
+            .cloned()
+            .unwrap_or_else(|| uid.to_string())
+    }
+}
+
+/// What `/proc` says about one process, as [`membership`] needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Inspection {
+    pub identity: Result<Identity, ProcError>,
+    /// Its `GENV_ENVIRONMENT_ID`.
+    pub claim: Result<Option<String>, ProcError>,
+}
+
+/// The environment a process belongs to, or `None`.
+///
+/// The process's own `GENV_ENVIRONMENT_ID` (set by its shell, readable
+/// only through the kernel) names it; failing that, an environment that
+/// lists its pid in `envs.json`. Either way the environment must exist and
+/// belong to the process's owner (its uid in `envs.json`), and a process
+/// of root's counts only through its own variable: `envs.json` is writable
+/// by every user, so its word alone never makes another user's process, or
+/// root's, an environment's.
+pub fn membership(pid: i64, inspection: &Inspection, envs: &Envs) -> Option<String> {
+    let identity = inspection.identity.as_ref().ok()?;
+    let owned = |env: &Env| env.uid >= 0 && env.uid == i64::from(identity.uid);
+    if let Ok(Some(eid)) = &inspection.claim {
+        return envs.get(eid).filter(|env| owned(env)).map(|_| eid.clone());
+    }
+    if identity.is_root() {
+        return None;
+    }
+    envs.envs
+        .iter()
+        .find(|env| env.pids.contains(&pid) && owned(env))
+        .map(|env| env.eid.clone())
+}
+
+/// Groups per-GPU rows by pid, in the driver's order.
+pub fn group(list: &[ComputeProcess]) -> Vec<(u32, Vec<(u32, u64)>)> {
+    let mut grouped: Vec<(u32, Vec<(u32, u64)>)> = Vec::new();
+    let mut at: HashMap<u32, usize> = HashMap::new();
+    for p in list {
+        let usage = (p.index, p.used_memory_mib << 20);
+        match at.get(&p.pid) {
+            Some(&i) => grouped[i].1.push(usage),
+            None => {
+                at.insert(p.pid, grouped.len());
+                grouped.push((p.pid, vec![usage]));
+            }
+        }
+    }
+    grouped
+}
+
+/// The owners of the environments: the uid `envs.json` records, named by
+/// the password database (or the recorded name, or the number).
+fn owners(envs: &Envs, names: &mut BTreeMap<u32, String>) -> HashMap<String, Owner> {
+    let mut owners = HashMap::new();
+    for env in &envs.envs {
+        let Ok(uid) = u32::try_from(env.uid) else {
+            continue;
+        };
+        let name = names
+            .entry(uid)
+            .or_insert_with(|| {
+                procs::username(uid)
+                    .or_else(|| env.username.clone().filter(|n| !n.is_empty()))
+                    .unwrap_or_else(|| uid.to_string())
+            })
+            .clone();
+        owners.insert(env.eid.clone(), Owner { uid, name });
+    }
+    owners
+}
+
+/// Builds a snapshot from the parts, inspecting each process with
+/// `inspect` (`/proc` in [`take`], a table in tests).
+pub fn assemble(
+    list: &[ComputeProcess],
+    envs: Envs,
+    devices: Devices,
+    mut inspect: impl FnMut(u32) -> Inspection,
+) -> Snapshot {
+    let mut names = BTreeMap::new();
+    let owners = owners(&envs, &mut names);
+    let processes = group(list)
+        .into_iter()
+        .map(|(pid, usage)| {
+            let inspection = inspect(pid);
+            let eid = membership(pid.into(), &inspection, &envs);
+            let identity = inspection.identity.ok();
+            if let Some(identity) = identity {
+                names.entry(identity.uid).or_insert_with(|| {
+                    procs::username(identity.uid).unwrap_or_else(|| identity.uid.to_string())
+                });
+            }
+            GpuProcess {
+                pid: pid.into(),
+                usage,
+                eid,
+                identity,
+            }
+        })
+        .collect();
+    Snapshot {
+        processes,
+        envs,
+        devices,
+        owners,
+        names,
+    }
+}
+
+/// What `/proc` says about a process. A process that cannot be inspected
+/// gets genv 1.4.3's warning, once per snapshot.
+pub fn inspect(pid: u32) -> Inspection {
+    let identity = procs::identity(pid);
+    let claim = match identity {
+        Ok(_) => procs::environ_lookup(pid, env_vars::GENV_ENVIRONMENT_ID),
+        Err(e) => Err(e),
+    };
+    match (&identity, &claim) {
+        (_, Err(ProcError::Denied)) => {
+            eprintln!("[WARNING] Not enough permissions to query environment of process {pid}")
+        }
+        (_, Err(ProcError::Gone)) => eprintln!("[DEBUG] Process {pid} already terminated"),
+        _ => {}
+    }
+    Inspection { identity, claim }
+}
+
+/// Takes a snapshot: the GPU processes (the device query), then, under the
+/// global lock, the environments and devices as every genv command sees
+/// them (dead ones dropped).
+pub fn take(dir: &StateDir, backend: &dyn DeviceBackend) -> Result<Snapshot> {
+    let list = backend.processes()?;
+    let mut tx = dir.transaction(LoadOptions::default())?;
+    tx.reconcile(backend, false)?;
+    let envs = tx.envs()?.clone();
+    let devices = tx.devices()?.clone();
+    tx.commit()?;
+    Ok(assemble(&list, envs, devices, inspect))
+}
+
+/// Memory in bytes, as genv 1.4.3 reads a memory string; `None` when it
+/// is not one.
+pub fn bytes(value: &str) -> Option<u64> {
+    memory::to_bytes(value).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::enforce::rules::test_support::*;
+
+    fn inspection(uid: u32, claim: Option<&str>) -> Inspection {
+        Inspection {
+            identity: Ok(identity(uid)),
+            claim: Ok(claim.map(str::to_owned)),
+        }
+    }
+
+    #[test]
+    fn a_claim_counts_only_for_an_existing_environment_of_the_owner() {
+        let envs = envs_of(&[env("a", 1000, &[10]), env("r", 0, &[11])]);
+        assert_eq!(
+            membership(5, &inspection(1000, Some("a")), &envs).as_deref(),
+            Some("a")
+        );
+        // Another user's environment, or one that does not exist.
+        assert_eq!(membership(5, &inspection(1001, Some("a")), &envs), None);
+        assert_eq!(membership(5, &inspection(1000, Some("zz")), &envs), None);
+        // Root's own claim on root's environment.
+        assert_eq!(
+            membership(5, &inspection(0, Some("r")), &envs).as_deref(),
+            Some("r")
+        );
+    }
+
+    #[test]
+    fn a_listed_pid_counts_only_for_its_owner_and_never_for_root() {
+        let envs = envs_of(&[env("a", 1000, &[10]), env("r", 0, &[11])]);
+        assert_eq!(
+            membership(10, &inspection(1000, None), &envs).as_deref(),
+            Some("a")
+        );
+        assert_eq!(membership(10, &inspection(1001, None), &envs), None);
+        assert_eq!(membership(11, &inspection(0, None), &envs), None);
+        // A process that could not be inspected belongs nowhere.
+        let unknown = Inspection {
+            identity: Err(ProcError::Denied),
+            claim: Err(ProcError::Denied),
+        };
+        assert_eq!(membership(10, &unknown, &envs), None);
+    }
+
+    #[test]
+    fn rows_are_grouped_by_pid_in_order() {
+        let list = [compute(7, 1, 100), compute(3, 0, 10), compute(7, 0, 5)];
+        assert_eq!(
+            group(&list),
+            vec![
+                (7, vec![(1, 100 << 20), (0, 5 << 20)]),
+                (3, vec![(0, 10 << 20)])
+            ]
+        );
+    }
+}
