@@ -51,8 +51,7 @@ fn detach(report: &Report, tx: &mut Transaction<'_>, out: &mut String, act: bool
         .map(|(index, envs)| (index.parse::<u32>().ok(), index, envs))
         .collect();
     entries.sort_by_key(|(index, _, _)| *index);
-    let devices = if act { Some(tx.devices()?) } else { None };
-    let mut devices = devices;
+    let mut devices = if act { Some(tx.devices()?) } else { None };
     let mut count = 0;
     for (index, raw, envs) in entries {
         let Some(index) = index else {
@@ -65,10 +64,10 @@ fn detach(report: &Report, tx: &mut Transaction<'_>, out: &mut String, act: bool
                 env.eid,
                 env.username.as_deref().unwrap_or("N/A")
             ));
-            if let Some(device) = devices.as_mut().and_then(|d| d.get_mut(index)) {
-                if device.detach(&env.eid) {
-                    count += 1;
-                }
+            if let Some(device) = devices.as_mut().and_then(|d| d.get_mut(index))
+                && device.detach(&env.eid)
+            {
+                count += 1;
             }
         }
     }
@@ -291,4 +290,110 @@ fn wait_then_kill(mut signalled: Vec<Signalled>, grace: Duration) -> usize {
         }
     }
     killed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::process::ExitStatusExt;
+
+    use crate::enforce::snapshot::GpuProcess;
+    use crate::enforce::{Process, Processes, Usage};
+
+    fn report(pid: i64) -> Report {
+        Report {
+            terminate: Processes {
+                processes: vec![Process {
+                    pid,
+                    used_gpu_memory: vec![Usage {
+                        index: 0,
+                        gpu_memory: "42mi".into(),
+                    }],
+                    eid: None,
+                }],
+            },
+            detach: Default::default(),
+        }
+    }
+
+    fn snapshot(pid: i64, identity: Option<Identity>) -> Snapshot {
+        Snapshot {
+            processes: vec![GpuProcess {
+                pid,
+                usage: vec![(0, 42 << 20)],
+                eid: None,
+                identity,
+            }],
+            ..Snapshot::default()
+        }
+    }
+
+    fn acting() -> Acting {
+        Acting {
+            signal: true,
+            detach: true,
+            grace: Duration::ZERO,
+        }
+    }
+
+    #[test]
+    fn a_pid_whose_process_changed_is_not_signalled() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = crate::state::StateDir::new(dir.path());
+        let mut child = std::process::Command::new("sleep")
+            .arg("1000")
+            .spawn()
+            .unwrap();
+        let pid = i64::from(child.id());
+        let real = procs::identity(child.id()).unwrap();
+        // What the snapshot saw was another process with the same pid
+        // (another start time), or another owner.
+        for seen in [
+            Identity {
+                start_time: real.start_time + 1,
+                ..real
+            },
+            Identity {
+                uid: real.uid + 1,
+                ..real
+            },
+        ] {
+            let mut out = String::new();
+            let done = enforce(
+                &report(pid),
+                &snapshot(pid, Some(seen)),
+                acting(),
+                &state,
+                &mut out,
+            )
+            .unwrap();
+            assert_eq!((done.terminated, done.refused), (0, 1));
+        }
+        // Nor one that could not be inspected, nor process groups.
+        for (pid, seen) in [(pid, None), (0, Some(real)), (-1, Some(real))] {
+            let mut out = String::new();
+            let done = enforce(
+                &report(pid),
+                &snapshot(pid, seen),
+                acting(),
+                &state,
+                &mut out,
+            )
+            .unwrap();
+            assert_eq!((done.terminated, done.refused), (0, 1), "{pid}");
+        }
+        assert_eq!(child.try_wait().unwrap(), None, "still running");
+        // The process the snapshot saw is.
+        let mut out = String::new();
+        let done = enforce(
+            &report(pid),
+            &snapshot(pid, Some(real)),
+            acting(),
+            &state,
+            &mut out,
+        )
+        .unwrap();
+        assert_eq!(done.terminated, 1);
+        assert!(child.wait().unwrap().signal().is_some());
+    }
 }
