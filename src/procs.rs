@@ -126,18 +126,16 @@ pub fn cmdline_arg0(pid: u32) -> Option<String> {
 /// was reused names a process with another start time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Identity {
-    /// The real uid, whose processes these are.
+    /// The owner of `/proc/<pid>`: the process's effective uid, or root
+    /// for a process that is not dumpable (a set-uid program, or one that
+    /// asked not to be inspected), which genv then treats as root's.
     pub uid: u32,
-    /// The effective uid: a set-uid program runs as root with a user's
-    /// real uid.
-    pub euid: u32,
     pub start_time: u64,
 }
 
 impl Identity {
-    /// Whether root runs it, by its real or its effective uid.
     pub fn is_root(&self) -> bool {
-        self.uid == 0 || self.euid == 0
+        self.uid == 0
     }
 }
 
@@ -163,23 +161,39 @@ impl ProcError {
     }
 }
 
-/// The owner and start time of a process, from `/proc/<pid>/stat` and
-/// `/proc/<pid>/status`. Both are world-readable, so this works for every
-/// process.
+/// The owner and start time of a process, from the owner of `/proc/<pid>`
+/// and `/proc/<pid>/stat`, both readable for every process. The start
+/// time is read after the owner, so a pid reused in between shows as a
+/// changed start time at the next look.
 pub fn identity(pid: u32) -> Result<Identity, ProcError> {
+    use std::os::unix::fs::MetadataExt;
     if pid == 0 {
         return Err(ProcError::Gone);
     }
-    let stat = std::fs::read(format!("/proc/{pid}/stat")).map_err(|e| ProcError::from_io(&e))?;
-    let start_time = parse_start_time(&stat).ok_or(ProcError::Unreadable)?;
-    let status =
-        std::fs::read(format!("/proc/{pid}/status")).map_err(|e| ProcError::from_io(&e))?;
-    let (uid, euid) = parse_uids(&status).ok_or(ProcError::Unreadable)?;
-    Ok(Identity {
-        uid,
-        euid,
-        start_time,
-    })
+    let uid = std::fs::metadata(format!("/proc/{pid}"))
+        .map_err(|e| ProcError::from_io(&e))?
+        .uid();
+    let mut buf = [0u8; 1024];
+    let n = read_small(&format!("/proc/{pid}/stat"), &mut buf)?;
+    let start_time = parse_start_time(&buf[..n]).ok_or(ProcError::Unreadable)?;
+    Ok(Identity { uid, start_time })
+}
+
+/// The start of a small `/proc` file in one read, without the `fstat` and
+/// allocations of `fs::read`: the fields genv needs come first.
+fn read_small(path: &str, buf: &mut [u8]) -> Result<usize, ProcError> {
+    use std::io::Read;
+    let mut file = std::fs::File::open(path).map_err(|e| ProcError::from_io(&e))?;
+    let mut filled = 0;
+    while filled < buf.len() {
+        match file.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(ProcError::from_io(&e)),
+        }
+    }
+    Ok(filled)
 }
 
 /// Field 22 of `/proc/<pid>/stat`. The command name (field 2) is in
@@ -192,21 +206,31 @@ fn parse_start_time(stat: &[u8]) -> Option<u64> {
     rest.split_ascii_whitespace().nth(19)?.parse().ok()
 }
 
-/// The real and effective uids of the `Uid:` line of `/proc/<pid>/status`.
-fn parse_uids(status: &[u8]) -> Option<(u32, u32)> {
-    let text = std::str::from_utf8(status).ok()?;
-    let line = text.lines().find_map(|l| l.strip_prefix("Uid:"))?;
-    let mut ids = line.split_ascii_whitespace().map(|v| v.parse::<u32>());
-    let uid = ids.next()?.ok()?;
-    let euid = ids.next()?.ok()?;
-    Some((uid, euid))
-}
-
 /// One variable of another process's environment, telling an unset
 /// variable (`Ok(None)`) from a process that could not be inspected.
 pub fn environ_lookup(pid: u32, name: &str) -> Result<Option<String>, ProcError> {
-    let bytes =
-        std::fs::read(format!("/proc/{pid}/environ")).map_err(|e| ProcError::from_io(&e))?;
+    use std::io::Read;
+    // One large read rather than `fs::read`'s small first reads: each read
+    // of `environ` maps the other process's memory.
+    let mut file =
+        std::fs::File::open(format!("/proc/{pid}/environ")).map_err(|e| ProcError::from_io(&e))?;
+    let mut bytes = Vec::with_capacity(16 * 1024);
+    loop {
+        if bytes.len() == bytes.capacity() {
+            bytes.reserve(bytes.capacity());
+        }
+        let start = bytes.len();
+        bytes.resize(bytes.capacity(), 0);
+        match file.read(&mut bytes[start..]) {
+            Ok(0) => {
+                bytes.truncate(start);
+                break;
+            }
+            Ok(n) => bytes.truncate(start + n),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => bytes.truncate(start),
+            Err(e) => return Err(ProcError::from_io(&e)),
+        }
+    }
     Ok(bytes.split(|&b| b == 0).find_map(|entry| {
         let rest = entry.strip_prefix(name.as_bytes())?.strip_prefix(b"=")?;
         Some(String::from_utf8_lossy(rest).into_owned())
@@ -242,16 +266,6 @@ mod tests {
         let stat = b"42 (a) b (c)) S 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 777 19 20";
         assert_eq!(parse_start_time(stat), Some(777));
         assert_eq!(parse_start_time(b"42 (x) S 1"), None);
-        let status = b"Name:\tx\nUid:\t1000\t0\t0\t0\nGid:\t1\t1\t1\t1\n";
-        assert_eq!(parse_uids(status), Some((1000, 0)));
-        assert!(
-            Identity {
-                uid: 1000,
-                euid: 0,
-                start_time: 1
-            }
-            .is_root()
-        );
     }
 
     #[test]

@@ -317,15 +317,16 @@ mod tests {
     }
 
     fn snapshot(pid: i64, identity: Option<Identity>) -> Snapshot {
-        Snapshot {
-            processes: vec![GpuProcess {
+        Snapshot::new(
+            vec![GpuProcess {
                 pid,
                 usage: vec![(0, 42 << 20)],
                 eid: None,
                 identity,
             }],
-            ..Snapshot::default()
-        }
+            Default::default(),
+            Default::default(),
+        )
     }
 
     fn acting() -> Acting {

@@ -2,6 +2,7 @@
 //! the kernel tells them, the environments and the devices. Taking it
 //! reads `/proc`; everything after it (the rules) is pure.
 
+use std::cell::OnceCell;
 use std::collections::{BTreeMap, HashMap};
 
 use crate::backend::{ComputeProcess, DeviceBackend};
@@ -59,9 +60,39 @@ pub struct Snapshot {
     pub owners: HashMap<String, Owner>,
     /// Uid to user name, for processes' owners.
     pub names: BTreeMap<u32, String>,
+    /// Environment id to the positions of its processes, made on first use.
+    by_env: OnceCell<HashMap<String, Vec<usize>>>,
 }
 
 impl Snapshot {
+    pub fn new(processes: Vec<GpuProcess>, envs: Envs, devices: Devices) -> Self {
+        Snapshot {
+            processes,
+            envs,
+            devices,
+            ..Snapshot::default()
+        }
+    }
+
+    /// The processes of an environment, in the driver's order.
+    pub fn processes_of<'s>(&'s self, eid: &str) -> impl Iterator<Item = &'s GpuProcess> + 's {
+        let index = self.by_env.get_or_init(|| {
+            let mut index: HashMap<String, Vec<usize>> = HashMap::new();
+            for (i, p) in self.processes.iter().enumerate() {
+                if let Some(eid) = &p.eid {
+                    index.entry(eid.clone()).or_default().push(i);
+                }
+            }
+            index
+        });
+        index
+            .get(eid)
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+            .iter()
+            .map(|&i| &self.processes[i])
+    }
+
     pub fn owner(&self, eid: &str) -> Option<&Owner> {
         self.owners.get(eid)
     }
@@ -175,11 +206,9 @@ pub fn assemble(
         })
         .collect();
     Snapshot {
-        processes,
-        envs,
-        devices,
         owners,
         names,
+        ..Snapshot::new(processes, envs, devices)
     }
 }
 

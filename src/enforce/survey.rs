@@ -38,11 +38,10 @@ impl<'a> Survey<'a> {
     /// Detaches environments from a device, and terminates their
     /// processes on it.
     pub fn detach(&mut self, index: u32, eids: &[&str]) {
-        let pids: Vec<i64> = self
-            .snapshot
-            .processes
+        let pids: Vec<i64> = eids
             .iter()
-            .filter(|p| p.uses(index) && p.eid.as_deref().is_some_and(|e| eids.contains(&e)))
+            .flat_map(|eid| self.snapshot.processes_of(eid))
+            .filter(|p| p.uses(index))
             .map(|p| p.pid)
             .collect();
         match self.detach.iter_mut().find(|(i, _)| *i == index) {

@@ -7,11 +7,7 @@ pub fn env_devices(survey: &mut Survey) {
     let snapshot = survey.snapshot;
     for env in &snapshot.envs.envs {
         let allowed = snapshot.devices.indices_of(&env.eid);
-        for process in snapshot
-            .processes
-            .iter()
-            .filter(|p| p.eid.as_deref() == Some(env.eid.as_str()))
-        {
+        for process in snapshot.processes_of(&env.eid) {
             let unallowed: Vec<String> = process
                 .indices()
                 .filter(|i| !allowed.contains(i))

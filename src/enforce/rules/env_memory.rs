@@ -24,9 +24,8 @@ pub fn env_memory(survey: &mut Survey) {
             .filter(|d| d.is_attached(&env.eid))
         {
             let processes: Vec<(i64, u64)> = snapshot
-                .processes
-                .iter()
-                .filter(|p| p.eid.as_deref() == Some(env.eid.as_str()) && p.uses(device.index))
+                .processes_of(&env.eid)
+                .filter(|p| p.uses(device.index))
                 .map(|p| (p.pid, p.bytes_on(device.index)))
                 .collect();
             let used: u64 = processes.iter().map(|(_, b)| b).sum();

@@ -48,11 +48,7 @@ pub mod test_support {
     use crate::state::{Attachment, Config, Device, Devices, Env, Envs};
 
     pub fn identity(uid: u32) -> Identity {
-        Identity {
-            uid,
-            euid: uid,
-            start_time: 1,
-        }
+        Identity { uid, start_time: 1 }
     }
 
     pub fn env(eid: &str, uid: i64, pids: &[i64]) -> Env {
@@ -106,12 +102,7 @@ pub mod test_support {
     }
 
     pub fn snapshot(processes: Vec<GpuProcess>, envs: Vec<Env>, devices: Devices) -> Snapshot {
-        let mut snapshot = Snapshot {
-            processes,
-            envs: envs_of(&envs),
-            devices,
-            ..Snapshot::default()
-        };
+        let mut snapshot = Snapshot::new(processes, envs_of(&envs), devices);
         for env in &envs {
             let uid = env.uid as u32;
             let name = env.username.clone().unwrap();
