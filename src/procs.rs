@@ -161,29 +161,19 @@ impl ProcError {
     }
 }
 
-/// The owner and start time of a process, from the owner of `/proc/<pid>`
-/// and `/proc/<pid>/stat`, both readable for every process. The start
-/// time is read after the owner, so a pid reused in between shows as a
-/// changed start time at the next look.
+/// The owner and start time of a process: the owner of
+/// `/proc/<pid>/stat` (as of `/proc/<pid>`) and its field 22, from one
+/// open file, readable for every process.
 pub fn identity(pid: u32) -> Result<Identity, ProcError> {
+    use std::io::Read;
     use std::os::unix::fs::MetadataExt;
     if pid == 0 {
         return Err(ProcError::Gone);
     }
-    let uid = std::fs::metadata(format!("/proc/{pid}"))
-        .map_err(|e| ProcError::from_io(&e))?
-        .uid();
+    let mut file =
+        std::fs::File::open(format!("/proc/{pid}/stat")).map_err(|e| ProcError::from_io(&e))?;
+    let uid = file.metadata().map_err(|e| ProcError::from_io(&e))?.uid();
     let mut buf = [0u8; 1024];
-    let n = read_small(&format!("/proc/{pid}/stat"), &mut buf)?;
-    let start_time = parse_start_time(&buf[..n]).ok_or(ProcError::Unreadable)?;
-    Ok(Identity { uid, start_time })
-}
-
-/// The start of a small `/proc` file in one read, without the `fstat` and
-/// allocations of `fs::read`: the fields genv needs come first.
-fn read_small(path: &str, buf: &mut [u8]) -> Result<usize, ProcError> {
-    use std::io::Read;
-    let mut file = std::fs::File::open(path).map_err(|e| ProcError::from_io(&e))?;
     let mut filled = 0;
     while filled < buf.len() {
         match file.read(&mut buf[filled..]) {
@@ -193,7 +183,8 @@ fn read_small(path: &str, buf: &mut [u8]) -> Result<usize, ProcError> {
             Err(e) => return Err(ProcError::from_io(&e)),
         }
     }
-    Ok(filled)
+    let start_time = parse_start_time(&buf[..filled]).ok_or(ProcError::Unreadable)?;
+    Ok(Identity { uid, start_time })
 }
 
 /// Field 22 of `/proc/<pid>/stat`. The command name (field 2) is in
