@@ -511,3 +511,58 @@ fn bad_arguments_are_refused() {
         .fails();
     sb.run(&["enforce", "--grace", "-1"]).fails();
 }
+
+/// genv 1.4.3's own rules over the same state, as a report in the JSON
+/// that `genv remote enforce` sends to `genv usage execute`.
+const REFERENCE_REPORT: &str = r#"
+import asyncio, contextlib, json, sys
+import genv
+from genv.serialization import JSONEncoder
+with contextlib.redirect_stdout(sys.stderr):
+    survey = genv.entities.enforce.Survey(asyncio.run(genv.core.snapshot()))
+    genv.enforce.rules.non_env_processes(survey)
+    genv.enforce.rules.env_devices(survey)
+    genv.enforce.rules.env_memory(survey)
+    genv.enforce.rules.max_devices_per_user(survey, maximum=1)
+print(json.dumps(survey.report, cls=JSONEncoder))
+"#;
+
+/// The processes in pid order (1.4.3 lists them in a Python set's order).
+fn normalized(mut report: serde_json::Value) -> serde_json::Value {
+    if let Some(list) = report["terminate"]["processes"].as_array_mut() {
+        list.sort_by_key(|p| p["pid"].as_i64());
+    }
+    report
+}
+
+#[test]
+fn the_report_is_genv_1_4_3_s() {
+    let bed = Bed::new("j");
+    let _procs = scenario(&bed);
+    let ours = bed
+        .enforce(
+            &[
+                "--non-env-processes",
+                "--max-devices-per-user",
+                "1",
+                "--report",
+            ],
+            &[],
+        )
+        .ok();
+    let state = bed.copy();
+    let python = reference_path().with_file_name("python");
+    let theirs = Run::from(
+        bed.reference_cmd(&python, &state)
+            .args(["-c", REFERENCE_REPORT])
+            .output()
+            .unwrap(),
+    )
+    .ok();
+    let parse = |text: &str| normalized(serde_json::from_str(text).unwrap());
+    let ours = parse(&ours.stdout);
+    assert_eq!(ours, parse(&theirs.stdout));
+    // All but e2's process; e1 detached from GPU 0.
+    assert_eq!(ours["terminate"]["processes"].as_array().unwrap().len(), 3);
+    assert_eq!(ours["detach"]["0"]["envs"][0]["eid"], "e1");
+}
