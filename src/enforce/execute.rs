@@ -16,6 +16,7 @@ use super::Report;
 use super::snapshot::Snapshot;
 use crate::env_vars;
 use crate::error::Result;
+use crate::escape::terminal;
 use crate::messages;
 use crate::procs::{self, Identity};
 use crate::state::Transaction;
@@ -37,7 +38,7 @@ fn terminating_line(process: &super::Process) -> String {
     format!(
         "Terminating process {} from environment {} that is running on GPU(s) {}\n",
         process.pid,
-        process.eid.as_deref().unwrap_or("N/A"),
+        terminal(process.eid.as_deref().unwrap_or("N/A")),
         indices.join(",")
     )
 }
@@ -61,8 +62,8 @@ fn detach(report: &Report, tx: &mut Transaction<'_>, out: &mut String, act: bool
         for env in &envs.envs {
             out.push_str(&format!(
                 "Detaching environment {} of user {} from device {index}\n",
-                env.eid,
-                env.username.as_deref().unwrap_or("N/A")
+                terminal(&env.eid),
+                terminal(env.username.as_deref().unwrap_or("N/A"))
             ));
             if let Some(device) = devices.as_mut().and_then(|d| d.get_mut(index))
                 && device.detach(&env.eid)

@@ -1,6 +1,7 @@
 //! `--env-devices`: processes on GPUs their environment is not attached to.
 
 use crate::enforce::survey::Survey;
+use crate::escape::terminal;
 
 /// Terminates processes using devices not attached to their environment.
 pub fn env_devices(survey: &mut Survey) {
@@ -19,7 +20,7 @@ pub fn env_devices(survey: &mut Survey) {
             survey.say(format!(
                 "Process {} from environment {} is using non-attached GPU(s) {}",
                 process.pid,
-                env.eid,
+                terminal(&env.eid),
                 unallowed.join(",")
             ));
             survey.terminate(process.pid);
@@ -54,5 +55,26 @@ mod tests {
             ]
         );
         assert_eq!(outcome(&survey), (vec![11, 12], vec![]));
+    }
+
+    #[test]
+    fn names_from_the_state_are_escaped_for_the_terminal() {
+        let eid = "x\u{1b}[2J";
+        let snapshot = snapshot(
+            vec![process(10, 1000, Some(eid), &[(1, 42)])],
+            vec![env(eid, 1000, &[9])],
+            devices(2, &[]),
+        );
+        let mut survey = Survey::new(&snapshot);
+        env_devices(&mut survey);
+        assert_eq!(
+            survey.lines,
+            ["Process 10 from environment x\\u{1b}[2J is using non-attached GPU(s) 1"]
+        );
+        // The report keeps the value itself.
+        assert_eq!(
+            survey.report().terminate.processes[0].eid.as_deref(),
+            Some(eid)
+        );
     }
 }

@@ -4,6 +4,7 @@
 use super::megabytes;
 use crate::enforce::snapshot::bytes;
 use crate::enforce::survey::Survey;
+use crate::escape::terminal;
 
 /// For each device an environment with a capacity is attached to,
 /// terminates its processes there in the driver's order until what they
@@ -35,7 +36,7 @@ pub fn env_memory(survey: &mut Survey) {
             let over = used - capacity_bytes;
             survey.say(format!(
                 "Environment {} is using {} on device {} which is {} over its capacity of {}",
-                env.eid,
+                terminal(&env.eid),
                 megabytes(used),
                 device.index,
                 megabytes(over),

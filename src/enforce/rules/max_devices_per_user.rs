@@ -3,6 +3,7 @@
 
 use super::Quota;
 use crate::enforce::survey::Survey;
+use crate::escape::terminal;
 
 /// Detaches a user's environments from devices, in index order, until the
 /// user is within the quota; their processes on those devices are
@@ -39,7 +40,8 @@ pub fn max_devices_per_user(survey: &mut Survey, quota: &Quota<u64>) {
         }
         let over = attached - maximum;
         survey.say(format!(
-            "User {user} is using {attached} devices which is {over} more than the maximum allowed"
+            "User {} is using {attached} devices which is {over} more than the maximum allowed",
+            terminal(user)
         ));
         for (index, mine) in devices.iter().take(over as usize) {
             survey.detach(*index, mine);

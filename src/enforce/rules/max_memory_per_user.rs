@@ -13,6 +13,7 @@ use std::collections::BTreeSet;
 use super::{Quota, megabytes};
 use crate::enforce::snapshot::{Snapshot, bytes};
 use crate::enforce::survey::Survey;
+use crate::escape::terminal;
 
 /// What a user holds on one device.
 struct Holding<'a> {
@@ -91,7 +92,8 @@ pub fn max_memory_per_user(survey: &mut Survey, quota: &Quota<u64>) {
         }
         let over = held - maximum;
         survey.say(format!(
-            "User {user} is using {} of GPU memory which is {} more than the maximum allowed of {}",
+            "User {} is using {} of GPU memory which is {} more than the maximum allowed of {}",
+            terminal(&user),
             megabytes(held),
             megabytes(over),
             megabytes(maximum)
