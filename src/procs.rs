@@ -228,6 +228,33 @@ pub fn environ_lookup(pid: u32, name: &str) -> Result<Option<String>, ProcError>
     }))
 }
 
+/// The owner of `/proc/<pid>` alone (see [`Identity::uid`]).
+pub fn owner(pid: u32) -> Result<u32, ProcError> {
+    use std::os::unix::fs::MetadataExt;
+    if pid == 0 {
+        return Err(ProcError::Gone);
+    }
+    std::fs::metadata(format!("/proc/{pid}"))
+        .map(|m| m.uid())
+        .map_err(|e| ProcError::from_io(&e))
+}
+
+/// Raises the soft limit on open files to the hard one, for a program
+/// that holds a descriptor per process it watches.
+pub fn raise_open_files_limit() {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    if limit.current < limit.maximum {
+        let _ = setrlimit(
+            Resource::Nofile,
+            rustix::process::Rlimit {
+                current: limit.maximum,
+                maximum: limit.maximum,
+            },
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,6 +7,7 @@
 //! gone. Pids of 0 or below (process groups) are never signalled.
 
 use std::os::fd::{AsFd, OwnedFd};
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use rustix::io::Errno;
@@ -139,7 +140,7 @@ impl Done {
 /// A process that was sent SIGTERM, held by its pidfd.
 struct Signalled {
     pid: i64,
-    pidfd: OwnedFd,
+    pidfd: Rc<OwnedFd>,
     identity: Identity,
 }
 
@@ -147,9 +148,14 @@ fn log(message: impl std::fmt::Display) {
     messages::note(format!("{}: {message}", timefmt::now()));
 }
 
-/// Opens a pidfd for the process the snapshot saw as `pid`, when it is
-/// still that process: same start time, same owner.
-fn verified(pid: i64, seen: Option<Identity>) -> std::result::Result<(OwnedFd, Identity), String> {
+/// A pidfd for the process the snapshot saw as `pid`, when it is still
+/// that process: the pidfd the snapshot opened, or one opened now for a
+/// process with the same start time; and the same owner.
+fn verified(
+    pid: i64,
+    seen: Option<Identity>,
+    pinned: Option<&Rc<OwnedFd>>,
+) -> std::result::Result<(Rc<OwnedFd>, Identity), String> {
     let Some(seen) = seen else {
         return Err("genv could not tell who owns it".into());
     };
@@ -160,8 +166,19 @@ fn verified(pid: i64, seen: Option<Identity>) -> std::result::Result<(OwnedFd, I
     else {
         return Err("it is not a process genv may signal".into());
     };
+    if let Some(pidfd) = pinned {
+        // Alive, so its pid is still its own.
+        if exited(pidfd) {
+            return Err("it has exited".into());
+        }
+        return match procs::identity(pid as u32) {
+            Ok(now) if now.uid == seen.uid => Ok((Rc::clone(pidfd), now)),
+            Ok(_) => Err("its owner changed".into()),
+            Err(_) => Err("it has exited".into()),
+        };
+    }
     let pidfd = match rustix::process::pidfd_open(raw, PidfdFlags::empty()) {
-        Ok(fd) => fd,
+        Ok(fd) => Rc::new(fd),
         Err(Errno::SRCH) => return Err("it has exited".into()),
         Err(e) => return Err(format!("it could not be opened ({e})")),
     };
@@ -172,12 +189,12 @@ fn verified(pid: i64, seen: Option<Identity>) -> std::result::Result<(OwnedFd, I
     }
 }
 
-fn send(pidfd: &OwnedFd, signal: Signal) -> std::result::Result<(), Errno> {
+fn send(pidfd: &Rc<OwnedFd>, signal: Signal) -> std::result::Result<(), Errno> {
     rustix::process::pidfd_send_signal(pidfd.as_fd(), signal)
 }
 
 /// Whether the process behind a pidfd has exited (the pidfd is readable).
-fn exited(pidfd: &OwnedFd) -> bool {
+fn exited(pidfd: &Rc<OwnedFd>) -> bool {
     use rustix::event::{PollFd, PollFlags, Timespec};
     let mut fds = [PollFd::new(pidfd, PollFlags::IN)];
     let now = Timespec {
@@ -210,7 +227,8 @@ pub fn enforce(
             .iter()
             .find(|p| p.pid == process.pid)
             .and_then(|p| p.identity);
-        let (pidfd, identity) = match verified(process.pid, seen) {
+        let pinned = snapshot.pidfds.get(&process.pid);
+        let (pidfd, identity) = match verified(process.pid, seen, pinned) {
             Ok(found) => found,
             Err(why) => {
                 messages::warn(format!("not signalling process {}: {why}", process.pid));
@@ -397,5 +415,25 @@ mod tests {
         .unwrap();
         assert_eq!(done.terminated, 1);
         assert!(child.wait().unwrap().signal().is_some());
+    }
+
+    #[test]
+    fn a_pinned_process_that_exited_is_not_signalled_whatever_has_its_pid() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = crate::state::StateDir::new(dir.path());
+        let mut child = std::process::Command::new("sleep")
+            .arg("1000")
+            .spawn()
+            .unwrap();
+        let pid = i64::from(child.id());
+        let inspection = crate::enforce::snapshot::inspect(child.id());
+        let pidfd = inspection.pidfd.clone().expect("pidfds (Linux 5.3)");
+        let mut snapshot = snapshot(pid, inspection.identity.ok());
+        snapshot.pidfds.insert(pid, pidfd);
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let mut out = String::new();
+        let done = enforce(&report(pid), &snapshot, acting(), &state, &mut out).unwrap();
+        assert_eq!((done.terminated, done.refused), (0, 1));
     }
 }

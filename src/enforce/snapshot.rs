@@ -4,6 +4,8 @@
 
 use std::cell::OnceCell;
 use std::collections::{BTreeMap, HashMap};
+use std::os::fd::OwnedFd;
+use std::rc::Rc;
 
 use crate::backend::{ComputeProcess, DeviceBackend};
 use crate::env_vars;
@@ -60,6 +62,10 @@ pub struct Snapshot {
     pub owners: HashMap<String, Owner>,
     /// Uid to user name, for processes' owners.
     pub names: BTreeMap<u32, String>,
+    /// A pidfd for each process opened while taking the snapshot: a
+    /// signal through it reaches that process or none, whatever became of
+    /// its pid.
+    pub pidfds: HashMap<i64, Rc<OwnedFd>>,
     /// Environment id to the positions of its processes, made on first use.
     by_env: OnceCell<HashMap<String, Vec<usize>>>,
 }
@@ -107,11 +113,14 @@ impl Snapshot {
 }
 
 /// What `/proc` says about one process, as [`membership`] needs it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Inspection {
+    /// With a pidfd, the start time is not read (0): the pidfd pins the
+    /// process.
     pub identity: Result<Identity, ProcError>,
     /// Its `GENV_ENVIRONMENT_ID`.
     pub claim: Result<Option<String>, ProcError>,
+    pub pidfd: Option<Rc<OwnedFd>>,
 }
 
 /// The environment a process belongs to, or `None`.
@@ -185,12 +194,16 @@ pub fn assemble(
     mut inspect: impl FnMut(u32) -> Inspection,
 ) -> Snapshot {
     let mut names = BTreeMap::new();
+    let mut pidfds = HashMap::new();
     let owners = owners(&envs, &mut names);
     let processes = group(list)
         .into_iter()
         .map(|(pid, usage)| {
             let inspection = inspect(pid);
             let eid = membership(pid.into(), &inspection, &envs);
+            if let Some(pidfd) = inspection.pidfd {
+                pidfds.insert(i64::from(pid), pidfd);
+            }
             let identity = inspection.identity.ok();
             if let Some(identity) = identity {
                 names.entry(identity.uid).or_insert_with(|| {
@@ -208,6 +221,7 @@ pub fn assemble(
     Snapshot {
         owners,
         names,
+        pidfds,
         ..Snapshot::new(processes, envs, devices)
     }
 }
@@ -215,7 +229,18 @@ pub fn assemble(
 /// What `/proc` says about a process. A process that cannot be inspected
 /// gets genv 1.4.3's warning, once per snapshot.
 pub fn inspect(pid: u32) -> Inspection {
-    let identity = procs::identity(pid);
+    // A pidfd first, then the owner: while the pidfd's process lives, its
+    // pid is its own. Without pidfds (before Linux 5.3), the start time.
+    let pidfd = i32::try_from(pid)
+        .ok()
+        .filter(|&p| p > 0)
+        .and_then(rustix::process::Pid::from_raw)
+        .and_then(|p| rustix::process::pidfd_open(p, rustix::process::PidfdFlags::empty()).ok())
+        .map(Rc::new);
+    let identity = match pidfd {
+        Some(_) => procs::owner(pid).map(|uid| Identity { uid, start_time: 0 }),
+        None => procs::identity(pid),
+    };
     let claim = match identity {
         Ok(_) => procs::environ_lookup(pid, env_vars::GENV_ENVIRONMENT_ID),
         Err(e) => Err(e),
@@ -227,7 +252,11 @@ pub fn inspect(pid: u32) -> Inspection {
         (_, Err(ProcError::Gone)) => eprintln!("[DEBUG] Process {pid} already terminated"),
         _ => {}
     }
-    Inspection { identity, claim }
+    Inspection {
+        identity,
+        claim,
+        pidfd,
+    }
 }
 
 /// Takes a snapshot: the GPU processes (the device query), then, under the
@@ -235,6 +264,7 @@ pub fn inspect(pid: u32) -> Inspection {
 /// them (dead ones dropped).
 pub fn take(dir: &StateDir, backend: &dyn DeviceBackend) -> Result<Snapshot> {
     let list = backend.processes()?;
+    procs::raise_open_files_limit();
     let mut tx = dir.transaction(LoadOptions::default())?;
     tx.reconcile(backend, false)?;
     let envs = tx.envs()?.clone();
@@ -258,6 +288,7 @@ mod tests {
         Inspection {
             identity: Ok(identity(uid)),
             claim: Ok(claim.map(str::to_owned)),
+            pidfd: None,
         }
     }
 
@@ -291,6 +322,7 @@ mod tests {
         let unknown = Inspection {
             identity: Err(ProcError::Denied),
             claim: Err(ProcError::Denied),
+            pidfd: None,
         };
         assert_eq!(membership(10, &unknown, &envs), None);
     }
