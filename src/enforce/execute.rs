@@ -1,8 +1,10 @@
 //! The one place that sends signals and detaches environments.
 //!
-//! A process is signalled through a pidfd opened before its identity is
-//! checked against what the snapshot saw (same start time, same owner),
-//! so a pid that was reused in between is never signalled: either the
+//! A process is signalled through the pidfd the snapshot opened for it,
+//! after its owner is checked again: the signal reaches the process the
+//! rules judged or none, whatever became of its pid. Without such a pidfd
+//! one is opened before the start time and owner are compared with the
+//! snapshot's, so a pid reused in between is never signalled: either the
 //! check sees the new process, or the pidfd names the old one, which is
 //! gone. Pids of 0 or below (process groups) are never signalled.
 
