@@ -147,7 +147,63 @@ pub fn membership(pid: i64, inspection: &Inspection, envs: &Envs) -> Option<Stri
         .map(|env| env.eid.clone())
 }
 
-/// Groups per-GPU rows by pid, in the driver's order.
+/// The order in which CPython 3 iterates a `set` of the given pids added
+/// in this order: genv 1.4.3 lists GPU processes by iterating such a set,
+/// and `--env-memory` terminates them greedily in that order. (An int's
+/// hash is itself; open addressing with 9 linear probes then perturbed
+/// steps; the table starts with 8 slots and grows to hold 4 times what it
+/// holds once 3/5 full.)
+pub fn python_set_order(pids: &[u32]) -> Vec<u32> {
+    const LINEAR_PROBES: usize = 9;
+    fn insert(table: &mut [Option<u32>], key: u32) -> bool {
+        let mask = table.len() - 1;
+        let mut perturb = key as usize;
+        let mut i = key as usize & mask;
+        loop {
+            let probes = if i + LINEAR_PROBES <= mask {
+                LINEAR_PROBES
+            } else {
+                0
+            };
+            for j in i..=i + probes {
+                match table[j] {
+                    None => {
+                        table[j] = Some(key);
+                        return true;
+                    }
+                    Some(k) if k == key => return false,
+                    Some(_) => {}
+                }
+            }
+            perturb >>= 5;
+            i = (i.wrapping_mul(5).wrapping_add(1).wrapping_add(perturb)) & mask;
+        }
+    }
+    let mut table: Vec<Option<u32>> = vec![None; 8];
+    let mut used = 0usize;
+    for &pid in pids {
+        if !insert(&mut table, pid) {
+            continue;
+        }
+        used += 1;
+        let mask = table.len() - 1;
+        if used * 5 >= mask * 3 {
+            let minused = if used > 50_000 { used * 2 } else { used * 4 };
+            let mut size = 8;
+            while size <= minused {
+                size <<= 1;
+            }
+            let old = std::mem::replace(&mut table, vec![None; size]);
+            for key in old.into_iter().flatten() {
+                insert(&mut table, key);
+            }
+        }
+    }
+    table.into_iter().flatten().collect()
+}
+
+/// Groups per-GPU rows by pid, in genv 1.4.3's order (see
+/// [`python_set_order`]).
 pub fn group(list: &[ComputeProcess]) -> Vec<(u32, Vec<(u32, u64)>)> {
     let mut grouped: Vec<(u32, Vec<(u32, u64)>)> = Vec::new();
     let mut at: HashMap<u32, usize> = HashMap::new();
@@ -161,7 +217,12 @@ pub fn group(list: &[ComputeProcess]) -> Vec<(u32, Vec<(u32, u64)>)> {
             }
         }
     }
-    grouped
+    let order = python_set_order(&grouped.iter().map(|(pid, _)| *pid).collect::<Vec<_>>());
+    let mut by_pid: HashMap<u32, Vec<(u32, u64)>> = grouped.into_iter().collect();
+    order
+        .into_iter()
+        .filter_map(|pid| by_pid.remove(&pid).map(|usage| (pid, usage)))
+        .collect()
 }
 
 /// The owners of the environments: the uid `envs.json` records, named by
@@ -328,13 +389,53 @@ mod tests {
     }
 
     #[test]
-    fn rows_are_grouped_by_pid_in_order() {
+    fn pids_in_the_order_of_a_python_set() {
+        // As genv 1.4.3 listed them (`list(set([...]))` in CPython 3.11).
+        assert_eq!(
+            python_set_order(&[19303, 19304, 19305]),
+            [19304, 19305, 19303]
+        );
+        assert_eq!(python_set_order(&[3, 11, 3, 19]), [11, 19, 3]);
+        assert_eq!(
+            python_set_order(&[7, 1, 9, 2, 100, 64]),
+            [64, 1, 2, 100, 7, 9]
+        );
+        // Through several resizes, against CPython 3.11's output.
+        for (n, first, checksum) in [
+            (5, [1396804, 1000, 47853, 2698902, 1349951], 13593216),
+            (20, [235265, 282118, 2698902, 2745755, 2792608], 201734671),
+            (100, [282118, 3776521, 375824, 3870227, 469530], 99726223),
+            (1000, [1566721, 2113539, 2945030, 276486, 3776521], 7903609),
+            (
+                5000,
+                [3866672, 3407928, 3670073, 2949184, 3211329],
+                468059713,
+            ),
+        ] {
+            let pids: Vec<u32> = (0..n as u64)
+                .map(|i| ((i * 7919 * 104729) % 4_000_000 + 1000) as u32)
+                .collect();
+            let order = python_set_order(&pids);
+            assert_eq!(order[..5], first, "{n}");
+            let sum = order
+                .iter()
+                .enumerate()
+                .map(|(i, v)| i as u64 * u64::from(*v))
+                .sum::<u64>()
+                % 1_000_000_007;
+            assert_eq!(sum, checksum, "{n}");
+        }
+    }
+
+    #[test]
+    fn rows_are_grouped_by_pid_in_python_set_order() {
         let list = [compute(7, 1, 100), compute(3, 0, 10), compute(7, 0, 5)];
+        // A Python set of 7 and 3 iterates 3 first.
         assert_eq!(
             group(&list),
             vec![
-                (7, vec![(1, 100 << 20), (0, 5 << 20)]),
-                (3, vec![(0, 10 << 20)])
+                (3, vec![(0, 10 << 20)]),
+                (7, vec![(1, 100 << 20), (0, 5 << 20)])
             ]
         );
     }

@@ -68,7 +68,26 @@ impl Bed {
         if let Some(eid) = eid {
             vars.push(("GENV_ENVIRONMENT_ID", eid));
         }
-        named_sleeper(self.sb.dir.path(), &self.name, &vars)
+        let sleeper = named_sleeper(self.sb.dir.path(), &self.name, &vars);
+        self.wait_named(&sleeper);
+        sleeper
+    }
+
+    /// Until the process runs under the test's name (after its exec), so
+    /// that the GPU process list sees it.
+    fn wait_named(&self, p: &Sleeper) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while std::fs::read_to_string(format!("/proc/{}/comm", p.pid()))
+            .map_or(true, |c| c.trim_end() != self.name)
+        {
+            assert!(
+                Instant::now() < deadline,
+                "{} never ran as {}",
+                p.pid(),
+                self.name
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
     }
 
     fn enforce(&self, args: &[&str], vars: &[(&str, &str)]) -> Run {
@@ -106,16 +125,15 @@ impl Bed {
     }
 
     /// genv 1.4.3 and ours, each on its own copy of the state, as a dry
-    /// run of the terminations: their stdout (sorted: 1.4.3 lists
-    /// processes in the order of a Python set) and the devices after.
+    /// run of the terminations: their stdout, line for line in the same
+    /// order, and the devices after.
     fn both(&self, args: &[&str]) -> [(Vec<String>, String); 2] {
         let run = |mut cmd: Command, state: &Path| {
             cmd.args(["enforce", "--interval", "0"])
                 .args(args)
                 .env("GENV_TERMINATE_PROCESSES", "0");
             let run = Run::from(cmd.output().unwrap()).ok();
-            let mut lines: Vec<String> = run.stdout.lines().map(str::to_owned).collect();
-            lines.sort();
+            let lines: Vec<String> = run.stdout.lines().map(str::to_owned).collect();
             let devices = self
                 .sb
                 .cmd(&[
@@ -339,7 +357,9 @@ fn a_crafted_state_file_gets_no_one_signalled() {
             .uid(65534)
             .gid(65534)
             .stdin(Stdio::null());
-        Sleeper(cmd.spawn().unwrap())
+        let sleeper = Sleeper(cmd.spawn().unwrap());
+        bed.wait_named(&sleeper);
+        sleeper
     });
     // The positive control: our own process, in our environment, on a
     // GPU it is not attached to.
@@ -413,7 +433,7 @@ fn sigkill_after_the_grace_period() {
             .spawn()
             .unwrap(),
     );
-    std::thread::sleep(Duration::from_millis(200));
+    bed.wait_named(&stubborn);
     let run = bed.enforce(&["--grace", "0.3"], &[]).ok();
     assert!(run.stderr.contains("sent SIGTERM"), "{run:?}");
     assert!(
@@ -527,14 +547,6 @@ with contextlib.redirect_stdout(sys.stderr):
 print(json.dumps(survey.report, cls=JSONEncoder))
 "#;
 
-/// The processes in pid order (1.4.3 lists them in a Python set's order).
-fn normalized(mut report: serde_json::Value) -> serde_json::Value {
-    if let Some(list) = report["terminate"]["processes"].as_array_mut() {
-        list.sort_by_key(|p| p["pid"].as_i64());
-    }
-    report
-}
-
 #[test]
 fn the_report_is_genv_1_4_3_s() {
     let bed = Bed::new("j");
@@ -559,7 +571,7 @@ fn the_report_is_genv_1_4_3_s() {
             .unwrap(),
     )
     .ok();
-    let parse = |text: &str| normalized(serde_json::from_str(text).unwrap());
+    let parse = |text: &str| serde_json::from_str::<serde_json::Value>(text).unwrap();
     let ours = parse(&ours.stdout);
     assert_eq!(ours, parse(&theirs.stdout));
     // All but e2's process; e1 detached from GPU 0.
