@@ -165,13 +165,13 @@ pub fn python_set_order(pids: &[u32]) -> Vec<u32> {
             } else {
                 0
             };
-            for j in i..=i + probes {
-                match table[j] {
+            for slot in &mut table[i..=i + probes] {
+                match slot {
                     None => {
-                        table[j] = Some(key);
+                        *slot = Some(key);
                         return true;
                     }
-                    Some(k) if k == key => return false,
+                    Some(k) if *k == key => return false,
                     Some(_) => {}
                 }
             }
