@@ -106,6 +106,7 @@ fn run(cli: Cli, ctx: &mut Context) -> Result<Exit> {
         Command::Deactivate(args) => cli::deactivate::run(args, ctx),
         Command::Detach(args) => cli::detach::run(args, ctx),
         Command::Devices(args) => cli::devices::run(args, ctx),
+        Command::Enforce(args) => cli::enforce::run(args, ctx),
         Command::Envs(args) => cli::envs::run(args, ctx),
         Command::Home(args) => cli::home::run(args, ctx),
         Command::Llm(args) => cli::llm::run(args, ctx),

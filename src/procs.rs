@@ -203,6 +203,140 @@ fn parse_file_id(field: &str) -> Option<FileId> {
     })
 }
 
+/// Who a process is, as the kernel says: its owner and its start time
+/// (clock ticks after boot, field 22 of `/proc/<pid>/stat`). A pid that
+/// was reused names a process with another start time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Identity {
+    /// The owner of `/proc/<pid>`: the process's effective uid, or root
+    /// for a process that is not dumpable (a set-uid program, or one that
+    /// asked not to be inspected), which genv then treats as root's.
+    pub uid: u32,
+    pub start_time: u64,
+}
+
+impl Identity {
+    pub fn is_root(&self) -> bool {
+        self.uid == 0
+    }
+}
+
+/// Why `/proc` said nothing about a process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProcError {
+    /// No such process (it exited).
+    Gone,
+    /// Not allowed to look (another user's process, without root).
+    Denied,
+    /// Something else: an unreadable or unexpected file.
+    Unreadable,
+}
+
+impl ProcError {
+    fn from_io(error: &std::io::Error) -> Self {
+        match error.kind() {
+            std::io::ErrorKind::NotFound => ProcError::Gone,
+            std::io::ErrorKind::PermissionDenied => ProcError::Denied,
+            _ if error.raw_os_error() == Some(libc::ESRCH) => ProcError::Gone,
+            _ => ProcError::Unreadable,
+        }
+    }
+}
+
+/// The owner and start time of a process: the owner of
+/// `/proc/<pid>/stat` (as of `/proc/<pid>`) and its field 22, from one
+/// open file, readable for every process.
+pub fn identity(pid: u32) -> Result<Identity, ProcError> {
+    use std::io::Read;
+    use std::os::unix::fs::MetadataExt;
+    if pid == 0 {
+        return Err(ProcError::Gone);
+    }
+    let mut file =
+        std::fs::File::open(format!("/proc/{pid}/stat")).map_err(|e| ProcError::from_io(&e))?;
+    let uid = file.metadata().map_err(|e| ProcError::from_io(&e))?.uid();
+    let mut buf = [0u8; 1024];
+    let mut filled = 0;
+    while filled < buf.len() {
+        match file.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(ProcError::from_io(&e)),
+        }
+    }
+    let start_time = start_time_of_stat(&buf[..filled]).ok_or(ProcError::Unreadable)?;
+    Ok(Identity { uid, start_time })
+}
+
+/// Field 22 of `/proc/<pid>/stat`. The command name (field 2) is in
+/// parentheses and may hold spaces and parentheses itself, so the fields
+/// are counted from the last `)`.
+fn start_time_of_stat(stat: &[u8]) -> Option<u64> {
+    let close = stat.iter().rposition(|&b| b == b')')?;
+    let rest = std::str::from_utf8(&stat[close + 1..]).ok()?;
+    // After `)` come field 3 (state), 4, ...: field 22 is the 20th.
+    rest.split_ascii_whitespace().nth(19)?.parse().ok()
+}
+
+/// One variable of another process's environment, telling an unset
+/// variable (`Ok(None)`) from a process that could not be inspected.
+pub fn environ_lookup(pid: u32, name: &str) -> Result<Option<String>, ProcError> {
+    use std::io::Read;
+    // One large read rather than `fs::read`'s small first reads: each read
+    // of `environ` maps the other process's memory.
+    let mut file =
+        std::fs::File::open(format!("/proc/{pid}/environ")).map_err(|e| ProcError::from_io(&e))?;
+    let mut bytes = Vec::with_capacity(16 * 1024);
+    loop {
+        if bytes.len() == bytes.capacity() {
+            bytes.reserve(bytes.capacity());
+        }
+        let start = bytes.len();
+        bytes.resize(bytes.capacity(), 0);
+        match file.read(&mut bytes[start..]) {
+            Ok(0) => {
+                bytes.truncate(start);
+                break;
+            }
+            Ok(n) => bytes.truncate(start + n),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => bytes.truncate(start),
+            Err(e) => return Err(ProcError::from_io(&e)),
+        }
+    }
+    Ok(bytes.split(|&b| b == 0).find_map(|entry| {
+        let rest = entry.strip_prefix(name.as_bytes())?.strip_prefix(b"=")?;
+        Some(String::from_utf8_lossy(rest).into_owned())
+    }))
+}
+
+/// The owner of `/proc/<pid>` alone (see [`Identity::uid`]).
+pub fn owner(pid: u32) -> Result<u32, ProcError> {
+    use std::os::unix::fs::MetadataExt;
+    if pid == 0 {
+        return Err(ProcError::Gone);
+    }
+    std::fs::metadata(format!("/proc/{pid}"))
+        .map(|m| m.uid())
+        .map_err(|e| ProcError::from_io(&e))
+}
+
+/// Raises the soft limit on open files to the hard one, for a program
+/// that holds a descriptor per process it watches.
+pub fn raise_open_files_limit() {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    if limit.current < limit.maximum {
+        let _ = setrlimit(
+            Resource::Nofile,
+            rustix::process::Rlimit {
+                current: limit.maximum,
+                maximum: limit.maximum,
+            },
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -274,5 +408,25 @@ mod tests {
         let stat = "42 (a) b (c) S 1 42 42 0 -1 4194560 100 0 0 0 0 0 0 0 20 0 1 0 98765 1000 10";
         assert_eq!(parse_start_time(stat), Some(98765));
         assert!(start_time(std::process::id()).is_some());
+    }
+
+    #[test]
+    fn identity_of_self_and_parsing() {
+        let me = identity(std::process::id()).unwrap();
+        assert_eq!(me.uid, current_uid());
+        assert_eq!(identity(std::process::id()).unwrap(), me);
+        assert_eq!(identity(0), Err(ProcError::Gone));
+        assert_eq!(identity(u32::MAX), Err(ProcError::Gone));
+        let stat = b"42 (a) b (c)) S 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 777 19 20";
+        assert_eq!(start_time_of_stat(stat), Some(777));
+        assert_eq!(start_time_of_stat(b"42 (x) S 1"), None);
+    }
+
+    #[test]
+    fn environ_lookup_tells_unset_from_gone() {
+        let pid = std::process::id();
+        assert!(environ_lookup(pid, "PATH").unwrap().is_some());
+        assert_eq!(environ_lookup(pid, "GENV_SURELY_UNSET_VARIABLE"), Ok(None));
+        assert_eq!(environ_lookup(u32::MAX, "PATH"), Err(ProcError::Gone));
     }
 }

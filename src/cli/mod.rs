@@ -7,6 +7,7 @@ mod context;
 pub mod deactivate;
 pub mod detach;
 pub mod devices;
+pub mod enforce;
 pub mod envs;
 pub mod home;
 pub mod llm;
@@ -48,6 +49,8 @@ pub enum Command {
     Detach(DetachArgs),
     /// Query and manage devices
     Devices(DevicesArgs),
+    /// Enforce GPU usage
+    Enforce(EnforceArgs),
     /// Query and manage environments
     Envs(EnvsArgs),
     /// Show the home directory of the current environment
@@ -298,6 +301,53 @@ pub enum DevicesCommand {
 pub struct HomeArgs {
     #[arg(short, long)]
     pub quiet: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct EnforceArgs {
+    /// Interval in seconds between enforcement cycles; 0 means run once
+    #[arg(long, default_value_t = 10, value_name = "INTERVAL")]
+    pub interval: u64,
+    /// Terminate processes that are not running in a GPU environment (default: False)
+    #[arg(long = "non-env-processes", conflicts_with = "no_non_env_processes")]
+    pub non_env_processes: bool,
+    #[arg(long = "no-non-env-processes")]
+    pub no_non_env_processes: bool,
+    /// Enforce environment attached devices (default: True)
+    #[arg(long = "env-devices", conflicts_with = "no_env_devices")]
+    pub env_devices: bool,
+    #[arg(long = "no-env-devices")]
+    pub no_env_devices: bool,
+    /// Enforce environment memory capacity if set (default: True)
+    #[arg(long = "env-memory", conflicts_with = "no_env_memory")]
+    pub env_memory: bool,
+    #[arg(long = "no-env-memory")]
+    pub no_env_memory: bool,
+    /// Maximum allowed attached devices for each user
+    #[arg(long = "max-devices-per-user", value_name = "MAX_DEVICES_PER_USER")]
+    pub max_devices_per_user: Option<u64>,
+    /// Per-user specification of maximum allowed attached devices
+    #[arg(long = "max-devices-for-user", num_args = 1.., value_name = "username=maximum",
+          value_parser = crate::cli::enforce::parse_devices_spec)]
+    pub max_devices_for_user: Vec<(String, u64)>,
+    /// Maximum GPU memory for each user, reserved or used (e.g. 40g)
+    #[arg(long = "max-memory-per-user", value_name = "AMOUNT",
+          value_parser = crate::cli::enforce::parse_memory)]
+    pub max_memory_per_user: Option<u64>,
+    /// Per-user maximum GPU memory
+    #[arg(long = "max-memory-for-user", num_args = 1.., value_name = "username=amount",
+          value_parser = crate::cli::enforce::parse_memory_spec)]
+    pub max_memory_for_user: Vec<(String, u64)>,
+    /// Seconds a process has to exit after SIGTERM before SIGKILL
+    #[arg(long, default_value_t = 5.0, value_name = "SECONDS",
+          value_parser = crate::cli::enforce::parse_grace)]
+    pub grace: f64,
+    /// Say what would be done; signal and detach nothing
+    #[arg(long = "dry-run")]
+    pub dry_run: bool,
+    /// Print each cycle's report as JSON (what `genv usage execute` reads) instead of acting; the rules' lines go to stderr
+    #[arg(long)]
+    pub report: bool,
 }
 
 #[derive(Debug, Args)]

@@ -1,13 +1,24 @@
-//! Enforcement. The reports say what to do; [`execute`] is the one place
-//! that sends signals.
+//! Enforcement: `genv enforce` and `genv usage execute`.
+//!
+//! A cycle takes a [`snapshot`] (GPU processes with their owners as the
+//! kernel tells them, environments, devices), runs the [`rules`], pure
+//! functions that record their decisions in a [`survey`], and hands the
+//! resulting [`Report`] to [`execute`], the one module that sends signals
+//! or detaches.
+
+pub mod execute;
+pub mod rules;
+pub mod snapshot;
+pub mod survey;
+
+pub use execute::execute;
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
 use crate::backend::{self, ComputeProcess};
-use crate::env_vars;
-use crate::state::{Envs, Transaction};
+use crate::state::Envs;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Usage {
@@ -56,67 +67,34 @@ pub fn processes(list: Vec<ComputeProcess>) -> Processes {
     Processes { processes }
 }
 
-/// Terminates and detaches as the report says, printing each action as
-/// genv 1.4.3 does. `GENV_TERMINATE_PROCESSES=0` only reports.
-pub fn execute(
-    report: &Report,
-    tx: &mut Transaction<'_>,
-    out: &mut String,
-) -> crate::error::Result<()> {
-    let terminate =
-        env_vars::get(env_vars::GENV_TERMINATE_PROCESSES).is_none_or(|v| v.trim() != "0");
-    // What was done, for `genv monitor`'s counters.
-    let (mut terminated, mut detached) = (0u64, 0u64);
-    for process in &report.terminate.processes {
-        let indices: Vec<String> = process
-            .used_gpu_memory
-            .iter()
-            .map(|u| u.index.to_string())
-            .collect();
-        out.push_str(&format!(
-            "Terminating process {} from environment {} that is running on GPU(s) {}\n",
-            process.pid,
-            process.eid.as_deref().unwrap_or("N/A"),
-            indices.join(",")
-        ));
-        if !terminate {
-            continue;
-        }
-        // Never 0 or negative: kill() would signal whole process groups.
-        let pid = i32::try_from(process.pid).ok().filter(|&p| p > 0);
-        let Some(pid) = pid.and_then(rustix::process::Pid::from_raw) else {
-            eprintln!("[ERROR] Refusing to terminate invalid pid {}", process.pid);
-            continue;
-        };
-        match rustix::process::kill_process(pid, rustix::process::Signal::TERM) {
-            Ok(()) => terminated += 1,
-            Err(rustix::io::Errno::PERM) => {
-                eprintln!(
-                    "[ERROR] Not enough permissions to terminate process {}",
-                    process.pid
-                )
-            }
-            Err(_) => eprintln!("[DEBUG] Process {} already terminated", process.pid),
-        }
+/// Which rules a cycle runs, as the command line chose them.
+#[derive(Debug, Clone, Default)]
+pub struct Rules {
+    pub non_env_processes: bool,
+    pub env_devices: bool,
+    pub env_memory: bool,
+    pub max_devices: rules::Quota<u64>,
+    /// In bytes.
+    pub max_memory: rules::Quota<u64>,
+}
+
+/// Runs the rules over a snapshot, in genv 1.4.3's order.
+pub fn decide<'a>(snapshot: &'a snapshot::Snapshot, chosen: &Rules) -> survey::Survey<'a> {
+    let mut survey = survey::Survey::new(snapshot);
+    if chosen.non_env_processes {
+        rules::non_env_processes(&mut survey);
     }
-    let devices = tx.devices_mut()?;
-    for (index, envs) in &report.detach {
-        let Ok(index) = index.parse::<u32>() else {
-            eprintln!("[ERROR] Invalid device index {index:?} in the report");
-            continue;
-        };
-        for env in &envs.envs {
-            out.push_str(&format!(
-                "Detaching environment {} of user {} from device {index}\n",
-                env.eid,
-                env.username.as_deref().unwrap_or("N/A")
-            ));
-            if let Some(device) = devices.get_mut(index)
-                && device.detach(&env.eid)
-            {
-                detached += 1;
-            }
-        }
+    if chosen.env_devices {
+        rules::env_devices(&mut survey);
     }
-    crate::state::enforcement::record(tx, terminated, detached)
+    if chosen.env_memory {
+        rules::env_memory(&mut survey);
+    }
+    if chosen.max_devices.is_set() {
+        rules::max_devices_per_user(&mut survey, &chosen.max_devices);
+    }
+    if chosen.max_memory.is_set() {
+        rules::max_memory_per_user(&mut survey, &chosen.max_memory);
+    }
+    survey
 }

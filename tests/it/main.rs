@@ -12,6 +12,7 @@ mod compat_messages;
 mod compat_ref;
 mod core_cli;
 mod crash_concurrency;
+mod enforce;
 mod extensions;
 mod hostile_text;
 mod llm;

@@ -224,6 +224,17 @@ impl ShellProcess {
             .stdin(Stdio::piped())
             .spawn()
             .unwrap_or_else(|e| panic!("{shell} is not installed ({e}); scripts/test installs it"));
+        // genv tells the shell by its name in /proc; under load the name
+        // can lag the spawn, so wait (with a deadline) until it shows.
+        let comm = format!("/proc/{}/comm", child.id());
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while std::fs::read_to_string(&comm).unwrap_or_default().trim() != shell {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{shell} never showed in {comm}"
+            );
+            std::thread::yield_now();
+        }
         ShellProcess(child)
     }
 
