@@ -105,7 +105,15 @@ fn activate(ctx: &Context, eid: &str, pid: i64, config: Option<Config>) -> Resul
 fn describe(tx: &mut Transaction<'_>, eid: &str) -> Result<Value> {
     let config = tx.envs()?.get(eid).map(|e| e.config.clone());
     let indices = session::attached(tx, eid);
-    Ok(json!({ "eid": eid, "config": config, "indices": indices }))
+    // The memory cap library for LD_PRELOAD, when the environment has a
+    // capacity and the library is installed next to genv.
+    let preload = config
+        .as_ref()
+        .and_then(|c| c.gpu_memory.as_ref())
+        .and_then(|_| crate::memcap::library())
+        .map(|p| p.to_string_lossy().into_owned())
+        .filter(|p| crate::memcap::preloadable(p));
+    Ok(json!({ "eid": eid, "config": config, "indices": indices, "preload": preload }))
 }
 
 /// Run by the SDK under `genv lock`: says `held` once the locks are taken,

@@ -202,6 +202,13 @@ mod tests {
         let wait = Wait {
             timeout: Some(Duration::from_secs(30)),
         };
+        // As in a program started from a terminal, whatever ran the tests
+        // (a background job ignores SIGINT).
+        for signal in crate::signals::WAIT_SIGNALS {
+            // SAFETY: SIG_DFL is a valid disposition; tests holding
+            // TEST_LOCK are the only ones changing dispositions.
+            unsafe { libc::signal(signal, libc::SIG_DFL) };
+        }
         assert_eq!(disposition(libc::SIGINT), libc::SIG_DFL);
         attach_waiting(&dir, &backend, "e", request, wait).unwrap();
         for signal in crate::signals::WAIT_SIGNALS {

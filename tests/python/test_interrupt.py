@@ -51,7 +51,15 @@ def test_ctrl_c_while_waiting(other: OtherEnv, what):
             [genv._command.binary(), "lock", "sleep", "600"],
             env={**os.environ, "GENV_ENVIRONMENT_ID": other.eid},
         )
-    child = subprocess.Popen([sys.executable, "-c", WAITER, what], stdout=subprocess.PIPE, text=True)
+    # Ctrl-C must reach Python even when the suite runs where SIGINT is
+    # ignored (a background job): Python installs its handler only when
+    # SIGINT is not ignored at its start.
+    child = subprocess.Popen(
+        [sys.executable, "-c", WAITER, what],
+        stdout=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     try:
         assert child.stdout.readline() == "in\n"
         if what == "attach":

@@ -315,3 +315,19 @@ def test_the_binary_comes_with_the_package(monkeypatch, tmp_path):
     with pytest.raises(RuntimeError, match="could not run .*missing/genv"):
         with genv.sdk.activate():
             pass
+
+
+def test_activate_with_a_capacity_preloads_the_memory_cap(monkeypatch):
+    # The genv built in this repository, with libgenv_memcap.so beside it
+    # (the wheel carries only the binary).
+    built = Path(__file__).resolve().parents[2] / "target" / "debug" / "genv"
+    assert (built.parent / "libgenv_memcap.so").is_file(), "run cargo build first"
+    monkeypatch.setenv("GENV_SDK_BINARY", str(built))
+    monkeypatch.setenv("LD_PRELOAD", "/opt/other.so")
+    config = genv.sdk.Env.Config(name="capped", gpu_memory="4g", gpus=1)
+    with genv.sdk.activate(config=config):
+        entries = os.environ["LD_PRELOAD"].split()
+        assert entries == [str(built.parent / "libgenv_memcap.so"), "/opt/other.so"]
+    assert os.environ["LD_PRELOAD"] == "/opt/other.so"
+    with genv.sdk.activate(config=genv.sdk.Env.Config(name="free", gpus=1)):
+        assert os.environ["LD_PRELOAD"] == "/opt/other.so"

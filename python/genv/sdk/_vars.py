@@ -14,6 +14,7 @@ PYTHON = "GENV_PYTHON"
 SHELL = "GENV_SHELL"
 CONTAINER = "GENV_CONTAINER"
 CUDA_VISIBLE_DEVICES = "CUDA_VISIBLE_DEVICES"
+LD_PRELOAD = "LD_PRELOAD"
 
 #: Everything :func:`genv.sdk.activate` may set, and restores on exit.
 ALL = (
@@ -23,6 +24,7 @@ ALL = (
     GPU_MEMORY,
     GPUS,
     CUDA_VISIBLE_DEVICES,
+    LD_PRELOAD,
 )
 
 
@@ -39,6 +41,18 @@ def put_config(config: Env.Config) -> None:
     put(ENVIRONMENT_NAME, config.name)
     put(GPU_MEMORY, config.gpu_memory)
     put(GPUS, config.gpus)
+
+
+def put_preload(library: Optional[str]) -> None:
+    """Puts genv's memory cap library first in ``LD_PRELOAD``, so that the
+    processes this one starts cannot take more GPU memory than the
+    environment's capacity (this process itself loaded its libraries
+    already)."""
+
+    if not library:
+        return
+    entries = [e for e in os.environ.get(LD_PRELOAD, "").replace(":", " ").split() if e != library]
+    put(LD_PRELOAD, " ".join([library, *entries]))
 
 
 def put_indices(indices: Iterable[int]) -> None:

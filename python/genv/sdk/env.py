@@ -182,6 +182,7 @@ def activate(*, eid: Optional[str] = None, config: Optional[Env.Config] = None) 
         _vars.put(_vars.ENVIRONMENT_ID, eid)
         _vars.put_config(_config(answer))
         _vars.put_indices(answer.get("indices", []))
+        _vars.put_preload(answer.get("preload"))
         try:
             yield
         finally:
