@@ -3,6 +3,7 @@
 
 pub mod backend;
 pub mod cli;
+pub mod container;
 pub mod cuda;
 pub mod enforce;
 pub mod env_vars;
@@ -104,6 +105,7 @@ fn run(cli: Cli, ctx: &mut Context) -> Result<Exit> {
         Command::Config(args) => cli::config::run(args, ctx),
         Command::Deactivate(args) => cli::deactivate::run(args, ctx),
         Command::Detach(args) => cli::detach::run(args, ctx),
+        Command::Docker(args) => cli::docker::run(args, ctx),
         Command::Devices(args) => cli::devices::run(args, ctx),
         Command::Envs(args) => cli::envs::run(args, ctx),
         Command::Home(args) => cli::home::run(args, ctx),
