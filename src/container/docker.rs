@@ -78,7 +78,10 @@ pub fn plan(
     runtime: &str,
     over_subscribe: bool,
 ) -> Result<Plan> {
-    let text: Vec<&str> = args.iter().map(|a| a.to_str().unwrap_or("\u{FFFD}")).collect();
+    let text: Vec<&str> = args
+        .iter()
+        .map(|a| a.to_str().unwrap_or("\u{FFFD}"))
+        .collect();
     let Some(start) = run_options_start(&text) else {
         return Ok(Plan {
             engine,
@@ -327,14 +330,32 @@ mod tests {
     fn options_after_the_image_belong_to_the_container() {
         assert_eq!(
             planned(&["run", "--rm", "-e", "A=1", "img", "--gpus", "1"]),
-            ["run", "--runtime=genv", "--rm", "-e", "A=1", "img", "--gpus", "1"]
+            [
+                "run",
+                "--runtime=genv",
+                "--rm",
+                "-e",
+                "A=1",
+                "img",
+                "--gpus",
+                "1"
+            ]
         );
     }
 
     #[test]
     fn genv_options_become_variables() {
         assert_eq!(
-            planned(&["-H", "h", "run", "--gpus=2", "--no-shims", "--gpu-memory", "4g", "img"]),
+            planned(&[
+                "-H",
+                "h",
+                "run",
+                "--gpus=2",
+                "--no-shims",
+                "--gpu-memory",
+                "4g",
+                "img"
+            ]),
             [
                 "-H",
                 "h",

@@ -50,9 +50,11 @@ pub fn main(args: Vec<OsString>) -> i32 {
 
 fn read_state() -> Result<State> {
     let mut text = String::new();
-    std::io::stdin()
-        .read_to_string(&mut text)
-        .map_err(|e| Error::msg(format!("could not read the container's state on stdin: {e}")))?;
+    std::io::stdin().read_to_string(&mut text).map_err(|e| {
+        Error::msg(format!(
+            "could not read the container's state on stdin: {e}"
+        ))
+    })?;
     let json: Value = serde_json::from_str(&text)
         .map_err(|e| Error::msg(format!("the container's state on stdin is not JSON: {e}")))?;
     let field = |name: &str| json.get(name).and_then(Value::as_str).map(str::to_owned);
@@ -91,7 +93,11 @@ fn prestart(state: &State) -> Result<()> {
         name: None,
         gpus: match env_get(&env, ev::GENV_GPUS).filter(|g| !g.is_empty()) {
             Some(gpus) => Some(gpus.parse().map_err(|_| {
-                Error::msg(format!("{}={} is not a count of devices", ev::GENV_GPUS, crate::escape::terminal(gpus)))
+                Error::msg(format!(
+                    "{}={} is not a count of devices",
+                    ev::GENV_GPUS,
+                    crate::escape::terminal(gpus)
+                ))
             })?),
             None => None,
         },
@@ -105,24 +111,47 @@ fn prestart(state: &State) -> Result<()> {
             list.split(',')
                 .map(|i| i.trim().parse::<u32>())
                 .collect::<std::result::Result<Vec<_>, _>>()
-                .map_err(|_| Error::msg(format!("{}={list} is not a list of device indices", ev::GENV_GPU_INDICES)))?,
+                .map_err(|_| {
+                    Error::msg(format!(
+                        "{}={list} is not a list of device indices",
+                        ev::GENV_GPU_INDICES
+                    ))
+                })?,
         ),
         None => None,
     };
     let attach = env_get(&env, ev::GENV_ATTACH) != Some("0");
     let over_subscribe = env_get(&env, ev::GENV_ALLOW_OVER_SUBSCRIPTION) == Some("1");
-    let attached = activate(&eid, pid, config, attach.then_some((indices, over_subscribe)))
-        .map_err(|e| {
-            Error::hinted(
-                format!("genv could not make container {} an environment: {e}", crate::escape::terminal(&state.id)),
-                e.hint().unwrap_or("see 'genv devices' and 'genv envs'").to_owned(),
-            )
-        })?;
+    let attached = activate(
+        &eid,
+        pid,
+        config,
+        attach.then_some((indices, over_subscribe)),
+    )
+    .map_err(|e| {
+        Error::hinted(
+            format!(
+                "genv could not make container {} an environment: {e}",
+                crate::escape::terminal(&state.id)
+            ),
+            e.hint()
+                .unwrap_or("see 'genv devices' and 'genv envs'")
+                .to_owned(),
+        )
+    })?;
     if let Some(indices) = attached {
         let list: Vec<String> = indices.iter().map(u32::to_string).collect();
         // Read by the NVIDIA hook, which runs after this one; the last
         // entry of a variable is the one that counts.
-        let entry = format!("{}={}", ev::NVIDIA_VISIBLE_DEVICES, if list.is_empty() { "void".to_owned() } else { list.join(",") });
+        let entry = format!(
+            "{}={}",
+            ev::NVIDIA_VISIBLE_DEVICES,
+            if list.is_empty() {
+                "void".to_owned()
+            } else {
+                list.join(",")
+            }
+        );
         if let Some(Value::Array(items)) = json.pointer_mut("/process/env") {
             items.push(Value::String(entry));
         }
@@ -165,12 +194,23 @@ fn activate(
     match indices {
         Some(indices) => {
             for index in indices {
-                let request = Request { index: Some(index), over_subscribe, ..Request::default() };
+                let request = Request {
+                    index: Some(index),
+                    over_subscribe,
+                    ..Request::default()
+                };
                 provision::attach_env(&mut tx, eid, request)?;
             }
         }
         None if config.gpus.is_some() => {
-            provision::attach_env(&mut tx, eid, Request { over_subscribe, ..Request::default() })?;
+            provision::attach_env(
+                &mut tx,
+                eid,
+                Request {
+                    over_subscribe,
+                    ..Request::default()
+                },
+            )?;
         }
         None => {}
     }

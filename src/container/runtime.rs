@@ -40,19 +40,34 @@ pub fn main(args: Vec<OsString>) -> i32 {
     if let Err(e) = prepare(&text) {
         return crate::shim::fail(&e);
     }
-    let mut last = None;
     for name in REAL_RUNTIMES {
-        match crate::shim::find_real(name) {
-            Ok(real) => return crate::shim::exec(&real, &args),
-            Err(e) => last = Some(e),
+        if let Some(real) = find_runtime(name) {
+            return crate::shim::exec(&real, &args);
         }
     }
-    let _ = last;
     crate::shim::fail(&Error::hinted(
         "genv-container-runtime found no OCI runtime to run (nvidia-container-runtime, runc or crun) on PATH",
         "install runc, or the NVIDIA Container Toolkit",
     ))
 }
+
+/// The real runtime `name`: on `PATH` (genv itself skipped), else in the
+/// system's folders, since engines call runtimes with a reduced `PATH`.
+fn find_runtime(name: &str) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    crate::shim::find_real(name).ok().or_else(|| {
+        SYSTEM_PATH
+            .split(':')
+            .map(|dir| Path::new(dir).join(name))
+            .find(|p| {
+                p.metadata()
+                    .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+            })
+    })
+}
+
+/// Where runtimes are installed, looked in when `PATH` has none.
+const SYSTEM_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// Changes the bundle or the process file that the command names.
 fn prepare(args: &[String]) -> Result<()> {
@@ -119,7 +134,7 @@ fn process_env(mut env: Vec<String>, id: &str) -> Vec<String> {
         env.retain(|entry| !entry.starts_with("PATH="));
         env.push(match path {
             Some(path) if !path.is_empty() => format!("PATH={SHIMS_IN_CONTAINER}:{path}"),
-            _ => format!("PATH={SHIMS_IN_CONTAINER}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"),
+            _ => format!("PATH={SHIMS_IN_CONTAINER}:{SYSTEM_PATH}"),
         });
     }
     env
@@ -147,7 +162,11 @@ pub fn rewrite_config(path: &Path, id: &str) -> Result<()> {
     }
     if env_get(&env, ev::GENV_MOUNT_DEVICE_LOCKS) != Some("0") {
         let locks = crate::state::device_locks::ensure_folder(&StateDir::from_env())?;
-        push(&mut json, &["mounts"], bind(&locks, LOCKS_IN_CONTAINER, "rw")?);
+        push(
+            &mut json,
+            &["mounts"],
+            bind(&locks, LOCKS_IN_CONTAINER, "rw")?,
+        );
     }
     write(path, &json)
 }
@@ -185,9 +204,18 @@ fn bind(source: &Path, destination: &str, mode: &str) -> Result<Value> {
         .destination(destination)
         .typ("bind")
         .source(source)
-        .options(["rbind", mode, "nosuid", "nodev"].map(str::to_owned).to_vec())
+        .options(
+            ["rbind", mode, "nosuid", "nodev"]
+                .map(str::to_owned)
+                .to_vec(),
+        )
         .build()
-        .map_err(|e| Error::msg(format!("could not make the mount of {}: {e}", source.display())))?;
+        .map_err(|e| {
+            Error::msg(format!(
+                "could not make the mount of {}: {e}",
+                source.display()
+            ))
+        })?;
     serde_json::to_value(mount).map_err(|e| Error::msg(e.to_string()))
 }
 
@@ -213,10 +241,7 @@ fn push(json: &mut Value, keys: &[&str], item: Value) {
 pub fn read<T: serde::de::DeserializeOwned>(path: &Path) -> Result<(Value, T)> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
     let invalid = |e: serde_json::Error| {
-        Error::msg(format!(
-            "{} is not a valid OCI file: {e}",
-            path.display()
-        ))
+        Error::msg(format!("{} is not a valid OCI file: {e}", path.display()))
     };
     let json: Value = serde_json::from_slice(&bytes).map_err(invalid)?;
     let typed = serde_json::from_value(json.clone()).map_err(invalid)?;
@@ -253,9 +278,19 @@ mod tests {
         let env = process_env(vec!["PATH=/bin".into()], "cid");
         assert_eq!(
             env,
-            ["GENV_CONTAINER=1", "GENV_ENVIRONMENT_ID=cid", "PATH=/opt/genv/shims:/bin"]
+            [
+                "GENV_CONTAINER=1",
+                "GENV_ENVIRONMENT_ID=cid",
+                "PATH=/opt/genv/shims:/bin"
+            ]
         );
-        let given = process_env(vec!["GENV_ENVIRONMENT_ID=mine".into(), "GENV_MOUNT_SHIMS=0".into()], "cid");
+        let given = process_env(
+            vec![
+                "GENV_ENVIRONMENT_ID=mine".into(),
+                "GENV_MOUNT_SHIMS=0".into(),
+            ],
+            "cid",
+        );
         assert_eq!(env_get(&given, "GENV_ENVIRONMENT_ID"), Some("mine"));
         assert_eq!(env_get(&given, "PATH"), None);
     }
