@@ -223,7 +223,7 @@ fn bind(source: &Path, destination: &str, mode: &str) -> Result<Value> {
 fn push(json: &mut Value, keys: &[&str], item: Value) {
     let mut at = json;
     for key in keys {
-        if !at.get(*key).is_some_and(|v| !v.is_null()) {
+        if at.get(*key).is_none_or(Value::is_null) {
             at[*key] = if *key == keys[keys.len() - 1] {
                 Value::Array(Vec::new())
             } else {
