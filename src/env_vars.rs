@@ -46,3 +46,26 @@ pub const GENV_CONTAINER: &str = "GENV_CONTAINER";
 pub fn get(name: &str) -> Option<String> {
     std::env::var(name).ok()
 }
+
+/// The container engine `genv-docker` runs (`docker` by default).
+pub const GENV_DOCKER: &str = "GENV_DOCKER";
+/// The runtime name or path `genv-docker run` passes as `--runtime=`
+/// (`genv` by default: the name registered with the engine).
+pub const GENV_CONTAINER_RUNTIME: &str = "GENV_CONTAINER_RUNTIME";
+/// In a container's configuration: `0` to leave it out of genv.
+pub const GENV_ACTIVATE: &str = "GENV_ACTIVATE";
+/// In a container's configuration: `0` to attach no devices.
+pub const GENV_ATTACH: &str = "GENV_ATTACH";
+/// In a container's configuration: `0` to mount no shims.
+pub const GENV_MOUNT_SHIMS: &str = "GENV_MOUNT_SHIMS";
+/// In a container's configuration: `0` to mount no device locks.
+pub const GENV_MOUNT_DEVICE_LOCKS: &str = "GENV_MOUNT_DEVICE_LOCKS";
+/// `1`: attach devices even when their memory is taken (the container's
+/// configuration, or `genv-docker`'s own environment).
+pub const GENV_ALLOW_OVER_SUBSCRIPTION: &str = "GENV_ALLOW_OVER_SUBSCRIPTION";
+/// In a container's configuration: the devices asked for by index
+/// (`genv-docker run --gpus device=1,3`).
+pub const GENV_GPU_INDICES: &str = "GENV_GPU_INDICES";
+/// What the NVIDIA container hook gives the container; the genv hook sets
+/// it to the attached devices.
+pub const NVIDIA_VISIBLE_DEVICES: &str = "NVIDIA_VISIBLE_DEVICES";

@@ -4,6 +4,7 @@
 pub mod backend;
 pub mod child;
 pub mod cli;
+pub mod container;
 pub mod cuda;
 pub mod enforce;
 pub mod env_vars;
@@ -105,6 +106,7 @@ fn run(cli: Cli, ctx: &mut Context) -> Result<Exit> {
         Command::Config(args) => cli::config::run(args, ctx),
         Command::Deactivate(args) => cli::deactivate::run(args, ctx),
         Command::Detach(args) => cli::detach::run(args, ctx),
+        Command::Docker(args) => cli::docker::run(args, ctx),
         Command::Devices(args) => cli::devices::run(args, ctx),
         Command::Enforce(args) => cli::enforce::run(args, ctx),
         Command::Envs(args) => cli::envs::run(args, ctx),

@@ -7,6 +7,7 @@ mod context;
 pub mod deactivate;
 pub mod detach;
 pub mod devices;
+pub mod docker;
 pub mod enforce;
 pub mod envs;
 pub mod home;
@@ -51,6 +52,10 @@ pub enum Command {
     Devices(DevicesArgs),
     /// Enforce GPU usage
     Enforce(EnforceArgs),
+    /// `genv-docker`: run a container as an environment (hidden: not a
+    /// verb of genv 1.4.3)
+    #[command(hide = true)]
+    Docker(DockerArgs),
     /// Query and manage environments
     Envs(EnvsArgs),
     /// Show the home directory of the current environment
@@ -586,6 +591,14 @@ fn parse_seconds(value: &str) -> Result<std::time::Duration, String> {
 }
 
 /// `genv sdk`: what the Python SDK asks of genv, one JSON line an answer.
+#[derive(Debug, Args)]
+#[command(disable_help_flag = true)]
+pub struct DockerArgs {
+    /// The engine's command line, with genv's options of `run`
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub args: Vec<std::ffi::OsString>,
+}
+
 #[derive(Debug, Args)]
 pub struct SdkArgs {
     #[command(subcommand)]

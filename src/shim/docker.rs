@@ -9,7 +9,7 @@ use super::Attached;
 pub const PROGRAM: &str = "docker";
 
 /// Docker's global options that take a value (`docker -H host run …`).
-const GLOBAL_WITH_VALUE: [&str; 10] = [
+pub(crate) const GLOBAL_WITH_VALUE: [&str; 10] = [
     "--config",
     "-c",
     "--context",
@@ -66,6 +66,26 @@ fn run_options_start(args: &[String]) -> Option<usize> {
     }
 }
 
+/// How many arguments an option of `run`/`create` spans: 1 when it takes
+/// no value or holds it (`--name=x`, `-eX=1`), 2 when its value follows.
+pub(crate) fn option_width(arg: &str) -> usize {
+    if let Some(long) = arg.strip_prefix("--") {
+        if long.contains('=') || RUN_BOOLEAN_LONG.contains(&arg) {
+            1
+        } else {
+            2
+        }
+    } else {
+        let letters: Vec<char> = arg.chars().skip(1).collect();
+        match letters.iter().position(|c| !RUN_BOOLEAN_SHORT.contains(c)) {
+            // A value option last (`-it -e`, `-e`) takes the next
+            // argument; one with letters after it (`-eX=1`) has its value.
+            Some(at) if at == letters.len() - 1 => 2,
+            _ => 1,
+        }
+    }
+}
+
 /// The `--gpus` option among the options of `run`/`create` (never one after
 /// the image, which belongs to the container's command): the index of its
 /// value and whether it is written `--gpus=VALUE`.
@@ -82,21 +102,7 @@ fn find_gpus(args: &[String], start: usize) -> Option<(usize, bool)> {
         if arg.starts_with("--gpus=") {
             return Some((i, true));
         }
-        i += if let Some(long) = arg.strip_prefix("--") {
-            if long.contains('=') || RUN_BOOLEAN_LONG.contains(&arg) {
-                1
-            } else {
-                2
-            }
-        } else {
-            let letters: Vec<char> = arg[1..].chars().collect();
-            match letters.iter().position(|c| !RUN_BOOLEAN_SHORT.contains(c)) {
-                // A value option last (`-it -e`, `-e`) takes the next
-                // argument; one with letters after it (`-eX=1`) has its value.
-                Some(at) if at == letters.len() - 1 => 2,
-                _ => 1,
-            }
-        };
+        i += option_width(arg);
     }
     None
 }

@@ -33,6 +33,9 @@ pub fn dispatch() -> Option<i32> {
     match name.as_str() {
         nvidia_smi::PROGRAM => Some(nvidia_smi::run(rest)),
         docker::PROGRAM => Some(docker::run(rest)),
+        crate::container::DOCKER_PROGRAM => Some(crate::container::docker::main(rest)),
+        crate::container::RUNTIME_PROGRAM => Some(crate::container::runtime::main(rest)),
+        crate::container::HOOK_PROGRAM => Some(crate::container::hook::main(rest)),
         _ => None,
     }
 }

@@ -123,6 +123,13 @@ fn devices_dir(dir: &StateDir) -> Result<Dir> {
     dir.subdir(DEVICES_FOLDER)
 }
 
+/// Makes sure the devices folder exists (as [`devices_dir`] does) and
+/// returns its path, for the container runtime to mount into a container.
+pub fn ensure_folder(dir: &StateDir) -> Result<PathBuf> {
+    devices_dir(dir)?;
+    Ok(devices_folder(dir))
+}
+
 /// The devices folder when it exists as a real folder, for readers that
 /// must not create or move anything.
 fn existing_devices_dir(dir: &StateDir) -> Option<Dir> {

@@ -75,6 +75,17 @@ impl Envs {
         }
     }
 
+    /// Removes a process from an environment, and the environment when no
+    /// process or kernel is left in it; says whether it was removed.
+    pub fn remove_pid(&mut self, eid: &str, pid: i64) -> bool {
+        if let Some(env) = self.get_mut(eid) {
+            env.pids.retain(|&p| p != pid);
+        }
+        let count = self.envs.len();
+        self.envs.retain(|env| env.eid != eid || env.active());
+        self.envs.len() != count
+    }
+
     /// Keeps the pids and kernels for which the predicates hold and drops
     /// environments left with neither.
     /// Drops dead pids and kernels, then the environments left with

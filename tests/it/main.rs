@@ -10,6 +10,7 @@ mod shim_support;
 mod command_line;
 mod compat_messages;
 mod compat_ref;
+mod container;
 mod core_cli;
 mod crash_concurrency;
 mod enforce;

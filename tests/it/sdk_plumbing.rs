@@ -21,9 +21,14 @@ fn activate_configures_and_attaches_in_one_step() {
     let got = answer(sb.run(&[
         "sdk", "activate", "--eid", "e", "--pid", &pid, "--config", config,
     ]));
+    // With a capacity, the memory cap library installed next to genv.
+    let library = std::path::Path::new(crate::common::GENV)
+        .with_file_name("libgenv_memcap.so")
+        .to_string_lossy()
+        .into_owned();
     assert_eq!(
         got,
-        json!({"eid": "e", "config": {"name": "train", "gpu_memory": "4g", "gpus": 1}, "indices": [0]})
+        json!({"eid": "e", "config": {"name": "train", "gpu_memory": "4g", "gpus": 1}, "indices": [0], "preload": library})
     );
     assert!(sb.devices_csv().starts_with("0,e,train,"));
     // Joining keeps the configuration and the devices.
@@ -95,9 +100,13 @@ fn configure_replaces_the_whole_configuration() {
         "--config",
         r#"{"gpu_memory": "2g"}"#,
     ]));
+    let library = std::path::Path::new(crate::common::GENV)
+        .with_file_name("libgenv_memcap.so")
+        .to_string_lossy()
+        .into_owned();
     assert_eq!(
         got,
-        json!({"eid": "e", "config": {"name": null, "gpu_memory": "2g", "gpus": null}, "indices": [0]})
+        json!({"eid": "e", "config": {"name": null, "gpu_memory": "2g", "gpus": null}, "indices": [0], "preload": library})
     );
     // The attachment follows the new capacity.
     let devices = sb
@@ -110,7 +119,10 @@ fn configure_replaces_the_whole_configuration() {
         .fails();
     assert_eq!(run.stderr, "Environment nope does not exist\n");
     let shown = answer(sb.run(&["sdk", "show", "--eid", "nope"]));
-    assert_eq!(shown, json!({"eid": "nope", "config": null, "indices": []}));
+    assert_eq!(
+        shown,
+        json!({"eid": "nope", "config": null, "indices": [], "preload": null})
+    );
 }
 
 #[test]

@@ -1,0 +1,250 @@
+//! `genv-container-runtime-hook`: the OCI hooks the genv runtime adds.
+//!
+//! `prestart` reads the container's state on stdin, then in one
+//! transaction makes the container's init process an environment,
+//! configures it from `GENV_GPUS`/`GENV_GPU_MEMORY` and attaches its
+//! devices (`GENV_GPU_INDICES` for given ones, over-subscribing when
+//! `GENV_ALLOW_OVER_SUBSCRIPTION=1`); nothing is written when any step
+//! fails, and the failure stops the container's creation. It then sets
+//! `NVIDIA_VISIBLE_DEVICES` in the bundle's configuration for the NVIDIA
+//! hook that runs after it. `poststop` releases the environment at once.
+
+use std::ffi::OsString;
+use std::io::Read;
+use std::path::PathBuf;
+
+use oci_spec::runtime::Spec;
+use serde_json::Value;
+
+use super::env_get;
+use crate::cli::Context;
+use crate::env_vars as ev;
+use crate::error::{Error, Result};
+use crate::provision::{self, Request};
+use crate::state::{Config, LoadOptions, StateDir};
+
+pub const PROGRAM: &str = "genv-container-runtime-hook";
+
+/// What the runtime says of the container on the hook's stdin.
+struct State {
+    id: String,
+    pid: Option<i64>,
+    bundle: PathBuf,
+}
+
+pub fn main(args: Vec<OsString>) -> i32 {
+    let stage = args.first().and_then(|a| a.to_str()).unwrap_or_default();
+    let result = read_state().and_then(|state| match stage {
+        "prestart" | "createRuntime" => prestart(&state),
+        "poststop" => poststop(&state),
+        _ => Err(Error::hinted(
+            format!("unknown hook stage '{}'", crate::escape::terminal(stage)),
+            "genv's hooks are 'prestart' and 'poststop'",
+        )),
+    });
+    match result {
+        Ok(()) => 0,
+        Err(e) => crate::shim::fail(&e),
+    }
+}
+
+fn read_state() -> Result<State> {
+    let mut text = String::new();
+    std::io::stdin().read_to_string(&mut text).map_err(|e| {
+        Error::msg(format!(
+            "could not read the container's state on stdin: {e}"
+        ))
+    })?;
+    let json: Value = serde_json::from_str(&text)
+        .map_err(|e| Error::msg(format!("the container's state on stdin is not JSON: {e}")))?;
+    let field = |name: &str| json.get(name).and_then(Value::as_str).map(str::to_owned);
+    Ok(State {
+        id: field("id").unwrap_or_default(),
+        pid: json.get("pid").and_then(Value::as_i64).filter(|&p| p > 0),
+        bundle: field("bundle").map_or_else(|| PathBuf::from("."), PathBuf::from),
+    })
+}
+
+/// The environment identifier the runtime gave the hook, else the one in
+/// the configuration, else the container's id.
+fn environment_id(env: &[String], state: &State) -> String {
+    crate::shim::environment_id()
+        .or_else(|| env_get(env, ev::GENV_ENVIRONMENT_ID).map(str::to_owned))
+        .filter(|e| !e.is_empty())
+        .unwrap_or_else(|| state.id.clone())
+}
+
+fn prestart(state: &State) -> Result<()> {
+    let config_path = state.bundle.join("config.json");
+    let (mut json, spec): (Value, Spec) = super::runtime::read(&config_path)?;
+    let env = spec
+        .process()
+        .as_ref()
+        .and_then(|p| p.env().clone())
+        .unwrap_or_default();
+    if env_get(&env, ev::GENV_ACTIVATE) == Some("0") {
+        return Ok(());
+    }
+    let pid = state
+        .pid
+        .ok_or_else(|| Error::msg("the container's state names no pid to activate"))?;
+    let eid = environment_id(&env, state);
+    let config = Config {
+        name: None,
+        gpus: match env_get(&env, ev::GENV_GPUS).filter(|g| !g.is_empty()) {
+            Some(gpus) => Some(gpus.parse().map_err(|_| {
+                Error::msg(format!(
+                    "{}={} is not a count of devices",
+                    ev::GENV_GPUS,
+                    crate::escape::terminal(gpus)
+                ))
+            })?),
+            None => None,
+        },
+        gpu_memory: env_get(&env, ev::GENV_GPU_MEMORY)
+            .filter(|m| !m.is_empty())
+            .map(crate::memory::validate)
+            .transpose()?,
+    };
+    let indices = match env_get(&env, ev::GENV_GPU_INDICES).filter(|i| !i.is_empty()) {
+        Some(list) => Some(
+            list.split(',')
+                .map(|i| i.trim().parse::<u32>())
+                .collect::<std::result::Result<Vec<_>, _>>()
+                .map_err(|_| {
+                    Error::msg(format!(
+                        "{}={list} is not a list of device indices",
+                        ev::GENV_GPU_INDICES
+                    ))
+                })?,
+        ),
+        None => None,
+    };
+    let attach = env_get(&env, ev::GENV_ATTACH) != Some("0");
+    let over_subscribe = env_get(&env, ev::GENV_ALLOW_OVER_SUBSCRIPTION) == Some("1");
+    let attached = activate(
+        &eid,
+        pid,
+        config,
+        attach.then_some((indices, over_subscribe)),
+    )
+    .map_err(|e| {
+        Error::hinted(
+            format!(
+                "genv could not make container {} an environment: {e}",
+                crate::escape::terminal(&state.id)
+            ),
+            e.hint()
+                .unwrap_or("see 'genv devices' and 'genv envs'")
+                .to_owned(),
+        )
+    })?;
+    if let Some(indices) = attached {
+        let list: Vec<String> = indices.iter().map(u32::to_string).collect();
+        // Read by the NVIDIA hook, which runs after this one; the last
+        // entry of a variable is the one that counts.
+        let entry = format!(
+            "{}={}",
+            ev::NVIDIA_VISIBLE_DEVICES,
+            if list.is_empty() {
+                "void".to_owned()
+            } else {
+                list.join(",")
+            }
+        );
+        if let Some(Value::Array(items)) = json.pointer_mut("/process/env") {
+            items.push(Value::String(entry));
+        }
+        super::runtime::write(&config_path, &json)?;
+    }
+    Ok(())
+}
+
+/// One transaction: the environment made (or joined) with the container's
+/// pid, configured and attached, or nothing written at all. Returns the
+/// attached devices when asked to attach.
+fn activate(
+    eid: &str,
+    pid: i64,
+    config: Config,
+    attach: Option<(Option<Vec<u32>>, bool)>,
+) -> Result<Option<Vec<u32>>> {
+    let ctx = Context::new(StateDir::from_env());
+    let uid = crate::procs::current_uid();
+    let username = crate::procs::username(uid);
+    // Asked before the lock, as every verb does.
+    let survey = ctx.dir.survey(ctx.backend.get(), false)?;
+    let mut tx = ctx.dir.transaction(LoadOptions::default())?;
+    tx.reconcile(&survey)?;
+    let now = tx.now();
+    let envs = tx.envs_mut()?;
+    envs.activate(eid, uid.into(), username, now);
+    let env = envs
+        .get_mut(eid)
+        .ok_or_else(|| Error::msg("the environment vanished"))?;
+    if !env.pids.contains(&pid) {
+        env.pids.push(pid);
+    }
+    env.config = config.clone();
+    provision::update_capacity(tx.devices_mut()?, eid, config.gpu_memory.as_deref());
+    let Some((indices, over_subscribe)) = attach else {
+        tx.commit()?;
+        return Ok(None);
+    };
+    match indices {
+        Some(indices) => {
+            for index in indices {
+                let request = Request {
+                    index: Some(index),
+                    over_subscribe,
+                    ..Request::default()
+                };
+                provision::attach_env(&mut tx, eid, request)?;
+            }
+        }
+        None if config.gpus.is_some() => {
+            provision::attach_env(
+                &mut tx,
+                eid,
+                Request {
+                    over_subscribe,
+                    ..Request::default()
+                },
+            )?;
+        }
+        None => {}
+    }
+    let attached = tx.devices()?.indices_of(eid);
+    tx.commit()?;
+    Ok(Some(attached))
+}
+
+/// Releases the container's environment: its init process leaves it, and
+/// an environment left without processes goes with its devices.
+fn poststop(state: &State) -> Result<()> {
+    let env = std::fs::read(state.bundle.join("config.json"))
+        .ok()
+        .and_then(|bytes| serde_json::from_slice::<Spec>(&bytes).ok())
+        .and_then(|spec| spec.process().as_ref().and_then(|p| p.env().clone()))
+        .unwrap_or_default();
+    if env_get(&env, ev::GENV_ACTIVATE) == Some("0") {
+        return Ok(());
+    }
+    let eid = environment_id(&env, state);
+    release(&StateDir::from_env(), &eid, state.pid)
+}
+
+fn release(dir: &StateDir, eid: &str, pid: Option<i64>) -> Result<()> {
+    let ctx = Context::new(dir.clone());
+    let survey = ctx.dir.survey(ctx.backend.get(), false)?;
+    let mut tx = ctx.dir.transaction(LoadOptions::default())?;
+    tx.reconcile(&survey)?;
+    let envs = tx.envs_mut()?;
+    if let Some(pid) = pid {
+        envs.remove_pid(eid, pid);
+    }
+    if !envs.contains(eid) {
+        provision::detach(tx.devices_mut()?, eid, None);
+    }
+    tx.commit()
+}

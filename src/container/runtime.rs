@@ -1,0 +1,297 @@
+//! `genv-container-runtime`: an OCI runtime in front of the real one. On
+//! `create` (and `run`) it adds genv to the bundle's `config.json`: the
+//! container's environment identifier, the shims first on `PATH`, the shim
+//! and the device locks mounted, and genv's `prestart` and `poststop`
+//! hooks; on `exec` it adds the same variables to the process JSON. Then it
+//! becomes the real runtime with the arguments as given, so the exit code
+//! is the real runtime's.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+
+use oci_spec::runtime::{HookBuilder, MountBuilder, Process, Spec};
+use serde_json::Value;
+
+use super::{LOCKS_IN_CONTAINER, SHIMS_IN_CONTAINER, env_get};
+use crate::env_vars as ev;
+use crate::error::{Error, Result};
+use crate::state::StateDir;
+
+pub const PROGRAM: &str = "genv-container-runtime";
+
+/// The real runtimes, in the order they are looked for on `PATH`.
+const REAL_RUNTIMES: [&str; 3] = ["nvidia-container-runtime", "runc", "crun"];
+
+/// Global options of runc and crun that take a value.
+const GLOBAL_WITH_VALUE: [&str; 6] = [
+    "--log",
+    "--log-format",
+    "--root",
+    "--criu",
+    "--rootless",
+    "--cgroup-manager",
+];
+
+pub fn main(args: Vec<OsString>) -> i32 {
+    let text: Vec<String> = args
+        .iter()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    if let Err(e) = prepare(&text) {
+        return crate::shim::fail(&e);
+    }
+    for name in REAL_RUNTIMES {
+        if let Some(real) = find_runtime(name) {
+            return crate::shim::exec(&real, &args);
+        }
+    }
+    crate::shim::fail(&Error::hinted(
+        "genv-container-runtime found no OCI runtime to run (nvidia-container-runtime, runc or crun) on PATH",
+        "install runc, or the NVIDIA Container Toolkit",
+    ))
+}
+
+/// The real runtime `name`: on `PATH` (genv itself skipped), else in the
+/// system's folders, since engines call runtimes with a reduced `PATH`.
+fn find_runtime(name: &str) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    crate::shim::find_real(name).ok().or_else(|| {
+        SYSTEM_PATH
+            .split(':')
+            .map(|dir| Path::new(dir).join(name))
+            .find(|p| {
+                p.metadata()
+                    .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+            })
+    })
+}
+
+/// Where runtimes are installed, looked in when `PATH` has none.
+const SYSTEM_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// Changes the bundle or the process file that the command names.
+fn prepare(args: &[String]) -> Result<()> {
+    let Some(at) = command_at(args) else {
+        return Ok(());
+    };
+    let id = args.last().filter(|_| args.len() > at + 1);
+    match (args[at].as_str(), id) {
+        ("create" | "run", Some(id)) => {
+            let bundle = option(&args[at + 1..], "--bundle", "-b").unwrap_or_else(|| ".".into());
+            rewrite_config(&PathBuf::from(bundle).join("config.json"), id)
+        }
+        ("exec", Some(id)) => match option(&args[at + 1..], "--process", "-p") {
+            Some(process) => rewrite_process(Path::new(&process), id),
+            None => Ok(()),
+        },
+        _ => Ok(()),
+    }
+}
+
+/// Where the command (`create`, `exec`, …) is, after the global options.
+fn command_at(args: &[String]) -> Option<usize> {
+    let mut i = 0;
+    while i < args.len() {
+        let arg = args[i].as_str();
+        if GLOBAL_WITH_VALUE.contains(&arg) {
+            i += 2;
+        } else if arg.starts_with('-') {
+            i += 1;
+        } else {
+            return Some(i);
+        }
+    }
+    None
+}
+
+/// The value of `--long VALUE`, `--long=VALUE` or `-s VALUE`.
+fn option(args: &[String], long: &str, short: &str) -> Option<String> {
+    let mut iter = args.iter();
+    while let Some(arg) = iter.next() {
+        if arg == long || arg == short {
+            return iter.next().cloned();
+        }
+        if let Some(value) = arg.strip_prefix(long).and_then(|v| v.strip_prefix('=')) {
+            return Some(value.to_owned());
+        }
+    }
+    None
+}
+
+/// The variables genv adds to a container's process: `GENV_CONTAINER=1`,
+/// the environment identifier (the container's id unless given) and the
+/// shims first on `PATH`.
+fn process_env(mut env: Vec<String>, id: &str) -> Vec<String> {
+    let active = env_get(&env, ev::GENV_ACTIVATE) != Some("0");
+    let eid_given = env_get(&env, ev::GENV_ENVIRONMENT_ID).is_some_and(|e| !e.is_empty());
+    let shims = env_get(&env, ev::GENV_MOUNT_SHIMS) != Some("0");
+    env.push(format!("{}=1", ev::GENV_CONTAINER));
+    if active && !eid_given {
+        env.push(format!("{}={id}", ev::GENV_ENVIRONMENT_ID));
+    }
+    if shims {
+        let path = env_get(&env, "PATH").map(str::to_owned);
+        env.retain(|entry| !entry.starts_with("PATH="));
+        env.push(match path {
+            Some(path) if !path.is_empty() => format!("PATH={SHIMS_IN_CONTAINER}:{path}"),
+            _ => format!("PATH={SHIMS_IN_CONTAINER}:{SYSTEM_PATH}"),
+        });
+    }
+    env
+}
+
+/// Adds genv to a bundle's `config.json`. The configuration is read as
+/// `oci-spec`'s `Spec` (so a malformed one is refused before anything
+/// changes), and genv's changes go into the JSON as read, so fields this
+/// version of `oci-spec` does not know are kept.
+pub fn rewrite_config(path: &Path, id: &str) -> Result<()> {
+    let (mut json, spec): (Value, Spec) = read(path)?;
+    let process = spec.process().clone().unwrap_or_default();
+    let env = process_env(process.env().clone().unwrap_or_default(), id);
+    json["process"]["env"] = serde_json::to_value(&env).map_err(|e| Error::msg(e.to_string()))?;
+    let exe = std::env::current_exe().map_err(|e| Error::io("/proc/self/exe", e))?;
+    if env_get(&env, ev::GENV_ACTIVATE) != Some("0") {
+        let eid = env_get(&env, ev::GENV_ENVIRONMENT_ID).unwrap_or(id);
+        for stage in ["prestart", "poststop"] {
+            push(&mut json, &["hooks", stage], hook(&exe, stage, eid)?);
+        }
+    }
+    if env_get(&env, ev::GENV_MOUNT_SHIMS) != Some("0") {
+        let destination = format!("{SHIMS_IN_CONTAINER}/{}", crate::shim::nvidia_smi::PROGRAM);
+        push(&mut json, &["mounts"], bind(&exe, &destination, "ro")?);
+    }
+    if env_get(&env, ev::GENV_MOUNT_DEVICE_LOCKS) != Some("0") {
+        let locks = crate::state::device_locks::ensure_folder(&StateDir::from_env())?;
+        push(
+            &mut json,
+            &["mounts"],
+            bind(&locks, LOCKS_IN_CONTAINER, "rw")?,
+        );
+    }
+    write(path, &json)
+}
+
+/// Adds genv's variables to the process JSON of `exec`.
+pub fn rewrite_process(path: &Path, id: &str) -> Result<()> {
+    let (mut json, process): (Value, Process) = read(path)?;
+    let env = process_env(process.env().clone().unwrap_or_default(), id);
+    json["env"] = serde_json::to_value(&env).map_err(|e| Error::msg(e.to_string()))?;
+    write(path, &json)
+}
+
+/// genv's hook for `stage`: this executable run as the hook, with the
+/// variables that say where the state is (a runtime gives hooks no
+/// environment of its own).
+fn hook(exe: &Path, stage: &str, eid: &str) -> Result<Value> {
+    let mut env: Vec<String> = std::env::vars()
+        .filter(|(name, _)| name == "PATH" || name.starts_with("GENV_"))
+        .filter(|(name, _)| name != ev::GENV_SHIM_DEPTH && name != ev::GENV_ENVIRONMENT_ID)
+        .map(|(name, value)| format!("{name}={value}"))
+        .collect();
+    env.push(format!("{}={eid}", ev::GENV_ENVIRONMENT_ID));
+    let hook = HookBuilder::default()
+        .path(exe)
+        .args(vec![super::HOOK_PROGRAM.to_owned(), stage.to_owned()])
+        .env(env)
+        .build()
+        .map_err(|e| Error::msg(format!("could not make genv's {stage} hook: {e}")))?;
+    serde_json::to_value(hook).map_err(|e| Error::msg(e.to_string()))
+}
+
+/// A bind mount of `source` at `destination`, `ro` or `rw`.
+fn bind(source: &Path, destination: &str, mode: &str) -> Result<Value> {
+    let mount = MountBuilder::default()
+        .destination(destination)
+        .typ("bind")
+        .source(source)
+        .options(
+            ["rbind", mode, "nosuid", "nodev"]
+                .map(str::to_owned)
+                .to_vec(),
+        )
+        .build()
+        .map_err(|e| {
+            Error::msg(format!(
+                "could not make the mount of {}: {e}",
+                source.display()
+            ))
+        })?;
+    serde_json::to_value(mount).map_err(|e| Error::msg(e.to_string()))
+}
+
+/// Appends `item` to the array at `keys`, creating what is missing.
+fn push(json: &mut Value, keys: &[&str], item: Value) {
+    let mut at = json;
+    for key in keys {
+        if at.get(*key).is_none_or(Value::is_null) {
+            at[*key] = if *key == keys[keys.len() - 1] {
+                Value::Array(Vec::new())
+            } else {
+                Value::Object(Default::default())
+            };
+        }
+        at = &mut at[*key];
+    }
+    if let Value::Array(items) = at {
+        items.push(item);
+    }
+}
+
+/// A JSON file as a value and as the typed form that checks it.
+pub fn read<T: serde::de::DeserializeOwned>(path: &Path) -> Result<(Value, T)> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let invalid = |e: serde_json::Error| {
+        Error::msg(format!("{} is not a valid OCI file: {e}", path.display()))
+    };
+    let json: Value = serde_json::from_slice(&bytes).map_err(invalid)?;
+    let typed = serde_json::from_value(json.clone()).map_err(invalid)?;
+    Ok((json, typed))
+}
+
+/// Replaces `path` with `json`: a new file beside it renamed over it.
+pub fn write(path: &Path, json: &Value) -> Result<()> {
+    let bytes = serde_json::to_vec(json).map_err(|e| Error::msg(e.to_string()))?;
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    let temporary = path.with_file_name(format!(".{name}.genv-{}", std::process::id()));
+    std::fs::write(&temporary, bytes).map_err(|e| Error::io(&temporary, e))?;
+    std::fs::rename(&temporary, path).map_err(|e| {
+        let _ = std::fs::remove_file(&temporary);
+        Error::io(path, e)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_command_and_its_options_are_found() {
+        let args: Vec<String> = ["--root", "/r", "--log", "l", "create", "--bundle=/b", "cid"]
+            .map(str::to_owned)
+            .to_vec();
+        assert_eq!(command_at(&args), Some(4));
+        assert_eq!(option(&args[5..], "--bundle", "-b").as_deref(), Some("/b"));
+    }
+
+    #[test]
+    fn the_process_gets_genv() {
+        let env = process_env(vec!["PATH=/bin".into()], "cid");
+        assert_eq!(
+            env,
+            [
+                "GENV_CONTAINER=1",
+                "GENV_ENVIRONMENT_ID=cid",
+                "PATH=/opt/genv/shims:/bin"
+            ]
+        );
+        let given = process_env(
+            vec![
+                "GENV_ENVIRONMENT_ID=mine".into(),
+                "GENV_MOUNT_SHIMS=0".into(),
+            ],
+            "cid",
+        );
+        assert_eq!(env_get(&given, "GENV_ENVIRONMENT_ID"), Some("mine"));
+        assert_eq!(env_get(&given, "PATH"), None);
+    }
+}
