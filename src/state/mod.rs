@@ -241,7 +241,9 @@ impl Transaction<'_> {
             } else {
                 load(self.root, ENVS_FILE, true)?.unwrap_or_default()
             };
-            let mut touched = original.is_none() || self.options.reset;
+            // New, or converted from an older layout (empty original).
+            let mut touched =
+                original.as_deref().is_none_or(<[u8]>::is_empty) || self.options.reset;
             if self.options.cleanup {
                 let alive = &mut self.alive;
                 touched |= envs.cleanup(
@@ -288,7 +290,9 @@ impl Transaction<'_> {
                 None => (Devices::default(), self.root.read(DEVICES_FILE)?),
             };
             devices.devices.sort_by_key(|d| d.index);
-            let mut touched = self.options.reset;
+            // Converted from an older layout (empty original): written back.
+            let mut touched =
+                self.options.reset || original.as_deref().is_some_and(<[u8]>::is_empty);
             if self.options.cleanup {
                 let envs = self.envs()?;
                 let alive: std::collections::HashSet<&str> =

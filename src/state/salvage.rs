@@ -59,9 +59,10 @@ pub fn load<T: Entries>(dir: &Dir, name: &str, keep_good: bool) -> Result<Option
     }
     let document = serde_json::from_slice::<Value>(&bytes).map_err(|e| e.to_string());
     let (value, rejected, damage) = match document.and_then(T::from_value) {
-        // An older layout, converted: no original bytes, so that it is
-        // written back in the current layout.
-        Ok((value, rejected)) if rejected.is_empty() => return Ok(Some((value, None))),
+        // An older layout, converted: empty original bytes, so that it is
+        // written back in the current layout (and is still known to exist:
+        // the driver need not be asked for devices).
+        Ok((value, rejected)) if rejected.is_empty() => return Ok(Some((value, Some(Vec::new())))),
         Ok((value, rejected)) => (value, rejected, None),
         Err(reason) => {
             let (mut value, rejected) = items(&bytes, T::KEY)

@@ -295,3 +295,22 @@ fn reset_starts_from_the_hardware() {
         .ok();
     assert_eq!(run.stdout, "0,15258mi\n1,15258mi\n");
 }
+
+/// A devices.json in genv 0.8's layout on a machine where the driver
+/// cannot be asked: the recorded devices are shown (converted), not an
+/// error about the missing driver.
+#[test]
+fn a_legacy_devices_layout_needs_no_driver() {
+    let mut sb = Sandbox::new();
+    sb.unset("GENV_MOCK_DEVICE_COUNT");
+    sb.set("PATH", "/nonexistent");
+    sb.write(
+        "devices.json",
+        r#"{"devices": {"0": {"eids": {}, "total_memory": "15258mi"}}}"#,
+    );
+    let run = sb
+        .run(&["devices", "ps", "--format", "csv", "--no-header"])
+        .ok();
+    assert_eq!(run.stdout, "0,,,\n");
+    assert!(sb.read("devices.json").contains("\"attachments\": []"));
+}
