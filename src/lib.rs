@@ -14,6 +14,7 @@ pub mod messages;
 pub mod monitor;
 pub mod procs;
 pub mod provision;
+pub mod remote;
 pub mod session;
 pub mod shell;
 pub mod shim;
@@ -110,6 +111,7 @@ fn run(cli: Cli, ctx: &mut Context) -> Result<Exit> {
         Command::Lock(args) => cli::lock::run(args, &ctx.dir).map(Exit),
         Command::Sdk(args) => cli::sdk::run(args, ctx),
         Command::Monitor(args) => cli::monitor::run(args, ctx),
+        Command::Remote(args) => cli::remote::run(args, ctx),
         Command::Shell(args) => cli::shell::run(args, ctx),
         Command::Status => cli::status::run(ctx),
         Command::Top(args) => cli::top::run(args, ctx),
