@@ -39,8 +39,9 @@ pub fn main() -> i32 {
     if let Some(code) = shim::dispatch() {
         return code;
     }
+    let args = cli::remote::single_dash_options(std::env::args_os().collect());
     let cli = match command()
-        .try_get_matches()
+        .try_get_matches_from(args)
         .and_then(|matches| Cli::from_arg_matches(&matches))
     {
         Ok(cli) => cli,

@@ -1,6 +1,7 @@
 //! `genv remote`: ask many hosts over SSH for their devices and
 //! environments, or open a shell on one with room for a new environment.
 
+use std::ffi::OsString;
 use std::os::unix::process::CommandExt;
 
 use serde::de::DeserializeOwned;
@@ -116,6 +117,44 @@ pub fn run(args: RemoteArgs, ctx: &mut Context) -> Result<Exit> {
     Ok(if all { Exit::SUCCESS } else { Exit(1) })
 }
 
+/// genv 1.4.3 also takes `genv remote -host …` and `-hostfile …`
+/// (argparse); clap would read `-host` as `-h -o -s -t`, so those two
+/// words, before the subcommand, are given their two dashes.
+pub fn single_dash_options(mut args: Vec<OsString>) -> Vec<OsString> {
+    if args.get(1).is_none_or(|a| a != "remote") {
+        return args;
+    }
+    let mut i = 2;
+    while i < args.len() {
+        let arg = &args[i];
+        if arg == "-host" || arg == "-hostfile" {
+            let mut long = OsString::from("-");
+            long.push(arg);
+            args[i] = long;
+        } else if !arg.to_string_lossy().starts_with('-') {
+            break;
+        }
+        // Skip the value of an option that takes one.
+        if [
+            "-H",
+            "--host",
+            "--hosts",
+            "--hostfile",
+            "-l",
+            "--username",
+            "-t",
+            "--timeout",
+        ]
+        .iter()
+        .any(|o| args[i] == *o)
+        {
+            i += 1;
+        }
+        i += 1;
+    }
+    args
+}
+
 /// The remote command that replaces the login shell with a login shell
 /// whose genv init script activates an environment as `vars` say.
 fn preactivate_line(vars: &[String]) -> String {
@@ -185,7 +224,13 @@ fn failure(hostname: &str, code: Option<i32>, stderr: &str) -> (String, Option<S
         .map(str::trim)
         .filter(|l| !l.is_empty())
         .collect();
-    let reason = reason.join("; ");
+    let mut reason = reason.join("; ");
+    if reason.is_empty() {
+        reason = match code {
+            Some(code) => format!("exit status {code}, nothing on stderr"),
+            None => "killed by a signal".to_owned(),
+        };
+    }
     let host = escape::terminal(hostname);
     let message = format!(
         "Failed running SSH command on {host} ({})",
@@ -225,6 +270,23 @@ mod tests {
         assert!(hint.unwrap().contains("/usr/local/bin"));
         let (_, hint) = failure("h", Some(127), "sh: 1: genv: not found");
         assert!(hint.is_some());
+    }
+
+    #[test]
+    fn single_dash_host_options_get_two_dashes() {
+        let args = |s: &str| s.split(' ').map(OsString::from).collect::<Vec<_>>();
+        assert_eq!(
+            single_dash_options(args("genv remote -l u -host a,b devices")),
+            args("genv remote -l u --host a,b devices")
+        );
+        assert_eq!(
+            single_dash_options(args("genv remote -hostfile f envs --name -host")),
+            args("genv remote --hostfile f envs --name -host")
+        );
+        assert_eq!(
+            single_dash_options(args("genv envs -host")),
+            args("genv envs -host")
+        );
     }
 
     #[test]

@@ -307,7 +307,7 @@ fn devices_envs_and_query_across_ours_the_reference_and_failing_hosts() {
 
     let run = fleet.remote(
         &[
-            "-H",
+            "-host",
             "ours2,ref",
             "query",
             "--name",
