@@ -20,6 +20,10 @@ pub const GENV_SHIM_DEPTH: &str = "GENV_SHIM_DEPTH";
 /// `0` makes `genv usage execute` report instead of sending SIGTERM.
 pub const GENV_TERMINATE_PROCESSES: &str = "GENV_TERMINATE_PROCESSES";
 
+/// The `ssh` that `genv remote` runs, with options of its own, split on
+/// whitespace (`ssh -F ~/fleet.conf`); default `ssh`.
+pub const GENV_SSH: &str = "GENV_SSH";
+
 /// Simulated GPUs, with the names and defaults of genv 1.4.3's mock.
 /// Setting the count or the total memory selects the simulated backend.
 pub const GENV_MOCK_DEVICE_COUNT: &str = "GENV_MOCK_DEVICE_COUNT";

@@ -16,6 +16,7 @@ pub mod messages;
 pub mod monitor;
 pub mod procs;
 pub mod provision;
+pub mod remote;
 pub mod session;
 pub mod shell;
 pub mod shim;
@@ -40,8 +41,9 @@ pub fn main() -> i32 {
     if let Some(code) = shim::dispatch() {
         return code;
     }
+    let args = cli::remote::single_dash_options(std::env::args_os().collect());
     let cli = match command()
-        .try_get_matches()
+        .try_get_matches_from(args)
         .and_then(|matches| Cli::from_arg_matches(&matches))
     {
         Ok(cli) => cli,
@@ -115,6 +117,7 @@ fn run(cli: Cli, ctx: &mut Context) -> Result<Exit> {
         Command::Lock(args) => cli::lock::run(args, &ctx.dir).map(Exit),
         Command::Sdk(args) => cli::sdk::run(args, ctx),
         Command::Monitor(args) => cli::monitor::run(args, ctx),
+        Command::Remote(args) => cli::remote::run(args, ctx),
         Command::Shell(args) => cli::shell::run(args, ctx),
         Command::Status => cli::status::run(ctx),
         Command::Top(args) => cli::top::run(args, ctx),

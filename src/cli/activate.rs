@@ -25,6 +25,9 @@ pub fn run(mut args: ActivateArgs, ctx: &mut Context) -> Result<Exit> {
                 ))
             })?);
         }
+        if let Some(memory) = get("GENV_PREACTIVATE_GPU_MEMORY").filter(|m| !m.is_empty()) {
+            args.gpu_memory = Some(memory);
+        }
         if let Some(name) = get("GENV_PREACTIVATE_ENVIRONMENT_NAME").filter(|n| !n.is_empty()) {
             args.name = Some(name);
         }

@@ -14,6 +14,7 @@ pub mod home;
 pub mod llm;
 pub mod lock;
 pub mod monitor;
+pub mod remote;
 pub mod sdk;
 pub mod shell;
 pub mod status;
@@ -70,6 +71,8 @@ pub enum Command {
     Sdk(SdkArgs),
     /// Monitor using Prometheus and Grafana
     Monitor(MonitorArgs),
+    /// Query and use the GPUs of many hosts over SSH
+    Remote(RemoteArgs),
     /// Shell support
     Shell(ShellArgs),
     /// Show status of the current environment
@@ -300,6 +303,82 @@ pub enum DevicesCommand {
     Locks(PsArgs),
     /// Not in genv 1.4.3: the requests waiting for devices (`--wait`), in order
     Queue,
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("hosts").required(true).args(["hostnames", "hostfile"])))]
+pub struct RemoteArgs {
+    /// Comma-separated hostnames or IP addresses (user@host for a login)
+    #[arg(short = 'H', long = "host", visible_alias = "hosts")]
+    pub hostnames: Option<String>,
+    /// A file containing one hostname or IP address per line
+    #[arg(long)]
+    pub hostfile: Option<std::path::PathBuf>,
+    /// SSH login name
+    #[arg(short = 'l', long)]
+    pub username: Option<String>,
+    /// SSH connection timeout in seconds
+    #[arg(short = 't', long)]
+    pub timeout: Option<u64>,
+    /// Exit on SSH error to one or more hosts
+    #[arg(short = 'e', long = "exit-on-error", visible_alias = "throw-on-error")]
+    pub throw_on_error: bool,
+    /// Ignore SSH errors
+    #[arg(short, long)]
+    pub quiet: bool,
+    #[command(subcommand)]
+    pub command: RemoteCommand,
+}
+
+/// `--no-header`, `--no-summary` and `--format` of the remote tables.
+#[derive(Debug, Args, Clone, Copy)]
+pub struct RemoteTableArgs {
+    /// Do not print column headers
+    #[arg(long = "no-header")]
+    pub no_header: bool,
+    /// Do not print summary
+    #[arg(long = "no-summary")]
+    pub no_summary: bool,
+    /// Output format; CSV, TUI (Text-based user interface) or JSON
+    #[arg(long, value_enum, default_value_t = Format::Tui)]
+    pub format: Format,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RemoteCommand {
+    /// Activate environment in a remote host
+    Activate {
+        /// Environment name
+        #[arg(long, allow_hyphen_values = true)]
+        name: Option<String>,
+        /// Environment device count
+        #[arg(long)]
+        gpus: Option<u32>,
+        /// Environment device memory capacity (e.g. 4g)
+        #[arg(long = "gpu-memory")]
+        gpu_memory: Option<String>,
+        /// Don't change the shell prompt
+        #[arg(long = "no-prompt")]
+        no_prompt: bool,
+    },
+    /// Show device information from all hosts
+    Devices(RemoteTableArgs),
+    /// List all active environments
+    Envs {
+        #[command(flatten)]
+        table: RemoteTableArgs,
+        /// Print a non-prettified timestamp
+        #[arg(long)]
+        timestamp: bool,
+    },
+    /// Query environments or a specific one
+    Query {
+        /// Environment name
+        #[arg(long, required = true, allow_hyphen_values = true)]
+        name: String,
+        #[arg(long = "query", visible_alias = "queries", required = true, num_args = 1.., value_parser = crate::remote::report::QUERIES)]
+        queries: Vec<String>,
+    },
 }
 
 #[derive(Debug, Args)]

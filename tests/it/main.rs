@@ -21,6 +21,7 @@ mod lock_cli;
 mod lock_sharing;
 mod memcap;
 mod monitor;
+mod remote;
 mod sdk_plumbing;
 mod shell_integration;
 mod shell_tmux;

@@ -1,0 +1,317 @@
+//! What `genv remote` prints, made from the hosts' snapshots: pure
+//! functions, in genv 1.4.3's layouts (plus JSON).
+
+use std::fmt::Write;
+
+use chrono::NaiveDateTime;
+use serde_json::json;
+
+use crate::cli::Format;
+use crate::escape;
+use crate::state::{Device, Devices, Envs};
+use crate::timefmt;
+
+/// How the table is printed.
+#[derive(Debug, Clone, Copy)]
+pub struct Layout {
+    pub format: Format,
+    pub header: bool,
+    pub summary: bool,
+}
+
+fn show(format: Format) -> fn(&str) -> std::borrow::Cow<'_, str> {
+    match format {
+        Format::Csv => escape::csv_field,
+        _ => escape::terminal,
+    }
+}
+
+/// Bytes of a device not reserved by its attachments; an attachment
+/// without a memory capacity takes the whole device.
+fn unreserved(device: &Device) -> u64 {
+    let total = crate::memory::to_bytes(&device.total_memory).unwrap_or(0);
+    let mut reserved: u64 = 0;
+    for a in &device.attachments {
+        match a
+            .gpu_memory
+            .as_deref()
+            .and_then(|m| crate::memory::to_bytes(m).ok())
+        {
+            Some(bytes) => reserved = reserved.saturating_add(bytes),
+            None => return 0,
+        }
+    }
+    total.saturating_sub(reserved)
+}
+
+/// Devices a new environment could take: unattached ones (genv 1.4.3),
+/// or with `gpu_memory` (bytes), those with that much unreserved memory.
+pub fn available(devices: &Devices, gpu_memory: Option<u64>) -> usize {
+    devices
+        .devices
+        .iter()
+        .filter(|d| match gpu_memory {
+            None => d.attachments.is_empty(),
+            Some(bytes) => unreserved(d) >= bytes,
+        })
+        .count()
+}
+
+/// The first host (an index into `snapshots`) with `gpus` available
+/// devices; without `gpus`, the first host that answered.
+pub fn find_host(
+    snapshots: &[&Devices],
+    gpus: Option<u32>,
+    gpu_memory: Option<u64>,
+) -> Option<usize> {
+    snapshots.iter().position(|devices| match gpus {
+        None => gpu_memory.is_none_or(|_| available(devices, gpu_memory) > 0),
+        Some(n) => available(devices, gpu_memory) >= n as usize,
+    })
+}
+
+/// `genv remote devices`: a row per host and the totals line.
+pub fn devices(rows: &[(&str, &Devices)], layout: Layout) -> String {
+    let mut out = String::new();
+    let counts: Vec<(usize, usize)> = rows
+        .iter()
+        .map(|(_, d)| (d.devices.len(), available(d, None)))
+        .collect();
+    if layout.format == Format::Json {
+        let hosts: Vec<_> = rows
+            .iter()
+            .zip(&counts)
+            .map(|((host, _), (total, available))| {
+                json!({"host": host, "total": total, "available": available})
+            })
+            .collect();
+        out.push_str(&serde_json::to_string_pretty(&hosts).unwrap_or_default());
+        out.push('\n');
+        return out;
+    }
+    if layout.header {
+        out.push_str(match layout.format {
+            Format::Csv => "HOST,TOTAL,AVAILABLE\n",
+            _ => "HOST                     TOTAL    AVAILABLE\n",
+        });
+    }
+    let show = show(layout.format);
+    for ((host, _), (total, available)) in rows.iter().zip(&counts) {
+        let host = show(host);
+        let _ = match layout.format {
+            Format::Csv => writeln!(out, "{host},{total},{available}"),
+            _ => writeln!(out, "{host:<25}{total:<9}{available}"),
+        };
+    }
+    if layout.summary {
+        let total: usize = counts.iter().map(|c| c.0).sum();
+        let available: usize = counts.iter().map(|c| c.1).sum();
+        let _ = writeln!(
+            out,
+            "\nTotal {total} devices with {available} available on {} hosts",
+            rows.len()
+        );
+    }
+    out
+}
+
+/// `genv remote envs`: a row per environment of every host.
+pub fn envs(rows: &[(&str, &Envs)], layout: Layout, timestamp: bool, now: NaiveDateTime) -> String {
+    let mut out = String::new();
+    let created = |creation: &str| {
+        if timestamp {
+            creation.to_owned()
+        } else {
+            timefmt::since(creation, now)
+        }
+    };
+    if layout.format == Format::Json {
+        let list: Vec<_> = rows
+            .iter()
+            .flat_map(|(host, envs)| {
+                envs.envs.iter().map(move |env| {
+                    json!({
+                        "host": host,
+                        "eid": env.eid,
+                        "user": env.username,
+                        "name": env.config.name,
+                        "creation": env.creation,
+                        "gpus": env.config.gpus,
+                        "gpu_memory": env.config.gpu_memory,
+                    })
+                })
+            })
+            .collect();
+        out.push_str(&serde_json::to_string_pretty(&list).unwrap_or_default());
+        out.push('\n');
+        return out;
+    }
+    if layout.header {
+        out.push_str(match layout.format {
+            Format::Csv => "HOST,ID,USER,NAME,CREATED\n",
+            _ => "HOST                     ID      USER            NAME            CREATED\n",
+        });
+    }
+    let show = show(layout.format);
+    for (host, envs) in rows {
+        let host = show(host);
+        for env in &envs.envs {
+            let eid = show(&env.eid);
+            let user = show(env.username.as_deref().unwrap_or(""));
+            let name = show(env.config.name.as_deref().unwrap_or(""));
+            let created = created(&env.creation);
+            let created = show(&created);
+            let _ = match layout.format {
+                Format::Csv => writeln!(out, "{host},{eid},{user},{name},{created}"),
+                _ => writeln!(out, "{host:<25}{eid:<8}{user:<16}{name:<16}{created}"),
+            };
+        }
+    }
+    if layout.summary {
+        let count: usize = rows.iter().map(|(_, e)| e.envs.len()).sum();
+        let _ = writeln!(out, "\nTotal {count} environments on {} hosts", rows.len());
+    }
+    out
+}
+
+/// The fields `genv remote query --query` knows.
+pub const QUERIES: [&str; 3] = ["hostname", "eid", "creation"];
+
+/// `genv remote query`: the asked fields of every environment named
+/// `name`, comma-separated, a line each.
+pub fn query(rows: &[(&str, &Envs)], name: &str, queries: &[String]) -> String {
+    let mut out = String::new();
+    for (host, envs) in rows {
+        for env in envs
+            .envs
+            .iter()
+            .filter(|e| e.config.name.as_deref() == Some(name))
+        {
+            let fields: Vec<_> = queries
+                .iter()
+                .map(|q| {
+                    let value = match q.as_str() {
+                        "hostname" => host,
+                        "eid" => env.eid.as_str(),
+                        _ => env.creation.as_str(),
+                    };
+                    escape::csv_field(value).into_owned()
+                })
+                .collect();
+            out.push_str(&fields.join(","));
+            out.push('\n');
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::{Attachment, Config, Env};
+
+    fn devices(attached: &[Option<Option<&str>>]) -> Devices {
+        Devices {
+            devices: attached
+                .iter()
+                .enumerate()
+                .map(|(i, a)| {
+                    let mut d = Device::new(i as u32, 16384);
+                    if let Some(memory) = a {
+                        d.attachments.push(Attachment {
+                            eid: "e".into(),
+                            gpu_memory: memory.map(str::to_owned),
+                            time: "01/01/2024 00:00:00".into(),
+                        });
+                    }
+                    d
+                })
+                .collect(),
+        }
+    }
+
+    fn env(eid: &str, name: Option<&str>) -> Env {
+        Env {
+            eid: eid.into(),
+            uid: 0,
+            creation: "01/02/2024 10:00:00".into(),
+            username: Some("alice".into()),
+            config: Config {
+                name: name.map(str::to_owned),
+                ..Config::default()
+            },
+            pids: vec![],
+            kernel_ids: vec![],
+        }
+    }
+
+    const TUI: Layout = Layout {
+        format: Format::Tui,
+        header: true,
+        summary: true,
+    };
+
+    #[test]
+    fn devices_prints_rows_and_the_totals_line() {
+        let a = devices(&[None, Some(None)]);
+        let b = devices(&[None, None, None]);
+        let text = super::devices(&[("a", &a), ("b", &b)], TUI);
+        assert_eq!(
+            text,
+            "HOST                     TOTAL    AVAILABLE\n\
+             a                        2        1\n\
+             b                        3        3\n\
+             \nTotal 5 devices with 4 available on 2 hosts\n"
+        );
+        let csv = super::devices(
+            &[("a", &a)],
+            Layout {
+                format: Format::Csv,
+                header: false,
+                summary: false,
+            },
+        );
+        assert_eq!(csv, "a,2,1\n");
+    }
+
+    #[test]
+    fn memory_capacity_leaves_room_on_a_device() {
+        let d = devices(&[Some(Some("4g")), Some(None), None]);
+        assert_eq!(available(&d, None), 1);
+        assert_eq!(available(&d, Some(8 << 30)), 2);
+        assert_eq!(available(&d, Some(13 << 30)), 1);
+    }
+
+    #[test]
+    fn find_host_takes_the_first_with_enough() {
+        let a = devices(&[Some(None), None]);
+        let b = devices(&[None, None]);
+        assert_eq!(find_host(&[&a, &b], Some(2), None), Some(1));
+        assert_eq!(find_host(&[&a, &b], Some(1), None), Some(0));
+        assert_eq!(find_host(&[&a, &b], Some(3), None), None);
+        assert_eq!(find_host(&[&a, &b], None, None), Some(0));
+        assert_eq!(find_host(&[], None, None), None);
+    }
+
+    #[test]
+    fn envs_and_query_name_the_host() {
+        let now = timefmt::parse("01/02/2024 10:00:05").unwrap();
+        let e = Envs {
+            envs: vec![env("1", Some("train")), env("2\u{1b}[31m", None)],
+        };
+        let text = super::envs(&[("gpu1", &e)], TUI, false, now);
+        assert_eq!(
+            text,
+            "HOST                     ID      USER            NAME            CREATED\n\
+             gpu1                     1       alice           train           5 seconds ago\n\
+             gpu1                     2\\u{1b}[31malice                           5 seconds ago\n\
+             \nTotal 2 environments on 1 hosts\n"
+        );
+        let q = query(
+            &[("gpu1", &e)],
+            "train",
+            &["hostname".into(), "eid".into(), "creation".into()],
+        );
+        assert_eq!(q, "gpu1,1,01/02/2024 10:00:00\n");
+    }
+}

@@ -1,0 +1,102 @@
+//! Running one command on many hosts through the system's `ssh`, one
+//! thread a host, and collecting what each answered.
+
+use std::process::{Command, Stdio};
+
+use super::{Host, command_line};
+use crate::env_vars::GENV_SSH;
+
+/// How `ssh` is run: the program and its own options (`GENV_SSH`, split
+/// on whitespace, default `ssh`) and the connection timeout.
+#[derive(Debug, Clone)]
+pub struct Ssh {
+    pub program: Vec<String>,
+    pub timeout: Option<u64>,
+}
+
+/// Without `--timeout`, a host that does not answer gives up after this
+/// many seconds rather than the system's TCP timeout (minutes).
+const DEFAULT_CONNECT_TIMEOUT: u64 = 10;
+
+/// What one host answered: its stdout when the command exited 0, or why
+/// not.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answer {
+    Ok { stdout: String, stderr: String },
+    Failed { code: Option<i32>, stderr: String },
+}
+
+impl Ssh {
+    pub fn from_env(timeout: Option<u64>) -> Self {
+        let program = std::env::var(GENV_SSH)
+            .ok()
+            .map(|s| s.split_whitespace().map(str::to_owned).collect::<Vec<_>>())
+            .filter(|p| !p.is_empty())
+            .unwrap_or_else(|| vec!["ssh".to_owned()]);
+        Ssh { program, timeout }
+    }
+
+    /// `ssh … host LINE`, LINE a command line for the remote shell made
+    /// of quoted words; `interactive` asks for a terminal and allows
+    /// password prompts, otherwise ssh never waits on the user.
+    pub fn command(&self, host: &Host, line: &str, interactive: bool) -> Command {
+        let mut cmd = Command::new(&self.program[0]);
+        cmd.args(&self.program[1..]);
+        if interactive {
+            cmd.arg("-t");
+        } else {
+            cmd.args(["-o", "BatchMode=yes"]);
+        }
+        let timeout = self.timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT);
+        cmd.args(["-o", &format!("ConnectTimeout={timeout}")]);
+        if let Some(user) = &host.username {
+            cmd.args(["-l", user]);
+        }
+        cmd.arg("--").arg(&host.hostname).arg(line);
+        cmd
+    }
+
+    /// Runs `args` on every host at once; the answers in the hosts' order.
+    pub fn ask_all(&self, hosts: &[Host], args: &[String]) -> Vec<Answer> {
+        std::thread::scope(|scope| {
+            let threads: Vec<_> = hosts
+                .iter()
+                .map(|host| scope.spawn(move || self.ask(host, args)))
+                .collect();
+            threads
+                .into_iter()
+                .map(|t| {
+                    t.join().unwrap_or_else(|_| Answer::Failed {
+                        code: None,
+                        stderr: "the thread asking this host panicked".into(),
+                    })
+                })
+                .collect()
+        })
+    }
+
+    fn ask(&self, host: &Host, args: &[String]) -> Answer {
+        let output = self
+            .command(host, &command_line(args), false)
+            .stdin(Stdio::null())
+            .output();
+        match output {
+            Ok(out) => {
+                let stdout = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+                let stderr = String::from_utf8_lossy(&out.stderr).trim().to_owned();
+                if out.status.success() {
+                    Answer::Ok { stdout, stderr }
+                } else {
+                    Answer::Failed {
+                        code: out.status.code(),
+                        stderr,
+                    }
+                }
+            }
+            Err(e) => Answer::Failed {
+                code: None,
+                stderr: format!("cannot run {}: {e}", self.program[0]),
+            },
+        }
+    }
+}
