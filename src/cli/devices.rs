@@ -68,7 +68,7 @@ pub fn run(args: DevicesArgs, ctx: &mut Context) -> Result<Exit> {
         Some(DevicesCommand::Find { eid }) => print_indices(tx.devices()?, &eid, out),
         Some(DevicesCommand::Ps(ps)) => {
             tx.reconcile(&survey)?;
-            print_ps(&mut tx, ps, out)?
+            print_ps(&mut tx, dir, ps, out)?
         }
         Some(DevicesCommand::Locks(ps)) => {
             let envs = tx.envs()?.clone();
@@ -118,7 +118,7 @@ pub fn run(args: DevicesArgs, ctx: &mut Context) -> Result<Exit> {
         }
         None => {
             tx.reconcile(&survey)?;
-            print_ps(&mut tx, PsArgs::default(), out)?
+            print_ps(&mut tx, dir, PsArgs::default(), out)?
         }
     }
     tx.commit()?;
@@ -132,7 +132,12 @@ pub fn print_indices(devices: &Devices, eid: &str, out: &mut String) {
     out.push('\n');
 }
 
-fn print_ps(tx: &mut Transaction<'_>, ps: PsArgs, out: &mut String) -> Result<()> {
+fn print_ps(
+    tx: &mut Transaction<'_>,
+    dir: &crate::state::StateDir,
+    ps: PsArgs,
+    out: &mut String,
+) -> Result<()> {
     let envs = tx.envs()?.clone();
     let devices = tx.devices()?;
     let name_of = |eid: &str| {
@@ -141,6 +146,17 @@ fn print_ps(tx: &mut Transaction<'_>, ps: PsArgs, out: &mut String) -> Result<()
             .unwrap_or_default()
     };
     if ps.format == Format::Json {
+        // What each environment's processes hold by the memory cap's count
+        // (its ledger), read once per environment; null without one.
+        let root = dir.root_dir().ok();
+        let mut usage = std::collections::HashMap::new();
+        let mut in_use = |eid: &str, index: u32| -> Option<u64> {
+            let usage = usage.entry(eid.to_owned()).or_insert_with(|| {
+                let uid = u32::try_from(envs.get(eid)?.uid).ok()?;
+                crate::state::memcap_ledger::usage(root?, uid, eid)
+            });
+            usage.as_ref().map(|u| u.get(&index).copied().unwrap_or(0))
+        };
         let rows: Vec<serde_json::Value> = devices
             .devices
             .iter()
@@ -154,6 +170,7 @@ fn print_ps(tx: &mut Transaction<'_>, ps: PsArgs, out: &mut String) -> Result<()
                             "env_name": envs.get(&a.eid).and_then(|e| e.config.name.clone()),
                             "gpu_memory": a.gpu_memory,
                             "time": a.time,
+                            "memory_in_use": in_use(&a.eid, d.index),
                         })
                     })
                     .collect();

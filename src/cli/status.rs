@@ -16,9 +16,9 @@ pub fn run(ctx: &mut Context) -> Result<Exit> {
         return Ok(Exit::SUCCESS);
     };
     let mut tx = dir.transaction(LoadOptions::default())?;
-    let config = match tx.envs()?.get(&eid) {
-        Some(env) => env.config.clone(),
-        None => from_variables(),
+    let (config, uid) = match tx.envs()?.get(&eid) {
+        Some(env) => (env.config.clone(), u32::try_from(env.uid).ok()),
+        None => (from_variables(), None),
     };
     let indices = session::attached(&mut tx, &eid);
     let envs = tx.envs()?.clone();
@@ -47,7 +47,12 @@ pub fn run(ctx: &mut Context) -> Result<Exit> {
         or_na(config.gpu_memory)
     );
     if capped {
-        out.push_str(&memory_cap());
+        let uid = uid.unwrap_or_else(crate::procs::current_uid);
+        let usage = dir
+            .root_dir()
+            .ok()
+            .and_then(|root| crate::state::memcap_ledger::usage(root, uid, &eid));
+        out.push_str(&memory_cap(&indices, usage.as_ref()));
     }
     // Not in genv 1.4.3, and only when there is something to say, so the
     // usual output stays the same.
@@ -113,9 +118,10 @@ pub fn run(ctx: &mut Context) -> Result<Exit> {
     Ok(Exit::SUCCESS)
 }
 
-/// Whether this shell's processes are held to the capacity (not in genv
-/// 1.4.3: shown only for an environment with a capacity).
-fn memory_cap() -> String {
+/// Whether this shell's processes are held to the capacity, and what the
+/// environment's processes hold by the cap's count (not in genv 1.4.3:
+/// shown only for an environment with a capacity).
+fn memory_cap(indices: &[u32], usage: Option<&crate::state::memcap_ledger::Usage>) -> String {
     let state = match crate::memcap::preloaded() {
         Some(library) if std::path::Path::new(&library).is_file() => {
             format!("enforced (LD_PRELOAD holds {})", escape::terminal(&library))
@@ -129,7 +135,19 @@ fn memory_cap() -> String {
             crate::memcap::LIBRARY
         ),
     };
-    format!("GPU memory cap\n    {state}\n\n")
+    let mut text = format!("GPU memory cap\n    {state}\n");
+    if let Some(usage) = usage {
+        for index in indices {
+            let used = usage.get(index).copied().unwrap_or(0);
+            let _ = writeln!(
+                text,
+                "    GPU {index}: {}MiB allocated by the environment's processes",
+                crate::memory::to_mib(used)
+            );
+        }
+    }
+    text.push('\n');
+    text
 }
 
 /// The configuration as the shell's variables carry it.

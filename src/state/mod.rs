@@ -7,6 +7,7 @@ mod devices;
 pub mod enforcement;
 mod envs;
 pub mod file;
+pub mod memcap_ledger;
 mod queue;
 mod salvage;
 mod watch;

@@ -462,3 +462,82 @@ fn status_says_when_the_cap_is_not_enforced() {
         "{status}"
     );
 }
+
+/// What the cap counts shows where a user looks: `genv status`, the
+/// devices' JSON, and the `nvidia-smi` shim when the driver cannot list the
+/// environment's processes (a container without the host's pid namespace).
+#[test]
+fn what_the_cap_counts_is_shown() {
+    let bed = crate::shim_support::ShimBed::new();
+    let sb = &bed.sandbox;
+    let uid = Command::new("id").arg("-u").output().unwrap();
+    let uid: u32 = String::from_utf8(uid.stdout)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    sb.activate_env_as("acct", uid, None, std::process::id())
+        .ok();
+    sb.config_memory("acct", "4g").ok();
+    sb.attach_index("acct", 1).ok();
+    let status = |sb: &Sandbox| {
+        let mut cmd = sb.cmd(&["status"]);
+        cmd.env("GENV_ENVIRONMENT_ID", "acct");
+        Run::from(cmd.output().unwrap()).ok().stdout
+    };
+    let in_use = |sb: &Sandbox| {
+        let json = sb.run(&["devices", "ps", "--format", "json"]).ok().stdout;
+        let doc: serde_json::Value = serde_json::from_str(&json).unwrap();
+        doc["devices"][1]["attachments"][0]["memory_in_use"].clone()
+    };
+    // No process of the environment has run under the library yet.
+    assert!(!status(sb).contains("allocated"), "{}", status(sb));
+    assert_eq!(in_use(sb), serde_json::Value::Null);
+
+    let mut cmd = client(sb, "acct", Some("4g"), &["proc", "alloc", "3g", "hold"]);
+    cmd.env("CUDA_VISIBLE_DEVICES", "1").stdout(Stdio::piped());
+    let mut holder = Holder(cmd.spawn().unwrap());
+    let stdout = holder.0.stdout.take().unwrap();
+    let lines: Vec<String> = BufReader::new(stdout)
+        .lines()
+        .map_while(Result::ok)
+        .take_while(|l| l != "holding")
+        .collect();
+    assert_eq!(lines, ["alloc 3000000000 ok"]);
+
+    assert!(
+        status(sb).contains(
+            "GPU memory cap\n    not enforced in this shell: LD_PRELOAD does not hold libgenv_memcap.so; enforcement (genv enforce) is the backstop\n    GPU 1: 2861MiB allocated by the environment's processes\n\n"
+        ),
+        "{}",
+        status(sb)
+    );
+    assert_eq!(in_use(sb), serde_json::json!(3_000_000_000u64));
+
+    // The driver lists no processes: the shim shows the ledger's count
+    // (GPU 1's row; GPU 0 is not the environment's) instead of N/A.
+    let table: String = std::fs::read_to_string(crate::common::fixture("nvidia-smi/470-v100.txt"))
+        .unwrap()
+        .lines()
+        .filter(|l| !l.contains("MiB |") || l.contains("MiB /"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    bed.fake("nvidia-smi", &table);
+    let vars = [
+        ("GENV_ENVIRONMENT_ID", "acct"),
+        ("CUDA_VISIBLE_DEVICES", "1"),
+        ("GENV_GPU_MEMORY", "4g"),
+    ];
+    let out = bed.run("nvidia-smi", &[], &vars).ok().stdout;
+    assert!(out.contains("   2861MiB /  3814MiB |"), "{out}");
+    assert!(!out.contains("Missing information"), "{out}");
+
+    // Its process gone (even by kill -9), nothing is counted.
+    holder.kill9();
+    assert_eq!(in_use(sb), serde_json::json!(0));
+    assert!(
+        status(sb).contains("    GPU 1: 0MiB allocated"),
+        "{}",
+        status(sb)
+    );
+}

@@ -71,6 +71,14 @@ fn registered_pids(eid: &str) -> Vec<i64> {
         .unwrap_or_default()
 }
 
+/// What the environment's processes hold per GPU by the memory cap's
+/// ledger (this user's, in the state folder), when there is one.
+fn accounted(eid: &str) -> Option<crate::state::memcap_ledger::Usage> {
+    let dir = crate::state::StateDir::from_env();
+    let root = dir.root_dir().ok()?;
+    crate::state::memcap_ledger::usage(root, crate::procs::current_uid(), eid)
+}
+
 /// The shim's entry point.
 pub fn run(args: Vec<OsString>) -> i32 {
     let real = match crate::shim::find_real(PROGRAM) {
@@ -124,6 +132,7 @@ pub fn run(args: Vec<OsString>) -> i32 {
         Plan::Table(_) => {
             let mut members = Membership::new(&eid);
             let cap = Cap::from_env();
+            let mut accounted = || cap.as_ref().and_then(|_| accounted(&eid));
             let mut frames = Frames::default();
             let code = pipe(&real, &to_run, |line, out| match frames.push(line) {
                 Some(frame) => {
@@ -131,6 +140,7 @@ pub fn run(args: Vec<OsString>) -> i32 {
                         &frame,
                         &mut |pid| members.contains(pid),
                         cap.as_ref(),
+                        &mut accounted,
                     ));
                     true
                 }
@@ -138,7 +148,12 @@ pub fn run(args: Vec<OsString>) -> i32 {
             });
             let rest = frames.finish();
             if !rest.is_empty() {
-                let text = rewrite_frame(&rest, &mut |pid| members.contains(pid), cap.as_ref());
+                let text = rewrite_frame(
+                    &rest,
+                    &mut |pid| members.contains(pid),
+                    cap.as_ref(),
+                    &mut accounted,
+                );
                 let _ = std::io::stdout().lock().write_all(text.as_bytes());
             }
             code

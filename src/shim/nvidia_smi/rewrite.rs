@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use crate::env_vars::{self as ev, get};
 use crate::smi::table::no_running_processes;
 use crate::smi::table::parse::{parse_frame, set_memory};
+use crate::state::memcap_ledger::Usage;
 
 const MISSING_PROCESSES: &str = "Missing information about running processes. Cannot calculate GPU memory usage.\n\nIf you are running in a container, using the host pid namespace would solve this.\nThis could be done by passing '--pid host' to the 'docker run' command.";
 
@@ -40,10 +41,16 @@ impl Cap {
 
 /// One frame of the default table (one screen; `-l` prints many), as the
 /// environment sees it, with the warnings after it.
+///
+/// `accounted` is what the environment's processes hold per GPU by the
+/// memory cap's ledger, asked only when the driver lists no processes (in
+/// a container without the host's pid namespace): then the memory column
+/// shows it instead of N/A.
 pub fn rewrite_frame(
     lines: &[String],
     ours: &mut impl FnMut(u32) -> bool,
     cap: Option<&Cap>,
+    accounted: &mut impl FnMut() -> Option<Usage>,
 ) -> String {
     let frame = parse_frame(lines);
     let mut dropped = vec![false; lines.len()];
@@ -62,10 +69,14 @@ pub fn rewrite_frame(
     // without the host's pid namespace.
     let missing =
         !frame.memory_lines.is_empty() && frame.process_rows.is_empty() && !frame.no_processes_line;
+    let accounted = if missing { accounted() } else { None };
     let mut over_cap = false;
     let mut rewritten: HashMap<usize, String> = HashMap::new();
     for (i, gpu) in &frame.memory_lines {
-        let shown = if missing {
+        let shown = if let Some(usage) = &accounted {
+            let bytes = gpu.and_then(|g| usage.get(&g).copied()).unwrap_or(0);
+            Some(crate::memory::to_mib(bytes))
+        } else if missing {
             None
         } else {
             Some(gpu.and_then(|g| used.get(&g).copied()).unwrap_or(0))
@@ -88,7 +99,7 @@ pub fn rewrite_frame(
             out.push('\n');
         }
     }
-    if missing {
+    if missing && accounted.is_none() {
         warn(&mut out, MISSING_PROCESSES);
     }
     if over_cap && let Some(cap) = cap {
@@ -130,16 +141,17 @@ mod tests {
     fn rewrite(text: &str, pids: &[u32], cap: Option<&str>) -> String {
         let cap = cap.and_then(Cap::parse);
         let mut ours = |pid| pids.contains(&pid);
+        let mut none = || None;
         let mut frames = Frames::default();
         let mut out = String::new();
         for line in text.lines() {
             if let Some(frame) = frames.push(line.to_owned()) {
-                out.push_str(&rewrite_frame(&frame, &mut ours, cap.as_ref()));
+                out.push_str(&rewrite_frame(&frame, &mut ours, cap.as_ref(), &mut none));
             }
         }
         let rest = frames.finish();
         if !rest.is_empty() {
-            out.push_str(&rewrite_frame(&rest, &mut ours, cap.as_ref()));
+            out.push_str(&rewrite_frame(&rest, &mut ours, cap.as_ref(), &mut none));
         }
         out
     }

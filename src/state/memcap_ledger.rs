@@ -1,0 +1,159 @@
+//! Reading the memory cap's ledgers (`memcap-<uid>-<environment>`, written
+//! by `libgenv_memcap.so`, crates/genv-memcap/src/ledger.rs): what each
+//! environment's live processes hold on each GPU, as the cap counts it.
+//! genv only reads them, for `genv status`, `genv devices ps --format json`
+//! and the `nvidia-smi` shim.
+//!
+//! The layout is the library's: a header (magic, the high-water slot, six
+//! reserved words), then 512 slots of (owner pid, start time, 32 per-GPU
+//! byte counts), native-endian `u64`s. A ledger is trusted only when it is
+//! a regular file, reached without a link, owned by the user its name
+//! says, private to them and of the exact size: another user cannot make
+//! genv show numbers for an environment that is not theirs.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+
+use rustix::fs::{Mode, OFlags};
+
+use super::Dir;
+
+const MAGIC: u64 = u64::from_le_bytes(*b"GENVMCP1");
+const HEADER_WORDS: usize = 8;
+const SLOTS: usize = 512;
+/// GPU indices the ledger keeps apart (the library's `MAX_DEVICES`).
+pub const MAX_DEVICES: usize = 32;
+const SLOT_WORDS: usize = 2 + MAX_DEVICES;
+const SIZE: usize = 8 * (HEADER_WORDS + SLOTS * SLOT_WORDS);
+const RECLAIMING: u64 = 1 << 63;
+
+/// Bytes held per GPU index by an environment's live processes.
+pub type Usage = BTreeMap<u32, u64>;
+
+/// The ledger's file name for a user's environment, as the library names
+/// it: the identifier itself when it is plain, else its FNV-1a hash.
+pub fn file_name(uid: u32, eid: &str) -> String {
+    let bytes = eid.as_bytes();
+    let plain = bytes.len() <= 64
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(b))
+        && eid != "."
+        && eid != "..";
+    if plain {
+        format!("memcap-{uid}-{eid}")
+    } else {
+        let hash = bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        });
+        format!("memcap-{uid}-h{hash}")
+    }
+}
+
+/// What an environment's live processes hold, per GPU, by its ledger;
+/// `None` when there is no ledger that can be trusted (no process of the
+/// environment ever ran under the library, or the file is not the
+/// user's own).
+pub fn usage(dir: &Dir, uid: u32, eid: &str) -> Option<Usage> {
+    let name = file_name(uid, eid);
+    let flags =
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC;
+    let fd = rustix::fs::openat(dir.fd(), name.as_str(), flags, Mode::empty()).ok()?;
+    let stat = rustix::fs::fstat(&fd).ok()?;
+    let regular = rustix::fs::FileType::from_raw_mode(stat.st_mode).is_file();
+    if !regular || stat.st_uid != uid || stat.st_mode & 0o077 != 0 || stat.st_size != SIZE as i64 {
+        return None;
+    }
+    let mut bytes = Vec::with_capacity(SIZE);
+    std::fs::File::from(fd).read_to_end(&mut bytes).ok()?;
+    parse(&bytes, &mut |pid, start| {
+        crate::procs::pid_alive(i64::from(pid))
+            && (start == 0 || crate::procs::start_time(pid) == Some(start))
+    })
+}
+
+/// The per-GPU sums of the slots whose owner `alive` says lives.
+fn parse(bytes: &[u8], alive: &mut impl FnMut(u32, u64) -> bool) -> Option<Usage> {
+    if bytes.len() != SIZE {
+        return None;
+    }
+    let word = |i: usize| {
+        let b: [u8; 8] = bytes[8 * i..8 * i + 8].try_into().unwrap_or_default();
+        u64::from_ne_bytes(b)
+    };
+    if word(0) != MAGIC {
+        return None;
+    }
+    let high = usize::try_from(word(1)).unwrap_or(SLOTS).min(SLOTS);
+    let mut usage = Usage::new();
+    for slot in 0..high {
+        let base = HEADER_WORDS + slot * SLOT_WORDS;
+        let owner = word(base);
+        // Free, or being taken back by another process.
+        if owner == 0 || owner & RECLAIMING != 0 {
+            continue;
+        }
+        let Ok(pid) = u32::try_from(owner) else {
+            continue;
+        };
+        if !alive(pid, word(base + 1)) {
+            continue;
+        }
+        for index in 0..MAX_DEVICES {
+            let used = word(base + 2 + index);
+            if used != 0 {
+                let total = usage.entry(index as u32).or_default();
+                *total = total.saturating_add(used);
+            }
+        }
+    }
+    Some(usage)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ledger(slots: &[(u64, u64, &[(usize, u64)])]) -> Vec<u8> {
+        let mut words = vec![0u64; SIZE / 8];
+        words[0] = MAGIC;
+        words[1] = slots.len() as u64;
+        for (i, (owner, start, used)) in slots.iter().enumerate() {
+            let base = HEADER_WORDS + i * SLOT_WORDS;
+            words[base] = *owner;
+            words[base + 1] = *start;
+            for &(index, bytes) in *used {
+                words[base + 2 + index] = bytes;
+            }
+        }
+        words.iter().flat_map(|w| w.to_ne_bytes()).collect()
+    }
+
+    #[test]
+    fn live_slots_are_summed_per_gpu() {
+        let bytes = ledger(&[
+            (100, 7, &[(0, 1 << 20), (3, 5)]),
+            (200, 9, &[(0, 2 << 20)]),
+            (300, 1, &[(0, 1 << 30)]),
+            (RECLAIMING | 400, 0, &[(0, 1)]),
+            (0, 0, &[]),
+        ]);
+        let usage = parse(&bytes, &mut |pid, _| pid != 300).unwrap();
+        assert_eq!(usage, Usage::from([(0, 3 << 20), (3, 5)]));
+    }
+
+    #[test]
+    fn other_files_are_not_ledgers() {
+        assert!(parse(&[0; 16], &mut |_, _| true).is_none());
+        let mut bytes = ledger(&[]);
+        bytes[0] ^= 1;
+        assert!(parse(&bytes, &mut |_, _| true).is_none());
+    }
+
+    #[test]
+    fn names_match_the_library() {
+        assert_eq!(file_name(1000, "1a2b"), "memcap-1000-1a2b");
+        let hashed = file_name(1000, "../x");
+        assert!(hashed.starts_with("memcap-1000-h") && !hashed.contains('/'));
+    }
+}
