@@ -114,7 +114,10 @@ fn parse(bytes: &[u8], alive: &mut impl FnMut(u32, u64) -> bool) -> Option<Usage
 mod tests {
     use super::*;
 
-    fn ledger(slots: &[(u64, u64, &[(usize, u64)])]) -> Vec<u8> {
+    /// A slot: owner, start time, and bytes on GPU indices.
+    type Slot<'a> = (u64, u64, &'a [(usize, u64)]);
+
+    fn ledger(slots: &[Slot<'_>]) -> Vec<u8> {
         let mut words = vec![0u64; SIZE / 8];
         words[0] = MAGIC;
         words[1] = slots.len() as u64;
