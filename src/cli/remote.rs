@@ -269,6 +269,12 @@ impl Asker<'_> {
 /// executed there by `genv usage execute`.
 fn enforce(asker: &Asker<'_>, args: EnforceArgs, ctx: &mut Context) -> Result<Exit> {
     let rules = args.rules();
+    if args.grace != 5.0 {
+        warn_hint(
+            "--grace has no effect with genv remote",
+            "each host terminates with SIGTERM as `genv usage execute` does (genv 1.4.3's protocol)",
+        );
+    }
     if args.dry_run {
         note("dry run: no report is sent to the hosts");
     }

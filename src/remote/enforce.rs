@@ -103,6 +103,7 @@ fn combine(snapshots: &[Snapshot]) -> (Snapshot, Vec<u32>) {
         for env in &s.envs.envs {
             let mut env = env.clone();
             env.eid = eid(&env.eid);
+            combined.hosts.insert(env.eid.clone(), h);
             combined.envs.envs.push(env);
         }
         let mut end = offset;
@@ -320,7 +321,7 @@ mod tests {
         let decision = decide(&[("a", &a), ("b", &b)], &quota(2));
         assert_eq!(
             decision.lines,
-            ["User alice is using 3 devices which is 1 more than the maximum allowed"]
+            ["User alice is using 3 devices on 2 hosts which is 1 more than the maximum allowed"]
         );
         let ra = &decision.reports[0];
         assert_eq!(ra.terminate.processes.len(), 1);

@@ -523,8 +523,9 @@ fn enforce_counts_a_users_devices_on_every_host() {
         serde_json::json!([])
     );
     assert!(
-        run.stderr
-            .contains("User alice is using 3 devices which is 1 more than the maximum allowed"),
+        run.stderr.contains(
+            "User alice is using 3 devices on 2 hosts which is 1 more than the maximum allowed"
+        ),
         "{run:?}"
     );
     // --dry-run changes nothing.
@@ -556,7 +557,8 @@ fn enforce_counts_a_users_devices_on_every_host() {
     assert_eq!(
         lines(&run.stdout),
         [
-            "User alice is using 3 devices which is 1 more than the maximum allowed".to_owned(),
+            "User alice is using 3 devices on 2 hosts which is 1 more than the maximum allowed"
+                .to_owned(),
             format!(
                 "[ref] Terminating process {} from environment x that is running on GPU(s) 0",
                 p1.pid()
