@@ -669,7 +669,11 @@ fn monitor_serves_every_hosts_metrics_with_its_hostname() {
         assert!(body.contains(series), "{series} missing from:\n{body}");
     }
     assert!(!body.contains("hostname=\"down\""), "{body}");
-    assert!(config.join("prometheus.yml").is_file() || config.read_dir().is_ok());
+    let prometheus = std::fs::read_to_string(config.join("prometheus/prometheus.yml")).unwrap();
+    assert!(
+        prometheus.contains(&format!("127.0.0.1:{port}")),
+        "{prometheus}"
+    );
     let pid = rustix::process::Pid::from_raw(child.id() as i32).unwrap();
     rustix::process::kill_process(pid, rustix::process::Signal::INT).unwrap();
     assert!(wait_exit(&mut child, 20).success());
