@@ -109,17 +109,27 @@ fn combine(snapshots: &[Snapshot]) -> (Snapshot, Vec<u32>) {
         let mut end = offset;
         for device in &s.devices.devices {
             let mut device = device.clone();
-            device.index += offset;
-            end = end.max(device.index + 1);
+            device.index = device.index.saturating_add(offset);
+            end = end.max(device.index.saturating_add(1));
             for a in &mut device.attachments {
                 a.eid = eid(&a.eid);
             }
             combined.devices.devices.push(device);
         }
         for p in &s.processes {
+            // A GPU the host's devices do not list still gets a number
+            // of this host's.
+            end = p
+                .indices()
+                .map(|i| i.saturating_add(offset).saturating_add(1))
+                .fold(end, u32::max);
             combined.processes.push(GpuProcess {
                 pid: ((h as i64) << PID_SHIFT) | (p.pid & 0xffff_ffff),
-                usage: p.usage.iter().map(|(i, b)| (i + offset, *b)).collect(),
+                usage: p
+                    .usage
+                    .iter()
+                    .map(|(i, b)| (i.saturating_add(offset), *b))
+                    .collect(),
                 eid: p.eid.as_deref().map(eid),
                 identity: p.identity,
             });
@@ -151,7 +161,7 @@ fn part_of(report: &Report, h: usize, offsets: &[u32]) -> Report {
                 .used_gpu_memory
                 .iter()
                 .map(|u| enforce::Usage {
-                    index: u.index - first,
+                    index: u.index.saturating_sub(first),
                     gpu_memory: u.gpu_memory.clone(),
                 })
                 .collect(),
@@ -176,7 +186,7 @@ fn part_of(report: &Report, h: usize, offsets: &[u32]) -> Report {
             })
             .collect();
         if !envs.is_empty() {
-            detach.insert((index - first).to_string(), Envs { envs });
+            detach.insert(index.saturating_sub(first).to_string(), Envs { envs });
         }
     }
     Report {
