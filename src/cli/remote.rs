@@ -1,5 +1,7 @@
 //! `genv remote`: ask many hosts over SSH for their devices and
-//! environments, or open a shell on one with room for a new environment.
+//! environments, open a shell on one with room for a new environment,
+//! enforce the rules across them, serve their metrics, and serve, list
+//! and attach to LLMs on them.
 
 use std::ffi::OsString;
 use std::io::Write;
