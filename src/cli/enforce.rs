@@ -55,7 +55,7 @@ pub fn parse_grace(value: &str) -> std::result::Result<f64, String> {
 }
 
 impl EnforceArgs {
-    fn rules(&self) -> Rules {
+    pub fn rules(&self) -> Rules {
         Rules {
             non_env_processes: self.non_env_processes,
             env_devices: !self.no_env_devices,

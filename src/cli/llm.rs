@@ -85,7 +85,8 @@ fn print_ps(served: &[Served<'_>], ps: PsArgs, out: &mut String) -> Result<()> {
             .iter()
             .map(|s| {
                 json!({"model": s.model, "port": s.port, "created": s.env.creation,
-                       "eid": s.env.eid, "user": s.env.user(), "pids": s.env.pids})
+                       "eid": s.env.eid, "user": s.env.user(), "pids": s.env.pids,
+                       "clients": s.port.map(clients)})
             })
             .collect();
         let text = crate::state::file::to_json(&json!({ "llms": rows }))?;

@@ -363,6 +363,16 @@ pub enum RemoteCommand {
     },
     /// Show device information from all hosts
     Devices(RemoteTableArgs),
+    /// Enforce GPU usage on all hosts (per-user quotas count every host)
+    Enforce(EnforceArgs),
+    /// Run and attach to LLMs on remote hosts
+    #[command(visible_alias = "llms")]
+    Llm {
+        #[command(subcommand)]
+        command: RemoteLlmCommand,
+    },
+    /// Monitor remote hosts using Prometheus and Grafana
+    Monitor(MonitorArgs),
     /// List all active environments
     Envs {
         #[command(flatten)]
@@ -378,6 +388,37 @@ pub enum RemoteCommand {
         name: String,
         #[arg(long = "query", visible_alias = "queries", required = true, num_args = 1.., value_parser = crate::remote::report::QUERIES)]
         queries: Vec<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RemoteLlmCommand {
+    /// Attach to a running LLM model (on the host whose server has the fewest clients)
+    Attach {
+        /// Model name (e.g. llama3)
+        model: String,
+    },
+    /// Print information about active LLMs on all hosts
+    Ps {
+        #[command(flatten)]
+        table: RemoteTableArgs,
+        /// Print a non-prettified timestamp
+        #[arg(long)]
+        timestamp: bool,
+    },
+    /// Start an LLM server on the first host with enough available resources
+    Serve {
+        /// Model name (e.g. llama3)
+        model: String,
+        /// Port to bind on that host (a free one when not given)
+        #[arg(short, long)]
+        port: Option<u16>,
+        /// Device count
+        #[arg(long)]
+        gpus: Option<u32>,
+        /// Device memory capacity (e.g. 4g)
+        #[arg(long = "gpu-memory")]
+        gpu_memory: Option<String>,
     },
 }
 

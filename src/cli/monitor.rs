@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use super::{Context, Exit, MonitorArgs};
 use crate::error::Result;
-use crate::monitor::{publish, server};
+use crate::monitor::snapshot::Snapshot;
+use crate::monitor::{metrics, publish, server};
 use crate::signals::Blocked;
 
 pub fn run(args: MonitorArgs, ctx: &mut Context) -> Result<Exit> {
@@ -27,12 +28,16 @@ pub fn run(args: MonitorArgs, ctx: &mut Context) -> Result<Exit> {
             config_dir.display()
         ),
     };
-    server::run(&ctx.dir, ctx.backend.get(), listener, &signals, &options).map(Exit)
+    let (dir, backend) = (&ctx.dir, ctx.backend.get());
+    server::run(listener, &signals, &options, || {
+        Snapshot::take(dir, backend).map(|s| metrics::collect(&s))
+    })
+    .map(Exit)
 }
 
 /// Where Prometheus on this machine reaches the exporter: `localhost` when
 /// it listens on every address, as genv 1.4.3 publishes it.
-fn exporter_address(host: &str, port: u16) -> String {
+pub fn exporter_address(host: &str, port: u16) -> String {
     match host {
         "0.0.0.0" | "::" | "" => format!("localhost:{port}"),
         h if h.contains(':') => format!("[{h}]:{port}"),

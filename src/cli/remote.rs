@@ -1,18 +1,28 @@
 //! `genv remote`: ask many hosts over SSH for their devices and
-//! environments, or open a shell on one with room for a new environment.
+//! environments, open a shell on one with room for a new environment,
+//! enforce the rules across them, serve their metrics, and serve, list
+//! and attach to LLMs on them.
 
 use std::ffi::OsString;
+use std::io::Write;
 use std::os::unix::process::CommandExt;
+use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 
-use super::{Context, Exit, RemoteArgs, RemoteCommand};
+use super::{Context, EnforceArgs, Exit, MonitorArgs, RemoteArgs, RemoteCommand, RemoteLlmCommand};
+use crate::enforce::Report;
 use crate::error::{Error, Result};
 use crate::escape;
 use crate::messages::{note, warn, warn_hint};
+use crate::monitor::{publish, server};
+use crate::remote::enforce::{self as remote_enforce, Usage};
+use crate::remote::llm as remote_llm;
+use crate::remote::monitor as remote_monitor;
 use crate::remote::report::{self, Layout};
 use crate::remote::ssh::{Answer, Ssh};
 use crate::remote::{self, Host, quote};
+use crate::signals::Blocked;
 use crate::state::{Devices, Envs};
 
 /// genv 1.4.3's message when no host has room.
@@ -36,7 +46,7 @@ pub fn run(args: RemoteArgs, ctx: &mut Context) -> Result<Exit> {
     };
     let (all, text) = match args.command {
         RemoteCommand::Devices(table) => {
-            let (all, answers) = asker.snapshots::<Devices>("devices")?;
+            let (all, answers) = asker.snapshots::<Devices>(Some("devices"))?;
             let rows: Vec<_> = answers
                 .iter()
                 .map(|(h, d)| (h.hostname.as_str(), d))
@@ -49,7 +59,7 @@ pub fn run(args: RemoteArgs, ctx: &mut Context) -> Result<Exit> {
             (all, report::devices(&rows, layout))
         }
         RemoteCommand::Envs { table, timestamp } => {
-            let (all, answers) = asker.snapshots::<Envs>("envs")?;
+            let (all, answers) = asker.snapshots::<Envs>(Some("envs"))?;
             let rows: Vec<_> = answers
                 .iter()
                 .map(|(h, e)| (h.hostname.as_str(), e))
@@ -63,13 +73,16 @@ pub fn run(args: RemoteArgs, ctx: &mut Context) -> Result<Exit> {
             (all, report::envs(&rows, layout, timestamp, now))
         }
         RemoteCommand::Query { name, queries } => {
-            let (all, answers) = asker.snapshots::<Envs>("envs")?;
+            let (all, answers) = asker.snapshots::<Envs>(Some("envs"))?;
             let rows: Vec<_> = answers
                 .iter()
                 .map(|(h, e)| (h.hostname.as_str(), e))
                 .collect();
             (all, report::query(&rows, &name, &queries))
         }
+        RemoteCommand::Enforce(args) => return enforce(&asker, args, ctx),
+        RemoteCommand::Monitor(args) => return monitor(&asker, args, ctx),
+        RemoteCommand::Llm { command } => return llm(&asker, command, ctx),
         RemoteCommand::Activate {
             name,
             gpus,
@@ -80,7 +93,7 @@ pub fn run(args: RemoteArgs, ctx: &mut Context) -> Result<Exit> {
                 .as_deref()
                 .map(crate::memory::to_bytes)
                 .transpose()?;
-            let (_, answers) = asker.snapshots::<Devices>("devices")?;
+            let (_, answers) = asker.snapshots::<Devices>(Some("devices"))?;
             let snapshots: Vec<&Devices> = answers.iter().map(|(_, d)| d).collect();
             let Some(index) = report::find_host(&snapshots, gpus, memory) else {
                 return Err(Error::msg(NO_HOST));
@@ -171,48 +184,326 @@ struct Asker<'a> {
 }
 
 impl Asker<'_> {
-    /// `genv usage snapshot --type KIND` on every host (genv 1.4.3's
-    /// protocol): the hosts that answered with their snapshots, and
-    /// whether all did.
-    fn snapshots<T: DeserializeOwned>(&self, kind: &str) -> Result<(bool, Vec<(Host, T)>)> {
-        let args: Vec<String> = ["genv", "usage", "snapshot", "--type", kind]
-            .map(str::to_owned)
-            .to_vec();
-        let answers = self.ssh.ask_all(self.hosts, &args);
-        let mut all = true;
-        let mut answered = Vec::new();
-        for (host, answer) in self.hosts.iter().zip(answers) {
-            let shown = escape::terminal(&host.hostname);
-            let (message, hint) = match answer {
-                Answer::Ok { stdout, stderr } => match serde_json::from_str::<T>(&stdout) {
-                    Ok(snapshot) => {
-                        for line in stderr.lines() {
-                            eprintln!("[{shown}] {}", escape::terminal(line));
-                        }
-                        answered.push((host.clone(), snapshot));
-                        continue;
-                    }
-                    Err(e) => (
-                        format!("Failed reading the snapshot of {shown} ({e})"),
-                        None,
-                    ),
-                },
-                Answer::Failed { code, stderr } => failure(&host.hostname, code, &stderr),
-            };
-            all = false;
+    /// Says that a host failed, as `--quiet` and `--exit-on-error` ask.
+    fn failed(&self, message: String, hint: Option<String>) -> Result<()> {
+        if self.throw_on_error {
+            return Err(match hint {
+                Some(hint) => Error::hinted(message, hint),
+                None => Error::msg(message),
+            });
+        }
+        if !self.quiet {
             match hint {
-                _ if self.throw_on_error => {
-                    return Err(match hint {
-                        Some(hint) => Error::hinted(message, hint),
-                        None => Error::msg(message),
-                    });
-                }
-                _ if self.quiet => {}
                 Some(hint) => warn_hint(message, hint),
                 None => warn(message),
             }
         }
+        Ok(())
+    }
+
+    /// The hosts that answered (`answers` in the order of `hosts`) with
+    /// what they said read by `read`; the others reported. Also whether
+    /// all answered. What a host said on stderr is shown with its name.
+    fn read<T>(
+        &self,
+        hosts: &[Host],
+        answers: Vec<Answer>,
+        what: &str,
+        read: impl Fn(&str) -> std::result::Result<T, String>,
+    ) -> Result<(bool, Vec<(Host, T)>)> {
+        let mut all = true;
+        let mut answered = Vec::new();
+        for (host, answer) in hosts.iter().zip(answers) {
+            let shown = escape::terminal(&host.hostname);
+            let (message, hint) = match answer {
+                Answer::Ok { stdout, stderr } => match read(&stdout) {
+                    Ok(value) => {
+                        for line in stderr.lines() {
+                            eprintln!("[{shown}] {}", escape::terminal(line));
+                        }
+                        answered.push((host.clone(), value));
+                        continue;
+                    }
+                    Err(e) => (format!("Failed reading the {what} of {shown} ({e})"), None),
+                },
+                Answer::Failed { code, stderr } => failure(&host.hostname, code, &stderr),
+            };
+            all = false;
+            self.failed(message, hint)?;
+        }
         Ok((all, answered))
+    }
+
+    /// `genv usage snapshot --type KIND` (all of it without a kind) on
+    /// every host (genv 1.4.3's protocol): the hosts that answered with
+    /// their snapshots, and whether all did.
+    fn snapshots<T: DeserializeOwned>(&self, kind: Option<&str>) -> Result<(bool, Vec<(Host, T)>)> {
+        let mut args: Vec<String> = ["genv", "usage", "snapshot"].map(str::to_owned).to_vec();
+        if let Some(kind) = kind {
+            args.extend(["--type".to_owned(), kind.to_owned()]);
+        }
+        let answers = self.ssh.ask_all(self.hosts, &args);
+        self.read(self.hosts, answers, "snapshot", |stdout| {
+            serde_json::from_str::<T>(stdout).map_err(|e| e.to_string())
+        })
+    }
+
+    /// `sh -c SCRIPT` on every host.
+    fn script(&self, script: &str) -> Vec<Answer> {
+        let line = remote::command_line(&["sh", "-c", script]);
+        self.ssh.run_all(self.hosts, |_| Some((line.clone(), None)))
+    }
+
+    /// Replaces this process with `ssh -tt host LINE`: a terminal there
+    /// even when this one has none, so that the remote command ends with
+    /// the connection.
+    fn exec_on(&self, host: &Host, args: &[String]) -> Error {
+        let err = self
+            .ssh
+            .terminal_command(host, &remote::command_line(args))
+            .exec();
+        Error::msg(format!("cannot run {}: {err}", self.ssh.program[0]))
+    }
+}
+
+/// `genv remote enforce`: every interval, the snapshots of all hosts, the
+/// rules over them (quotas counted across hosts), and each host's report
+/// executed there by `genv usage execute`.
+fn enforce(asker: &Asker<'_>, args: EnforceArgs, ctx: &mut Context) -> Result<Exit> {
+    let rules = args.rules();
+    if args.grace != 5.0 {
+        warn_hint(
+            "--grace has no effect with genv remote",
+            "each host terminates with SIGTERM as `genv usage execute` does (genv 1.4.3's protocol)",
+        );
+    }
+    if args.dry_run {
+        note("dry run: no report is sent to the hosts");
+    }
+    let signals = (args.interval > 0).then(Blocked::block);
+    let mut all_answered = true;
+    loop {
+        let (all, answers) = asker.snapshots::<Usage>(None)?;
+        all_answered &= all;
+        let rows: Vec<(&str, &Usage)> = answers
+            .iter()
+            .map(|(h, u)| (h.hostname.as_str(), u))
+            .collect();
+        let decision = remote_enforce::decide(&rows, &rules);
+        if args.report {
+            for line in &decision.lines {
+                eprintln!("{line}");
+            }
+            let mut map = serde_json::Map::new();
+            for ((host, _), report) in answers.iter().zip(&decision.reports) {
+                map.insert(
+                    host.hostname.clone(),
+                    serde_json::to_value(report).map_err(|e| Error::msg(e.to_string()))?,
+                );
+            }
+            let json = crate::state::file::to_json(&map)?;
+            ctx.out.push_str(&String::from_utf8_lossy(&json));
+            ctx.out.push('\n');
+        } else {
+            for line in &decision.lines {
+                ctx.out.push_str(line);
+                ctx.out.push('\n');
+            }
+            let hosts: Vec<Host> = answers.iter().map(|(h, _)| h.clone()).collect();
+            if args.dry_run {
+                for (host, report) in hosts.iter().zip(&decision.reports) {
+                    if !remote_enforce::is_empty(report) {
+                        ctx.out.push_str(&format!(
+                            "[{}] would terminate {} process(es) and detach {} environment(s)\n",
+                            escape::terminal(&host.hostname),
+                            report.terminate.processes.len(),
+                            report.detach.values().map(|e| e.envs.len()).sum::<usize>()
+                        ));
+                    }
+                }
+            } else {
+                all_answered &= execute(asker, &hosts, &decision.reports, &mut ctx.out)?;
+            }
+        }
+        flush(&mut ctx.out);
+        let Some(signals) = &signals else {
+            return Ok(if all_answered { Exit::SUCCESS } else { Exit(1) });
+        };
+        if let Some(signal) = signals.wait(Duration::from_secs(args.interval)) {
+            note(format!("stopping on {}", Blocked::name(signal)));
+            return Ok(Exit::SUCCESS);
+        }
+    }
+}
+
+/// Sends each host with something to do its report (`genv usage
+/// execute`, as genv 1.4.3 sends it) and shows what it said, prefixed
+/// with its name; whether every host executed its report.
+fn execute(
+    asker: &Asker<'_>,
+    hosts: &[Host],
+    reports: &[Report],
+    out: &mut String,
+) -> Result<bool> {
+    let line = remote::command_line(&["genv", "usage", "execute"]);
+    let mut jsons = Vec::with_capacity(reports.len());
+    for report in reports {
+        jsons.push(if remote_enforce::is_empty(report) {
+            None
+        } else {
+            Some(String::from_utf8_lossy(&crate::state::file::to_json(report)?).into_owned())
+        });
+    }
+    let answers = asker.ssh.run_all_some(hosts, |i| {
+        jsons[i].clone().map(|json| (line.clone(), Some(json)))
+    });
+    let mut all = true;
+    for (host, answer) in hosts.iter().zip(answers) {
+        let shown = escape::terminal(&host.hostname);
+        match answer {
+            None => {}
+            Some(Answer::Ok { stdout, stderr }) => {
+                for line in stdout.lines() {
+                    out.push_str(&format!("[{shown}] {}\n", escape::terminal(line)));
+                }
+                for line in stderr.lines() {
+                    eprintln!("[{shown}] {}", escape::terminal(line));
+                }
+            }
+            Some(Answer::Failed { code, stderr }) => {
+                all = false;
+                let (message, hint) = failure(&host.hostname, code, &stderr);
+                asker.failed(message, hint)?;
+            }
+        }
+    }
+    Ok(all)
+}
+
+/// Prints what a cycle said now, not when the command ends.
+fn flush(out: &mut String) {
+    let mut stdout = std::io::stdout().lock();
+    let _ = stdout
+        .write_all(out.as_bytes())
+        .and_then(|()| stdout.flush());
+    out.clear();
+}
+
+/// `genv remote monitor`: one exporter for all hosts, each collection
+/// asking every host; a host that fails is reported and left out of that
+/// collection's metrics.
+fn monitor(asker: &Asker<'_>, args: MonitorArgs, ctx: &mut Context) -> Result<Exit> {
+    let signals = Blocked::block();
+    let listener = server::bind(&args.host, args.port)?;
+    let config_dir = args
+        .config_dir
+        .clone()
+        .unwrap_or_else(|| ctx.dir.path("metrics"));
+    let exporter = super::monitor::exporter_address(&args.host, args.port);
+    publish::publish(&ctx.dir, &config_dir, &exporter)?;
+    let options = server::Options {
+        interval: Duration::from_secs(args.interval),
+        announce: format!(
+            "serving the metrics of {} host(s) at http://{exporter}/metrics every {}s; Prometheus and Grafana files in {}",
+            asker.hosts.len(),
+            args.interval,
+            config_dir.display()
+        ),
+    };
+    let script = remote_monitor::script();
+    server::run(listener, &signals, &options, || {
+        let answers = asker.script(&script);
+        let (_, answered) = asker.read(asker.hosts, answers, "metrics", remote_monitor::parse)?;
+        let rows: Vec<_> = answered
+            .iter()
+            .map(|(h, (snapshot, installed))| (h.hostname.as_str(), snapshot, *installed))
+            .collect();
+        Ok(remote_monitor::families(&rows))
+    })
+    .map(Exit)
+}
+
+/// `genv remote llm …`.
+fn llm(asker: &Asker<'_>, command: RemoteLlmCommand, ctx: &mut Context) -> Result<Exit> {
+    match command {
+        RemoteLlmCommand::Ps { table, timestamp } => {
+            let answers = asker.script(remote_llm::SCRIPT);
+            let (all, answered) =
+                asker.read(asker.hosts, answers, "list of LLMs", remote_llm::parse)?;
+            let rows: Vec<(&str, &[remote_llm::Server])> = answered
+                .iter()
+                .map(|(h, s)| (h.hostname.as_str(), s.as_slice()))
+                .collect();
+            let layout = Layout {
+                format: table.format,
+                header: !table.no_header,
+                summary: !table.no_summary,
+            };
+            let now = crate::timefmt::local_now();
+            ctx.out
+                .push_str(&remote_llm::ps(&rows, layout, timestamp, now));
+            Ok(if all { Exit::SUCCESS } else { Exit(1) })
+        }
+        RemoteLlmCommand::Attach { model } => {
+            let answers = asker.script(remote_llm::SCRIPT);
+            let (_, answered) =
+                asker.read(asker.hosts, answers, "list of LLMs", remote_llm::parse)?;
+            let lists: Vec<&[remote_llm::Server]> =
+                answered.iter().map(|(_, s)| s.as_slice()).collect();
+            let Some(index) = remote_llm::pick(&lists, &model) else {
+                return Err(Error::msg(format!(
+                    "Could not find LLM model '{}'",
+                    escape::terminal(&model)
+                )));
+            };
+            let host = &answered[index].0;
+            note(format!(
+                "attaching to {} on {}",
+                escape::terminal(&model),
+                escape::terminal(&host.hostname)
+            ));
+            let args: Vec<String> = ["genv", "llm", "attach", &model]
+                .map(str::to_owned)
+                .to_vec();
+            Err(asker.exec_on(host, &args))
+        }
+        RemoteLlmCommand::Serve {
+            model,
+            port,
+            gpus,
+            gpu_memory,
+        } => {
+            if let Some(memory) = &gpu_memory {
+                crate::memory::validate(memory)?;
+            }
+            let memory = gpu_memory
+                .as_deref()
+                .map(crate::memory::to_bytes)
+                .transpose()?;
+            let (_, answers) = asker.snapshots::<Devices>(Some("devices"))?;
+            let snapshots: Vec<&Devices> = answers.iter().map(|(_, d)| d).collect();
+            let Some(index) = report::find_host(&snapshots, gpus, memory) else {
+                return Err(Error::msg(NO_HOST));
+            };
+            let host = &answers[index].0;
+            let mut args: Vec<String> =
+                ["genv", "llm", "serve", &model].map(str::to_owned).to_vec();
+            if let Some(gpus) = gpus.filter(|&g| g > 0) {
+                args.extend(["--gpus".to_owned(), gpus.to_string()]);
+            }
+            if let Some(memory) = gpu_memory {
+                args.extend(["--gpu-memory".to_owned(), memory]);
+            }
+            if let Some(port) = port {
+                args.extend(["--port".to_owned(), port.to_string()]);
+            }
+            note(format!(
+                "serving {} on {}",
+                escape::terminal(&model),
+                escape::terminal(&host.hostname)
+            ));
+            Err(asker.exec_on(host, &args))
+        }
     }
 }
 

@@ -66,6 +66,9 @@ pub struct Snapshot {
     /// signal through it reaches that process or none, whatever became of
     /// its pid.
     pub pidfds: HashMap<i64, Rc<OwnedFd>>,
+    /// Environment id to the host it runs on, when the snapshot is made
+    /// of many hosts' (`genv remote enforce`); empty for one machine.
+    pub hosts: HashMap<String, usize>,
     /// Environment id to the positions of its processes, made on first use.
     by_env: OnceCell<HashMap<String, Vec<usize>>>,
 }

@@ -7,13 +7,10 @@
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use super::metrics::{self, Format};
-use super::snapshot::Snapshot;
-use crate::backend::DeviceBackend;
+use super::metrics::{self, Family, Format};
 use crate::error::{Error, Result};
 use crate::messages;
 use crate::signals::Blocked;
-use crate::state::StateDir;
 
 /// The encoded metrics, both formats, replaced whole after each look.
 #[derive(Default)]
@@ -23,8 +20,7 @@ pub struct Published {
 }
 
 impl Published {
-    pub fn from_snapshot(snapshot: &Snapshot) -> Published {
-        let families = metrics::collect(snapshot);
+    pub fn from_families(families: Vec<Family>) -> Published {
         Published {
             text: metrics::encode(families.clone(), Format::Text),
             openmetrics: metrics::encode(families, Format::OpenMetrics),
@@ -99,22 +95,21 @@ pub struct Options {
     pub announce: String,
 }
 
-/// Looks at the machine every interval and publishes the metrics until
-/// SIGINT or SIGTERM; a look that fails keeps the last metrics and warns
-/// (once until looks succeed again).
+/// Looks every interval (`look`: the metric families now) and publishes
+/// the metrics until SIGINT or SIGTERM; a look that fails keeps the last
+/// metrics and warns (once until looks succeed again).
 pub fn run(
-    dir: &StateDir,
-    backend: &dyn DeviceBackend,
     server: tiny_http::Server,
     signals: &Blocked,
     options: &Options,
+    mut look: impl FnMut() -> Result<Vec<Family>>,
 ) -> Result<i32> {
     // The first look decides whether there is anything to monitor (a
     // machine without a driver is an error, not an empty exporter).
-    let first = Snapshot::take(dir, backend)?;
+    let first = look()?;
     messages::note(&options.announce);
     let server = Arc::new(server);
-    let shared: Shared = Arc::new(RwLock::new(Arc::new(Published::from_snapshot(&first))));
+    let shared: Shared = Arc::new(RwLock::new(Arc::new(Published::from_families(first))));
     let thread = {
         let (server, shared) = (Arc::clone(&server), Arc::clone(&shared));
         std::thread::Builder::new()
@@ -127,9 +122,9 @@ pub fn run(
         if let Some(signal) = signals.wait(options.interval) {
             break signal;
         }
-        match Snapshot::take(dir, backend) {
-            Ok(snapshot) => {
-                let published = Arc::new(Published::from_snapshot(&snapshot));
+        match look() {
+            Ok(families) => {
+                let published = Arc::new(Published::from_families(families));
                 match shared.write() {
                     Ok(mut guard) => *guard = published,
                     Err(poisoned) => *poisoned.into_inner() = published,

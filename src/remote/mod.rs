@@ -4,6 +4,9 @@
 //! fleet may mix this genv and genv 1.4.3; what is printed is made from
 //! the answers by pure functions ([`report`]).
 
+pub mod enforce;
+pub mod llm;
+pub mod monitor;
 pub mod report;
 pub mod ssh;
 

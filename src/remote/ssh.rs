@@ -40,10 +40,21 @@ impl Ssh {
     /// of quoted words; `interactive` asks for a terminal and allows
     /// password prompts, otherwise ssh never waits on the user.
     pub fn command(&self, host: &Host, line: &str, interactive: bool) -> Command {
+        self.command_with(host, line, if interactive { Some("-t") } else { None })
+    }
+
+    /// `ssh -tt … host LINE`: a terminal on the host even when this side
+    /// has none, so that the remote command ends (SIGHUP) with the
+    /// connection.
+    pub fn terminal_command(&self, host: &Host, line: &str) -> Command {
+        self.command_with(host, line, Some("-tt"))
+    }
+
+    fn command_with(&self, host: &Host, line: &str, terminal: Option<&str>) -> Command {
         let mut cmd = Command::new(&self.program[0]);
         cmd.args(&self.program[1..]);
-        if interactive {
-            cmd.arg("-t");
+        if let Some(flag) = terminal {
+            cmd.arg(flag);
         } else {
             cmd.args(["-o", "BatchMode=yes"]);
         }
@@ -58,28 +69,75 @@ impl Ssh {
 
     /// Runs `args` on every host at once; the answers in the hosts' order.
     pub fn ask_all(&self, hosts: &[Host], args: &[String]) -> Vec<Answer> {
+        let line = command_line(args);
+        self.run_all(hosts, |_| Some((line.clone(), None)))
+    }
+
+    /// Runs on every host at once the remote command line (and standard
+    /// input) that `job` gives for its index, skipping hosts it gives
+    /// `None` for (their answer is `None`).
+    pub fn run_all_some(
+        &self,
+        hosts: &[Host],
+        job: impl Fn(usize) -> Option<(String, Option<String>)> + Sync,
+    ) -> Vec<Option<Answer>> {
         std::thread::scope(|scope| {
             let threads: Vec<_> = hosts
                 .iter()
-                .map(|host| scope.spawn(move || self.ask(host, args)))
+                .enumerate()
+                .map(|(i, host)| {
+                    let job = &job;
+                    scope.spawn(move || job(i).map(|(line, stdin)| self.ask(host, &line, stdin)))
+                })
                 .collect();
             threads
                 .into_iter()
                 .map(|t| {
-                    t.join().unwrap_or_else(|_| Answer::Failed {
-                        code: None,
-                        stderr: "the thread asking this host panicked".into(),
+                    t.join().unwrap_or_else(|_| {
+                        Some(Answer::Failed {
+                            code: None,
+                            stderr: "the thread asking this host panicked".into(),
+                        })
                     })
                 })
                 .collect()
         })
     }
 
-    fn ask(&self, host: &Host, args: &[String]) -> Answer {
-        let output = self
-            .command(host, &command_line(args), false)
-            .stdin(Stdio::null())
-            .output();
+    /// [`Ssh::run_all_some`] for every host.
+    pub fn run_all(
+        &self,
+        hosts: &[Host],
+        job: impl Fn(usize) -> Option<(String, Option<String>)> + Sync,
+    ) -> Vec<Answer> {
+        self.run_all_some(hosts, job)
+            .into_iter()
+            .map(|a| {
+                a.unwrap_or(Answer::Failed {
+                    code: None,
+                    stderr: "not asked".into(),
+                })
+            })
+            .collect()
+    }
+
+    fn ask(&self, host: &Host, line: &str, stdin: Option<String>) -> Answer {
+        let mut command = self.command(host, line, false);
+        command
+            .stdin(if stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let output = command.spawn().and_then(|mut child| {
+            if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
+                // A host that stops reading early is seen in its answer.
+                let _ = std::io::Write::write_all(&mut pipe, text.as_bytes());
+            }
+            child.wait_with_output()
+        });
         match output {
             Ok(out) => {
                 let stdout = String::from_utf8_lossy(&out.stdout).trim().to_owned();

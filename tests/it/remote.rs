@@ -86,6 +86,12 @@ impl Fleet {
     /// One sshd per `(name, genv, gpus)`, plus the host `down` where
     /// nothing listens. Each host's sandbox is its state folder.
     fn start(specs: &[(&str, Genv, u32)]) -> Fleet {
+        Fleet::start_with(specs, |_, _| {})
+    }
+
+    /// [`Fleet::start`], each host's sandbox first given to `configure`
+    /// (its variables reach the host's commands through `SetEnv`).
+    fn start_with(specs: &[(&str, Genv, u32)], configure: impl Fn(&str, &mut Sandbox)) -> Fleet {
         assert!(
             Path::new(SSHD).is_file(),
             "{SSHD} is missing (scripts/test installs openssh-server)"
@@ -104,11 +110,35 @@ impl Fleet {
         for (i, (name, genv, gpus)) in specs.iter().enumerate() {
             let mut sb = Sandbox::new();
             sb.set("GENV_MOCK_DEVICE_COUNT", &gpus.to_string());
+            // The stand-in ollama and nvidia-smi on every host's PATH.
+            let ollama = crate::common::fixture("ollama");
+            let log = sb.dir.path().join("ollama.log");
+            sb.set("OLLAMA_STANDIN_LOG", log.to_str().unwrap());
+            // GPU processes are processes of this name (the mock and the
+            // stand-in nvidia-smi pick them by name), one name a host.
+            sb.set("GENV_MOCK_COMPUTE_APPS_PROCESS_NAME", &gpu_name(name));
+            configure(name, &mut sb);
             let path = match genv {
-                Genv::Ours => format!("{}:/usr/bin:/bin", folder_of(GENV)),
-                Genv::Reference => format!("{}:{sim}:/usr/bin:/bin", reference_bin()),
-                Genv::Missing => "/usr/bin:/bin".to_owned(),
+                Genv::Ours => format!(
+                    "{}:{sim}:{}:/usr/bin:/bin",
+                    folder_of(GENV),
+                    ollama.display()
+                ),
+                Genv::Reference => {
+                    format!(
+                        "{}:{sim}:{}:/usr/bin:/bin",
+                        reference_bin(),
+                        ollama.display()
+                    )
+                }
+                Genv::Missing => format!("{sim}:/usr/bin:/bin"),
             };
+            let vars: Vec<String> = sb
+                .vars
+                .iter()
+                .filter(|(n, _)| n != "PATH")
+                .map(|(n, v)| format!("{n}={v}"))
+                .collect();
             let port = free_port();
             let config = d.join(format!("sshd_config.{i}"));
             std::fs::write(
@@ -118,9 +148,9 @@ impl Fleet {
                      AuthorizedKeysFile {d}/authorized_keys\nPidFile {d}/sshd.{i}.pid\n\
                      StrictModes no\nUsePAM no\nPasswordAuthentication no\n\
                      KbdInteractiveAuthentication no\nPermitRootLogin yes\nLogLevel ERROR\n\
-                     SetEnv GENV_TMPDIR={state} GENV_MOCK_DEVICE_COUNT={gpus} PATH={path}\n",
+                     SetEnv {vars} PATH={path}\n",
                     d = d.display(),
-                    state = sb.state().display(),
+                    vars = vars.join(" "),
                 ),
             )
             .unwrap();
@@ -202,6 +232,28 @@ impl Fleet {
             .unwrap();
         Run::from(child.wait_with_output().unwrap())
     }
+}
+
+/// The name of host `host`'s GPU processes: unique to this run and at
+/// most 15 characters, the kernel's limit.
+fn gpu_name(host: &str) -> String {
+    let name = format!(
+        "g{}{}",
+        &host[..host.len().min(6)],
+        std::process::id() % 100_000
+    );
+    assert!(name.len() <= 15, "{name}");
+    name
+}
+
+/// A GPU process on `host`, in environment `eid`, on the GPUs `gpus`.
+fn gpu_process(fleet: &Fleet, host: &str, eid: &str, gpus: &str) -> Sleeper {
+    let name = gpu_name(host);
+    crate::shim_support::named_sleeper(
+        fleet.dir.path(),
+        &name,
+        &[("CUDA_VISIBLE_DEVICES", gpus), ("GENV_ENVIRONMENT_ID", eid)],
+    )
 }
 
 fn lines(text: &str) -> Vec<&str> {
@@ -407,5 +459,356 @@ fn activate_opens_a_shell_on_a_host_with_room() {
         run.stderr
             .contains("Cannot find a host with enough available resources"),
         "{run:?}"
+    );
+}
+
+/// Until `child` exits, or fails after `seconds`.
+fn wait_exit(child: &mut Child, seconds: u64) -> std::process::ExitStatus {
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "{} did not exit", child.id());
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn enforce_counts_a_users_devices_on_every_host() {
+    let fleet = Fleet::start(&[("ref", Genv::Reference, 2), ("ours", Genv::Ours, 2)]);
+    let holder = Sleeper::new();
+    // alice: two devices on the genv 1.4.3 host, one on ours; within a
+    // quota of 2 on each host alone, one over it together.
+    let theirs = fleet.host("ref");
+    theirs.activate_env("x", holder.pid()).ok();
+    theirs.attach("x", 2).ok();
+    let ours = fleet.host("ours");
+    ours.activate_env("y", holder.pid()).ok();
+    ours.attach("y", 1).ok();
+    let mut p1 = gpu_process(&fleet, "ref", "x", "0");
+    let p2 = gpu_process(&fleet, "ours", "y", "0");
+    let enforce = |quota: &str, extra: &[&str]| {
+        let mut args = vec![
+            "-H",
+            "ref,ours",
+            "enforce",
+            "--interval",
+            "0",
+            "--max-devices-per-user",
+            quota,
+        ];
+        args.extend_from_slice(extra);
+        fleet.remote(&args, "")
+    };
+
+    let run = enforce("3", &[]);
+    assert_eq!((run.code, run.stdout.as_str()), (0, ""), "{run:?}");
+
+    // --report: what each host would be sent.
+    let run = enforce("2", &["--report"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let report: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(
+        report["ref"]["detach"]["0"]["envs"][0]["eid"], "x",
+        "{run:?}"
+    );
+    assert_eq!(
+        report["ref"]["terminate"]["processes"][0]["pid"],
+        p1.pid(),
+        "{run:?}"
+    );
+    assert_eq!(
+        report["ours"]["terminate"]["processes"],
+        serde_json::json!([])
+    );
+    assert!(
+        run.stderr.contains(
+            "User alice is using 3 devices on 2 hosts which is 1 more than the maximum allowed"
+        ),
+        "{run:?}"
+    );
+    // --dry-run changes nothing.
+    let run = enforce("2", &["--dry-run"]);
+    assert!(
+        run.stdout
+            .contains("[ref] would terminate 1 process(es) and detach 1 environment(s)"),
+        "{run:?}"
+    );
+    assert_eq!(
+        theirs.run(&["devices", "find", "--eid", "x"]).ok().stdout,
+        "0,1\n"
+    );
+
+    // Enforced: genv 1.4.3 on `ref` executes its part.
+    let run = fleet.remote(
+        &[
+            "-H",
+            "ref,ours,down",
+            "--quiet",
+            "enforce",
+            "--interval",
+            "0",
+            "--max-devices-per-user",
+            "2",
+        ],
+        "",
+    );
+    assert_eq!(
+        lines(&run.stdout),
+        [
+            "User alice is using 3 devices on 2 hosts which is 1 more than the maximum allowed"
+                .to_owned(),
+            format!(
+                "[ref] Terminating process {} from environment x that is running on GPU(s) 0",
+                p1.pid()
+            ),
+            "[ref] Detaching environment x of user alice from device 0".to_owned(),
+        ],
+        "{run:?}"
+    );
+    assert_eq!(run.code, 1, "a host was down: {run:?}");
+    wait_exit(&mut p1.0, 10);
+    assert_eq!(
+        theirs.run(&["devices", "find", "--eid", "x"]).ok().stdout,
+        "1\n"
+    );
+    assert_eq!(
+        ours.run(&["devices", "find", "--eid", "y"]).ok().stdout,
+        "0\n"
+    );
+    assert!(Path::new(&format!("/proc/{}", p2.pid())).exists());
+
+    // Now within the quota everywhere: nothing more to do.
+    let run = enforce("2", &[]);
+    assert_eq!((run.code, run.stdout.as_str()), (0, ""), "{run:?}");
+}
+
+/// `GET /metrics` on localhost:`port`: the body.
+fn scrape(port: u16) -> String {
+    use std::io::Read;
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        .unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap();
+    assert!(
+        head.starts_with("HTTP/1.1 200") || head.starts_with("HTTP/1.0 200"),
+        "{head}"
+    );
+    body.to_owned()
+}
+
+#[test]
+fn monitor_serves_every_hosts_metrics_with_its_hostname() {
+    use std::io::{BufRead, BufReader};
+    let fleet = Fleet::start(&[("ours1", Genv::Ours, 2), ("ref", Genv::Reference, 3)]);
+    let holder = Sleeper::new();
+    let ours = fleet.host("ours1");
+    ours.activate_env("e1", holder.pid()).ok();
+    ours.attach("e1", 1).ok();
+    let port = free_port();
+    let config = fleet.dir.path().join("metrics");
+    let mut cmd = Command::new(GENV);
+    for (name, _) in std::env::vars() {
+        if name.starts_with("GENV_") {
+            cmd.env_remove(name);
+        }
+    }
+    let local = Sandbox::new();
+    let mut child = cmd
+        .env("GENV_TMPDIR", local.state())
+        .env("GENV_SSH", format!("ssh -F {}", fleet.config.display()))
+        .args([
+            "remote",
+            "-H",
+            "ours1,ref,down",
+            "monitor",
+            "--host",
+            "127.0.0.1",
+        ])
+        .args([
+            "--port",
+            &port.to_string(),
+            "--interval",
+            "1",
+            "--config-dir",
+        ])
+        .arg(&config)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut said = Vec::new();
+    loop {
+        let mut line = String::new();
+        assert!(stderr.read_line(&mut line).unwrap() > 0, "{said:?}");
+        let serving = line.contains("serving the metrics of 3 host(s)");
+        said.push(line);
+        if serving {
+            break;
+        }
+    }
+    assert!(
+        said.iter()
+            .any(|l| l.contains("Failed running SSH command on down")),
+        "{said:?}"
+    );
+    let body = scrape(port);
+    for series in [
+        "genv_environments_total{hostname=\"ours1\"} 1",
+        "genv_environments_total{hostname=\"ref\"} 0",
+        "genv_is_installed{hostname=\"ref\"} 1",
+        "genv_attached_devices_total{hostname=\"ours1\"} 1",
+        "genv_device_temperature{hostname=\"ref\",index=\"2\"}",
+    ] {
+        assert!(body.contains(series), "{series} missing from:\n{body}");
+    }
+    assert!(!body.contains("hostname=\"down\""), "{body}");
+    let prometheus = std::fs::read_to_string(config.join("prometheus/prometheus.yml")).unwrap();
+    assert!(
+        prometheus.contains(&format!("127.0.0.1:{port}")),
+        "{prometheus}"
+    );
+    let pid = rustix::process::Pid::from_raw(child.id() as i32).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::INT).unwrap();
+    assert!(wait_exit(&mut child, 20).success());
+}
+
+#[test]
+fn llm_serve_ps_and_attach_across_hosts() {
+    use std::io::{BufRead, BufReader};
+    let fleet = Fleet::start(&[
+        ("busy", Genv::Ours, 2),
+        ("free", Genv::Ours, 2),
+        ("old", Genv::Reference, 2),
+    ]);
+    let holder = Sleeper::new();
+    let busy = fleet.host("busy");
+    busy.activate_env("hog", holder.pid()).ok();
+    busy.attach("hog", 1).ok();
+    // A model genv 1.4.3 serves on `old`, found by its environment's name.
+    let old = fleet.host("old");
+    old.activate_env("srv", holder.pid()).ok();
+    old.config_name("srv", "llm/llama3/7000").ok();
+
+    let run = fleet.remote(&["-H", "busy,free", "llm", "ps"], "");
+    assert_eq!(
+        lines(&run.stdout),
+        [
+            "HOST                     MODEL       PORT    CREATED              EID     USER",
+            "",
+            "Total 0 LLMs on 2 hosts"
+        ],
+        "{run:?}"
+    );
+
+    // Served on the first host with 2 free GPUs, in a terminal there.
+    let mut cmd = Command::new(GENV);
+    for (name, _) in std::env::vars() {
+        if name.starts_with("GENV_") {
+            cmd.env_remove(name);
+        }
+    }
+    let mut server = cmd
+        .env("GENV_SSH", format!("ssh -F {}", fleet.config.display()))
+        .args([
+            "remote",
+            "-H",
+            "busy,free",
+            "llm",
+            "serve",
+            "phi3",
+            "--gpus",
+            "2",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(server.stdout.take().unwrap());
+    let mut seen = Vec::new();
+    let port: u16 = loop {
+        let mut line = String::new();
+        assert!(out.read_line(&mut line).unwrap() > 0, "{seen:?}");
+        if let Some(at) = line.trim().strip_prefix("listening on ") {
+            break at.rsplit(':').next().unwrap().parse().unwrap();
+        }
+        seen.push(line);
+    };
+    let free = fleet.host("free");
+    assert_eq!(
+        free.run(&["envs", "query", "--query", "config.name"])
+            .ok()
+            .stdout,
+        format!("llm/phi3/{port}\n")
+    );
+
+    let run = fleet.remote(
+        &[
+            "-H",
+            "busy,free,old,down",
+            "--quiet",
+            "llm",
+            "ps",
+            "--format",
+            "csv",
+            "--no-header",
+            "--timestamp",
+        ],
+        "",
+    );
+    let rows = lines(&run.stdout);
+    assert_eq!(rows.len(), 4, "{run:?}");
+    assert!(
+        rows[0].starts_with(&format!("free,phi3,{port},")),
+        "{run:?}"
+    );
+    assert!(rows[1].starts_with("old,llama3,7000,"), "{run:?}");
+    assert!(rows[1].ends_with(",srv,alice(1000)"), "{run:?}");
+    assert_eq!(rows[3], "Total 2 LLMs on 3 hosts");
+    let json = fleet.remote(&["-H", "free", "llm", "ps", "--format", "json"], "");
+    let value: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
+    assert_eq!(value[0]["host"], "free", "{json:?}");
+    assert_eq!(value[0]["clients"], 0, "{json:?}");
+
+    // Attach: on the host serving it.
+    let run = fleet.remote(&["-H", "busy,old,free", "llm", "attach", "phi3"], "");
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(run.stdout.contains("phi3: Ollama is running"), "{run:?}");
+    let run = fleet.remote(&["-H", "busy,free", "llm", "attach", "nope"], "");
+    assert_eq!(
+        (run.code, run.stderr.as_str()),
+        (1, "Could not find LLM model 'nope'\n"),
+        "{run:?}"
+    );
+    // No host with room: genv 1.4.3's message.
+    let run = fleet.remote(
+        &["-H", "busy,free", "llm", "serve", "phi3", "--gpus", "2"],
+        "",
+    );
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(
+        run.stderr
+            .contains("Cannot find a host with enough available resources")
+    );
+
+    // Ctrl-C in the terminal: the server stops, the GPUs are free again.
+    server.stdin.as_mut().unwrap().write_all(b"\x03").unwrap();
+    let status = wait_exit(&mut server, 20);
+    assert!(status.success(), "{status:?}");
+    let log = std::fs::read_to_string(free.dir.path().join("ollama.log")).unwrap();
+    assert!(log.contains("\"signal\": 2"), "{log}");
+    assert_eq!(free.run(&["llm", "ps", "--no-header"]).ok().stdout, "");
+    assert_eq!(
+        free.run(&["devices", "ps", "--format", "csv", "--no-header"])
+            .ok()
+            .stdout,
+        "0,,,\n1,,,\n"
     );
 }

@@ -39,8 +39,21 @@ pub fn max_devices_per_user(survey: &mut Survey, quota: &Quota<u64>) {
             continue;
         }
         let over = attached - maximum;
+        // Across hosts, genv 1.4.3 also says on how many the user has
+        // environments.
+        let on_hosts = if snapshot.hosts.is_empty() {
+            String::new()
+        } else {
+            let mut hosts: Vec<usize> = eids
+                .iter()
+                .filter_map(|e| snapshot.hosts.get(*e).copied())
+                .collect();
+            hosts.sort_unstable();
+            hosts.dedup();
+            format!(" on {} hosts", hosts.len())
+        };
         survey.say(format!(
-            "User {} is using {attached} devices which is {over} more than the maximum allowed",
+            "User {} is using {attached} devices{on_hosts} which is {over} more than the maximum allowed",
             terminal(user)
         ));
         for (index, mine) in devices.iter().take(over as usize) {
