@@ -525,6 +525,35 @@ fn a_container_is_an_environment_with_real_podman_and_runc() {
     drop(holder);
     lock_inside(&["-n", "true"]).ok();
 
+    // The SDK's plumbing reads the mounted locks: the host's index.
+    let sdk = podman(&conf, &["exec", &name, "genv", "sdk", "attached"]).ok();
+    assert_eq!(sdk.stdout, format!("{{\"indices\":[{index}]}}\n"));
+    // And the Python SDK itself, in a container whose root is the host's
+    // (an overlay over it, so Python is there), through the mounted genv:
+    // it gets the other device.
+    let other = if index == "0" { "1" } else { "0" };
+    let pythonpath = format!("PYTHONPATH={}/python", env!("CARGO_MANIFEST_DIR"));
+    let python = genv_docker(
+        &sandbox,
+        &[
+            "run",
+            "--rm",
+            "--gpus",
+            "1",
+            "-e",
+            &pythonpath,
+            "-e",
+            "GENV_SDK_BINARY=/opt/genv/shims/genv",
+            "--rootfs",
+            "/:O",
+            "python3",
+            "-c",
+            "import genv.sdk; print(genv.sdk.attached())",
+        ],
+    )
+    .ok();
+    assert_eq!(python.stdout, format!("[{other}]\n"), "{python:?}");
+
     podman(&conf, &["rm", "-f", "-t", "0", &name]).ok();
     drop(cleanup);
     assert!(
