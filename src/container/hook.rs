@@ -201,7 +201,12 @@ fn mount_state_files(
         .root()
         .as_ref()
         .map(|r| r.path().clone())
-        .ok_or_else(|| Error::msg("the container's configuration names no root"))?;
+        .ok_or_else(|| {
+            Error::hinted(
+                "the container's configuration names no root",
+                "the engine gave genv's hook an unusual bundle",
+            )
+        })?;
     let root = if root.is_absolute() {
         root
     } else {

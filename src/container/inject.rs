@@ -54,10 +54,13 @@ pub fn mount(pid: i64, root: &Path, files: Vec<File>) -> Result<()> {
                 .split('/')
                 .any(|part| part.is_empty() || part == "." || part == "..")
         {
-            return Err(Error::msg(format!(
-                "not a name inside the state folder: {}",
-                crate::escape::terminal(&file.name)
-            )));
+            return Err(Error::hinted(
+                format!(
+                    "not a name inside the state folder: {}",
+                    crate::escape::terminal(&file.name)
+                ),
+                "this is a bug of genv's hook",
+            ));
         }
         let tree = rustix::mount::open_tree(
             file.fd.as_fd(),
@@ -99,9 +102,12 @@ pub fn mount(pid: i64, root: &Path, files: Vec<File>) -> Result<()> {
     .map_err(|e| fail(STATE_IN_CONTAINER, e))?;
     let is_tmpfs = rustix::fs::fstatfs(&state).is_ok_and(|s| s.f_type as u64 == TMPFS_MAGIC);
     if !is_tmpfs {
-        return Err(Error::msg(format!(
-            "could not mount genv's files into the container: {STATE_IN_CONTAINER} is not the tmpfs genv's runtime mounts there (was the container created by genv-container-runtime?)"
-        )));
+        return Err(Error::hinted(
+            format!(
+                "could not mount genv's files into the container: {STATE_IN_CONTAINER} is not the tmpfs genv's runtime mounts there"
+            ),
+            "create the container with genv's runtime (--runtime=genv)",
+        ));
     }
     for (tree, name) in trees {
         let (folder, file) = match name.rsplit_once('/') {

@@ -109,3 +109,15 @@ pub fn env_get<'a>(env: &'a [String], name: &str) -> Option<&'a str> {
         .rev()
         .find_map(|entry| entry.strip_prefix(name)?.strip_prefix('='))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_dynamically_linked_executable_is_not_static() {
+        // The test binary has a program interpreter.
+        assert!(!is_static(Path::new("/proc/self/exe")));
+        assert!(!is_static(Path::new("/nonexistent")));
+    }
+}

@@ -128,7 +128,19 @@ fn devices_dir(dir: &StateDir) -> Result<Dir> {
 /// the descriptor is what gets mounted, so nothing can be swapped in
 /// between the check and the mount.
 pub fn open_lock_file(dir: &StateDir, index: u32) -> Result<OwnedFd> {
-    devices_dir(dir)?.open_lock(&lock_name(index))
+    let fd = devices_dir(dir)?.open_lock(&lock_name(index))?;
+    // genv never links lock files: another link may be any file at all.
+    let links = rustix::fs::fstat(&fd).map(|s| s.st_nlink).unwrap_or(0);
+    if links != 1 {
+        return Err(Error::hinted(
+            format!(
+                "{} has {links} links: not mounting it into a container",
+                lock_path(dir, index).display()
+            ),
+            "remove it: genv makes a new one",
+        ));
+    }
+    Ok(fd)
 }
 
 /// The devices folder when it exists as a real folder, for readers that

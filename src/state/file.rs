@@ -379,8 +379,16 @@ impl Dir {
                     | OFlags::NONBLOCK
                     | OFlags::NOCTTY
                     | OFlags::CLOEXEC;
-                rustix::fs::openat(&self.fd, name, flags, Mode::empty())
-                    .map_err(|e| Error::io(&path, e.into()))?
+                match rustix::fs::openat(&self.fd, name, flags, Mode::empty()) {
+                    Ok(fd) => fd,
+                    Err(Errno::LOOP) => {
+                        return Err(Error::io(
+                            &path,
+                            std::io::Error::other("a symbolic link: not used"),
+                        ));
+                    }
+                    Err(e) => return Err(Error::io(&path, e.into())),
+                }
             }
             Err(e) => return Err(Error::io(&path, e.into())),
         };

@@ -334,8 +334,6 @@ fn podman(conf: &Path, args: &[&str]) -> Run {
 
 #[test]
 fn a_container_is_an_environment_with_real_podman_and_runc() {
-    need("runc");
-    let busybox = need("busybox");
     static_genv();
     let sim = Path::new(GENV).with_file_name("nvidia-smi-sim-static");
     assert!(
@@ -344,53 +342,7 @@ fn a_container_is_an_environment_with_real_podman_and_runc() {
         sim.display()
     );
     let mut sandbox = Sandbox::new();
-    sandbox.set("GENV_MOCK_DEVICE_TOTAL_MEMORY", "16g");
-    let work = sandbox.dir.path().to_path_buf();
-    // podman refuses default ulimits as root in some sandboxes: none.
-    let conf = work.join("containers.conf");
-    std::fs::write(&conf, "[containers]\ndefault_ulimits = []\n").unwrap();
-    // An image from busybox alone: no Python, no glibc.
-    let rootfs = work.join("rootfs");
-    std::fs::create_dir_all(rootfs.join("bin")).unwrap();
-    std::fs::copy(&busybox, rootfs.join("bin/busybox")).unwrap();
-    for applet in ["sh", "env", "sleep", "cat", "ls", "true"] {
-        std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet)).unwrap();
-    }
-    let tar = work.join("rootfs.tar");
-    assert!(
-        Command::new("tar")
-            .arg("-C")
-            .arg(&rootfs)
-            .arg("-cf")
-            .arg(&tar)
-            .arg(".")
-            .status()
-            .unwrap()
-            .success()
-    );
-    let image = "localhost/genv-test-busybox:latest";
-    podman(&conf, &["import", tar.to_str().unwrap(), image]).ok();
-    // Engines run runtimes with their own environment: the runtime is
-    // given the sandbox's state folder by a wrapper.
-    let runtime = work.join("runtime");
-    let vars: String = sandbox
-        .vars
-        .iter()
-        .map(|(n, v)| format!("export {n}='{v}'\n"))
-        .collect();
-    std::fs::write(
-        &runtime,
-        format!("#!/bin/bash\n{vars}exec -a genv-container-runtime {GENV} \"$@\"\n"),
-    )
-    .unwrap();
-    Command::new("chmod")
-        .arg("755")
-        .arg(&runtime)
-        .status()
-        .unwrap();
-    sandbox.set("GENV_DOCKER", need("podman").to_str().unwrap());
-    sandbox.set("GENV_CONTAINER_RUNTIME", runtime.to_str().unwrap());
-    sandbox.set("CONTAINERS_CONF", conf.to_str().unwrap());
+    let (conf, image) = podman_bed(&mut sandbox);
     let name = format!("genv-test-{}", std::process::id());
     // The stand-in nvidia-smi (static too) where the NVIDIA hook would put
     // the real one, seeing the one GPU that hook would expose.
@@ -577,6 +529,129 @@ fn a_container_is_an_environment_with_real_podman_and_runc() {
         "{}",
         sandbox.devices_csv()
     );
+}
+
+/// A sandbox set up for podman with genv's runtime: a busybox image (no
+/// Python, no glibc) imported as `image`, the runtime run with the
+/// sandbox's variables, `genv-docker` running podman. Returns podman's
+/// configuration file and the image.
+fn podman_bed(sandbox: &mut Sandbox) -> (PathBuf, &'static str) {
+    need("runc");
+    let busybox = need("busybox");
+    sandbox.set("GENV_MOCK_DEVICE_TOTAL_MEMORY", "16g");
+    let work = sandbox.dir.path().to_path_buf();
+    // podman refuses default ulimits as root in some sandboxes: none.
+    let conf = work.join("containers.conf");
+    std::fs::write(&conf, "[containers]\ndefault_ulimits = []\n").unwrap();
+    // An image from busybox alone: no Python, no glibc.
+    let rootfs = work.join("rootfs");
+    std::fs::create_dir_all(rootfs.join("bin")).unwrap();
+    std::fs::copy(&busybox, rootfs.join("bin/busybox")).unwrap();
+    for applet in ["sh", "env", "sleep", "cat", "ls", "true"] {
+        std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet)).unwrap();
+    }
+    let tar = work.join("rootfs.tar");
+    assert!(
+        Command::new("tar")
+            .arg("-C")
+            .arg(&rootfs)
+            .arg("-cf")
+            .arg(&tar)
+            .arg(".")
+            .status()
+            .unwrap()
+            .success()
+    );
+    let image = "localhost/genv-test-busybox:latest";
+    podman(&conf, &["import", tar.to_str().unwrap(), image]).ok();
+    // Engines run runtimes with their own environment: the runtime is
+    // given the sandbox's state folder by a wrapper.
+    let runtime = work.join("runtime");
+    let vars: String = sandbox
+        .vars
+        .iter()
+        .map(|(n, v)| format!("export {n}='{v}'\n"))
+        .collect();
+    std::fs::write(
+        &runtime,
+        format!("#!/bin/bash\n{vars}exec -a genv-container-runtime {GENV} \"$@\"\n"),
+    )
+    .unwrap();
+    Command::new("chmod")
+        .arg("755")
+        .arg(&runtime)
+        .status()
+        .unwrap();
+    sandbox.set("GENV_DOCKER", need("podman").to_str().unwrap());
+    sandbox.set("GENV_CONTAINER_RUNTIME", runtime.to_str().unwrap());
+    sandbox.set("CONTAINERS_CONF", conf.to_str().unwrap());
+    (conf, image)
+}
+
+#[test]
+fn files_in_the_state_folder_that_are_not_genv_s_are_never_mounted() {
+    static_genv();
+    let mut sandbox = Sandbox::new();
+    let (conf, image) = podman_bed(&mut sandbox);
+    let _ = conf;
+    // Another file of the machine linked in place of every device lock.
+    let secret = sandbox.dir.path().join("secret");
+    std::fs::write(&secret, "not genv's").unwrap();
+    let devices = sandbox.state().join("devices");
+    std::fs::create_dir_all(&devices).unwrap();
+    for index in 0..2 {
+        std::fs::hard_link(&secret, devices.join(format!("{index}.lock"))).unwrap();
+    }
+    let run = genv_docker(
+        &sandbox,
+        &[
+            "run",
+            "--rm",
+            "--gpus",
+            "1",
+            image,
+            "cat",
+            "/var/tmp/genv/devices/0.lock",
+        ],
+    )
+    .fails();
+    assert!(
+        run.stderr.contains("genv: error: ") && run.stderr.contains("links: not mounting it"),
+        "{run:?}"
+    );
+    assert!(!run.stdout.contains("not genv's"), "{run:?}");
+    assert_eq!(sandbox.envs_csv(), "", "the environment is released");
+    assert!(
+        sandbox.devices_csv().lines().all(|l| l.ends_with(",,,")),
+        "{}",
+        sandbox.devices_csv()
+    );
+    // A link in place of the memory cap ledger.
+    std::os::unix::fs::symlink(&secret, sandbox.state().join("memcap-0-hostile")).unwrap();
+    let run = genv_docker(
+        &sandbox,
+        &[
+            "run",
+            "--rm",
+            "--eid",
+            "hostile",
+            "--no-device-locks",
+            "--gpus",
+            "1",
+            "--gpu-memory",
+            "1g",
+            image,
+            "true",
+        ],
+    )
+    .fails();
+    assert!(
+        run.stderr
+            .contains("genv/memcap-0-hostile: a symbolic link: not used"),
+        "{run:?}"
+    );
+    assert_eq!(sandbox.envs_csv(), "");
+    assert_eq!(std::fs::read_to_string(&secret).unwrap(), "not genv's");
 }
 
 /// Says it holds, then holds until its stdin closes.
