@@ -133,6 +133,10 @@ fn process_env(mut env: Vec<String>, id: &str) -> Vec<String> {
         let path = env_get(&env, "PATH").map(str::to_owned);
         env.retain(|entry| !entry.starts_with("PATH="));
         env.push(match path {
+            // `exec` gets the container's variables, already changed.
+            Some(path) if path.split(':').next() == Some(SHIMS_IN_CONTAINER) => {
+                format!("PATH={path}")
+            }
             Some(path) if !path.is_empty() => format!("PATH={SHIMS_IN_CONTAINER}:{path}"),
             _ => format!("PATH={SHIMS_IN_CONTAINER}:{SYSTEM_PATH}"),
         });
@@ -349,6 +353,15 @@ mod tests {
             "cid",
         );
         assert_eq!(env_get(&given, "GENV_ENVIRONMENT_ID"), Some("mine"));
+        // Again on `exec`: nothing doubled.
+        let again = process_env(env.clone(), "cid");
+        assert_eq!(env_get(&again, "PATH"), Some("/opt/genv/shims:/bin"));
+        let capped = process_env(vec!["GENV_GPU_MEMORY=1g".into()], "cid");
+        let again = process_env(capped.clone(), "cid");
+        assert_eq!(
+            env_get(&again, "LD_PRELOAD"),
+            Some("/opt/genv/lib/libgenv_memcap.so")
+        );
         assert_eq!(env_get(&given, "PATH"), None);
     }
 }
