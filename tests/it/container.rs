@@ -388,6 +388,18 @@ fn a_container_is_an_environment_with_real_podman_and_runc() {
         "{inside:?}"
     );
     assert!(inside.stdout.contains("GENV_GPU_MEMORY=4gi"), "{inside:?}");
+    // `exec` keeps genv's entries once each.
+    assert_eq!(
+        inside.stdout.matches("/opt/genv/shims").count(),
+        1,
+        "{inside:?}"
+    );
+    assert!(
+        inside
+            .stdout
+            .contains("\nLD_PRELOAD=/opt/genv/lib/libgenv_memcap.so\n"),
+        "{inside:?}"
+    );
 
     // nvidia-smi in the container: the static shim in front of the
     // stand-in, one GPU, capped at 4 GiB.
