@@ -229,7 +229,7 @@ fn container_uid(spec: &Spec) -> (u32, u32) {
     }
     let outside = mappings.iter().find_map(|m| {
         let offset = inside.checked_sub(m.container_id())?;
-        (offset < m.size()).then(|| m.host_id() + offset)
+        (offset < m.size()).then(|| m.host_id().checked_add(offset))?
     });
     // Unmapped: the overflow uid, which owns no ledger of any user.
     (inside, outside.unwrap_or(65534))
@@ -335,4 +335,30 @@ fn release(dir: &StateDir, eid: &str, pid: Option<i64>, spec: &Spec) -> Result<(
         dir.remove_memcap_ledger(container_uid(spec).1, eid);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(json: &str) -> Spec {
+        serde_json::from_str(json).unwrap()
+    }
+
+    #[test]
+    fn the_container_uid_as_the_host_sees_it() {
+        let plain =
+            spec(r#"{"ociVersion":"1.0.2","process":{"user":{"uid":7,"gid":0},"cwd":"/"}}"#);
+        assert_eq!(container_uid(&plain), (7, 7));
+        let mapped = spec(
+            r#"{"ociVersion":"1.0.2","process":{"user":{"uid":7,"gid":0},"cwd":"/"},
+                "linux":{"uidMappings":[{"containerID":0,"hostID":100000,"size":65536}]}}"#,
+        );
+        assert_eq!(container_uid(&mapped), (7, 100_007));
+        let unmapped = spec(
+            r#"{"ociVersion":"1.0.2","process":{"user":{"uid":7,"gid":0},"cwd":"/"},
+                "linux":{"uidMappings":[{"containerID":0,"hostID":4294967295,"size":1}]}}"#,
+        );
+        assert_eq!(container_uid(&unmapped), (7, 65534));
+    }
 }
