@@ -120,8 +120,8 @@ fn option(args: &[String], long: &str, short: &str) -> Option<String> {
 /// The variables genv adds to a container's process: `GENV_CONTAINER=1`,
 /// the environment identifier (the container's id unless given), the
 /// shims first on `PATH`, and the memory cap library in `LD_PRELOAD` when
-/// the environment has a capacity.
-fn process_env(mut env: Vec<String>, id: &str) -> Vec<String> {
+/// the container gets it (`preload`).
+fn process_env(mut env: Vec<String>, id: &str, preload: bool) -> Vec<String> {
     let active = env_get(&env, ev::GENV_ACTIVATE) != Some("0");
     let eid_given = env_get(&env, ev::GENV_ENVIRONMENT_ID).is_some_and(|e| !e.is_empty());
     let shims = env_get(&env, ev::GENV_MOUNT_SHIMS) != Some("0");
@@ -141,7 +141,7 @@ fn process_env(mut env: Vec<String>, id: &str) -> Vec<String> {
             _ => format!("PATH={SHIMS_IN_CONTAINER}:{SYSTEM_PATH}"),
         });
     }
-    if capped(&env) {
+    if preload {
         let preload = env_get(&env, ev::LD_PRELOAD).unwrap_or_default().to_owned();
         if !preload
             .split([' ', ':'])
@@ -172,7 +172,19 @@ fn capped(env: &[String]) -> bool {
 pub fn rewrite_config(path: &Path, id: &str) -> Result<()> {
     let (mut json, spec): (Value, Spec) = read(path)?;
     let process = spec.process().clone().unwrap_or_default();
-    let env = process_env(process.env().clone().unwrap_or_default(), id);
+    let given = process.env().clone().unwrap_or_default();
+    let bundle = path.parent().unwrap_or(Path::new("."));
+    let preload = capped(&given) && has_glibc(bundle, &spec);
+    if capped(&given) && !preload {
+        crate::messages::warn_hint(
+            format_args!(
+                "container {}: the image has no glibc, so the memory cap library is not preloaded; its GPU memory capacity is enforced by `genv enforce` only",
+                crate::escape::terminal(id)
+            ),
+            "run genv enforce on the host, or use an image with glibc (every CUDA image has it)",
+        );
+    }
+    let env = process_env(given, id, preload);
     let mut mounts = Vec::new();
     if env_get(&env, ev::GENV_MOUNT_SHIMS) != Some("0") {
         let genv = super::static_genv()?;
@@ -180,7 +192,7 @@ pub fn rewrite_config(path: &Path, id: &str) -> Result<()> {
             mounts.push(bind(&genv, &format!("{SHIMS_IN_CONTAINER}/{name}"), "ro")?);
         }
     }
-    if capped(&env) {
+    if preload {
         let library = crate::memcap::library().ok_or_else(|| {
             Error::hinted(
                 format!(
@@ -212,6 +224,44 @@ pub fn rewrite_config(path: &Path, id: &str) -> Result<()> {
     write(path, &json)
 }
 
+/// glibc's dynamic loader in an image, where each architecture puts it.
+const GLIBC_LOADERS: [&str; 4] = [
+    "lib64/ld-linux-x86-64.so.2",
+    "lib/ld-linux-aarch64.so.1",
+    "lib/x86_64-linux-gnu/ld-linux-x86-64.so.2",
+    "lib/aarch64-linux-gnu/ld-linux-aarch64.so.1",
+];
+
+/// Whether the container's image has glibc's dynamic loader. The memory
+/// cap library is built against glibc, and another loader (musl's) may
+/// refuse to start a program whose preloaded library it cannot link. The
+/// image is looked at only through its root, links resolved inside it.
+fn has_glibc(bundle: &Path, spec: &Spec) -> bool {
+    use rustix::fs::{Mode, OFlags, ResolveFlags};
+    let Some(root) = spec.root().as_ref().map(|r| r.path().clone()) else {
+        return false;
+    };
+    let root = if root.is_absolute() {
+        root
+    } else {
+        bundle.join(root)
+    };
+    let flags = OFlags::PATH | OFlags::CLOEXEC;
+    let Ok(root) = rustix::fs::open(&root, flags | OFlags::DIRECTORY, Mode::empty()) else {
+        return false;
+    };
+    GLIBC_LOADERS.iter().any(|loader| {
+        rustix::fs::openat2(
+            &root,
+            *loader,
+            flags,
+            Mode::empty(),
+            ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
+        )
+        .is_ok()
+    })
+}
+
 /// The container's own state folder, a small tmpfs.
 fn state_tmpfs() -> Result<Value> {
     let mount = MountBuilder::default()
@@ -235,7 +285,9 @@ fn state_tmpfs() -> Result<Value> {
 /// Adds genv's variables to the process JSON of `exec`.
 pub fn rewrite_process(path: &Path, id: &str) -> Result<()> {
     let (mut json, process): (Value, Process) = read(path)?;
-    let env = process_env(process.env().clone().unwrap_or_default(), id);
+    // The container's variables come with the process: `LD_PRELOAD` is
+    // there when the container has the library.
+    let env = process_env(process.env().clone().unwrap_or_default(), id, false);
     json["env"] = serde_json::to_value(&env).map_err(|e| Error::msg(e.to_string()))?;
     write(path, &json)
 }
@@ -336,7 +388,7 @@ mod tests {
 
     #[test]
     fn the_process_gets_genv() {
-        let env = process_env(vec!["PATH=/bin".into()], "cid");
+        let env = process_env(vec!["PATH=/bin".into()], "cid", false);
         assert_eq!(
             env,
             [
@@ -351,13 +403,14 @@ mod tests {
                 "GENV_MOUNT_SHIMS=0".into(),
             ],
             "cid",
+            false,
         );
         assert_eq!(env_get(&given, "GENV_ENVIRONMENT_ID"), Some("mine"));
         // Again on `exec`: nothing doubled.
-        let again = process_env(env.clone(), "cid");
+        let again = process_env(env.clone(), "cid", false);
         assert_eq!(env_get(&again, "PATH"), Some("/opt/genv/shims:/bin"));
-        let capped = process_env(vec!["GENV_GPU_MEMORY=1g".into()], "cid");
-        let again = process_env(capped.clone(), "cid");
+        let capped = process_env(vec!["GENV_GPU_MEMORY=1g".into()], "cid", true);
+        let again = process_env(capped.clone(), "cid", true);
         assert_eq!(
             env_get(&again, "LD_PRELOAD"),
             Some("/opt/genv/lib/libgenv_memcap.so")
