@@ -31,6 +31,28 @@ pub fn preloaded() -> Option<String> {
         .map(str::to_owned)
 }
 
+/// The name of an environment's ledger in the state folder, as the
+/// library names it (crates/genv-memcap/src/ledger.rs, `file_name`):
+/// `memcap-<uid>-<eid>`, or the eid's FNV-1a hash when it is not one plain
+/// short name.
+pub fn ledger_name(uid: u32, eid: &str) -> String {
+    let bytes = eid.as_bytes();
+    let plain = bytes.len() <= 64
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(b))
+        && eid != "."
+        && eid != "..";
+    if plain {
+        format!("memcap-{uid}-{eid}")
+    } else {
+        let hash = bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        });
+        format!("memcap-{uid}-h{hash}")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -40,5 +62,12 @@ mod tests {
         assert!(preloadable("/opt/genv/libgenv_memcap.so"));
         assert!(!preloadable("/opt/my genv/libgenv_memcap.so"));
         assert!(!preloadable("/opt/a:b/libgenv_memcap.so"));
+    }
+
+    #[test]
+    fn ledger_names_are_one_plain_component() {
+        assert_eq!(ledger_name(0, "1a2b"), "memcap-0-1a2b");
+        let hashed = ledger_name(5, "../x");
+        assert!(hashed.starts_with("memcap-5-h") && !hashed.contains('/'));
     }
 }

@@ -130,7 +130,7 @@ fn from_state(dir: &StateDir, eid: &str) -> Result<Option<Vec<Request>>> {
 
 /// The indices `CUDA_VISIBLE_DEVICES` names; `None` when it is unset or
 /// names a GPU otherwise than by index (a UUID has no lock file).
-fn visible_indices() -> Option<Vec<u32>> {
+pub(crate) fn visible_indices() -> Option<Vec<u32>> {
     let list = ev::get(ev::CUDA_VISIBLE_DEVICES)?;
     crate::cuda::visible_devices(&list)
         .iter()

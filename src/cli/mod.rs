@@ -752,6 +752,8 @@ pub enum SdkCommand {
     },
     /// The devices and their memory
     Devices,
+    /// The devices of this process's environment as the process knows them: in a container, the device locks mounted into it; elsewhere `CUDA_VISIBLE_DEVICES`
+    Attached,
     /// Say `held`, then wait for a line on standard input or its end (run under `genv lock`)
     Hold,
 }

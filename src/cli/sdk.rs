@@ -61,11 +61,25 @@ pub fn run(args: SdkArgs, ctx: &mut Context) -> Result<Exit> {
             tx.commit()?;
             json!({ "devices": devices })
         }
+        SdkCommand::Attached => attached(ctx)?,
         SdkCommand::Hold => return hold(),
     };
     ctx.out.push_str(&answer.to_string());
     ctx.out.push('\n');
     Ok(Exit::SUCCESS)
+}
+
+/// `{"indices": […]}`: a container's devices are the lock files mounted
+/// into its state folder (their names are the host's indices, as genv
+/// 1.4.3's SDK reads them); a process elsewhere has `CUDA_VISIBLE_DEVICES`.
+fn attached(ctx: &Context) -> Result<Value> {
+    let indices = if crate::env_vars::get(crate::env_vars::GENV_CONTAINER).is_some() {
+        crate::state::device_locks::lockable(&ctx.dir)
+    } else {
+        super::lock::visible_indices()
+            .ok_or_else(|| Error::msg("Failed to find attached device indices"))?
+    };
+    Ok(json!({ "indices": indices }))
 }
 
 /// `{"name": …, "gpu_memory": …, "gpus": …}`, every field optional, checked

@@ -139,7 +139,7 @@ fn prestart(state: &State) -> Result<()> {
                 .to_owned(),
         )
     })?;
-    if let Some(indices) = attached {
+    if let Some(indices) = &attached {
         let list: Vec<String> = indices.iter().map(u32::to_string).collect();
         // Read by the NVIDIA hook, which runs after this one; the last
         // entry of a variable is the one that counts.
@@ -155,9 +155,84 @@ fn prestart(state: &State) -> Result<()> {
         if let Some(Value::Array(items)) = json.pointer_mut("/process/env") {
             items.push(Value::String(entry));
         }
-        super::runtime::write(&config_path, &json)?;
+    }
+    // The environment exists from here on: any failure releases it, so a
+    // refused container leaves nothing behind.
+    let mounted = super::runtime::write(&config_path, &json)
+        .and_then(|()| mount_state_files(state, &spec, &env, &eid, pid, attached.as_deref()));
+    if let Err(e) = mounted {
+        let _ = release(&StateDir::from_env(), &eid, Some(pid), &spec);
+        return Err(e);
     }
     Ok(())
+}
+
+/// Mounts the attached devices' lock files and, when the environment has
+/// a capacity, the memory cap's ledger into the container's state folder.
+fn mount_state_files(
+    state: &State,
+    spec: &Spec,
+    env: &[String],
+    eid: &str,
+    pid: i64,
+    attached: Option<&[u32]>,
+) -> Result<()> {
+    let dir = StateDir::from_env();
+    let mut files = Vec::new();
+    if env_get(env, ev::GENV_MOUNT_DEVICE_LOCKS) != Some("0") {
+        for &index in attached.unwrap_or_default() {
+            files.push(super::inject::File {
+                fd: crate::state::device_locks::open_lock_file(&dir, index)?,
+                name: format!("devices/{index}.lock"),
+            });
+        }
+    }
+    if env_get(env, ev::GENV_GPU_MEMORY).is_some_and(|m| !m.is_empty()) {
+        let (inside, outside) = container_uid(spec);
+        files.push(super::inject::File {
+            fd: dir.memcap_ledger(outside, eid)?,
+            name: crate::memcap::ledger_name(inside, eid),
+        });
+    }
+    if files.is_empty() {
+        return Ok(());
+    }
+    let root = spec
+        .root()
+        .as_ref()
+        .map(|r| r.path().clone())
+        .ok_or_else(|| {
+            Error::hinted(
+                "the container's configuration names no root",
+                "the engine gave genv's hook an unusual bundle",
+            )
+        })?;
+    let root = if root.is_absolute() {
+        root
+    } else {
+        state.bundle.join(root)
+    };
+    super::inject::mount(pid, &root, files)
+}
+
+/// The uid of the container's process, inside the container and as the
+/// host sees it (through the user namespace's mappings, if any).
+fn container_uid(spec: &Spec) -> (u32, u32) {
+    let inside = spec.process().as_ref().map_or(0, |p| p.user().uid());
+    let mappings = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.uid_mappings().clone())
+        .unwrap_or_default();
+    if mappings.is_empty() {
+        return (inside, inside);
+    }
+    let outside = mappings.iter().find_map(|m| {
+        let offset = inside.checked_sub(m.container_id())?;
+        (offset < m.size()).then(|| m.host_id().checked_add(offset))?
+    });
+    // Unmapped: the overflow uid, which owns no ledger of any user.
+    (inside, outside.unwrap_or(65534))
 }
 
 /// One transaction: the environment made (or joined) with the container's
@@ -222,19 +297,27 @@ fn activate(
 /// Releases the container's environment: its init process leaves it, and
 /// an environment left without processes goes with its devices.
 fn poststop(state: &State) -> Result<()> {
-    let env = std::fs::read(state.bundle.join("config.json"))
+    // An unreadable configuration still releases the environment, named
+    // after the container.
+    let spec = std::fs::read(state.bundle.join("config.json"))
         .ok()
         .and_then(|bytes| serde_json::from_slice::<Spec>(&bytes).ok())
-        .and_then(|spec| spec.process().as_ref().and_then(|p| p.env().clone()))
+        .unwrap_or_default();
+    let env = spec
+        .process()
+        .as_ref()
+        .and_then(|p| p.env().clone())
         .unwrap_or_default();
     if env_get(&env, ev::GENV_ACTIVATE) == Some("0") {
         return Ok(());
     }
     let eid = environment_id(&env, state);
-    release(&StateDir::from_env(), &eid, state.pid)
+    release(&StateDir::from_env(), &eid, state.pid, &spec)
 }
 
-fn release(dir: &StateDir, eid: &str, pid: Option<i64>) -> Result<()> {
+/// The container's process leaves its environment; an environment left
+/// without processes goes with its devices and its memory cap ledger.
+fn release(dir: &StateDir, eid: &str, pid: Option<i64>, spec: &Spec) -> Result<()> {
     let ctx = Context::new(dir.clone());
     let survey = ctx.dir.survey(ctx.backend.get(), false)?;
     let mut tx = ctx.dir.transaction(LoadOptions::default())?;
@@ -243,8 +326,39 @@ fn release(dir: &StateDir, eid: &str, pid: Option<i64>) -> Result<()> {
     if let Some(pid) = pid {
         envs.remove_pid(eid, pid);
     }
-    if !envs.contains(eid) {
+    let gone = !envs.contains(eid);
+    if gone {
         provision::detach(tx.devices_mut()?, eid, None);
     }
-    tx.commit()
+    tx.commit()?;
+    if gone {
+        dir.remove_memcap_ledger(container_uid(spec).1, eid);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(json: &str) -> Spec {
+        serde_json::from_str(json).unwrap()
+    }
+
+    #[test]
+    fn the_container_uid_as_the_host_sees_it() {
+        let plain =
+            spec(r#"{"ociVersion":"1.0.2","process":{"user":{"uid":7,"gid":0},"cwd":"/"}}"#);
+        assert_eq!(container_uid(&plain), (7, 7));
+        let mapped = spec(
+            r#"{"ociVersion":"1.0.2","process":{"user":{"uid":7,"gid":0},"cwd":"/"},
+                "linux":{"uidMappings":[{"containerID":0,"hostID":100000,"size":65536}]}}"#,
+        );
+        assert_eq!(container_uid(&mapped), (7, 100_007));
+        let unmapped = spec(
+            r#"{"ociVersion":"1.0.2","process":{"user":{"uid":7,"gid":0},"cwd":"/"},
+                "linux":{"uidMappings":[{"containerID":0,"hostID":4294967295,"size":1}]}}"#,
+        );
+        assert_eq!(container_uid(&unmapped), (7, 65534));
+    }
 }

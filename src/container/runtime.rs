@@ -12,10 +12,9 @@ use std::path::{Path, PathBuf};
 use oci_spec::runtime::{HookBuilder, MountBuilder, Process, Spec};
 use serde_json::Value;
 
-use super::{LOCKS_IN_CONTAINER, SHIMS_IN_CONTAINER, env_get};
+use super::{MEMCAP_IN_CONTAINER, SHIMS_IN_CONTAINER, STATE_IN_CONTAINER, env_get};
 use crate::env_vars as ev;
 use crate::error::{Error, Result};
-use crate::state::StateDir;
 
 pub const PROGRAM: &str = "genv-container-runtime";
 
@@ -119,9 +118,10 @@ fn option(args: &[String], long: &str, short: &str) -> Option<String> {
 }
 
 /// The variables genv adds to a container's process: `GENV_CONTAINER=1`,
-/// the environment identifier (the container's id unless given) and the
-/// shims first on `PATH`.
-fn process_env(mut env: Vec<String>, id: &str) -> Vec<String> {
+/// the environment identifier (the container's id unless given), the
+/// shims first on `PATH`, and the memory cap library in `LD_PRELOAD` when
+/// the container gets it (`preload`).
+fn process_env(mut env: Vec<String>, id: &str, preload: bool) -> Vec<String> {
     let active = env_get(&env, ev::GENV_ACTIVATE) != Some("0");
     let eid_given = env_get(&env, ev::GENV_ENVIRONMENT_ID).is_some_and(|e| !e.is_empty());
     let shims = env_get(&env, ev::GENV_MOUNT_SHIMS) != Some("0");
@@ -133,21 +133,83 @@ fn process_env(mut env: Vec<String>, id: &str) -> Vec<String> {
         let path = env_get(&env, "PATH").map(str::to_owned);
         env.retain(|entry| !entry.starts_with("PATH="));
         env.push(match path {
+            // `exec` gets the container's variables, already changed.
+            Some(path) if path.split(':').next() == Some(SHIMS_IN_CONTAINER) => {
+                format!("PATH={path}")
+            }
             Some(path) if !path.is_empty() => format!("PATH={SHIMS_IN_CONTAINER}:{path}"),
             _ => format!("PATH={SHIMS_IN_CONTAINER}:{SYSTEM_PATH}"),
         });
     }
+    if preload {
+        let preload = env_get(&env, ev::LD_PRELOAD).unwrap_or_default().to_owned();
+        if !preload
+            .split([' ', ':'])
+            .any(|entry| entry == MEMCAP_IN_CONTAINER)
+        {
+            env.retain(|entry| !entry.starts_with("LD_PRELOAD="));
+            env.push(if preload.is_empty() {
+                format!("{}={MEMCAP_IN_CONTAINER}", ev::LD_PRELOAD)
+            } else {
+                format!("{}={MEMCAP_IN_CONTAINER}:{preload}", ev::LD_PRELOAD)
+            });
+        }
+    }
     env
+}
+
+/// Whether the container's environment has a memory capacity to enforce.
+fn capped(env: &[String]) -> bool {
+    env_get(env, ev::GENV_ACTIVATE) != Some("0")
+        && env_get(env, ev::GENV_GPU_MEMORY).is_some_and(|m| !m.is_empty())
 }
 
 /// Adds genv to a bundle's `config.json`. The configuration is read as
 /// `oci-spec`'s `Spec` (so a malformed one is refused before anything
 /// changes), and genv's changes go into the JSON as read, so fields this
-/// version of `oci-spec` does not know are kept.
+/// version of `oci-spec` does not know are kept. Refused, with the bundle
+/// untouched, when something to mount is not installed.
 pub fn rewrite_config(path: &Path, id: &str) -> Result<()> {
     let (mut json, spec): (Value, Spec) = read(path)?;
     let process = spec.process().clone().unwrap_or_default();
-    let env = process_env(process.env().clone().unwrap_or_default(), id);
+    let given = process.env().clone().unwrap_or_default();
+    let bundle = path.parent().unwrap_or(Path::new("."));
+    let preload = capped(&given) && has_glibc(bundle, &spec);
+    if capped(&given) && !preload {
+        crate::messages::warn_hint(
+            format_args!(
+                "container {}: the image has no glibc, so the memory cap library is not preloaded; its GPU memory capacity is enforced by `genv enforce` only",
+                crate::escape::terminal(id)
+            ),
+            "run genv enforce on the host, or use an image with glibc (every CUDA image has it)",
+        );
+    }
+    let env = process_env(given, id, preload);
+    let mut mounts = Vec::new();
+    if env_get(&env, ev::GENV_MOUNT_SHIMS) != Some("0") {
+        let genv = super::static_genv()?;
+        for name in [crate::shim::nvidia_smi::PROGRAM, "genv"] {
+            mounts.push(bind(&genv, &format!("{SHIMS_IN_CONTAINER}/{name}"), "ro")?);
+        }
+    }
+    if preload {
+        let library = crate::memcap::library().ok_or_else(|| {
+            Error::hinted(
+                format!(
+                    "the container's GPU memory capacity cannot be enforced: {} is not installed next to genv",
+                    crate::memcap::LIBRARY
+                ),
+                "install it next to the genv binary (README, Install), or run the container without --gpu-memory",
+            )
+        })?;
+        mounts.push(bind(&library, MEMCAP_IN_CONTAINER, "ro")?);
+    }
+    let locks = env_get(&env, ev::GENV_MOUNT_DEVICE_LOCKS) != Some("0")
+        && env_get(&env, ev::GENV_ACTIVATE) != Some("0");
+    if locks || capped(&env) {
+        // The hook mounts the attached devices' locks and the ledger in it.
+        mounts.push(state_tmpfs()?);
+    }
     json["process"]["env"] = serde_json::to_value(&env).map_err(|e| Error::msg(e.to_string()))?;
     let exe = std::env::current_exe().map_err(|e| Error::io("/proc/self/exe", e))?;
     if env_get(&env, ev::GENV_ACTIVATE) != Some("0") {
@@ -156,25 +218,76 @@ pub fn rewrite_config(path: &Path, id: &str) -> Result<()> {
             push(&mut json, &["hooks", stage], hook(&exe, stage, eid)?);
         }
     }
-    if env_get(&env, ev::GENV_MOUNT_SHIMS) != Some("0") {
-        let destination = format!("{SHIMS_IN_CONTAINER}/{}", crate::shim::nvidia_smi::PROGRAM);
-        push(&mut json, &["mounts"], bind(&exe, &destination, "ro")?);
-    }
-    if env_get(&env, ev::GENV_MOUNT_DEVICE_LOCKS) != Some("0") {
-        let locks = crate::state::device_locks::ensure_folder(&StateDir::from_env())?;
-        push(
-            &mut json,
-            &["mounts"],
-            bind(&locks, LOCKS_IN_CONTAINER, "rw")?,
-        );
+    for mount in mounts {
+        push(&mut json, &["mounts"], mount);
     }
     write(path, &json)
+}
+
+/// glibc's dynamic loader in an image, where each architecture puts it.
+const GLIBC_LOADERS: [&str; 4] = [
+    "lib64/ld-linux-x86-64.so.2",
+    "lib/ld-linux-aarch64.so.1",
+    "lib/x86_64-linux-gnu/ld-linux-x86-64.so.2",
+    "lib/aarch64-linux-gnu/ld-linux-aarch64.so.1",
+];
+
+/// Whether the container's image has glibc's dynamic loader. The memory
+/// cap library is built against glibc, and another loader (musl's) may
+/// refuse to start a program whose preloaded library it cannot link. The
+/// image is looked at only through its root, links resolved inside it.
+fn has_glibc(bundle: &Path, spec: &Spec) -> bool {
+    use rustix::fs::{Mode, OFlags, ResolveFlags};
+    let Some(root) = spec.root().as_ref().map(|r| r.path().clone()) else {
+        return false;
+    };
+    let root = if root.is_absolute() {
+        root
+    } else {
+        bundle.join(root)
+    };
+    let flags = OFlags::PATH | OFlags::CLOEXEC;
+    let Ok(root) = rustix::fs::open(&root, flags | OFlags::DIRECTORY, Mode::empty()) else {
+        return false;
+    };
+    GLIBC_LOADERS.iter().any(|loader| {
+        rustix::fs::openat2(
+            &root,
+            *loader,
+            flags,
+            Mode::empty(),
+            ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
+        )
+        .is_ok()
+    })
+}
+
+/// The container's own state folder, a small tmpfs.
+fn state_tmpfs() -> Result<Value> {
+    let mount = MountBuilder::default()
+        .destination(STATE_IN_CONTAINER)
+        .typ("tmpfs")
+        .source("tmpfs")
+        .options(
+            ["nosuid", "nodev", "noexec", "mode=1777", "size=1m"]
+                .map(str::to_owned)
+                .to_vec(),
+        )
+        .build()
+        .map_err(|e| {
+            Error::msg(format!(
+                "could not make the mount of {STATE_IN_CONTAINER}: {e}"
+            ))
+        })?;
+    serde_json::to_value(mount).map_err(|e| Error::msg(e.to_string()))
 }
 
 /// Adds genv's variables to the process JSON of `exec`.
 pub fn rewrite_process(path: &Path, id: &str) -> Result<()> {
     let (mut json, process): (Value, Process) = read(path)?;
-    let env = process_env(process.env().clone().unwrap_or_default(), id);
+    // The container's variables come with the process: `LD_PRELOAD` is
+    // there when the container has the library.
+    let env = process_env(process.env().clone().unwrap_or_default(), id, false);
     json["env"] = serde_json::to_value(&env).map_err(|e| Error::msg(e.to_string()))?;
     write(path, &json)
 }
@@ -275,7 +388,7 @@ mod tests {
 
     #[test]
     fn the_process_gets_genv() {
-        let env = process_env(vec!["PATH=/bin".into()], "cid");
+        let env = process_env(vec!["PATH=/bin".into()], "cid", false);
         assert_eq!(
             env,
             [
@@ -290,8 +403,18 @@ mod tests {
                 "GENV_MOUNT_SHIMS=0".into(),
             ],
             "cid",
+            false,
         );
         assert_eq!(env_get(&given, "GENV_ENVIRONMENT_ID"), Some("mine"));
+        // Again on `exec`: nothing doubled.
+        let again = process_env(env.clone(), "cid", false);
+        assert_eq!(env_get(&again, "PATH"), Some("/opt/genv/shims:/bin"));
+        let capped = process_env(vec!["GENV_GPU_MEMORY=1g".into()], "cid", true);
+        let again = process_env(capped.clone(), "cid", true);
+        assert_eq!(
+            env_get(&again, "LD_PRELOAD"),
+            Some("/opt/genv/lib/libgenv_memcap.so")
+        );
         assert_eq!(env_get(&given, "PATH"), None);
     }
 }

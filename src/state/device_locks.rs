@@ -123,11 +123,24 @@ fn devices_dir(dir: &StateDir) -> Result<Dir> {
     dir.subdir(DEVICES_FOLDER)
 }
 
-/// Makes sure the devices folder exists (as [`devices_dir`] does) and
-/// returns its path, for the container runtime to mount into a container.
-pub fn ensure_folder(dir: &StateDir) -> Result<PathBuf> {
-    devices_dir(dir)?;
-    Ok(devices_folder(dir))
+/// `devices/<index>.lock` opened (created 0666 when missing, never through
+/// a link), for the container runtime's hook to mount into a container:
+/// the descriptor is what gets mounted, so nothing can be swapped in
+/// between the check and the mount.
+pub fn open_lock_file(dir: &StateDir, index: u32) -> Result<OwnedFd> {
+    let fd = devices_dir(dir)?.open_lock(&lock_name(index))?;
+    // genv never links lock files: another link may be any file at all.
+    let links = rustix::fs::fstat(&fd).map(|s| s.st_nlink).unwrap_or(0);
+    if links != 1 {
+        return Err(Error::hinted(
+            format!(
+                "{} has {links} links: not mounting it into a container",
+                lock_path(dir, index).display()
+            ),
+            "remove it: genv makes a new one",
+        ));
+    }
+    Ok(fd)
 }
 
 /// The devices folder when it exists as a real folder, for readers that

@@ -357,6 +357,60 @@ impl Dir {
         ))
     }
 
+    /// Opens (creating it 0600, owned by `uid`, when missing) a private
+    /// file of one user, never through a link. An existing file is used
+    /// only when it is a regular file of that user with no access for
+    /// others and a single link (so no hard link to another file can stand
+    /// in for it); anything else is refused, never moved or changed.
+    pub fn open_private(&self, name: &str, uid: u32) -> Result<OwnedFd> {
+        let path = self.join(name);
+        let create =
+            OFlags::RDWR | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let fd = match rustix::fs::openat(&self.fd, name, create, Mode::from_raw_mode(0o600)) {
+            Ok(fd) => {
+                rustix::fs::fchown(&fd, Some(rustix::fs::Uid::from_raw(uid)), None)
+                    .and_then(|()| rustix::fs::fchmod(&fd, Mode::from_raw_mode(0o600)))
+                    .map_err(|e| Error::io(&path, e.into()))?;
+                return Ok(fd);
+            }
+            Err(Errno::EXIST) => {
+                let flags = OFlags::RDWR
+                    | OFlags::NOFOLLOW
+                    | OFlags::NONBLOCK
+                    | OFlags::NOCTTY
+                    | OFlags::CLOEXEC;
+                match rustix::fs::openat(&self.fd, name, flags, Mode::empty()) {
+                    Ok(fd) => fd,
+                    Err(Errno::LOOP) => {
+                        return Err(Error::io(
+                            &path,
+                            std::io::Error::other("a symbolic link: not used"),
+                        ));
+                    }
+                    Err(e) => return Err(Error::io(&path, e.into())),
+                }
+            }
+            Err(e) => return Err(Error::io(&path, e.into())),
+        };
+        let stat = rustix::fs::fstat(&fd).map_err(|e| Error::io(&path, e.into()))?;
+        let problem = not_regular_stat(&stat).or(if stat.st_uid != uid {
+            Some("owned by another user")
+        } else if stat.st_mode & 0o077 != 0 {
+            Some("open to other users")
+        } else if stat.st_nlink != 1 {
+            Some("a file with other links")
+        } else {
+            None
+        });
+        match problem {
+            None => Ok(fd),
+            Some(what) => Err(Error::io(
+                &path,
+                std::io::Error::other(format!("{what}: not used")),
+            )),
+        }
+    }
+
     /// The names in this folder.
     pub fn names(&self) -> Vec<String> {
         let Ok(mut dir) = rustix::fs::Dir::read_from(&self.fd) else {

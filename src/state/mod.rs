@@ -105,6 +105,26 @@ impl StateDir {
         self.root_dir()?.subdir(name)
     }
 
+    /// The memory cap's ledger of environment `eid` for processes of
+    /// `uid` (`memcap-<uid>-<eid>`, the file `libgenv_memcap.so` maps),
+    /// opened for the container runtime's hook to mount into a container.
+    pub fn memcap_ledger(&self, uid: u32, eid: &str) -> Result<OwnedFd> {
+        self.root_dir()?
+            .open_private(&crate::memcap::ledger_name(uid, eid), uid)
+    }
+
+    /// Removes an environment's memory cap ledger, if any (never through a
+    /// link: a link in its place is removed itself, not its target).
+    pub fn remove_memcap_ledger(&self, uid: u32, eid: &str) {
+        if let Ok(root) = self.root_dir() {
+            let _ = rustix::fs::unlinkat(
+                root.fd(),
+                crate::memcap::ledger_name(uid, eid),
+                rustix::fs::AtFlags::empty(),
+            );
+        }
+    }
+
     /// Opens (creating it 0666) and locks a lock file in `dir`, waiting for
     /// it.
     pub fn lock_file(dir: &Dir, name: &str, operation: FlockOperation) -> Result<OwnedFd> {

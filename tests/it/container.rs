@@ -218,7 +218,123 @@ fn the_runtime_rewrites_the_bundle_then_runs_the_real_runtime() {
         .collect();
     assert_eq!(
         mounts,
-        ["/opt/genv/shims/nvidia-smi", "/var/tmp/genv/devices"]
+        [
+            "/opt/genv/shims/nvidia-smi",
+            "/opt/genv/shims/genv",
+            "/var/tmp/genv"
+        ]
+    );
+    // The statically linked genv is what is mounted, never the host's
+    // dynamically linked one.
+    let static_genv = static_genv();
+    assert_eq!(json["mounts"][0]["source"], static_genv.to_str().unwrap());
+    assert_eq!(json["mounts"][2]["type"], "tmpfs");
+    assert!(!env.iter().any(|e| e.starts_with("LD_PRELOAD=")));
+
+    // With a capacity, in an image without glibc: no library, a warning.
+    let config = r#"{"ociVersion":"1.0.2","process":{"user":{"uid":0,"gid":0},"cwd":"/","args":["sh"],"env":["PATH=/bin","GENV_GPU_MEMORY=4g","LD_PRELOAD=/usr/lib/libx.so"]},"root":{"path":"rootfs"}}"#;
+    std::fs::write(bundle.join("config.json"), config).unwrap();
+    let mut cmd = Command::new(&runtime);
+    cmd.args(["create", "--bundle"]).arg(&bundle).arg("cid");
+    sandbox.apply(&mut cmd);
+    let run = Run::from(cmd.output().unwrap());
+    assert_eq!(run.code, 3);
+    assert!(run.stderr.contains("the image has no glibc"), "{run:?}");
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(bundle.join("config.json")).unwrap()).unwrap();
+    let text = json.to_string();
+    assert!(text.contains("LD_PRELOAD=/usr/lib/libx.so\""), "{text}");
+    assert!(!text.contains("libgenv_memcap"), "{text}");
+
+    // In a glibc image: the memory cap library, read-only, in LD_PRELOAD
+    // (before what the image preloads).
+    let loader = bundle.join("rootfs/lib/x86_64-linux-gnu");
+    std::fs::create_dir_all(&loader).unwrap();
+    std::fs::write(loader.join("ld-linux-x86-64.so.2"), "").unwrap();
+    std::fs::create_dir_all(bundle.join("rootfs/lib64")).unwrap();
+    // As Debian links it: absolute, so only right inside the image's root.
+    std::os::unix::fs::symlink(
+        "/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2",
+        bundle.join("rootfs/lib64/ld-linux-x86-64.so.2"),
+    )
+    .unwrap();
+    std::fs::write(bundle.join("config.json"), config).unwrap();
+    let mut cmd = Command::new(&runtime);
+    cmd.args(["create", "--bundle"]).arg(&bundle).arg("cid");
+    sandbox.apply(&mut cmd);
+    let run = Run::from(cmd.output().unwrap());
+    assert_eq!(run.code, 3);
+    assert!(!run.stderr.contains("glibc"), "{run:?}");
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(bundle.join("config.json")).unwrap()).unwrap();
+    let env = &json["process"]["env"];
+    assert!(
+        env.as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e == "LD_PRELOAD=/opt/genv/lib/libgenv_memcap.so:/usr/lib/libx.so"),
+        "{env}"
+    );
+    let library = json["mounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["destination"] == "/opt/genv/lib/libgenv_memcap.so")
+        .unwrap_or_else(|| panic!("the library's mount: {json}"));
+    assert!(
+        library["source"]
+            .as_str()
+            .unwrap()
+            .ends_with("/libgenv_memcap.so")
+    );
+    assert!(
+        library["options"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|o| o == "ro")
+    );
+}
+
+/// The statically linked genv that scripts/test builds next to genv.
+fn static_genv() -> PathBuf {
+    let path = Path::new(GENV).with_file_name("genv-static");
+    assert!(
+        path.is_file(),
+        "{} is missing: scripts/test builds it (scripts/build-static)",
+        path.display()
+    );
+    path
+}
+
+#[test]
+fn without_a_static_genv_the_container_is_refused_and_the_bundle_untouched() {
+    let mut sandbox = Sandbox::new();
+    // A genv (dynamically linked) with no genv-static beside it.
+    let bin = sandbox.dir.path().join("alone");
+    std::fs::create_dir_all(&bin).unwrap();
+    let runtime = bin.join("genv-container-runtime");
+    if std::fs::hard_link(GENV, &runtime).is_err() {
+        std::fs::copy(GENV, &runtime).unwrap();
+    }
+    sandbox.set("PATH", "/usr/bin:/bin");
+    let bundle = sandbox.dir.path().join("bundle");
+    std::fs::create_dir_all(&bundle).unwrap();
+    let config = r#"{"ociVersion":"1.0.2","process":{"user":{"uid":0,"gid":0},"cwd":"/","args":["sh"],"env":["PATH=/bin"]},"root":{"path":"rootfs"}}"#;
+    std::fs::write(bundle.join("config.json"), config).unwrap();
+    let mut cmd = Command::new(&runtime);
+    cmd.args(["create", "--bundle"]).arg(&bundle).arg("cid");
+    sandbox.apply(&mut cmd);
+    let run = Run::from(cmd.output().unwrap());
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(
+        run.stderr
+            .contains("no statically linked genv to mount into the container"),
+        "{run:?}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(bundle.join("config.json")).unwrap(),
+        config
     );
 }
 
@@ -244,19 +360,230 @@ fn podman(conf: &Path, args: &[&str]) -> Run {
 
 #[test]
 fn a_container_is_an_environment_with_real_podman_and_runc() {
+    static_genv();
+    let sim = Path::new(GENV).with_file_name("nvidia-smi-sim-static");
+    assert!(
+        sim.is_file(),
+        "{} is missing: scripts/test builds it",
+        sim.display()
+    );
+    let mut sandbox = Sandbox::new();
+    let (conf, image) = podman_bed(&mut sandbox);
+    let name = format!("genv-test-{}", std::process::id());
+    // The stand-in nvidia-smi (static too) where the NVIDIA hook would put
+    // the real one, seeing the one GPU that hook would expose.
+    let sim_mount = format!("{}:/usr/bin/nvidia-smi:ro", sim.display());
+    let run = genv_docker(
+        &sandbox,
+        &[
+            "run",
+            "-d",
+            "--name",
+            &name,
+            "--gpus",
+            "1",
+            "--gpu-memory",
+            "4gi",
+            "-e",
+            "GENV_MOCK_DEVICE_COUNT=1",
+            "-e",
+            "GENV_MOCK_DEVICE_TOTAL_MEMORY=16g",
+            "-v",
+            &sim_mount,
+            image,
+            "sleep",
+            "1000",
+        ],
+    )
+    .ok();
+    let id = run.stdout.trim().to_owned();
+    let cleanup = scopeguard(&conf, &name);
+    let envs = sandbox.envs_csv();
+    assert!(envs.contains(&id), "the container's environment: {envs}");
+    let devices = sandbox.devices_csv();
+    let mine: Vec<&str> = devices.lines().filter(|l| l.contains(&id)).collect();
+    assert_eq!(mine.len(), 1, "one device: {devices}");
+    let index = mine[0].split(',').next().unwrap().to_owned();
+    let inside = podman(&conf, &["exec", &name, "env"]).ok();
+    assert!(
+        inside.stdout.contains(&format!("GENV_ENVIRONMENT_ID={id}")),
+        "{inside:?}"
+    );
+    assert!(
+        inside.stdout.contains("PATH=/opt/genv/shims:"),
+        "{inside:?}"
+    );
+    assert!(inside.stdout.contains("GENV_GPU_MEMORY=4gi"), "{inside:?}");
+    // `exec` keeps genv's entries once each.
+    assert_eq!(
+        inside.stdout.matches("/opt/genv/shims").count(),
+        1,
+        "{inside:?}"
+    );
+
+    // nvidia-smi in the container: the static shim in front of the
+    // stand-in, one GPU, capped at 4 GiB.
+    let smi = podman(&conf, &["exec", &name, "nvidia-smi"]).ok();
+    let rows = smi
+        .stdout
+        .lines()
+        .filter(|l| {
+            l.strip_prefix('|').map(str::trim_start).is_some_and(|l| {
+                l.starts_with(|c: char| c.is_ascii_digit()) && l.contains("NVIDIA")
+            })
+        })
+        .count();
+    assert_eq!(rows, 1, "{}", smi.stdout);
+    assert!(smi.stdout.contains("MiB /   4096MiB |"), "{}", smi.stdout);
+
+    // A busybox image has no glibc: the memory cap library is not
+    // preloaded into its processes (`genv enforce` is the backstop).
+    let pid = podman(&conf, &["inspect", "-f", "{{.State.Pid}}", &name])
+        .ok()
+        .stdout
+        .trim()
+        .to_owned();
+    let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
+    assert!(
+        !environ.windows(10).any(|w| w == b"LD_PRELOAD"),
+        "{}",
+        String::from_utf8_lossy(&environ)
+    );
+    // Only the attached device's lock and the ledger in its state folder.
+    let listed = podman(
+        &conf,
+        &[
+            "exec",
+            &name,
+            "ls",
+            "/var/tmp/genv/devices",
+            "/var/tmp/genv",
+        ],
+    )
+    .ok();
+    assert!(
+        listed
+            .stdout
+            .ends_with(&format!("/var/tmp/genv/devices:\n{index}.lock\n")),
+        "{listed:?}"
+    );
+    assert!(
+        listed.stdout.contains(&format!("memcap-0-{id}")),
+        "{listed:?}"
+    );
+    let ledger = sandbox.state().join(format!("memcap-0-{id}"));
+    assert!(ledger.is_file(), "the host's ledger");
+
+    // genv lock in the container locks the environment's device, and
+    // excludes a host genv lock on it; and the other way round.
+    let host = |args: &[&str]| {
+        let mut all = vec!["lock"];
+        all.extend_from_slice(args);
+        let mut cmd = sandbox.cmd(&all);
+        cmd.env("GENV_ENVIRONMENT_ID", "host-side")
+            .env("CUDA_VISIBLE_DEVICES", &index);
+        cmd
+    };
+    let lock_inside = |args: &[&str]| {
+        let mut all = vec!["exec", &name, "genv", "lock"];
+        all.extend_from_slice(args);
+        podman(&conf, &all)
+    };
+    let holder = Holder::start(
+        Command::new(need("podman"))
+            .args(["exec", "-i", &name, "genv", "lock", "sh", "-c", HOLD])
+            .env("CONTAINERS_CONF", &conf),
+    );
+    let busy = format!("cannot lock GPU {index} without waiting");
+    let run = Run::from(host(&["-n", "true"]).output().unwrap()).fails();
+    assert!(run.stderr.contains(&busy), "{run:?}");
+    drop(holder);
+    Run::from(host(&["-n", "true"]).output().unwrap()).ok();
+    let holder = Holder::start(&mut host(&["sh", "-c", HOLD]));
+    let run = lock_inside(&["-n", "true"]).fails();
+    assert!(run.stderr.contains(&busy), "{run:?}");
+    drop(holder);
+    lock_inside(&["-n", "true"]).ok();
+
+    // The SDK's plumbing reads the mounted locks: the host's index.
+    let sdk = podman(&conf, &["exec", &name, "genv", "sdk", "attached"]).ok();
+    assert_eq!(sdk.stdout, format!("{{\"indices\":[{index}]}}\n"));
+    // And the Python SDK itself, in a container whose root is the host's
+    // (an overlay over it, so Python and glibc are there), through the
+    // mounted genv: it gets its device (a fraction of 2 GiB, which may
+    // share the first container's); and with a capacity, the
+    // memory cap library is in its LD_PRELOAD, mounted read-only.
+    let pythonpath = format!("PYTHONPATH={}/python", env!("CARGO_MANIFEST_DIR"));
+    let python = genv_docker(
+        &sandbox,
+        &[
+            "run",
+            "--rm",
+            "--gpus",
+            "1",
+            "--gpu-memory",
+            "2gi",
+            "-e",
+            &pythonpath,
+            "-e",
+            "GENV_SDK_BINARY=/opt/genv/shims/genv",
+            "--rootfs",
+            "/:O",
+            "python3",
+            "-c",
+            PYTHON_IN_CONTAINER,
+        ],
+    )
+    .ok();
+    let (devices, rest) = python.stdout.split_once('\n').unwrap();
+    assert!(devices == "[0]" || devices == "[1]", "{python:?}");
+    assert_eq!(
+        rest, "/opt/genv/lib/libgenv_memcap.so\nread-only\n",
+        "{python:?}"
+    );
+
+    podman(&conf, &["rm", "-f", "-t", "0", &name]).ok();
+    drop(cleanup);
+    assert!(
+        !sandbox.envs_csv().contains(&id),
+        "released: {}",
+        sandbox.envs_csv()
+    );
+    assert!(
+        !sandbox.devices_csv().contains(&id),
+        "freed: {}",
+        sandbox.devices_csv()
+    );
+    assert!(!ledger.exists(), "the ledger goes with the environment");
+
+    // A failure stops the container's creation and leaves nothing behind.
+    let run = genv_docker(&sandbox, &["run", "--rm", "--gpus", "3", image, "true"]).fails();
+    assert!(run.stderr.contains("Requested more devices (3)"), "{run:?}");
+    assert_eq!(sandbox.envs_csv(), "");
+    assert!(
+        sandbox.devices_csv().lines().all(|l| l.ends_with(",,,")),
+        "{}",
+        sandbox.devices_csv()
+    );
+}
+
+/// A sandbox set up for podman with genv's runtime: a busybox image (no
+/// Python, no glibc) imported as `image`, the runtime run with the
+/// sandbox's variables, `genv-docker` running podman. Returns podman's
+/// configuration file and the image.
+fn podman_bed(sandbox: &mut Sandbox) -> (PathBuf, &'static str) {
     need("runc");
     let busybox = need("busybox");
-    let mut sandbox = Sandbox::new();
     sandbox.set("GENV_MOCK_DEVICE_TOTAL_MEMORY", "16g");
     let work = sandbox.dir.path().to_path_buf();
     // podman refuses default ulimits as root in some sandboxes: none.
     let conf = work.join("containers.conf");
     std::fs::write(&conf, "[containers]\ndefault_ulimits = []\n").unwrap();
-    // An image from busybox alone.
+    // An image from busybox alone: no Python, no glibc.
     let rootfs = work.join("rootfs");
     std::fs::create_dir_all(rootfs.join("bin")).unwrap();
     std::fs::copy(&busybox, rootfs.join("bin/busybox")).unwrap();
-    for applet in ["sh", "env", "sleep", "cat"] {
+    for applet in ["sh", "env", "sleep", "cat", "ls", "true"] {
         std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet)).unwrap();
     }
     let tar = work.join("rootfs.tar");
@@ -294,62 +621,114 @@ fn a_container_is_an_environment_with_real_podman_and_runc() {
     sandbox.set("GENV_DOCKER", need("podman").to_str().unwrap());
     sandbox.set("GENV_CONTAINER_RUNTIME", runtime.to_str().unwrap());
     sandbox.set("CONTAINERS_CONF", conf.to_str().unwrap());
-    let name = format!("genv-test-{}", std::process::id());
+    (conf, image)
+}
+
+#[test]
+fn files_in_the_state_folder_that_are_not_genv_s_are_never_mounted() {
+    static_genv();
+    let mut sandbox = Sandbox::new();
+    let (conf, image) = podman_bed(&mut sandbox);
+    let _ = conf;
+    // Another file of the machine linked in place of every device lock.
+    let secret = sandbox.dir.path().join("secret");
+    std::fs::write(&secret, "not genv's").unwrap();
+    let devices = sandbox.state().join("devices");
+    std::fs::create_dir_all(&devices).unwrap();
+    for index in 0..2 {
+        std::fs::hard_link(&secret, devices.join(format!("{index}.lock"))).unwrap();
+    }
     let run = genv_docker(
         &sandbox,
         &[
             "run",
-            "-d",
-            "--name",
-            &name,
+            "--rm",
             "--gpus",
             "1",
-            "--gpu-memory",
-            "4g",
             image,
-            "sleep",
-            "1000",
+            "cat",
+            "/var/tmp/genv/devices/0.lock",
         ],
     )
-    .ok();
-    let id = run.stdout.trim().to_owned();
-    let cleanup = scopeguard(&conf, &name);
-    let envs = sandbox.envs_csv();
-    assert!(envs.contains(&id), "the container's environment: {envs}");
-    let devices = sandbox.devices_csv();
-    assert!(devices.contains(&id), "its device: {devices}");
-    let inside = podman(&conf, &["exec", &name, "env"]).ok();
+    .fails();
     assert!(
-        inside.stdout.contains(&format!("GENV_ENVIRONMENT_ID={id}")),
-        "{inside:?}"
+        run.stderr.contains("genv: error: ") && run.stderr.contains("links: not mounting it"),
+        "{run:?}"
     );
-    assert!(
-        inside.stdout.contains("PATH=/opt/genv/shims:"),
-        "{inside:?}"
-    );
-    assert!(inside.stdout.contains("GENV_GPU_MEMORY=4g"), "{inside:?}");
-    podman(&conf, &["rm", "-f", "-t", "0", &name]).ok();
-    drop(cleanup);
-    assert!(
-        !sandbox.envs_csv().contains(&id),
-        "released: {}",
-        sandbox.envs_csv()
-    );
-    assert!(
-        !sandbox.devices_csv().contains(&id),
-        "freed: {}",
-        sandbox.devices_csv()
-    );
-
-    // A failure stops the container's creation and leaves nothing behind.
-    let run = genv_docker(&sandbox, &["run", "--rm", "--gpus", "3", image, "true"]).fails();
-    assert!(run.stderr.contains("Requested more devices (3)"), "{run:?}");
-    assert_eq!(sandbox.envs_csv(), "");
+    assert!(!run.stdout.contains("not genv's"), "{run:?}");
+    assert_eq!(sandbox.envs_csv(), "", "the environment is released");
     assert!(
         sandbox.devices_csv().lines().all(|l| l.ends_with(",,,")),
         "{}",
         sandbox.devices_csv()
     );
+    // A link in place of the memory cap ledger.
+    std::os::unix::fs::symlink(&secret, sandbox.state().join("memcap-0-hostile")).unwrap();
+    let run = genv_docker(
+        &sandbox,
+        &[
+            "run",
+            "--rm",
+            "--eid",
+            "hostile",
+            "--no-device-locks",
+            "--gpus",
+            "1",
+            "--gpu-memory",
+            "1g",
+            image,
+            "true",
+        ],
+    )
+    .fails();
+    assert!(
+        run.stderr
+            .contains("genv/memcap-0-hostile: a symbolic link: not used"),
+        "{run:?}"
+    );
+    assert_eq!(sandbox.envs_csv(), "");
+    assert_eq!(std::fs::read_to_string(&secret).unwrap(), "not genv's");
+}
+
+/// What the Python container prints: its devices, its `LD_PRELOAD`, and
+/// whether the library there is mounted read-only.
+const PYTHON_IN_CONTAINER: &str = "
+import os, genv.sdk
+print(genv.sdk.attached())
+library = os.environ.get('LD_PRELOAD')
+print(library)
+print('read-only' if os.statvfs(library).f_flag & os.ST_RDONLY else 'writable')
+";
+
+/// Says it holds, then holds until its stdin closes.
+const HOLD: &str = "echo held; read -r line";
+
+/// A process holding a lock: started and waited for until it says
+/// `held`; dropping it closes its stdin, and waits for it to end.
+struct Holder(std::process::Child);
+
+impl Holder {
+    fn start(cmd: &mut Command) -> Holder {
+        use std::io::BufRead;
+        let mut child = cmd
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.as_mut().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line, "held\n");
+        Holder(child)
+    }
+}
+
+impl Drop for Holder {
+    fn drop(&mut self) {
+        drop(self.0.stdin.take());
+        let _ = self.0.wait();
+    }
 }
 
 /// Removes the container however the test ends.

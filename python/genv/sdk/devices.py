@@ -1,10 +1,9 @@
 """The devices of this process's environment: attaching, detaching, and
 the access locks that over-subscribed devices are shared through."""
 
-import glob
+import json
 import math
 import os
-import re
 import subprocess
 import threading
 from contextlib import contextmanager
@@ -88,20 +87,11 @@ def attached() -> List[int]:
     if _vars.SHELL in os.environ or _vars.PYTHON in os.environ:
         return _vars.visible()
     if _vars.CONTAINER in os.environ:
-        return _mounted_locks()
+        # The device locks mounted into the container: their names are the
+        # host's indices.
+        answer = json.loads(_command.run(["sdk", "attached"]))
+        return [int(index) for index in answer["indices"]]
     raise RuntimeError("Failed to find attached device indices")
-
-
-def _mounted_locks() -> List[int]:
-    # A container sees the host's state folder only through the device
-    # locks mounted into it: their names are the indices.
-    folder = os.path.join(os.environ.get("GENV_TMPDIR", "/var/tmp/genv"), "devices")
-    found = []
-    for path in glob.glob(os.path.join(glob.escape(folder), "*.lock")):
-        match = re.fullmatch(r"(\d+)\.lock", os.path.basename(path))
-        if match:
-            found.append(int(match.group(1)))
-    return sorted(found)
 
 
 def detach(index: Optional[int] = None) -> List[int]:
