@@ -138,11 +138,11 @@ fn print_ps(
     ps: PsArgs,
     out: &mut String,
 ) -> Result<()> {
-    let envs = tx.envs()?.clone();
-    let devices = tx.devices()?;
+    let (envs, devices) = tx.envs_and_devices()?;
+    let envs = envs.by_eid();
     let name_of = |eid: &str| {
         envs.get(eid)
-            .and_then(|e| e.config.name.clone())
+            .and_then(|e| e.config.name.as_deref())
             .unwrap_or_default()
     };
     if ps.format == Format::Json {
@@ -167,7 +167,7 @@ fn print_ps(
                     .map(|a| {
                         serde_json::json!({
                             "eid": a.eid,
-                            "env_name": envs.get(&a.eid).and_then(|e| e.config.name.clone()),
+                            "env_name": envs.get(a.eid.as_str()).and_then(|e| e.config.name.clone()),
                             "gpu_memory": a.gpu_memory,
                             "time": a.time,
                             "memory_in_use": in_use(&a.eid, d.index),
@@ -213,7 +213,7 @@ fn print_ps(
             } else {
                 timefmt::since(&a.time, now)
             };
-            line(device.index, &a.eid, &name_of(&a.eid), &attached);
+            line(device.index, &a.eid, name_of(&a.eid), &attached);
         }
     }
     Ok(())

@@ -56,6 +56,17 @@ impl Envs {
         self.envs.iter_mut().find(|env| env.eid == eid)
     }
 
+    /// Every environment by its identifier, for looking many up at once
+    /// (a table row per attachment): the first of duplicates wins, as in
+    /// [`Envs::get`].
+    pub fn by_eid(&self) -> std::collections::HashMap<&str, &Env> {
+        let mut index = std::collections::HashMap::with_capacity(self.envs.len());
+        for env in &self.envs {
+            index.entry(env.eid.as_str()).or_insert(env);
+        }
+        index
+    }
+
     pub fn contains(&self, eid: &str) -> bool {
         self.get(eid).is_some()
     }

@@ -299,6 +299,18 @@ impl Transaction<'_> {
         Ok(&mut tracked.value)
     }
 
+    /// The environments and the devices together (as [`Transaction::envs`]
+    /// and [`Transaction::devices`]), for the views that join them,
+    /// without copying either.
+    pub fn envs_and_devices(&mut self) -> Result<(&Envs, &Devices)> {
+        self.load_devices()?;
+        self.load_envs()?;
+        Ok((
+            &self.envs.as_ref().expect("loaded above").value,
+            &self.devices.as_ref().expect("loaded above").value,
+        ))
+    }
+
     fn load_devices(&mut self) -> Result<()> {
         if self.devices.is_none() {
             let loaded = if self.options.reset {

@@ -1,0 +1,111 @@
+#!/usr/bin/env bash
+# A realistic big state, side by side with its floor and genv 1.4.3.
+#
+#   bench/bigstate.sh [ENVS]        # default 10000; prints Markdown tables
+#
+# Generates (not checked in) a state folder with ENVS environments owned by
+# 21 users, each with 1 or 2 live pids out of 200 sleeping processes, a
+# name, a creation time, and a third of them attached to one of 8 GPUs
+# (some with a memory fraction). Then times, with hyperfine -N:
+#   floor   cargo's `floor` example: read and parse envs.json and
+#           devices.json into genv's types and print the CSV table
+#   genv    this genv's commands
+#   1.4.3   genv 1.4.3 (REF, default /work/main/target/genv-ref/bin/genv;
+#           REF= to skip; REF_RUNS runs each, default 5)
+# and, for each command, the peak resident memory (/usr/bin/time -v) beside
+# the parsed size of the state (the floor's RSS after parsing less before).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+n=${1:-10000}
+RUNS=${RUNS:-20}
+REF=${REF-/work/main/target/genv-ref/bin/genv}
+REF_RUNS=${REF_RUNS:-5}
+[[ -x $REF ]] || REF=""
+work=$(mktemp -d)
+sleepers=()
+cleanup() {
+    for p in "${sleepers[@]}"; do kill "$p" 2>/dev/null || true; done
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+command -v hyperfine >/dev/null || { apt-get update -qq && apt-get install -y -qq hyperfine; } >&2
+cargo build --release --quiet --bin genv --example floor
+ours=$PWD/target/release/genv
+floor=$PWD/target/release/examples/floor
+
+for _ in $(seq 200); do
+    sleep 100000 &
+    sleepers+=($!)
+done
+
+# genv 1.4.3 asks nvidia-smi only when it creates devices.json; it exists
+# here, and genv reads GENV_MOCK_* itself.
+export GENV_MOCK_DEVICE_COUNT=8 GENV_MOCK_DEVICE_TOTAL_MEMORY=16gi
+state=$work/state
+mkdir -p "$state"
+python3 - "$state" "$n" "${sleepers[@]}" <<'PY'
+import json, random, sys
+path, n, pids = sys.argv[1], int(sys.argv[2]), [int(p) for p in sys.argv[3:]]
+rng = random.Random(16)
+users = [(1000 + u, f"user{u:02d}") for u in range(21)]
+envs, devices = [], [{"index": i, "total_memory": "16384mi", "attachments": []} for i in range(8)]
+for i in range(n):
+    uid, name = users[i % 21]
+    t = f"{rng.randint(1, 28):02d}/{rng.randint(1, 11):02d}/2026 {rng.randint(0, 23):02d}:{rng.randint(0, 59):02d}:{rng.randint(0, 59):02d}"
+    gpus = rng.choice([None, 1, 2])
+    envs.append({"eid": f"e{i}", "uid": uid, "creation": t, "username": name,
+                 "config": {"name": f"job {i} of {name}", "gpu_memory": rng.choice([None, "4g"]), "gpus": gpus},
+                 "pids": rng.sample(pids, rng.randint(1, 2)), "kernel_ids": []})
+    if i % 3 == 0:
+        devices[i % 8]["attachments"].append({"eid": f"e{i}", "gpu_memory": rng.choice([None, "2g"]), "time": t})
+json.dump({"envs": envs}, open(f"{path}/envs.json", "w"))
+json.dump({"devices": devices}, open(f"{path}/devices.json", "w"))
+PY
+cp -a "$state" "$work/pristine"
+size=$(stat -c %s "$state/envs.json")
+parsed=$(GENV_TMPDIR=$state "$floor" --rss 2>&1 >/dev/null | sed 's/.*parsed size \([0-9]*\) kB/\1/')
+
+median() { # hyperfine json -> "median ms (min–max)"
+    python3 -c 'import json,sys,statistics; t=json.load(open(sys.argv[1]))["results"][0]["times"]; print("%.1f (%.1f–%.1f)" % (statistics.median(t)*1e3, min(t)*1e3, max(t)*1e3))' "$1"
+}
+time_it() { # runs prepare command...
+    local runs=$1 prep=$2
+    shift 2
+    local args=(-N --runs "$runs" --warmup 1 --export-json "$work/h.json")
+    [[ -n $prep ]] && args+=(--prepare "$prep")
+    GENV_TMPDIR=$state hyperfine "${args[@]}" "$*" >/dev/null 2>"$work/err" || { cat "$work/err" >&2; echo "failed"; return; }
+    median "$work/h.json"
+}
+rss() { # command... -> max RSS in kB
+    GENV_TMPDIR=$state /usr/bin/time -v "$@" 2>&1 >/dev/null | sed -n 's/.*Maximum resident set size (kbytes): //p'
+}
+
+echo "State: $n environments, envs.json $((size / 1024)) KiB, parsed $parsed kB (floor's RSS delta); load average $(cut -d' ' -f1-3 /proc/loadavg)"
+echo
+echo "| command | floor ms | genv ms | genv / floor | genv 1.4.3 ms | 1.4.3 / genv | genv max RSS kB |"
+echo "|---|---:|---:|---:|---:|---:|---:|"
+fl=$(time_it "$RUNS" "" "$floor")
+ratio() { python3 -c 'import sys; a,b=float(sys.argv[1].split()[0]),float(sys.argv[2].split()[0]); print("%.2fx" % (a/b))' "$1" "$2"; }
+row() { # label prepare args...
+    local label=$1 prep=$2
+    shift 2
+    local ours_t ref_t="n/a" x="n/a" rprep=""
+    ours_t=$(time_it "$RUNS" "${prep:+$ours $prep}" "$ours" "$@")
+    if [[ -n $REF ]]; then
+        rprep=${prep:+$REF $prep}
+        ref_t=$(time_it "$REF_RUNS" "$rprep" "$REF" "$@")
+        x=$(ratio "$ref_t" "$ours_t")
+    fi
+    rm -rf "$state" && cp -a "$work/pristine" "$state"
+    echo "| \`genv $label\` | $fl | $ours_t | $(ratio "$ours_t" "$fl") | $ref_t | $x | $(rss "$ours" "$@") |"
+}
+row "envs" "" envs
+row "devices" "" devices
+row "envs ps --format csv" "" envs ps --format csv
+row "envs ps --format csv --timestamp" "" envs ps --format csv --timestamp
+row "devices attach --eid e4 --count 1 --allow-over-subscription" "devices detach --eid e4 --quiet" devices attach --eid e4 --count 1 --allow-over-subscription
+row "envs config --eid e5000 name --name b" "envs config --eid e5000 name --name a" envs config --eid e5000 name --name b
+echo
+echo "floor max RSS: $(rss "$floor") kB"

@@ -1,0 +1,62 @@
+//! The floor for a command over a big state: read `envs.json` and
+//! `devices.json` from `$GENV_TMPDIR`, parse them into genv's own state
+//! types, and print one CSV row per environment (what
+//! `genv envs ps --format csv --timestamp` prints), with nothing else: no
+//! lock, no liveness checks, no escaping.
+//!
+//!     cargo run --release --example floor             # the table on stdout
+//!     cargo run --release --example floor -- --rss    # and the parsed size on stderr
+//!
+//! `--rss` reports the resident memory before reading and after parsing
+//! (kB, from /proc/self/status): the difference is the parsed state's size.
+use std::io::Write;
+
+use genv::state::{Devices, Envs};
+
+fn rss_kb() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+fn main() {
+    let rss = std::env::args().any(|a| a == "--rss");
+    let dir =
+        std::path::PathBuf::from(std::env::var_os("GENV_TMPDIR").unwrap_or("/tmp/genv".into()));
+    let before = rss_kb();
+    let envs: Envs =
+        serde_json::from_slice(&std::fs::read(dir.join("envs.json")).unwrap()).unwrap();
+    let devices: Devices =
+        serde_json::from_slice(&std::fs::read(dir.join("devices.json")).unwrap()).unwrap();
+    let parsed = rss_kb();
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::with_capacity(1 << 16, stdout.lock());
+    let _ = writeln!(out, "ID,USER,NAME,CREATED,PID(S)");
+    for env in &envs.envs {
+        let _ = write!(
+            out,
+            "{},{},{},{},",
+            env.eid,
+            env.user(),
+            env.config.name.as_deref().unwrap_or(""),
+            env.creation
+        );
+        for (i, pid) in env.pids.iter().enumerate() {
+            let _ = write!(out, "{}{pid}", if i == 0 { "" } else { " " });
+        }
+        let _ = writeln!(out);
+    }
+    let _ = out.flush();
+    if rss {
+        let attached: usize = devices.devices.iter().map(|d| d.attachments.len()).sum();
+        eprintln!(
+            "envs {} attachments {} rss before {before} kB, after parse {parsed} kB, parsed size {} kB",
+            envs.envs.len(),
+            attached,
+            parsed.saturating_sub(before)
+        );
+    }
+}
