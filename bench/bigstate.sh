@@ -10,7 +10,7 @@
 #   floor   cargo's `floor` example: read and parse envs.json and
 #           devices.json into genv's types and print the CSV table
 #   genv    this genv's commands
-#   1.4.3   genv 1.4.3 (REF, default /work/main/target/genv-ref/bin/genv;
+#   1.4.3   genv 1.4.3 (REF, default target/genv-ref/bin/genv;
 #           REF= to skip; REF_RUNS runs each, default 5)
 # and, for each command, the peak resident memory (/usr/bin/time -v) beside
 # the parsed size of the state (the floor's RSS after parsing less before).
@@ -19,7 +19,7 @@ cd "$(dirname "$0")/.."
 
 n=${1:-10000}
 RUNS=${RUNS:-20}
-REF=${REF-/work/main/target/genv-ref/bin/genv}
+REF=${REF-target/genv-ref/bin/genv}
 REF_RUNS=${REF_RUNS:-5}
 [[ -x $REF ]] || REF=""
 work=$(mktemp -d)

@@ -8,13 +8,13 @@
 # Two cases: a fresh state (no devices.json, so every attach asks the
 # driver: genv asks before taking the global lock, so the eight queries
 # overlap), and the usual state (devices.json recorded: nobody asks).
-# genv 1.4.3 (REF, default /work/main/target/genv-ref/bin/genv; REF= to
+# genv 1.4.3 (REF, default target/genv-ref/bin/genv; REF= to
 # skip) runs the same rounds. Target: under 800 ms for the eight.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 rounds=${1:-10}
-REF=${REF-/work/main/target/genv-ref/bin/genv}
+REF=${REF-target/genv-ref/bin/genv}
 [[ -x $REF ]] || REF=""
 work=$(mktemp -d)
 sleeper=
