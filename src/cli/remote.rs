@@ -89,16 +89,8 @@ pub fn run(args: RemoteArgs, ctx: &mut Context) -> Result<Exit> {
             gpu_memory,
             no_prompt,
         } => {
-            let memory = gpu_memory
-                .as_deref()
-                .map(crate::memory::to_bytes)
-                .transpose()?;
-            let (_, answers) = asker.snapshots::<Devices>(Some("devices"))?;
-            let snapshots: Vec<&Devices> = answers.iter().map(|(_, d)| d).collect();
-            let Some(index) = report::find_host(&snapshots, gpus, memory) else {
-                return Err(Error::msg(NO_HOST));
-            };
-            let host = &answers[index].0;
+            let host = host_with_room(&asker, gpus, gpu_memory.as_deref())?;
+            let host = &host;
             let mut vars = vec![
                 "GENV_PREACTIVATE=1".to_owned(),
                 format!("GENV_PREACTIVATE_PROMPT={}", if no_prompt { 0 } else { 1 }),
@@ -476,16 +468,8 @@ fn llm(asker: &Asker<'_>, command: RemoteLlmCommand, ctx: &mut Context) -> Resul
             if let Some(memory) = &gpu_memory {
                 crate::memory::validate(memory)?;
             }
-            let memory = gpu_memory
-                .as_deref()
-                .map(crate::memory::to_bytes)
-                .transpose()?;
-            let (_, answers) = asker.snapshots::<Devices>(Some("devices"))?;
-            let snapshots: Vec<&Devices> = answers.iter().map(|(_, d)| d).collect();
-            let Some(index) = report::find_host(&snapshots, gpus, memory) else {
-                return Err(Error::msg(NO_HOST));
-            };
-            let host = &answers[index].0;
+            let host = host_with_room(asker, gpus, gpu_memory.as_deref())?;
+            let host = &host;
             let mut args: Vec<String> =
                 ["genv", "llm", "serve", &model].map(str::to_owned).to_vec();
             if let Some(gpus) = gpus.filter(|&g| g > 0) {
@@ -509,6 +493,18 @@ fn llm(asker: &Asker<'_>, command: RemoteLlmCommand, ctx: &mut Context) -> Resul
 
 /// genv 1.4.3's line for a host that failed, on one line and safe for a
 /// terminal, and a hint when the fix is known.
+/// The first host with the devices (and memory on them) asked for, as
+/// `activate` and `llm serve` choose it; 1.4.3's message when none has.
+fn host_with_room(asker: &Asker<'_>, gpus: Option<u32>, gpu_memory: Option<&str>) -> Result<Host> {
+    let memory = gpu_memory.map(crate::memory::to_bytes).transpose()?;
+    let (_, mut answers) = asker.snapshots::<Devices>(Some("devices"))?;
+    let snapshots: Vec<&Devices> = answers.iter().map(|(_, d)| d).collect();
+    match report::find_host(&snapshots, gpus, memory) {
+        Some(index) => Ok(answers.swap_remove(index).0),
+        None => Err(Error::msg(NO_HOST)),
+    }
+}
+
 fn failure(hostname: &str, code: Option<i32>, stderr: &str) -> (String, Option<String>) {
     let reason: Vec<&str> = stderr
         .lines()
