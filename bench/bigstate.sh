@@ -60,8 +60,8 @@ for i in range(n):
                  "pids": rng.sample(pids, rng.randint(1, 2)), "kernel_ids": []})
     if i % 3 == 0:
         devices[i % 8]["attachments"].append({"eid": f"e{i}", "gpu_memory": rng.choice([None, "2g"]), "time": t})
-json.dump({"envs": envs}, open(f"{path}/envs.json", "w"))
-json.dump({"devices": devices}, open(f"{path}/devices.json", "w"))
+json.dump({"envs": envs}, open(f"{path}/envs.json", "w"), indent=2)
+json.dump({"devices": devices}, open(f"{path}/devices.json", "w"), indent=2)
 PY
 cp -a "$state" "$work/pristine"
 size=$(stat -c %s "$state/envs.json")

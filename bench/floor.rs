@@ -6,12 +6,47 @@
 //!
 //!     cargo run --release --example floor             # the table on stdout
 //!     cargo run --release --example floor -- --rss    # and the parsed size on stderr
+//!     cargo run --release --example floor -- --change # the floor of a change
+//!
+//! `--change` is the floor of `genv envs config`: under the global lock
+//! (`flock` on `genv.lock`), parse `envs.json`, rename one environment,
+//! serialise the state as genv writes it, write a temporary file and rename
+//! it over `envs.json`; no checks, no last good copy.
 //!
 //! `--rss` reports the resident memory before reading and after parsing
 //! (kB, from /proc/self/status): the difference is the parsed state's size.
 use std::io::Write;
 
 use genv::state::{Devices, Envs};
+
+/// Parsed as genv parses a state file: UTF-8 checked once, then the JSON.
+fn parse<T: serde::de::DeserializeOwned>(path: &std::path::Path) -> T {
+    let bytes = std::fs::read(path).unwrap();
+    serde_json::from_str(std::str::from_utf8(&bytes).unwrap()).unwrap()
+}
+
+fn change(dir: &std::path::Path) {
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join("genv.lock"))
+        .unwrap();
+    lock.lock().unwrap();
+    let size = std::fs::metadata(dir.join("envs.json")).unwrap().len() as usize;
+    let mut envs: Envs = parse(&dir.join("envs.json"));
+    let middle = envs.envs.len() / 2;
+    if let Some(env) = envs.envs.get_mut(middle) {
+        env.config.name = Some("floor".to_owned());
+    }
+    let bytes = genv::state::file::to_json_sized(&envs, size + size / 8).unwrap();
+    let tmp = dir.join(format!(".envs.json.{}", std::process::id()));
+    std::fs::File::create(&tmp)
+        .unwrap()
+        .write_all(&bytes)
+        .unwrap();
+    std::fs::rename(&tmp, dir.join("envs.json")).unwrap();
+}
 
 fn rss_kb() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
@@ -26,11 +61,13 @@ fn main() {
     let rss = std::env::args().any(|a| a == "--rss");
     let dir =
         std::path::PathBuf::from(std::env::var_os("GENV_TMPDIR").unwrap_or("/tmp/genv".into()));
+    if std::env::args().any(|a| a == "--change") {
+        change(&dir);
+        return;
+    }
     let before = rss_kb();
-    let envs: Envs =
-        serde_json::from_slice(&std::fs::read(dir.join("envs.json")).unwrap()).unwrap();
-    let devices: Devices =
-        serde_json::from_slice(&std::fs::read(dir.join("devices.json")).unwrap()).unwrap();
+    let envs: Envs = parse(&dir.join("envs.json"));
+    let devices: Devices = parse(&dir.join("devices.json"));
     let parsed = rss_kb();
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::with_capacity(1 << 16, stdout.lock());

@@ -21,7 +21,8 @@ fn is_unsafe(c: char) -> bool {
 /// `text` safe for a terminal: unchanged (borrowed) unless it holds an
 /// unsafe character.
 pub fn terminal(text: &str) -> Cow<'_, str> {
-    if !text.chars().any(is_unsafe) {
+    // Printable ASCII (nearly every name) needs no decoding to be safe.
+    if text.bytes().all(|b| (b' '..b'\x7f').contains(&b)) || !text.chars().any(is_unsafe) {
         return Cow::Borrowed(text);
     }
     let mut out = String::with_capacity(text.len() + 8);

@@ -1,6 +1,7 @@
 //! genv's timestamps: local time as `%d/%m/%Y %H:%M:%S`, and "N units ago".
 
 use chrono::{Local, NaiveDateTime};
+use std::fmt::Write;
 
 pub const DATETIME_FMT: &str = "%d/%m/%Y %H:%M:%S";
 
@@ -46,9 +47,16 @@ fn parse_fixed(b: &[u8]) -> Option<NaiveDateTime> {
 /// host's clock, a hand-edited file), is printed as it is rather than as a
 /// negative age.
 pub fn since(value: &str, now: NaiveDateTime) -> String {
+    let mut out = String::new();
+    write_since(&mut out, value, now);
+    out
+}
+
+/// [`since`] appended to `out` (a table row).
+pub fn write_since(out: &mut String, value: &str, now: NaiveDateTime) {
     match parse(value) {
-        Some(then) if then <= now => ago((now - then).num_seconds()),
-        _ => value.to_owned(),
+        Some(then) if then <= now => ago(out, (now - then).num_seconds()),
+        _ => out.push_str(value),
     }
 }
 
@@ -56,7 +64,7 @@ pub fn local_now() -> NaiveDateTime {
     Local::now().naive_local()
 }
 
-fn ago(seconds: i64) -> String {
+fn ago(out: &mut String, seconds: i64) {
     let mut value = seconds;
     let mut unit = "second";
     for (amount, next) in [(60, "minute"), (60, "hour"), (24, "day"), (7, "week")] {
@@ -67,12 +75,18 @@ fn ago(seconds: i64) -> String {
         unit = next;
     }
     let plural = if value > 1 { "s" } else { "" };
-    format!("{value} {unit}{plural} ago")
+    let _ = write!(out, "{value} {unit}{plural} ago");
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn ago(seconds: i64) -> String {
+        let mut out = String::new();
+        super::ago(&mut out, seconds);
+        out
+    }
 
     #[test]
     fn units_and_plurals() {

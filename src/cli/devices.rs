@@ -2,6 +2,7 @@
 
 use std::fmt::Write;
 
+use super::row::Row;
 use super::{Context, DevicesArgs, DevicesCommand, Exit, Format, PsArgs};
 use crate::error::Result;
 use crate::provision;
@@ -191,29 +192,31 @@ fn print_ps(
         });
     }
     let now = timefmt::local_now();
-    // Any local user can write anything into the state: show it as data.
-    let show = match ps.format {
-        Format::Csv => escape::csv_field,
-        _ => escape::terminal,
-    };
-    let mut line = |index: u32, eid: &str, name: &str, attached: &str| {
-        let (eid, name, attached) = (show(eid), show(name), show(attached));
-        let _ = match ps.format {
-            Format::Csv => writeln!(out, "{index},{eid},{name},{attached}"),
-            _ => writeln!(out, "{index:<8}{eid:<12}{name:<16}{attached}"),
-        };
-    };
+    let csv = ps.format == Format::Csv;
+    // Any local user can write anything into the state: Row shows it as data.
+    let mut attached = String::new();
     for device in &devices.devices {
         if device.attachments.is_empty() {
-            line(device.index, "", "", "");
+            Row::new(out, csv)
+                .number(device.index, 8)
+                .cell("", 12)
+                .cell("", 16)
+                .cell("", 0)
+                .end();
         }
         for a in &device.attachments {
-            let attached = if ps.timestamp {
-                a.time.clone()
+            attached.clear();
+            if ps.timestamp {
+                attached.push_str(&a.time);
             } else {
-                timefmt::since(&a.time, now)
-            };
-            line(device.index, &a.eid, name_of(&a.eid), &attached);
+                timefmt::write_since(&mut attached, &a.time, now);
+            }
+            Row::new(out, csv)
+                .number(device.index, 8)
+                .cell(&a.eid, 12)
+                .cell(name_of(&a.eid), 16)
+                .cell(&attached, 0)
+                .end();
         }
     }
     Ok(())

@@ -1,7 +1,6 @@
 //! `genv envs`: query and manage environments.
 
-use std::fmt::Write;
-
+use super::row::Row;
 use super::{ConfigField, Context, EnvsArgs, EnvsCommand, Exit, Format, PsArgs};
 use crate::error::{Error, Result};
 use crate::state::{Env, Envs};
@@ -139,28 +138,25 @@ fn print_ps(envs: &Envs, ps: PsArgs, out: &mut String) -> Result<()> {
         });
     }
     let now = timefmt::local_now();
-    // Any local user can write anything into envs.json: show it as data.
-    let show = match ps.format {
-        Format::Csv => escape::csv_field,
-        _ => escape::terminal,
-    };
+    let csv = ps.format == Format::Csv;
+    // Any local user can write anything into envs.json: Row shows it as data.
+    let (mut user, mut created) = (String::new(), String::new());
     for env in &envs.envs {
-        let user = env.user();
-        let user = show(&user);
-        let name = show(env.config.name.as_deref().unwrap_or(""));
-        let created = if ps.timestamp {
-            env.creation.clone()
+        user.clear();
+        env.write_user(&mut user);
+        created.clear();
+        if ps.timestamp {
+            created.push_str(&env.creation);
         } else {
-            timefmt::since(&env.creation, now)
-        };
-        let created = show(&created);
-        let pids: Vec<String> = env.pids.iter().map(i64::to_string).collect();
-        let pids = pids.join(" ");
-        let eid = show(&env.eid);
-        let _ = match ps.format {
-            Format::Csv => writeln!(out, "{eid},{user},{name},{created},{pids}"),
-            _ => writeln!(out, "{eid:<8}{user:<16}{name:<16}{created:<21}{pids}"),
-        };
+            timefmt::write_since(&mut created, &env.creation, now);
+        }
+        Row::new(out, csv)
+            .cell(&env.eid, 8)
+            .cell(&user, 16)
+            .cell(env.config.name.as_deref().unwrap_or(""), 16)
+            .cell(&created, 21)
+            .numbers(&env.pids, ' ')
+            .end();
     }
     Ok(())
 }

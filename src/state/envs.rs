@@ -35,9 +35,19 @@ impl Env {
 
     /// `username(uid)`, or the uid alone, as the tables print the owner.
     pub fn user(&self) -> String {
-        match &self.username {
-            Some(name) if !name.is_empty() => format!("{name}({})", self.uid),
-            _ => self.uid.to_string(),
+        let mut out = String::new();
+        self.write_user(&mut out);
+        out
+    }
+
+    /// [`Env::user`] appended to `out`.
+    pub fn write_user(&self, out: &mut String) {
+        use std::fmt::Write;
+        if let Some(name) = self.username.as_deref().filter(|n| !n.is_empty()) {
+            out.push_str(name);
+            let _ = write!(out, "({})", self.uid);
+        } else {
+            let _ = write!(out, "{}", self.uid);
         }
     }
 }

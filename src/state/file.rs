@@ -536,7 +536,15 @@ pub fn shown(path: &Path) -> String {
 /// and non-ASCII characters escaped, so both implementations write the same
 /// bytes.
 pub fn to_json<T: serde::Serialize + ?Sized>(value: &T) -> Result<Vec<u8>> {
-    let bytes = serde_json::to_vec_pretty(value).map_err(|e| Error::Serialize(e.to_string()))?;
+    to_json_sized(value, 0)
+}
+
+/// [`to_json`] into a buffer of `capacity` bytes to begin with: a state
+/// file rewritten is about the size it was read, and growing a buffer of
+/// megabytes by doubling copies it again and again.
+pub fn to_json_sized<T: serde::Serialize + ?Sized>(value: &T, capacity: usize) -> Result<Vec<u8>> {
+    let mut bytes = Vec::with_capacity(capacity);
+    serde_json::to_writer_pretty(&mut bytes, value).map_err(|e| Error::Serialize(e.to_string()))?;
     if bytes.is_ascii() {
         return Ok(bytes);
     }

@@ -506,7 +506,7 @@ fn save<T: Serialize>(
     original: Option<&[u8]>,
     keep_good: bool,
 ) -> Result<()> {
-    let bytes = file::to_json(value)?;
+    let bytes = file::to_json_sized(value, original.map_or(0, |o| o.len() + o.len() / 8))?;
     if original == Some(bytes.as_slice()) {
         return Ok(());
     }
