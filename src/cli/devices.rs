@@ -191,7 +191,8 @@ fn print_ps(
             _ => "ID      ENV ID      ENV NAME        ATTACHED\n",
         });
     }
-    let now = timefmt::local_now();
+    // The local time zone is read only when a row needs it.
+    let now = std::cell::OnceCell::new();
     let csv = ps.format == Format::Csv;
     // Any local user can write anything into the state: Row shows it as data.
     let mut attached = String::new();
@@ -209,7 +210,7 @@ fn print_ps(
             if ps.timestamp {
                 attached.push_str(&a.time);
             } else {
-                timefmt::write_since(&mut attached, &a.time, now);
+                timefmt::write_since(&mut attached, &a.time, *now.get_or_init(timefmt::local_now));
             }
             Row::new(out, csv)
                 .number(device.index, 8)

@@ -58,7 +58,6 @@ pub fn run(args: EnvsArgs, ctx: &mut Context) -> Result<Exit> {
         crate::session::validate_name(name)?;
     }
     let mut tx = ctx.dir.transaction(args.state.options())?;
-    let now = tx.now();
     // Changes go through envs_mut(), so that only they mark the state to
     // be written back.
     match args.command {
@@ -68,6 +67,7 @@ pub fn run(args: EnvsArgs, ctx: &mut Context) -> Result<Exit> {
             username,
             target,
         }) => {
+            let now = tx.now();
             let envs = tx.envs_mut()?;
             envs.activate(&eid, uid.into(), username, now);
             let env = envs
@@ -137,7 +137,8 @@ fn print_ps(envs: &Envs, ps: PsArgs, out: &mut String) -> Result<()> {
             _ => "ID      USER            NAME            CREATED              PID(S)\n",
         });
     }
-    let now = timefmt::local_now();
+    // The local time zone is read only when a row needs it.
+    let now = std::cell::OnceCell::new();
     let csv = ps.format == Format::Csv;
     // Any local user can write anything into envs.json: Row shows it as data.
     let (mut user, mut created) = (String::new(), String::new());
@@ -148,7 +149,11 @@ fn print_ps(envs: &Envs, ps: PsArgs, out: &mut String) -> Result<()> {
         if ps.timestamp {
             created.push_str(&env.creation);
         } else {
-            timefmt::write_since(&mut created, &env.creation, now);
+            timefmt::write_since(
+                &mut created,
+                &env.creation,
+                *now.get_or_init(timefmt::local_now),
+            );
         }
         Row::new(out, csv)
             .cell(&env.eid, 8)

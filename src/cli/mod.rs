@@ -38,7 +38,10 @@ pub struct Cli {
     pub command: Option<Command>,
 }
 
+/// Each verb's arguments are built only when that verb is run (`defer`):
+/// a command line costs its own verb, not all of genv's.
 #[derive(Debug, Subcommand)]
+#[command(defer = true)]
 pub enum Command {
     /// Activate shell environment
     Activate(ActivateArgs),
@@ -86,8 +89,8 @@ pub enum Command {
     Version,
 }
 
-/// `--no-cleanup` and `--reset`, which `envs` and `devices` take before
-/// their subcommand.
+// `--no-cleanup` and `--reset`, which `envs` and `devices` take before
+// their subcommand.
 #[derive(Debug, Args, Clone, Copy)]
 pub struct StateArgs {
     /// Do not perform clean up
@@ -331,7 +334,7 @@ pub struct RemoteArgs {
     pub command: RemoteCommand,
 }
 
-/// `--no-header`, `--no-summary` and `--format` of the remote tables.
+// `--no-header`, `--no-summary` and `--format` of the remote tables.
 #[derive(Debug, Args, Clone, Copy)]
 pub struct RemoteTableArgs {
     /// Do not print column headers
@@ -626,7 +629,7 @@ pub struct ShellArgs {
     pub completions: Option<crate::shell::Shell>,
 }
 
-/// `genv monitor`: genv 1.4.3's flags, and `--host`.
+// `genv monitor`: genv 1.4.3's flags, and `--host`.
 #[derive(Debug, Args)]
 pub struct MonitorArgs {
     /// Directory to create Prometheus and Grafana config files at (default: $GENV_TMPDIR/metrics)
@@ -643,7 +646,7 @@ pub struct MonitorArgs {
     pub host: String,
 }
 
-/// `genv top` (not in genv 1.4.3).
+// `genv top` (not in genv 1.4.3).
 #[derive(Debug, Args)]
 pub struct TopArgs {
     /// Print one frame as plain text and exit (for scripts)
@@ -675,8 +678,8 @@ pub enum TopSort {
     Pid,
 }
 
-/// `genv lock`: genv 1.4.3 takes only the command; the options are those
-/// of `flock(1)` that fit.
+// `genv lock`: genv 1.4.3 takes only the command; the options are those
+// of `flock(1)` that fit.
 #[derive(Debug, Args)]
 pub struct LockArgs {
     /// Fail (exit 1) rather than wait if a device is in use
@@ -711,7 +714,7 @@ fn parse_seconds(value: &str) -> Result<std::time::Duration, String> {
         .ok_or_else(|| format!("'{value}' is not a number of seconds (e.g. 10 or 0.5)"))
 }
 
-/// `genv sdk`: what the Python SDK asks of genv, one JSON line an answer.
+// `genv sdk`: what the Python SDK asks of genv, one JSON line an answer.
 #[derive(Debug, Args)]
 #[command(disable_help_flag = true)]
 pub struct DockerArgs {

@@ -58,7 +58,14 @@ pub fn run(args: ShellArgs, ctx: &mut Context) -> Result<Exit> {
             Shell::Fish => clap_complete::Shell::Fish,
         };
         let mut buffer = Vec::new();
-        clap_complete::generate(generator, &mut super::Cli::command(), "genv", &mut buffer);
+        let mut command = super::Cli::command();
+        // Each verb's arguments are built only when it runs (`defer`):
+        // built here first, the help verb knows their subcommands too.
+        for verb in command.get_subcommands_mut() {
+            verb.set_bin_name(format!("genv {}", verb.get_name()));
+            verb.build();
+        }
+        clap_complete::generate(generator, &mut command, "genv", &mut buffer);
         out.push_str(&String::from_utf8_lossy(&buffer));
     } else {
         out.push_str(session::NOT_INITIALIZED);

@@ -7,7 +7,7 @@
 //! that one user cannot stop every other user's commands.
 
 use std::fs::File;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
@@ -170,10 +170,11 @@ impl Dir {
         if stat.st_nlink > 1 {
             return Ok(Content::Damaged("a hard link to another file"));
         }
-        let mut bytes = Vec::new();
-        File::from(fd)
-            .read_to_end(&mut bytes)
-            .map_err(|e| Error::io(self.join(name), e))?;
+        // Sized from the fstat above (one read, no second look at the
+        // size); a file that grew since is still read to its end.
+        let size = usize::try_from(stat.st_size).unwrap_or(0).min(1 << 30);
+        let mut bytes = Vec::with_capacity(size + 1);
+        read_to_end(&fd, &mut bytes).map_err(|e| Error::io(self.join(name), e.into()))?;
         Ok(Content::Bytes(bytes, Version::of(&stat)))
     }
 
@@ -535,6 +536,20 @@ pub fn shown(path: &Path) -> String {
 /// JSON as Python's `json.dump(..., indent=2)` writes it: two-space indent
 /// and non-ASCII characters escaped, so both implementations write the same
 /// bytes.
+/// Reads `fd` to its end into `bytes`, whose capacity is the expected size.
+fn read_to_end(fd: &OwnedFd, bytes: &mut Vec<u8>) -> std::result::Result<(), Errno> {
+    loop {
+        if bytes.capacity() == bytes.len() {
+            bytes.reserve(64 * 1024);
+        }
+        match rustix::io::read(fd, rustix::buffer::spare_capacity(bytes)) {
+            Ok(0) => return Ok(()),
+            Ok(_) | Err(Errno::INTR) => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 pub fn to_json<T: serde::Serialize + ?Sized>(value: &T) -> Result<Vec<u8>> {
     to_json_sized(value, 0)
 }

@@ -541,3 +541,54 @@ fn what_the_cap_counts_is_shown() {
         status(sb)
     );
 }
+
+/// The statically linked genv (`scripts/build-static`, the build that
+/// starts fastest) loads NVML with `dlopen` as the dynamically linked one
+/// does: both read the stand-in NVML's two GPUs, and both say there is no
+/// driver when it is absent.
+#[test]
+fn the_static_genv_reads_the_gpus_through_nvml() {
+    let b = built();
+    let static_genv = Path::new(GENV).with_file_name("genv-static");
+    assert!(
+        static_genv.is_file(),
+        "{} is missing: scripts/test builds it (scripts/build-static)",
+        static_genv.display()
+    );
+    for genv in [Path::new(GENV), static_genv.as_path()] {
+        let mut sb = Sandbox::new();
+        sb.unset("GENV_MOCK_DEVICE_COUNT")
+            .set("PATH", "/usr/bin:/bin")
+            .set("LD_LIBRARY_PATH", b.dir.to_str().unwrap());
+        let ask = |sb: &Sandbox| {
+            let mut cmd = Command::new(genv);
+            cmd.args(["devices", "ps", "--format", "json"]);
+            sb.apply(&mut cmd);
+            Run::from(cmd.output().unwrap())
+        };
+        let run = ask(&sb).ok();
+        let doc: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+        let totals: Vec<&str> = doc["devices"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["total_memory"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            totals,
+            ["81559mi", "81559mi"],
+            "{}: {run:?}",
+            genv.display()
+        );
+
+        let mut sb = Sandbox::new();
+        sb.unset("GENV_MOCK_DEVICE_COUNT")
+            .set("PATH", "/usr/bin:/bin");
+        let run = ask(&sb).fails();
+        assert!(
+            run.stderr.contains("no NVIDIA driver found"),
+            "{}: {run:?}",
+            genv.display()
+        );
+    }
+}
