@@ -31,8 +31,14 @@ cleanup() {
 trap cleanup EXIT
 
 command -v hyperfine >/dev/null || { apt-get update -qq && apt-get install -y -qq hyperfine; } >&2
+# genv as installed (README): statically linked, scripts/build-static;
+# GENV_BUILD=dynamic times the dynamically linked `cargo build --release`.
 cargo build --release --quiet --bin genv --example floor
 ours=$PWD/target/release/genv
+if [[ ${GENV_BUILD:-static} == static ]]; then
+    scripts/build-static --release >/dev/null
+    ours=$PWD/target/release/genv-static
+fi
 floor=$PWD/target/release/examples/floor
 
 for _ in $(seq 200); do

@@ -16,8 +16,14 @@ work=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
 
 command -v hyperfine >/dev/null || { apt-get update -qq && apt-get install -y -qq hyperfine; } >&2
+# genv as installed (README): statically linked, scripts/build-static;
+# GENV_BUILD=dynamic times the dynamically linked `cargo build --release`.
 cargo build --release --quiet
 ours=$PWD/target/release/genv
+if [[ ${GENV_BUILD:-static} == static ]]; then
+    scripts/build-static --release >/dev/null
+    ours=$PWD/target/release/genv-static
+fi
 
 ref=""
 if [[ ! -x $REF_VENV/bin/genv ]]; then

@@ -157,12 +157,12 @@ fn main() {
     let envs = Envs {
         envs: (0..ENVS)
             .map(|e| Env {
-                eid: format!("e{e}"),
+                eid: format!("e{e}").into(),
                 uid,
                 creation: "01/01/2026 00:00:00".into(),
-                username: user.clone(),
+                username: user.clone().map(Into::into),
                 config: Config {
-                    name: Some(format!("job {e}")),
+                    name: Some(format!("job {e}").into()),
                     gpu_memory: Some("4gi".into()),
                     gpus: Some(1),
                 },

@@ -37,7 +37,7 @@ fn change(dir: &std::path::Path) {
     let mut envs: Envs = parse(&dir.join("envs.json"));
     let middle = envs.envs.len() / 2;
     if let Some(env) = envs.envs.get_mut(middle) {
-        env.config.name = Some("floor".to_owned());
+        env.config.name = Some("floor".into());
     }
     let bytes = genv::state::file::to_json_sized(&envs, size + size / 8).unwrap();
     let tmp = dir.join(format!(".envs.json.{}", std::process::id()));

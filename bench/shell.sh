@@ -16,8 +16,17 @@ command -v hyperfine >/dev/null || { apt-get update -qq && apt-get install -y -q
 for shell in zsh fish; do
     command -v "$shell" >/dev/null || apt-get install -y -qq "$shell" >&2
 done
+# genv as installed (README): statically linked, scripts/build-static;
+# GENV_BUILD=dynamic times the dynamically linked `cargo build --release`.
 cargo build --release --quiet
 bin=$PWD/target/release
+mkdir -p "$work/genv"
+if [[ ${GENV_BUILD:-static} == static ]]; then
+    scripts/build-static --release >/dev/null
+    ln -s "$bin/genv-static" "$work/genv/genv"
+else
+    ln -s "$bin/genv" "$work/genv/genv"
+fi
 if [[ ! -x $REF_VENV/bin/genv ]]; then
     { python3 -m venv "$REF_VENV" && "$REF_VENV/bin/pip" install -q genv==1.4.3 psutil; } >&2 || true
 fi
@@ -42,7 +51,7 @@ genv status | grep -q 'Attached to GPUs at indices 0'; or exit 1
 genv deactivate; or exit 1
 FISH
 
-ours_path="$bin:$work/smi:/usr/bin:/bin"
+ours_path="$work/genv:$work/smi:/usr/bin:/bin"
 ref_path="$REF_VENV/bin:$work/smi:/usr/bin:/bin"
 mkdir -p "$work/ours" "$work/ref"
 

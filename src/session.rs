@@ -105,7 +105,11 @@ pub fn config_actions(config: &Config) -> Vec<Action> {
         })
     };
     let name_problem = config.name.as_deref().and_then(name_problem);
-    field(ev::GENV_ENVIRONMENT_NAME, config.name.clone(), name_problem);
+    field(
+        ev::GENV_ENVIRONMENT_NAME,
+        config.name.as_deref().map(str::to_owned),
+        name_problem,
+    );
     let memory_problem = config.gpu_memory.as_deref().and_then(|m| {
         crate::memory::validate(m).err().map(|_| {
             format!(
@@ -117,7 +121,7 @@ pub fn config_actions(config: &Config) -> Vec<Action> {
     let capped = config.gpu_memory.is_some() && memory_problem.is_none();
     field(
         ev::GENV_GPU_MEMORY,
-        config.gpu_memory.clone(),
+        config.gpu_memory.as_deref().map(str::to_owned),
         memory_problem,
     );
     let gpus_problem = config
@@ -209,16 +213,19 @@ pub fn load_config(dir: &std::path::Path) -> Result<Config> {
         None => None,
     };
     Ok(Config {
-        name: field("name")?,
-        gpu_memory,
+        name: field("name")?.map(Into::into),
+        gpu_memory: gpu_memory.map(Into::into),
         gpus: gpus.map(i64::from),
     })
 }
 
 pub fn save_config(dir: &std::path::Path, config: &Config) -> Result<()> {
     let fields = [
-        ("name", config.name.clone()),
-        ("gpu-memory", config.gpu_memory.clone()),
+        ("name", config.name.as_deref().map(str::to_owned)),
+        (
+            "gpu-memory",
+            config.gpu_memory.as_deref().map(str::to_owned),
+        ),
         ("gpus", config.gpus.map(|g| g.to_string())),
     ];
     for (name, value) in fields {

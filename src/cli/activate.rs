@@ -77,10 +77,10 @@ pub fn run(mut args: ActivateArgs, ctx: &mut Context) -> Result<Exit> {
         env.config = loaded;
     }
     if let Some(name) = args.name.take() {
-        env.config.name = Some(name);
+        env.config.name = Some(name.into());
     }
     if let Some(memory) = args.gpu_memory.take() {
-        env.config.gpu_memory = Some(memory);
+        env.config.gpu_memory = Some(memory.into());
     }
     if let Some(gpus) = args.gpus {
         env.config.gpus = Some(gpus.into());

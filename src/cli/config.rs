@@ -114,17 +114,17 @@ impl FieldSlot {
 
     fn get(self, config: &Config) -> Option<String> {
         match self {
-            FieldSlot::GpuMemory => config.gpu_memory.clone(),
+            FieldSlot::GpuMemory => config.gpu_memory.as_deref().map(str::to_owned),
             FieldSlot::Gpus => config.gpus.map(|g| g.to_string()),
-            FieldSlot::Name => config.name.clone(),
+            FieldSlot::Name => config.name.as_deref().map(str::to_owned),
         }
     }
 
     fn set(self, config: &mut Config, value: Option<String>) {
         match self {
-            FieldSlot::GpuMemory => config.gpu_memory = value,
+            FieldSlot::GpuMemory => config.gpu_memory = value.map(Into::into),
             FieldSlot::Gpus => config.gpus = value.and_then(|v| v.parse().ok()),
-            FieldSlot::Name => config.name = value,
+            FieldSlot::Name => config.name = value.map(Into::into),
         }
     }
 }

@@ -21,13 +21,18 @@ pub const QUERIES: [&str; 9] = [
 fn query(env: &Env, name: &str) -> String {
     let join = |items: Vec<String>| items.join(" ");
     match name {
-        "eid" => env.eid.clone(),
-        "creation" => env.creation.clone(),
+        "eid" => env.eid.to_string(),
+        "creation" => env.creation.to_string(),
         "uid" => env.uid.to_string(),
-        "username" => env.username.clone().unwrap_or_default(),
-        "config.name" => env.config.name.clone().unwrap_or_default(),
+        "username" => env.username.as_deref().unwrap_or_default().to_owned(),
+        "config.name" => env.config.name.as_deref().unwrap_or_default().to_owned(),
         "config.gpus" => env.config.gpus.map(|g| g.to_string()).unwrap_or_default(),
-        "config.gpu_memory" => env.config.gpu_memory.clone().unwrap_or_default(),
+        "config.gpu_memory" => env
+            .config
+            .gpu_memory
+            .as_deref()
+            .unwrap_or_default()
+            .to_owned(),
         "pids" => join(env.pids.iter().map(i64::to_string).collect()),
         "kernel_ids" => join(env.kernel_ids.clone()),
         _ => String::new(),
@@ -84,9 +89,9 @@ pub fn run(args: EnvsArgs, ctx: &mut Context) -> Result<Exit> {
             if let Some(env) = tx.envs_mut()?.get_mut(&eid) {
                 match config {
                     ConfigField::Gpus { count, .. } => env.config.gpus = count.map(i64::from),
-                    ConfigField::Name { name, .. } => env.config.name = name,
+                    ConfigField::Name { name, .. } => env.config.name = name.map(Into::into),
                     ConfigField::GpuMemory { gpu_memory, .. } => {
-                        env.config.gpu_memory = gpu_memory.clone();
+                        env.config.gpu_memory = gpu_memory.clone().map(Into::into);
                         // Attachments follow the new capacity.
                         let devices = tx.devices_mut()?;
                         crate::provision::update_capacity(devices, &eid, gpu_memory.as_deref());

@@ -69,7 +69,7 @@ fn print_ps(served: &[Served<'_>], ps: PsArgs, out: &mut String) -> Result<()> {
         if ps.timestamp {
             env.creation.clone()
         } else {
-            timefmt::since(&env.creation, now)
+            timefmt::since(&env.creation, now).into()
         }
     };
     let pids = |env: &Env| {
@@ -183,8 +183,8 @@ fn serve(
     let pid = std::process::id();
     let eid = pid.to_string();
     let config = Config {
-        name: Some(name),
-        gpu_memory: gpu_memory.clone(),
+        name: Some(name.into()),
+        gpu_memory: gpu_memory.clone().map(Into::into),
         gpus: gpus.map(i64::from),
     };
     let indices =

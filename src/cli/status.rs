@@ -42,9 +42,9 @@ pub fn run(ctx: &mut Context) -> Result<Exit> {
     let _ = write!(
         out,
         "\nConfiguration\n    Name: {}\n    Device count: {}\n    GPU memory capacity: {}\n\n",
-        or_na(config.name),
+        or_na(config.name.map(String::from)),
         or_na(config.gpus.filter(|&g| g != 0).map(|g| g.to_string())),
-        or_na(config.gpu_memory)
+        or_na(config.gpu_memory.map(String::from))
     );
     if capped {
         let uid = uid.unwrap_or_else(crate::procs::current_uid);
@@ -154,8 +154,8 @@ fn memory_cap(indices: &[u32], usage: Option<&crate::state::memcap_ledger::Usage
 fn from_variables() -> Config {
     use crate::env_vars::{self as ev, get};
     Config {
-        name: get(ev::GENV_ENVIRONMENT_NAME),
-        gpu_memory: get(ev::GENV_GPU_MEMORY),
+        name: get(ev::GENV_ENVIRONMENT_NAME).map(Into::into),
+        gpu_memory: get(ev::GENV_GPU_MEMORY).map(Into::into),
         gpus: get(ev::GENV_GPUS).and_then(|g| g.parse().ok()),
     }
 }

@@ -104,7 +104,8 @@ fn prestart(state: &State) -> Result<()> {
         gpu_memory: env_get(&env, ev::GENV_GPU_MEMORY)
             .filter(|m| !m.is_empty())
             .map(crate::memory::validate)
-            .transpose()?,
+            .transpose()?
+            .map(Into::into),
     };
     let indices = match env_get(&env, ev::GENV_GPU_INDICES).filter(|i| !i.is_empty()) {
         Some(list) => Some(

@@ -147,7 +147,7 @@ pub fn membership(pid: i64, inspection: &Inspection, envs: &Envs) -> Option<Stri
     envs.envs
         .iter()
         .find(|env| env.pids.contains(&pid) && owned(env))
-        .map(|env| env.eid.clone())
+        .map(|env| env.eid.to_string())
 }
 
 /// The order in which CPython 3 iterates a `set` of the given pids added
@@ -240,11 +240,16 @@ fn owners(envs: &Envs, names: &mut BTreeMap<u32, String>) -> HashMap<String, Own
             .entry(uid)
             .or_insert_with(|| {
                 procs::username(uid)
-                    .or_else(|| env.username.clone().filter(|n| !n.is_empty()))
+                    .or_else(|| {
+                        env.username
+                            .as_deref()
+                            .filter(|n| !n.is_empty())
+                            .map(str::to_owned)
+                    })
                     .unwrap_or_else(|| uid.to_string())
             })
             .clone();
-        owners.insert(env.eid.clone(), Owner { uid, name });
+        owners.insert(env.eid.to_string(), Owner { uid, name });
     }
     owners
 }

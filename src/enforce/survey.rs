@@ -85,7 +85,7 @@ impl<'a> Survey<'a> {
                 .envs
                 .envs
                 .iter()
-                .filter(|env| eids.contains(&env.eid))
+                .filter(|env| eids.contains(env.eid.as_str()))
                 .cloned()
                 .collect();
             detach.insert(index.to_string(), Envs { envs });

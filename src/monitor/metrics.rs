@@ -123,7 +123,7 @@ fn mib(value: u64) -> f64 {
 pub fn collect(s: &Snapshot) -> Vec<Family> {
     let by_env = ByEnv::new(s);
     let usernames = s.usernames();
-    let eid_of = |e: &crate::state::Env| vec![("eid", e.eid.clone())];
+    let eid_of = |e: &crate::state::Env| vec![("eid", e.eid.to_string())];
     let mut user_envs: HashMap<&str, Vec<&crate::state::Env>> = HashMap::new();
     for env in &s.envs {
         if let Some(name) = env.username.as_deref() {
@@ -282,9 +282,15 @@ fn beyond_1_4_3(s: &Snapshot, by_env: &ByEnv<'_>) -> Vec<Family> {
     for env in &s.envs {
         info.set(
             vec![
-                ("eid", env.eid.clone()),
-                ("name", env.config.name.clone().unwrap_or_default()),
-                ("username", env.username.clone().unwrap_or_default()),
+                ("eid", env.eid.to_string()),
+                (
+                    "name",
+                    env.config.name.as_deref().unwrap_or_default().to_owned(),
+                ),
+                (
+                    "username",
+                    env.username.as_deref().unwrap_or_default().to_owned(),
+                ),
                 ("uid", env.uid.to_string()),
             ],
             1.0,
@@ -295,7 +301,7 @@ fn beyond_1_4_3(s: &Snapshot, by_env: &ByEnv<'_>) -> Vec<Family> {
             .as_deref()
             .and_then(|m| memory::to_bytes(m).ok())
         {
-            capacity.set(vec![("eid", env.eid.clone())], bytes as f64);
+            capacity.set(vec![("eid", env.eid.to_string())], bytes as f64);
         }
         let mut per_device: std::collections::BTreeMap<u32, u64> = Default::default();
         for &index in by_env.devices(&env.eid) {
@@ -308,7 +314,7 @@ fn beyond_1_4_3(s: &Snapshot, by_env: &ByEnv<'_>) -> Vec<Family> {
         }
         for (index, used) in per_device {
             env_used.set(
-                vec![("eid", env.eid.clone()), ("device", index.to_string())],
+                vec![("eid", env.eid.to_string()), ("device", index.to_string())],
                 mib(used),
             );
         }

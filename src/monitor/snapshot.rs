@@ -70,7 +70,7 @@ impl Snapshot {
                     let eid = backend::process_eid(p.pid).or_else(|| {
                         envs.iter()
                             .find(|e| e.pids.contains(&i64::from(p.pid)))
-                            .map(|e| e.eid.clone())
+                            .map(|e| e.eid.to_string())
                     });
                     processes.push(Process {
                         pid: p.pid,

@@ -72,7 +72,11 @@ pub fn attach(
                 .ok_or_else(|| AttachError::Unavailable(Error::msg("No available devices")))?;
             for index in indices {
                 if let Some(device) = devices.get_mut(index) {
-                    device.attach(eid, gpu_memory.clone(), now.to_owned());
+                    device.attach(
+                        eid,
+                        gpu_memory.as_deref().map(str::to_owned),
+                        now.to_owned(),
+                    );
                 }
             }
         } else if current > wanted {
@@ -102,7 +106,7 @@ pub fn attach(
                     "Device {index} is not available"
                 ))));
             }
-            device.attach(eid, gpu_memory, now.to_owned());
+            device.attach(eid, gpu_memory.map(String::from), now.to_owned());
         }
     }
     Ok(())
@@ -248,7 +252,7 @@ mod tests {
     fn config(gpus: Option<i64>, gpu_memory: Option<&str>) -> Config {
         Config {
             name: None,
-            gpu_memory: gpu_memory.map(str::to_owned),
+            gpu_memory: gpu_memory.map(Into::into),
             gpus,
         }
     }

@@ -64,7 +64,7 @@ pub fn attach_waiting(
             .envs()?
             .envs
             .iter()
-            .map(|e| (e.eid.clone(), e.config.clone()))
+            .map(|e| (e.eid.to_string(), e.config.clone()))
             .collect();
         let config = configs.get(eid).cloned().unwrap_or_default();
         let mut trial = tx.reconcile(&survey)?.clone();

@@ -52,12 +52,13 @@ fn host_snapshot(usage: &Usage, users: &mut Users) -> Snapshot {
     for env in &usage.envs.envs {
         let name = env
             .username
-            .clone()
+            .as_deref()
             .filter(|n| !n.is_empty())
+            .map(str::to_owned)
             .unwrap_or_else(|| env.uid.to_string());
         let uid = users.uid(&name);
         names.insert(uid, name.clone());
-        owners.insert(env.eid.clone(), Owner { uid, name });
+        owners.insert(env.eid.to_string(), Owner { uid, name });
     }
     let processes = usage
         .processes
@@ -102,8 +103,8 @@ fn combine(snapshots: &[Snapshot]) -> (Snapshot, Vec<u32>) {
         let eid = |e: &str| format!("{h}{SEP}{e}");
         for env in &s.envs.envs {
             let mut env = env.clone();
-            env.eid = eid(&env.eid);
-            combined.hosts.insert(env.eid.clone(), h);
+            env.eid = eid(&env.eid).into();
+            combined.hosts.insert(env.eid.to_string(), h);
             combined.envs.envs.push(env);
         }
         let mut end = offset;
@@ -181,7 +182,7 @@ fn part_of(report: &Report, h: usize, offsets: &[u32]) -> Report {
             .iter()
             .filter_map(|env| {
                 let mut env = env.clone();
-                env.eid = own(&env.eid)?;
+                env.eid = own(&env.eid)?.into();
                 Some(env)
             })
             .collect();

@@ -58,8 +58,8 @@ pub fn parse(answer: &str) -> Result<Vec<Server>, String> {
                 (!model.is_empty()).then(|| Server {
                     model: model.to_owned(),
                     port,
-                    created: env.creation.clone(),
-                    eid: env.eid.clone(),
+                    created: env.creation.to_string(),
+                    eid: env.eid.to_string(),
                     user: env.user(),
                     clients: None,
                 })

@@ -237,7 +237,7 @@ mod tests {
             creation: "01/02/2024 10:00:00".into(),
             username: Some("alice".into()),
             config: Config {
-                name: name.map(str::to_owned),
+                name: name.map(Into::into),
                 ..Config::default()
             },
             pids: vec![],

@@ -56,7 +56,7 @@ pub mod test_support {
             eid: eid.into(),
             uid,
             creation: "01/01/2026 00:00:00".into(),
-            username: Some(format!("u{uid}")),
+            username: Some(compact_str::format_compact!("u{uid}")),
             config: Config::default(),
             pids: pids.to_vec(),
             kernel_ids: Vec::new(),
@@ -106,8 +106,14 @@ pub mod test_support {
         for env in &envs {
             let uid = env.uid as u32;
             let name = env.username.clone().unwrap();
-            snapshot.names.insert(uid, name.clone());
-            snapshot.owners.insert(env.eid.clone(), Owner { uid, name });
+            snapshot.names.insert(uid, name.to_string());
+            snapshot.owners.insert(
+                env.eid.to_string(),
+                Owner {
+                    uid,
+                    name: name.to_string(),
+                },
+            );
         }
         snapshot
     }
@@ -127,7 +133,12 @@ pub mod test_support {
             report
                 .detach
                 .iter()
-                .map(|(i, envs)| (i.clone(), envs.envs.iter().map(|e| e.eid.clone()).collect()))
+                .map(|(i, envs)| {
+                    (
+                        i.clone(),
+                        envs.envs.iter().map(|e| e.eid.to_string()).collect(),
+                    )
+                })
                 .collect(),
         )
     }

@@ -87,5 +87,5 @@ fn registered(pid: u32, envs: &Envs) -> Option<String> {
     envs.envs
         .iter()
         .find(|env| env.pids.contains(&i64::from(pid)))
-        .map(|env| env.eid.clone())
+        .map(|env| env.eid.to_string())
 }
