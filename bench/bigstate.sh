@@ -6,9 +6,13 @@
 # Generates (not checked in) a state folder with ENVS environments owned by
 # 21 users, each with 1 or 2 live pids out of 200 sleeping processes, a
 # name, a creation time, and a third of them attached to one of 8 GPUs
-# (some with a memory fraction). Then times, with hyperfine -N:
+# (some with a memory fraction), written as genv writes them (indented).
+# Then times, with hyperfine -N:
 #   floor   cargo's `floor` example: read and parse envs.json and
-#           devices.json into genv's types and print the CSV table
+#           devices.json into genv's types and print the CSV table (the
+#           floor of the reads); `floor --change`: lock, parse, rename an
+#           environment, serialise, write and rename (the floor of the
+#           changes, attach and config)
 #   genv    this genv's commands
 #   1.4.3   genv 1.4.3 (REF, default target/genv-ref/bin/genv;
 #           REF= to skip; REF_RUNS runs each, default 5)
@@ -93,10 +97,14 @@ echo
 echo "| command | floor ms | genv ms | genv / floor | genv 1.4.3 ms | 1.4.3 / genv | genv max RSS kB |"
 echo "|---|---:|---:|---:|---:|---:|---:|"
 fl=$(time_it "$RUNS" "" "$floor")
+# The floor of a change: parse, rename one environment, serialise, write,
+# rename (it changes the state: the pristine copy is put back after).
+flc=$(time_it "$RUNS" "" "$floor" --change)
+rm -rf "$state" && cp -a "$work/pristine" "$state"
 ratio() { python3 -c 'import sys; a,b=float(sys.argv[1].split()[0]),float(sys.argv[2].split()[0]); print("%.2fx" % (a/b))' "$1" "$2"; }
-row() { # label prepare args...
-    local label=$1 prep=$2
-    shift 2
+row() { # label floor prepare args...
+    local label=$1 floor_t=$2 prep=$3
+    shift 3
     local ours_t ref_t="n/a" x="n/a" rprep=""
     ours_t=$(time_it "$RUNS" "${prep:+$ours $prep}" "$ours" "$@")
     if [[ -n $REF ]]; then
@@ -105,13 +113,13 @@ row() { # label prepare args...
         x=$(ratio "$ref_t" "$ours_t")
     fi
     rm -rf "$state" && cp -a "$work/pristine" "$state"
-    echo "| \`genv $label\` | $fl | $ours_t | $(ratio "$ours_t" "$fl") | $ref_t | $x | $(rss "$ours" "$@") |"
+    echo "| \`genv $label\` | $floor_t | $ours_t | $(ratio "$ours_t" "$floor_t") | $ref_t | $x | $(rss "$ours" "$@") |"
 }
-row "envs" "" envs
-row "devices" "" devices
-row "envs ps --format csv" "" envs ps --format csv
-row "envs ps --format csv --timestamp" "" envs ps --format csv --timestamp
-row "devices attach --eid e4 --count 1 --allow-over-subscription" "devices detach --eid e4 --quiet" devices attach --eid e4 --count 1 --allow-over-subscription
-row "envs config --eid e5000 name --name b" "envs config --eid e5000 name --name a" envs config --eid e5000 name --name b
+row "envs" "$fl" "" envs
+row "devices" "$fl" "" devices
+row "envs ps --format csv" "$fl" "" envs ps --format csv
+row "envs ps --format csv --timestamp" "$fl" "" envs ps --format csv --timestamp
+row "devices attach --eid e4 --count 1 --allow-over-subscription" "$flc" "devices detach --eid e4 --quiet" devices attach --eid e4 --count 1 --allow-over-subscription
+row "envs config --eid e5000 name --name b" "$flc" "envs config --eid e5000 name --name a" envs config --eid e5000 name --name b
 echo
 echo "floor max RSS: $(rss "$floor") kB"

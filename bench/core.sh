@@ -124,6 +124,25 @@ end=$(date +%s%N)
 tx=$((64 * cycles * 2))
 echo
 python3 -c "import sys; n,ns=int(sys.argv[1]),int(sys.argv[2]); print('Command-line storm: %d processes x %d attach/detach cycles = %d transactions in %.2f s: %.0f transactions/s' % (64, int(sys.argv[3]), n, ns/1e9, n/(ns/1e9)))" "$tx" $((end - start)) "$cycles"
+
+# The floor of the storm: the same loops running the minimal transaction
+# (bench/txfloor.rs: flock, read, write, rename) for each step.
+cargo build --release --quiet --example txfloor
+txfloor=$PWD/target/release/examples/txfloor
+start=$(date +%s%N)
+storm_pids=()
+for i in $(seq 0 63); do
+    (
+        for _ in $(seq "$cycles"); do
+            GENV_TMPDIR=$storm "$txfloor"
+            GENV_TMPDIR=$storm "$txfloor"
+        done
+    ) &
+    storm_pids+=($!)
+done
+wait "${storm_pids[@]}"
+end=$(date +%s%N)
+python3 -c "import sys; n,ns=int(sys.argv[1]),int(sys.argv[2]); print('The same storm of minimal transactions (txfloor): %d in %.2f s: %.0f transactions/s' % (n, ns/1e9, n/(ns/1e9)))" "$tx" $((end - start))
 echo
 echo "State store alone (no process start per step):"
 cargo run --release --quiet --example storm -- 64 50

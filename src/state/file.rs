@@ -144,6 +144,36 @@ impl Dir {
         }
     }
 
+    /// Whether `name` is a regular file of one link holding exactly
+    /// `bytes`, compared a block at a time (no copy of the file is kept).
+    /// Anything else, or any error, is `false`: the caller writes.
+    pub fn holds(&self, name: &str, bytes: &[u8]) -> bool {
+        let flags =
+            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC;
+        let Ok(fd) = rustix::fs::openat(&self.fd, name, flags, Mode::empty()) else {
+            return false;
+        };
+        let Ok(stat) = rustix::fs::fstat(&fd) else {
+            return false;
+        };
+        if not_regular_stat(&stat).is_some()
+            || stat.st_nlink != 1
+            || u64::try_from(stat.st_size).ok() != u64::try_from(bytes.len()).ok()
+        {
+            return false;
+        }
+        let mut block = vec![0u8; 64 * 1024];
+        let mut rest = bytes;
+        loop {
+            match rustix::io::read(&fd, &mut block) {
+                Ok(0) => return rest.is_empty(),
+                Ok(n) if n <= rest.len() && block[..n] == rest[..n] => rest = &rest[n..],
+                Err(Errno::INTR) => {}
+                _ => return false,
+            }
+        }
+    }
+
     /// Whether `name` exists in the folder (as anything; not followed).
     pub fn has(&self, name: &str) -> bool {
         rustix::fs::statat(&self.fd, name, rustix::fs::AtFlags::SYMLINK_NOFOLLOW).is_ok()
