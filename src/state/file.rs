@@ -563,9 +563,6 @@ pub fn shown(path: &Path) -> String {
     escape::terminal(&path.display().to_string()).into_owned()
 }
 
-/// JSON as Python's `json.dump(..., indent=2)` writes it: two-space indent
-/// and non-ASCII characters escaped, so both implementations write the same
-/// bytes.
 /// Reads `fd` to its end into `bytes`, whose capacity is the expected size.
 fn read_to_end(fd: &OwnedFd, bytes: &mut Vec<u8>) -> std::result::Result<(), Errno> {
     loop {
@@ -580,6 +577,9 @@ fn read_to_end(fd: &OwnedFd, bytes: &mut Vec<u8>) -> std::result::Result<(), Err
     }
 }
 
+/// JSON as Python's `json.dump(..., indent=2)` writes it: two-space indent
+/// and non-ASCII characters escaped, so both implementations write the same
+/// bytes.
 pub fn to_json<T: serde::Serialize + ?Sized>(value: &T) -> Result<Vec<u8>> {
     to_json_sized(value, 0)
 }
