@@ -61,10 +61,10 @@ run() { # label path state command...
     # A session that fails would time nothing: check one first.
     PATH=$path GENV_TMPDIR=$state "$@" || { echo "$label: the session failed" >&2; return 1; }
     PATH=$path GENV_TMPDIR=$state hyperfine -N --runs "$RUNS" --warmup 3 --export-json "$work/h.json" "$*" >/dev/null 2>&1
-    python3 -c 'import json,sys,statistics; r=json.load(open(sys.argv[1]))["results"][0]; print("| %s | %.1f |" % (sys.argv[2], statistics.median(r["times"])*1000))' "$work/h.json" "$label"
+    python3 -c 'import json,sys,statistics; t=json.load(open(sys.argv[1]))["results"][0]["times"]; print("| %s | %.1f (%.1f–%.1f) |" % (sys.argv[2], statistics.median(t)*1e3, min(t)*1e3, max(t)*1e3))' "$work/h.json" "$label"
 }
 
-echo "| session (init → activate --gpus 1 → status → deactivate) | median ms |"
+echo "| session (init → activate --gpus 1 → status → deactivate) | median ms (min–max) |"
 echo "|---|---:|"
 run "genv, bash" "$ours_path" "$work/ours" bash --norc --noprofile "$work/session.sh"
 run "genv, zsh" "$ours_path" "$work/ours" zsh -f "$work/session.sh"
