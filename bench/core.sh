@@ -109,41 +109,40 @@ for i in $(seq 0 63); do
     GENV_TMPDIR=$storm "$ours" envs activate --eid "s$i" --uid 1000 --pid "$holder" >/dev/null
 done
 cycles=25
-start=$(date +%s%N)
-storm_pids=()
-for i in $(seq 0 63); do
-    (
-        for _ in $(seq "$cycles"); do
-            GENV_TMPDIR=$storm "$ours" devices attach --eid "s$i" --count 1 >/dev/null 2>&1 || true
-            GENV_TMPDIR=$storm "$ours" devices detach --eid "s$i" --quiet
-        done
-    ) &
-    storm_pids+=($!)
-done
-wait "${storm_pids[@]}"
-end=$(date +%s%N)
 tx=$((64 * cycles * 2))
+# storm LABEL STEP...: 64 loops at once, each running STEP (a command line,
+# with {i} for the loop's number) for every step of every cycle; prints
+# the transactions a second.
+storm_run() {
+    local label=$1
+    shift
+    local start end
+    start=$(date +%s%N)
+    local pids=()
+    for i in $(seq 0 63); do
+        (
+            for _ in $(seq "$cycles"); do
+                for step in "$@"; do
+                    # shellcheck disable=SC2086 # a step is a command line
+                    GENV_TMPDIR=$storm ${step//\{i\}/$i} >/dev/null 2>&1 || true
+                done
+            done
+        ) &
+        pids+=($!)
+    done
+    wait "${pids[@]}"
+    end=$(date +%s%N)
+    python3 -c "import sys; n,ns=int(sys.argv[1]),int(sys.argv[2]); print('%s: %d transactions in %.2f s: %.0f transactions/s' % (sys.argv[3], n, ns/1e9, n/(ns/1e9)))" "$tx" $((end - start)) "$label"
+}
 echo
-python3 -c "import sys; n,ns=int(sys.argv[1]),int(sys.argv[2]); print('Command-line storm: %d processes x %d attach/detach cycles = %d transactions in %.2f s: %.0f transactions/s' % (64, int(sys.argv[3]), n, ns/1e9, n/(ns/1e9)))" "$tx" $((end - start)) "$cycles"
+storm_run "Command-line storm, 64 processes x $cycles attach/detach cycles" \
+    "$ours devices attach --eid s{i} --count 1" "$ours devices detach --eid s{i} --quiet"
 
 # The floor of the storm: the same loops running the minimal transaction
 # (bench/txfloor.rs: flock, read, write, rename) for each step.
 cargo build --release --quiet --example txfloor
 txfloor=$PWD/target/release/examples/txfloor
-start=$(date +%s%N)
-storm_pids=()
-for i in $(seq 0 63); do
-    (
-        for _ in $(seq "$cycles"); do
-            GENV_TMPDIR=$storm "$txfloor"
-            GENV_TMPDIR=$storm "$txfloor"
-        done
-    ) &
-    storm_pids+=($!)
-done
-wait "${storm_pids[@]}"
-end=$(date +%s%N)
-python3 -c "import sys; n,ns=int(sys.argv[1]),int(sys.argv[2]); print('The same storm of minimal transactions (txfloor): %d in %.2f s: %.0f transactions/s' % (n, ns/1e9, n/(ns/1e9)))" "$tx" $((end - start))
+storm_run "The same storm of minimal transactions (txfloor)" "$txfloor" "$txfloor"
 echo
 echo "State store alone (no process start per step):"
 cargo run --release --quiet --example storm -- 64 50

@@ -162,7 +162,8 @@ impl Dir {
         {
             return false;
         }
-        let mut block = vec![0u8; 64 * 1024];
+        // No larger than the file (plus the read that finds its end).
+        let mut block = vec![0u8; bytes.len().min(64 * 1024) + 1];
         let mut rest = bytes;
         loop {
             match rustix::io::read(&fd, &mut block) {
