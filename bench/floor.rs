@@ -10,8 +10,8 @@
 //!
 //! `--change` is the floor of `genv envs config`: under the global lock
 //! (`flock` on `genv.lock`), parse `envs.json`, rename one environment,
-//! serialise the state as genv writes it, write a temporary file and rename
-//! it over `envs.json`; no checks, no last good copy.
+//! serialise the state as genv writes it, write a temporary file and put it
+//! in the place of `envs.json` as genv does; no checks, no last good copy.
 //!
 //! `--rss` reports the resident memory before reading and after parsing
 //! (kB, from /proc/self/status): the difference is the parsed state's size.
@@ -25,6 +25,12 @@ fn parse<T: serde::de::DeserializeOwned>(path: &std::path::Path) -> T {
     serde_json::from_str(std::str::from_utf8(&bytes).unwrap()).unwrap()
 }
 
+/// `envs.json` as genv parses it: its own parser for the plain layout.
+fn parse_envs(path: &std::path::Path) -> Envs {
+    let bytes = std::fs::read(path).unwrap();
+    genv::state::envs_json::parse(std::str::from_utf8(&bytes).unwrap()).unwrap()
+}
+
 fn change(dir: &std::path::Path) {
     let lock = std::fs::OpenOptions::new()
         .create(true)
@@ -34,18 +40,31 @@ fn change(dir: &std::path::Path) {
         .unwrap();
     lock.lock().unwrap();
     let size = std::fs::metadata(dir.join("envs.json")).unwrap().len() as usize;
-    let mut envs: Envs = parse(&dir.join("envs.json"));
+    let mut envs = parse_envs(&dir.join("envs.json"));
     let middle = envs.envs.len() / 2;
     if let Some(env) = envs.envs.get_mut(middle) {
         env.config.name = Some("floor".into());
     }
-    let bytes = genv::state::file::to_json_sized(&envs, size + size / 8).unwrap();
+    let mut bytes = Vec::with_capacity(size + size / 8);
+    genv::state::envs_json::write(&envs, &mut bytes);
     let tmp = dir.join(format!(".envs.json.{}", std::process::id()));
     std::fs::File::create(&tmp)
         .unwrap()
         .write_all(&bytes)
         .unwrap();
-    std::fs::rename(&tmp, dir.join("envs.json")).unwrap();
+    // As genv replaces a file: the names exchanged, then the old one
+    // removed (a rename over it makes ext4 write the new file out at once).
+    let target = dir.join("envs.json");
+    match rustix::fs::renameat_with(
+        rustix::fs::CWD,
+        &tmp,
+        rustix::fs::CWD,
+        &target,
+        rustix::fs::RenameFlags::EXCHANGE,
+    ) {
+        Ok(()) => std::fs::remove_file(&tmp).unwrap(),
+        Err(_) => std::fs::rename(&tmp, &target).unwrap(),
+    }
 }
 
 fn rss_kb() -> u64 {
@@ -66,7 +85,7 @@ fn main() {
         return;
     }
     let before = rss_kb();
-    let envs: Envs = parse(&dir.join("envs.json"));
+    let envs = parse_envs(&dir.join("envs.json"));
     let devices: Devices = parse(&dir.join("devices.json"));
     let parsed = rss_kb();
     let stdout = std::io::stdout();

@@ -50,7 +50,11 @@ fn snapshot(
     let mut tx = dir.transaction(LoadOptions::default())?;
     let json = match kind {
         Some("processes") => to_json(&processes()?)?,
-        Some("envs") => to_json(tx.envs()?)?,
+        Some("envs") => {
+            let mut json = Vec::new();
+            crate::state::envs_json::write(tx.envs()?, &mut json);
+            json
+        }
         Some("devices") => to_json(tx.reconcile(&survey)?)?,
         _ => {
             let processes = processes()?;

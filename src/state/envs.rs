@@ -180,6 +180,16 @@ impl super::salvage::Entries for Envs {
     fn len(&self) -> usize {
         self.envs.len()
     }
+
+    fn parse_fast(text: &str) -> Option<Self> {
+        super::envs_json::parse(text)
+    }
+
+    fn to_json_sized(&self, capacity: usize) -> crate::error::Result<Vec<u8>> {
+        let mut bytes = Vec::with_capacity(capacity);
+        super::envs_json::write(self, &mut bytes);
+        Ok(bytes)
+    }
 }
 
 #[cfg(test)]

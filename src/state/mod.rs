@@ -6,6 +6,7 @@ pub mod device_locks;
 mod devices;
 pub mod enforcement;
 mod envs;
+pub mod envs_json;
 pub mod file;
 pub mod memcap_ledger;
 mod queue;
@@ -498,14 +499,14 @@ fn apply_inventory(devices: &mut Devices, gpus: &[GpuInfo]) {
 /// as it was read: whatever it holds, it ends up holding `value`);
 /// `original`, the size it was read at, sizes the buffer. `keep_good` for
 /// the files genv 1.4.3 writes too, which it may leave torn.
-fn save<T: Serialize>(
+fn save<T: salvage::Entries>(
     dir: &Dir,
     name: &str,
     value: &T,
     original: Option<usize>,
     keep_good: bool,
 ) -> Result<()> {
-    let bytes = file::to_json_sized(value, original.map_or(0, |len| len + len / 8))?;
+    let bytes = value.to_json_sized(original.map_or(0, |len| len + len / 8))?;
     if original.is_some_and(|len| len == bytes.len()) && dir.holds(name, &bytes) {
         return Ok(());
     }
