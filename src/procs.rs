@@ -27,11 +27,7 @@ pub fn pid_alive(pid: i64) -> bool {
 /// One variable of another process's environment, from
 /// `/proc/<pid>/environ`. `None` when unset or unreadable.
 pub fn environ_var(pid: u32, name: &str) -> Option<String> {
-    let bytes = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
-    bytes.split(|&b| b == 0).find_map(|entry| {
-        let rest = entry.strip_prefix(name.as_bytes())?.strip_prefix(b"=")?;
-        Some(String::from_utf8_lossy(rest).into_owned())
-    })
+    environ_lookup(pid, name).ok().flatten()
 }
 
 /// The short command name of a process (`/proc/<pid>/comm`).
