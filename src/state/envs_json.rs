@@ -109,12 +109,13 @@ fn integer(out: &mut Vec<u8>, value: i64) {
 
 /// A JSON string as Python writes it with `ensure_ascii`: `"` and `\`
 /// escaped, control characters as `\n`-style or `\u00XX` escapes, and
-/// every non-ASCII character as `\uXXXX` (a surrogate pair above U+FFFF).
+/// DEL and every non-ASCII character as `\uXXXX` (a surrogate pair above
+/// U+FFFF).
 fn string(out: &mut Vec<u8>, text: &str) {
     out.push(b'"');
     if text
         .bytes()
-        .all(|b| (0x20..0x80).contains(&b) && b != b'"' && b != b'\\')
+        .all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\')
     {
         out.extend_from_slice(text.as_bytes());
     } else {
@@ -127,7 +128,7 @@ fn string(out: &mut Vec<u8>, text: &str) {
                 '\t' => out.extend_from_slice(b"\\t"),
                 '\u{8}' => out.extend_from_slice(b"\\b"),
                 '\u{c}' => out.extend_from_slice(b"\\f"),
-                ' '..='\u{7f}' => out.push(c as u8),
+                ' '..='~' => out.push(c as u8),
                 _ => {
                     let mut units = [0u16; 2];
                     for unit in c.encode_utf16(&mut units) {
@@ -332,8 +333,9 @@ impl<'a> Parser<'a> {
     }
 
     /// An environment laid out as genv and genv 1.4.3 write it (the keys
-    /// in their order, indented by two spaces a level), read without
-    /// looking for keys or spaces; anything else is read by [`Self::env`].
+    /// in their order, indented by two spaces a level), its keys and line
+    /// breaks matched as they are written rather than looked for; anything
+    /// else is read by [`Self::env`].
     fn env_as_written(&mut self) -> Option<Env> {
         self.literal(b"{\n      \"eid\": ")?;
         let eid = self.text()?;

@@ -238,13 +238,14 @@ impl Dir {
     }
 
     /// Replaces `name` with `bytes` atomically: a new file (`O_EXCL`, mode
-    /// 0666 whatever the umask) beside it, renamed over the old one, which
+    /// 0666 whatever the umask) beside it, put in the old one's place, which
     /// replaces a planted link instead of writing through it. Callers hold
     /// a lock for this file, so one temporary name per file is enough; a
     /// leftover from a killed writer there is removed, never written
     /// through.
     ///
-    /// With `keep_good`, a copy is kept as `.<name>.good` first, for
+    /// With `keep_good`, it is put in place by [`Dir::replace`], and a
+    /// copy is kept as `.<name>.good` first, for
     /// [`Dir::read`]'s callers to recover from when genv 1.4.3, which
     /// rewrites in place, is killed mid-write. A copy and not a hard link:
     /// a link would share the inode that 1.4.3 truncates.
@@ -254,7 +255,12 @@ impl Dir {
         if keep_good {
             self.keep_good(name, bytes, None);
         }
-        if let Err(e) = self.replace(&tmp, name) {
+        let placed = if keep_good {
+            self.replace(&tmp, name)
+        } else {
+            rustix::fs::renameat(&self.fd, &tmp, &self.fd, name)
+        };
+        if let Err(e) = placed {
             let _ = rustix::fs::unlinkat(&self.fd, &tmp, AtFlags::empty());
             return Err(Error::io(self.join(name), e.into()));
         }
@@ -264,13 +270,16 @@ impl Dir {
     /// Puts the file `from` in the place of `to` in one step, as a rename
     /// does: by exchanging the two names, then removing the old file from
     /// under `from` (never a folder; a leftover there is dealt with by the
-    /// next write). Not a rename over `to`: ext4 (`auto_da_alloc`) then
-    /// writes the new file to disk at once, which made every change of a
-    /// 3 MB `envs.json` wait for 3 MB of I/O, twice with the last good
-    /// copy. Without it a file replaced within seconds never reaches the
-    /// disk at all. What it gives up, a complete file after a power loss,
-    /// is worth nothing here: the state describes running processes, which
-    /// a power loss ends, and a torn file is recovered from anyway.
+    /// next write). For `envs.json` and `devices.json` (the files with a
+    /// last good copy) and that copy, not a rename over `to`: ext4
+    /// (`auto_da_alloc`) then writes the new file to disk at once, which
+    /// made every change of a 3 MB `envs.json` wait for 3 MB of I/O, twice
+    /// with the last good copy. Without it a file replaced within seconds
+    /// never reaches the disk at all. What it gives up, the file's content
+    /// after a power loss or a kernel crash (both may then be found empty),
+    /// is worth nothing for these two: they describe running processes,
+    /// which that ends. The other files (the monitor's configuration, the
+    /// enforcement counts, the hardware record) keep the plain rename.
     fn replace(&self, from: &str, to: &str) -> rustix::io::Result<()> {
         use rustix::fs::RenameFlags;
         match rustix::fs::renameat_with(&self.fd, from, &self.fd, to, RenameFlags::EXCHANGE) {
@@ -278,8 +287,9 @@ impl Dir {
                 let _ = rustix::fs::unlinkat(&self.fd, from, AtFlags::empty());
                 Ok(())
             }
-            // Nothing at `to` yet, or a file system without exchange.
-            Err(Errno::NOENT | Errno::INVAL | Errno::NOSYS | Errno::OPNOTSUPP) => {
+            // Nothing at `to` yet, or a file system or sandbox without the
+            // exchange (a real EPERM comes back from the rename too).
+            Err(Errno::NOENT | Errno::INVAL | Errno::NOSYS | Errno::OPNOTSUPP | Errno::PERM) => {
                 rustix::fs::renameat(&self.fd, from, &self.fd, to)
             }
             Err(e) => Err(e),
@@ -604,8 +614,8 @@ fn read_to_end(fd: &OwnedFd, bytes: &mut Vec<u8>) -> std::result::Result<(), Err
 }
 
 /// JSON as Python's `json.dump(..., indent=2)` writes it: two-space indent
-/// and non-ASCII characters escaped, so both implementations write the same
-/// bytes.
+/// and DEL and non-ASCII characters escaped, so both implementations write
+/// the same bytes.
 pub fn to_json<T: serde::Serialize + ?Sized>(value: &T) -> Result<Vec<u8>> {
     to_json_sized(value, 0)
 }
@@ -616,13 +626,15 @@ pub fn to_json<T: serde::Serialize + ?Sized>(value: &T) -> Result<Vec<u8>> {
 pub fn to_json_sized<T: serde::Serialize + ?Sized>(value: &T, capacity: usize) -> Result<Vec<u8>> {
     let mut bytes = Vec::with_capacity(capacity);
     serde_json::to_writer_pretty(&mut bytes, value).map_err(|e| Error::Serialize(e.to_string()))?;
-    if bytes.is_ascii() {
+    // serde_json leaves DEL and non-ASCII characters as they are; Python
+    // escapes both. They only occur inside strings.
+    if bytes.is_ascii() && !bytes.contains(&0x7f) {
         return Ok(bytes);
     }
     let text = String::from_utf8_lossy(&bytes);
     let mut out = String::with_capacity(text.len() + 16);
     for c in text.chars() {
-        if c.is_ascii() {
+        if c.is_ascii() && c != '\x7f' {
             out.push(c);
         } else {
             let mut units = [0u16; 2];
@@ -647,6 +659,8 @@ mod tests {
             "{text}"
         );
         assert!(text.contains(r#""\"\\\n""#), "{text}");
+        let text = String::from_utf8(to_json(&serde_json::json!("a\u{7f}b")).unwrap()).unwrap();
+        assert_eq!(text, r#""a\u007fb""#);
     }
 
     /// A file replaced leaves nothing behind: no temporary name, no old
