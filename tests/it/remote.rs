@@ -140,6 +140,11 @@ impl Fleet {
                 .map(|(n, v)| format!("{n}={v}"))
                 .collect();
             let port = free_port();
+            // A home of its own: the login shell sshd starts sources the
+            // account's ~/.bashrc, whose noise (this machine's pyenv
+            // rehashing from eight sessions at once) is not the host's.
+            let home = d.join(format!("home.{i}"));
+            std::fs::create_dir(&home).unwrap();
             let config = d.join(format!("sshd_config.{i}"));
             std::fs::write(
                 &config,
@@ -148,8 +153,9 @@ impl Fleet {
                      AuthorizedKeysFile {d}/authorized_keys\nPidFile {d}/sshd.{i}.pid\n\
                      StrictModes no\nUsePAM no\nPasswordAuthentication no\n\
                      KbdInteractiveAuthentication no\nPermitRootLogin yes\nLogLevel ERROR\n\
-                     SetEnv {vars} PATH={path}\n",
+                     SetEnv {vars} HOME={home} PATH={path}\n",
                     d = d.display(),
+                    home = home.display(),
                     vars = vars.join(" "),
                 ),
             )
