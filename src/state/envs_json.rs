@@ -13,6 +13,7 @@
 
 use std::borrow::Cow;
 
+use super::cursor::Cursor;
 use super::envs::{Config, Env, Envs, Text};
 
 /// The environments of a whole `envs.json` document, or `None` when the
@@ -21,14 +22,13 @@ use super::envs::{Config, Env, Envs, Text};
 pub fn parse(text: &str) -> Option<Envs> {
     let mut p = Parser {
         text,
-        bytes: text.as_bytes(),
-        at: 0,
+        cursor: Cursor::new(text.as_bytes()),
     };
-    p.expect(b'{')?;
+    p.cursor.expect(b'{')?;
     if p.key()? != "envs" {
         return None;
     }
-    p.expect(b'[')?;
+    p.cursor.expect(b'[')?;
     // An environment is 200-300 bytes as written; a guess, not a limit.
     let mut envs = Vec::with_capacity(text.len() / 256);
     if !p.close(b']') {
@@ -39,9 +39,9 @@ pub fn parse(text: &str) -> Option<Envs> {
             }
         }
     }
-    p.expect(b'}')?;
-    p.skip_space();
-    (p.at == p.bytes.len()).then_some(Envs { envs })
+    p.cursor.expect(b'}')?;
+    p.cursor.skip_space();
+    (p.cursor.pos == p.cursor.bytes.len()).then_some(Envs { envs })
 }
 
 /// `envs` as [`super::file::to_json`] writes it, appended to `out`.
@@ -151,41 +151,25 @@ fn escape_unit(out: &mut Vec<u8>, unit: u16) {
 
 struct Parser<'a> {
     text: &'a str,
-    bytes: &'a [u8],
-    at: usize,
+    cursor: Cursor<'a>,
 }
 
 impl<'a> Parser<'a> {
-    fn skip_space(&mut self) {
-        while let Some(b' ' | b'\n' | b'\r' | b'\t') = self.bytes.get(self.at) {
-            self.at += 1;
-        }
-    }
-
-    fn peek(&mut self) -> Option<u8> {
-        self.skip_space();
-        self.bytes.get(self.at).copied()
-    }
-
-    fn expect(&mut self, byte: u8) -> Option<()> {
-        (self.peek()? == byte).then(|| self.at += 1)
-    }
-
     /// Takes `byte` if it comes next.
     fn close(&mut self, byte: u8) -> bool {
-        self.expect(byte).is_some()
+        self.cursor.expect(byte).is_some()
     }
 
     /// After an item: `Some(false)` for a comma (another item follows),
     /// `Some(true)` for `close`.
     fn next_or_close(&mut self, close: u8) -> Option<bool> {
-        match self.peek()? {
+        match self.cursor.peek()? {
             b',' => {
-                self.at += 1;
+                self.cursor.pos += 1;
                 Some(false)
             }
             b if b == close => {
-                self.at += 1;
+                self.cursor.pos += 1;
                 Some(true)
             }
             _ => None,
@@ -195,26 +179,26 @@ impl<'a> Parser<'a> {
     /// A string, borrowed when it has no escape; one with escapes is handed
     /// to serde_json whole, which checks and decodes them.
     fn string(&mut self) -> Option<Cow<'a, str>> {
-        self.expect(b'"')?;
-        let start = self.at;
+        self.cursor.expect(b'"')?;
+        let start = self.cursor.pos;
         let mut escaped = false;
         loop {
-            let byte = *self.bytes.get(self.at)?;
+            let byte = *self.cursor.bytes.get(self.cursor.pos)?;
             if !SPECIAL[usize::from(byte)] {
-                self.at += 1;
+                self.cursor.pos += 1;
                 continue;
             }
             match byte {
                 b'"' => break,
                 b'\\' => {
                     escaped = true;
-                    self.at += 2;
+                    self.cursor.pos += 2;
                 }
                 _ => return None, // a control character
             }
         }
-        let end = self.at;
-        self.at += 1;
+        let end = self.cursor.pos;
+        self.cursor.pos += 1;
         if escaped {
             serde_json::from_str(self.text.get(start - 1..end + 1)?)
                 .ok()
@@ -226,15 +210,15 @@ impl<'a> Parser<'a> {
 
     /// Takes `literal` if it comes next, exactly.
     fn literal(&mut self, literal: &[u8]) -> Option<()> {
-        let end = self.at + literal.len();
-        (self.bytes.get(self.at..end)? == literal).then(|| self.at = end)
+        let end = self.cursor.pos + literal.len();
+        (self.cursor.bytes.get(self.cursor.pos..end)? == literal).then(|| self.cursor.pos = end)
     }
 
     fn key(&mut self) -> Option<&'a str> {
         let Cow::Borrowed(key) = self.string()? else {
             return None;
         };
-        self.expect(b':')?;
+        self.cursor.expect(b':')?;
         Some(key)
     }
 
@@ -243,12 +227,8 @@ impl<'a> Parser<'a> {
     }
 
     fn null(&mut self) -> bool {
-        if self.peek() == Some(b'n') && self.bytes.get(self.at..self.at + 4) == Some(b"null") {
-            self.at += 4;
-            true
-        } else {
-            false
-        }
+        self.cursor.skip_space();
+        self.literal(b"null").is_some()
     }
 
     fn optional<T>(&mut self, value: fn(&mut Self) -> Option<T>) -> Option<Option<T>> {
@@ -262,13 +242,13 @@ impl<'a> Parser<'a> {
     /// A plain integer in range; a fraction, an exponent, a leading zero or
     /// `-0` are left to serde.
     fn integer(&mut self) -> Option<i64> {
-        let negative = self.peek()? == b'-';
+        let negative = self.cursor.peek()? == b'-';
         if negative {
-            self.at += 1;
+            self.cursor.pos += 1;
         }
-        let start = self.at;
+        let start = self.cursor.pos;
         let mut value: i64 = 0;
-        while let Some(&digit @ b'0'..=b'9') = self.bytes.get(self.at) {
+        while let Some(&digit @ b'0'..=b'9') = self.cursor.bytes.get(self.cursor.pos) {
             let digit = i64::from(digit - b'0');
             value = value.checked_mul(10)?;
             value = if negative {
@@ -276,11 +256,14 @@ impl<'a> Parser<'a> {
             } else {
                 value.checked_add(digit)?
             };
-            self.at += 1;
+            self.cursor.pos += 1;
         }
-        let digits = self.at - start;
-        let leading_zero = digits > 1 && self.bytes[start] == b'0';
-        let more = matches!(self.bytes.get(self.at), Some(b'.' | b'e' | b'E'));
+        let digits = self.cursor.pos - start;
+        let leading_zero = digits > 1 && self.cursor.bytes[start] == b'0';
+        let more = matches!(
+            self.cursor.bytes.get(self.cursor.pos),
+            Some(b'.' | b'e' | b'E')
+        );
         if digits == 0 || leading_zero || more || (negative && value == 0) {
             return None;
         }
@@ -288,7 +271,7 @@ impl<'a> Parser<'a> {
     }
 
     fn list<T>(&mut self, item: fn(&mut Self) -> Option<T>) -> Option<Vec<T>> {
-        self.expect(b'[')?;
+        self.cursor.expect(b'[')?;
         let mut items = Vec::new();
         if !self.close(b']') {
             loop {
@@ -304,7 +287,7 @@ impl<'a> Parser<'a> {
     /// The fields of an object, each through `field` (which answers `None`
     /// for a key it does not take or has seen before).
     fn object(&mut self, mut field: impl FnMut(&mut Self, &'a str) -> Option<()>) -> Option<()> {
-        self.expect(b'{')?;
+        self.cursor.expect(b'{')?;
         if self.close(b'}') {
             return Some(());
         }
@@ -372,12 +355,12 @@ impl<'a> Parser<'a> {
     }
 
     fn env(&mut self) -> Option<Env> {
-        self.skip_space();
-        let start = self.at;
+        self.cursor.skip_space();
+        let start = self.cursor.pos;
         if let Some(env) = self.env_as_written() {
             return Some(env);
         }
-        self.at = start;
+        self.cursor.pos = start;
         let (mut eid, mut uid, mut creation, mut username) = (None, None, None, None);
         let (mut config, mut pids, mut kernel_ids) = (None, None, None);
         self.object(|p, key| match key {

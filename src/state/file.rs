@@ -670,11 +670,14 @@ mod tests {
     fn replacing_leaves_the_new_file_alone() {
         let tmp = tempfile::tempdir().unwrap();
         let dir = Dir::open_root(tmp.path()).unwrap();
-        dir.write_atomic("envs.json", b"one", true).unwrap();
-        dir.write_atomic("envs.json", b"two", true).unwrap();
         let outside = tmp.path().join("outside");
         std::fs::write(&outside, b"mine").unwrap();
-        std::fs::remove_file(tmp.path().join("devices.json")).ok();
+        // Names exchanged (a file with a last good copy), over a link.
+        dir.write_atomic("envs.json", b"one", true).unwrap();
+        std::fs::remove_file(tmp.path().join("envs.json")).unwrap();
+        std::os::unix::fs::symlink(&outside, tmp.path().join("envs.json")).unwrap();
+        dir.write_atomic("envs.json", b"two", true).unwrap();
+        // A plain rename, over a link.
         std::os::unix::fs::symlink(&outside, tmp.path().join("devices.json")).unwrap();
         dir.write_atomic("devices.json", b"three", false).unwrap();
         let mut names: Vec<_> = std::fs::read_dir(tmp.path())

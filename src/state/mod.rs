@@ -2,6 +2,7 @@
 //! is the only one that touches it: every read-modify-write happens inside
 //! a [`Transaction`], which holds the global `genv.lock` as genv 1.4.3 does.
 
+mod cursor;
 pub mod device_locks;
 mod devices;
 pub mod enforcement;

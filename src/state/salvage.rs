@@ -9,6 +9,7 @@ use serde::Serialize;
 use serde::de::{DeserializeOwned, IgnoredAny};
 use serde_json::Value;
 
+use super::cursor::Cursor;
 use super::file::{self, Dir};
 use crate::error::Result;
 use crate::messages;
@@ -138,7 +139,7 @@ pub fn load<T: Entries>(dir: &Dir, name: &str, keep_good: bool) -> Result<Option
     }
     // Repaired now, under the lock, so that the next command neither
     // warns again nor loses what was recovered should this one fail.
-    let repaired = file::to_json(&value)?;
+    let repaired = value.to_json_sized(0)?;
     dir.write_atomic(name, &repaired, keep_good)?;
     Ok(Some((value, Some(repaired))))
 }
@@ -168,7 +169,7 @@ fn list(key: &str, items: Vec<Value>) -> Value {
 /// The complete items of the list under `key` in a JSON document that may
 /// be cut short: `{"envs": [{...}, {...}, {..` gives the first two.
 pub fn items(bytes: &[u8], key: &str) -> Option<Vec<Value>> {
-    let mut p = Cursor { bytes, pos: 0 };
+    let mut p = Cursor::new(bytes);
     p.expect(b'{')?;
     loop {
         let found: String = p.value()?;
@@ -193,31 +194,7 @@ pub fn items(bytes: &[u8], key: &str) -> Option<Vec<Value>> {
     Some(items)
 }
 
-struct Cursor<'a> {
-    bytes: &'a [u8],
-    pos: usize,
-}
-
 impl Cursor<'_> {
-    fn skip_space(&mut self) {
-        while self
-            .bytes
-            .get(self.pos)
-            .is_some_and(|b| b.is_ascii_whitespace())
-        {
-            self.pos += 1;
-        }
-    }
-
-    fn peek(&mut self) -> Option<u8> {
-        self.skip_space();
-        self.bytes.get(self.pos).copied()
-    }
-
-    fn expect(&mut self, byte: u8) -> Option<()> {
-        (self.peek()? == byte).then(|| self.pos += 1)
-    }
-
     /// One complete JSON value. A number at the very end may have been cut
     /// short, so a value must be followed by something.
     fn value<T: DeserializeOwned>(&mut self) -> Option<T> {
