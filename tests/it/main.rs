@@ -36,4 +36,5 @@ mod state_hostile;
 mod state_safety;
 mod status_locks;
 mod top;
+mod trust;
 mod wait_queue;

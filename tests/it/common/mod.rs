@@ -1,6 +1,8 @@
 //! Shared by the integration tests: a sandbox with its own state folder and
 //! simulated GPUs, driving the real `genv` binary.
 
+pub mod users;
+
 use std::fmt::Display;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
