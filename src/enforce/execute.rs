@@ -78,6 +78,33 @@ fn detach(report: &Report, tx: &mut Transaction<'_>, out: &mut String, act: bool
     Ok(count)
 }
 
+/// A pidfd for process `pid` of a report from another host, when genv may
+/// signal it: a real process (not a group, not init, not genv itself) and,
+/// when it is root's, one that its own `GENV_ENVIRONMENT_ID` puts in an
+/// environment of root's. A report names pids; the kernel says whose they
+/// are, and root's services outside environments are never signalled.
+fn judged(pid: i64, tx: &mut Transaction<'_>) -> std::result::Result<Rc<OwnedFd>, String> {
+    let raw = u32::try_from(pid)
+        .ok()
+        .filter(|&p| p > 1 && p != std::process::id())
+        .ok_or_else(|| "it is not a process genv may signal".to_owned())?;
+    let inspection = super::snapshot::inspect(raw);
+    let Some(pidfd) = inspection.pidfd.clone() else {
+        return Err("it has exited or cannot be opened".into());
+    };
+    let identity = inspection
+        .identity
+        .as_ref()
+        .map_err(|_| "genv could not tell who owns it".to_owned())?;
+    if identity.is_root() {
+        let envs = tx.envs().map_err(|e| e.to_string())?;
+        if super::snapshot::membership(&inspection, envs).is_none() {
+            return Err("it is root's and in no environment".into());
+        }
+    }
+    Ok(pidfd)
+}
+
 /// `genv usage execute`: terminates and detaches as a report from another
 /// host says, printing each action as genv 1.4.3 does.
 /// `GENV_TERMINATE_PROCESSES=0` only reports the terminations.
@@ -94,13 +121,17 @@ pub fn execute(
         if !terminate {
             continue;
         }
-        // Never 0 or negative: kill() would signal whole process groups.
-        let pid = i32::try_from(process.pid).ok().filter(|&p| p > 0);
-        let Some(pid) = pid.and_then(Pid::from_raw) else {
-            eprintln!("[ERROR] Refusing to terminate invalid pid {}", process.pid);
-            continue;
+        let pidfd = match judged(process.pid, tx) {
+            Ok(pidfd) => pidfd,
+            Err(why) => {
+                eprintln!(
+                    "[ERROR] Refusing to terminate process {}: {why}",
+                    process.pid
+                );
+                continue;
+            }
         };
-        match rustix::process::kill_process(pid, Signal::TERM) {
+        match send(&pidfd, Signal::TERM) {
             Ok(()) => terminated += 1,
             Err(Errno::PERM) => {
                 eprintln!(

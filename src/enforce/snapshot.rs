@@ -12,7 +12,7 @@ use crate::env_vars;
 use crate::error::Result;
 use crate::memory;
 use crate::procs::{self, Identity, ProcError};
-use crate::state::{Devices, Env, Envs, LoadOptions, StateDir};
+use crate::state::{Devices, Envs, LoadOptions, StateDir};
 
 /// A GPU process as the rules see it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -128,26 +128,22 @@ pub struct Inspection {
 
 /// The environment a process belongs to, or `None`.
 ///
-/// The process's own `GENV_ENVIRONMENT_ID` (set by its shell, readable
-/// only through the kernel) names it; failing that, an environment that
-/// lists its pid in `envs.json`. Either way the environment must exist and
-/// belong to the process's owner (its uid in `envs.json`), and a process
-/// of root's counts only through its own variable: `envs.json` is writable
-/// by every user, so its word alone never makes another user's process, or
-/// root's, an environment's.
-pub fn membership(pid: i64, inspection: &Inspection, envs: &Envs) -> Option<String> {
+/// Only the process's own `GENV_ENVIRONMENT_ID` (set by its shell before
+/// it started, readable only through the kernel) names it, and the
+/// environment must exist and belong to the process's owner (its uid in
+/// `envs.json`). A pid listed in `envs.json` proves nothing: any user can
+/// write an environment with another user's uid that lists another user's
+/// process, and root's enforcement would then act on that process for it.
+/// A process that joined only through such a list (as genv 1.4.3's SDK
+/// registers one) is outside environments here, as it is for 1.4.3.
+pub fn membership(inspection: &Inspection, envs: &Envs) -> Option<String> {
     let identity = inspection.identity.as_ref().ok()?;
-    let owned = |env: &Env| env.uid >= 0 && env.uid == i64::from(identity.uid);
-    if let Ok(Some(eid)) = &inspection.claim {
-        return envs.get(eid).filter(|env| owned(env)).map(|_| eid.clone());
-    }
-    if identity.is_root() {
+    let Ok(Some(eid)) = &inspection.claim else {
         return None;
-    }
-    envs.envs
-        .iter()
-        .find(|env| env.pids.contains(&pid) && owned(env))
-        .map(|env| env.eid.to_string())
+    };
+    envs.get(eid)
+        .filter(|env| env.uid >= 0 && env.uid == i64::from(identity.uid))
+        .map(|_| eid.clone())
 }
 
 /// The order in which CPython 3 iterates a `set` of the given pids added
@@ -269,7 +265,7 @@ pub fn assemble(
         .into_iter()
         .map(|(pid, usage)| {
             let inspection = inspect(pid);
-            let eid = membership(pid.into(), &inspection, &envs);
+            let eid = membership(&inspection, &envs);
             if let Some(pidfd) = inspection.pidfd {
                 pidfds.insert(i64::from(pid), pidfd);
             }
@@ -366,35 +362,34 @@ mod tests {
     fn a_claim_counts_only_for_an_existing_environment_of_the_owner() {
         let envs = envs_of(&[env("a", 1000, &[10]), env("r", 0, &[11])]);
         assert_eq!(
-            membership(5, &inspection(1000, Some("a")), &envs).as_deref(),
+            membership(&inspection(1000, Some("a")), &envs).as_deref(),
             Some("a")
         );
         // Another user's environment, or one that does not exist.
-        assert_eq!(membership(5, &inspection(1001, Some("a")), &envs), None);
-        assert_eq!(membership(5, &inspection(1000, Some("zz")), &envs), None);
+        assert_eq!(membership(&inspection(1001, Some("a")), &envs), None);
+        assert_eq!(membership(&inspection(1000, Some("zz")), &envs), None);
         // Root's own claim on root's environment.
         assert_eq!(
-            membership(5, &inspection(0, Some("r")), &envs).as_deref(),
+            membership(&inspection(0, Some("r")), &envs).as_deref(),
             Some("r")
         );
     }
 
     #[test]
-    fn a_listed_pid_counts_only_for_its_owner_and_never_for_root() {
+    fn a_listed_pid_never_makes_a_process_an_environments() {
+        // `envs.json` lists pid 10 for alice's environment: a list anyone
+        // can write, so the process without a claim of its own is outside.
         let envs = envs_of(&[env("a", 1000, &[10]), env("r", 0, &[11])]);
-        assert_eq!(
-            membership(10, &inspection(1000, None), &envs).as_deref(),
-            Some("a")
-        );
-        assert_eq!(membership(10, &inspection(1001, None), &envs), None);
-        assert_eq!(membership(11, &inspection(0, None), &envs), None);
+        assert_eq!(membership(&inspection(1000, None), &envs), None);
+        assert_eq!(membership(&inspection(1001, None), &envs), None);
+        assert_eq!(membership(&inspection(0, None), &envs), None);
         // A process that could not be inspected belongs nowhere.
         let unknown = Inspection {
             identity: Err(ProcError::Denied),
             claim: Err(ProcError::Denied),
             pidfd: None,
         };
-        assert_eq!(membership(10, &unknown, &envs), None);
+        assert_eq!(membership(&unknown, &envs), None);
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! environments and jobs of her own, and root running what root runs.
 
 use crate::common::Sandbox;
-use crate::common::users::{ALICE, MALLORY};
+use crate::common::users::{ALICE, MALLORY, ROOT, alive, sleeper_as};
 
 #[test]
 fn each_user_runs_genv_as_herself() {
@@ -25,4 +25,99 @@ fn each_user_runs_genv_as_herself() {
     .ok();
     let out = sb.run_as(MALLORY, &["envs", "ps", "--format", "csv"]).ok();
     assert!(out.stdout.contains("a1"), "{out:?}");
+}
+
+/// A link to `sleep` named `name`, the simulated GPUs' compute processes
+/// (picked by name), and the sandbox set to see only those.
+fn gpu_program(sb: &mut Sandbox, tag: &str) -> std::path::PathBuf {
+    let name = format!("gpu{tag}{}", std::process::id() % 100_000);
+    assert!(name.len() <= 15, "{name}");
+    sb.set("GENV_MOCK_COMPUTE_APPS_PROCESS_NAME", &name);
+    let link = sb.dir.path().join(&name);
+    std::os::unix::fs::symlink("/bin/sleep", &link).unwrap();
+    link
+}
+
+/// Mallory's environment `eid`, written with alice's uid and name and
+/// listing `pid` as its own, attached to nothing.
+fn forge_env_of_alice(sb: &Sandbox, eid: &str, pid: u32) {
+    let (uid, pid) = (ALICE.to_string(), pid.to_string());
+    sb.run_as(
+        MALLORY,
+        &[
+            "envs",
+            "activate",
+            "--eid",
+            eid,
+            "--uid",
+            &uid,
+            "--username",
+            "alice",
+            "--pid",
+            &pid,
+        ],
+    )
+    .ok();
+}
+
+#[test]
+fn root_enforce_spares_a_job_that_a_forged_environment_lists() {
+    let mut sb = Sandbox::multi_user();
+    let program = gpu_program(&mut sb, "fe");
+    // Alice's plain GPU job, in no environment, on GPU 0.
+    let job = sleeper_as(ALICE, &program, &[("CUDA_VISIBLE_DEVICES", "0")]);
+    forge_env_of_alice(&sb, "forgeB", job.pid());
+    let run = sb.run_as(ROOT, &["enforce", "--interval", "0"]).ok();
+    assert!(alive(job.pid()), "alice's job was terminated: {run:?}");
+    assert!(!run.stdout.contains("forgeB"), "{run:?}");
+}
+
+#[test]
+fn root_memory_quota_never_terminates_for_a_forged_reservation() {
+    let mut sb = Sandbox::multi_user();
+    let program = gpu_program(&mut sb, "fq");
+    // Alice's job uses 42 MiB of GPU 0, far below her quota.
+    let job = sleeper_as(ALICE, &program, &[("CUDA_VISIBLE_DEVICES", "0")]);
+    // Mallory reserves both whole GPUs in alice's name.
+    forge_env_of_alice(&sb, "forgeQ", job.pid());
+    sb.run_as(
+        MALLORY,
+        &["devices", "attach", "--eid", "forgeQ", "--count", "2"],
+    )
+    .ok();
+    let run = sb
+        .run_as(
+            ROOT,
+            &["enforce", "--interval", "0", "--max-memory-per-user", "1g"],
+        )
+        .ok();
+    assert!(alive(job.pid()), "alice's job was terminated: {run:?}");
+}
+
+#[test]
+fn usage_execute_never_signals_pid_1_or_roots_processes_outside_environments() {
+    let sb = Sandbox::multi_user();
+    let roots = crate::common::Sleeper::new();
+    let report = format!(
+        r#"{{"terminate": {{"processes": [
+            {{"pid": 1, "used_gpu_memory": [{{"index": 0, "gpu_memory": "1mi"}}], "eid": null}},
+            {{"pid": {}, "used_gpu_memory": [{{"index": 0, "gpu_memory": "1mi"}}], "eid": "x"}}
+        ]}}, "detach": {{}}}}"#,
+        roots.pid()
+    );
+    let mut cmd = sb.cmd_as(ROOT, &["usage", "execute"]);
+    cmd.stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(report.as_bytes())
+        .unwrap();
+    let run = crate::common::Run::from(child.wait_with_output().unwrap());
+    assert!(alive(roots.pid()), "root's process was signalled: {run:?}");
+    assert!(run.stderr.contains("Refusing to terminate"), "{run:?}");
 }

@@ -7,6 +7,12 @@
 //! owners as the kernel tells them, in an environment or not). What is
 //! reserved and unused still counts, and so does what is used beyond a
 //! reservation or without any.
+//!
+//! A reservation is an environment's uid as written in `envs.json`, which
+//! any user can write: it may detach that environment, but processes are
+//! terminated only when what the kernel confirms is over the quota (the
+//! processes' own use, and reservations of environments that a process of
+//! the user's claims as its own).
 
 use std::collections::BTreeSet;
 
@@ -21,6 +27,9 @@ struct Holding<'a> {
     eids: Vec<&'a str>,
     pids: Vec<i64>,
     bytes: u64,
+    /// What the kernel confirms of `bytes`: the use, and the reservations
+    /// of environments a process of the user's claims.
+    confirmed: u64,
 }
 
 fn holdings<'a>(snapshot: &'a Snapshot, uid: u32) -> Vec<Holding<'a>> {
@@ -29,6 +38,7 @@ fn holdings<'a>(snapshot: &'a Snapshot, uid: u32) -> Vec<Holding<'a>> {
         let total = device.total_bytes();
         let mut eids = Vec::new();
         let mut reserved = 0u64;
+        let mut confirmed_reserved = 0u64;
         for attachment in &device.attachments {
             if snapshot
                 .owner(&attachment.eid)
@@ -36,7 +46,11 @@ fn holdings<'a>(snapshot: &'a Snapshot, uid: u32) -> Vec<Holding<'a>> {
             {
                 eids.push(attachment.eid.as_str());
                 let capacity = attachment.gpu_memory.as_deref().and_then(bytes);
-                reserved = reserved.saturating_add(capacity.unwrap_or(total));
+                let capacity = capacity.unwrap_or(total);
+                reserved = reserved.saturating_add(capacity);
+                if snapshot.processes_of(&attachment.eid).next().is_some() {
+                    confirmed_reserved = confirmed_reserved.saturating_add(capacity);
+                }
             }
         }
         let mut used = 0u64;
@@ -54,6 +68,7 @@ fn holdings<'a>(snapshot: &'a Snapshot, uid: u32) -> Vec<Holding<'a>> {
                 eids,
                 pids,
                 bytes: held,
+                confirmed: confirmed_reserved.max(used),
             });
         }
     }
@@ -91,6 +106,7 @@ pub fn max_memory_per_user(survey: &mut Survey, quota: &Quota<u64>) {
             continue;
         }
         let over = held - maximum;
+        let terminate = holdings.iter().map(|h| h.confirmed).sum::<u64>() > maximum;
         survey.say(format!(
             "User {} is using {} of GPU memory which is {} more than the maximum allowed of {}",
             terminal(&user),
@@ -103,8 +119,10 @@ pub fn max_memory_per_user(survey: &mut Survey, quota: &Quota<u64>) {
             if !holding.eids.is_empty() {
                 survey.detach(holding.index, &holding.eids);
             }
-            for pid in holding.pids {
-                survey.terminate(pid);
+            if terminate {
+                for pid in holding.pids {
+                    survey.terminate(pid);
+                }
             }
             freed += holding.bytes;
             if freed >= over {
@@ -180,6 +198,30 @@ mod tests {
         assert_eq!(
             outcome(&survey),
             (vec![10], vec![("0".into(), vec!["a".into()])])
+        );
+    }
+
+    #[test]
+    fn a_reservation_no_process_confirms_never_terminates() {
+        // Environment "f" says it is u1000's and reserves both devices;
+        // no process claims it. u1000's own job uses 100 MB.
+        let snapshot = snapshot(
+            vec![process(10, 1000, None, &[(0, 100)])],
+            vec![env("f", 1000, &[10])],
+            devices(2, &[(0, "f", None), (1, "f", None)]),
+        );
+        let mut survey = Survey::new(&snapshot);
+        max_memory_per_user(&mut survey, &quota(1 << 30));
+        // Detached, but nothing terminated.
+        assert_eq!(
+            outcome(&survey),
+            (
+                vec![],
+                vec![
+                    ("0".into(), vec!["f".into()]),
+                    ("1".into(), vec!["f".into()])
+                ]
+            )
         );
     }
 
