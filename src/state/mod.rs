@@ -148,12 +148,13 @@ impl StateDir {
     pub fn survey<'b>(&self, backend: &'b dyn DeviceBackend, force: bool) -> Result<Survey<'b>> {
         let root = self.root_dir()?;
         let fingerprint = backend.fingerprint();
-        let recorded = root
+        let hardware = root
             .peek(HARDWARE_FILE)
-            .and_then(|b| serde_json::from_slice::<Hardware>(&b).ok())
-            .and_then(|h| h.fingerprint);
-        let needed =
-            force || !root.has(DEVICES_FILE) || (fingerprint.is_some() && recorded != fingerprint);
+            .and_then(|b| serde_json::from_slice::<Hardware>(&b).ok());
+        let needed = force
+            || !root.has(DEVICES_FILE)
+            || (hardware.is_none() && lists_no_devices(root))
+            || (fingerprint.is_some() && hardware.and_then(|h| h.fingerprint) != fingerprint);
         let gpus = if needed {
             Some(backend.devices()?)
         } else {
@@ -360,9 +361,12 @@ impl Transaction<'_> {
                 .and_then(|b| serde_json::from_slice::<Hardware>(&b).ok());
             let tracked = self.devices.as_mut().expect("loaded above");
             let recorded = stored.as_ref().and_then(|h| h.fingerprint.as_ref());
+            // An empty list that no survey wrote (no hardware record) was
+            // written by a change before anything asked the driver.
             let needed = survey.force
                 || self.options.reset
                 || tracked.original.is_none()
+                || (stored.is_none() && tracked.value.devices.is_empty())
                 || (survey.fingerprint.is_some() && recorded != survey.fingerprint.as_ref());
             if needed {
                 let asked;
@@ -429,7 +433,15 @@ impl Transaction<'_> {
         if let Some(tracked) = self.envs.as_ref().filter(|t| t.touched) {
             save(self.root, ENVS_FILE, &tracked.value, tracked.original, true)?;
         }
-        if let Some(tracked) = self.devices.as_ref().filter(|t| t.touched) {
+        // Devices nobody surveyed are not recorded: a configuration change
+        // before the first survey would otherwise record a machine with
+        // no GPUs.
+        let unsurveyed = |t: &&Tracked<Devices>| t.original.is_none() && !self.reconciled;
+        if let Some(tracked) = self
+            .devices
+            .as_ref()
+            .filter(|t| t.touched && !unsurveyed(t))
+        {
             save(
                 self.root,
                 DEVICES_FILE,
@@ -452,6 +464,19 @@ impl Transaction<'_> {
         }
         Ok(())
     }
+}
+
+/// Whether `devices.json` lists no device (an empty list or folder of
+/// devices), as a change writes it before anything asked the driver.
+fn lists_no_devices(root: &Dir) -> bool {
+    root.peek(DEVICES_FILE)
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .and_then(|v| match v.get("devices")? {
+            serde_json::Value::Array(a) => Some(a.is_empty()),
+            serde_json::Value::Object(o) => Some(o.is_empty()),
+            _ => None,
+        })
+        .unwrap_or(false)
 }
 
 /// Brings `devices` in line with the GPUs present: new ones are added, gone

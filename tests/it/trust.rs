@@ -121,3 +121,83 @@ fn usage_execute_never_signals_pid_1_or_roots_processes_outside_environments() {
     assert!(alive(roots.pid()), "root's process was signalled: {run:?}");
     assert!(run.stderr.contains("Refusing to terminate"), "{run:?}");
 }
+
+/// A sandbox whose GPUs come from the `nvidia-smi` stand-in on `PATH`, as
+/// on a machine where `/proc/driver/nvidia` is not visible (a container):
+/// nothing cheap tells genv that the GPUs changed.
+fn driver_without_proc(sb: &mut Sandbox) {
+    assert!(
+        !std::path::Path::new("/proc/driver/nvidia/gpus").exists(),
+        "this test simulates a machine without /proc/driver/nvidia; run it on one"
+    );
+    let bin = sb.dir.path().join("driver-bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    std::os::unix::fs::symlink(crate::shim_support::SIM, bin.join("nvidia-smi")).unwrap();
+    sb.unset("GENV_MOCK_DEVICE_COUNT");
+    sb.set("PATH", &format!("{}:/usr/bin:/bin", bin.display()));
+}
+
+#[test]
+fn a_configuration_change_before_any_survey_records_no_devices() {
+    let mut sb = Sandbox::multi_user();
+    driver_without_proc(&mut sb);
+    let shell = sleeper_as(ALICE, std::path::Path::new("/bin/sleep"), &[]);
+    let (uid, pid) = (ALICE.to_string(), shell.pid().to_string());
+    sb.run_as(
+        ALICE,
+        &[
+            "envs", "activate", "--eid", "e1", "--uid", &uid, "--pid", &pid,
+        ],
+    )
+    .ok();
+    sb.run_as(
+        ALICE,
+        &[
+            "envs",
+            "config",
+            "--eid",
+            "e1",
+            "gpu-memory",
+            "--gpu-memory",
+            "4g",
+        ],
+    )
+    .ok();
+    let attach = sb.run_as(ALICE, &["devices", "attach", "--eid", "e1", "--count", "1"]);
+    assert_eq!(attach.ok().stdout, "0\n");
+    // And again through the shell, as the issue's user typed it.
+    let script = r#"eval "$(genv shell --init)"
+        genv activate --id e2 --no-prompt && genv config gpu-memory 4g && genv attach --count 1 && genv status"#;
+    let mut cmd = crate::common::users::command_as(ALICE, "bash");
+    cmd.args(["-c", script]);
+    sb.apply(&mut cmd);
+    let bin = std::path::Path::new(crate::common::GENV).parent().unwrap();
+    let path = sb.vars.iter().find(|(n, _)| n == "PATH").unwrap().1.clone();
+    cmd.env("PATH", format!("{}:{path}", bin.display()))
+        .env("HOME", sb.home_of(ALICE))
+        .current_dir(sb.home_of(ALICE));
+    let run = crate::common::Run::from(cmd.output().unwrap()).ok();
+    assert!(
+        run.stdout.contains("Attached to GPUs at indices "),
+        "{run:?}"
+    );
+}
+
+#[test]
+fn an_empty_device_list_that_was_never_surveyed_is_surveyed() {
+    // What an earlier genv left behind on such a machine.
+    let mut sb = Sandbox::multi_user();
+    driver_without_proc(&mut sb);
+    sb.write("devices.json", "{\"devices\": []}");
+    let shell = sleeper_as(ALICE, std::path::Path::new("/bin/sleep"), &[]);
+    let (uid, pid) = (ALICE.to_string(), shell.pid().to_string());
+    sb.run_as(
+        ALICE,
+        &[
+            "envs", "activate", "--eid", "e1", "--uid", &uid, "--pid", &pid,
+        ],
+    )
+    .ok();
+    let attach = sb.run_as(ALICE, &["devices", "attach", "--eid", "e1", "--count", "1"]);
+    assert_eq!(attach.ok().stdout, "0\n");
+}
