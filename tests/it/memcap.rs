@@ -2,12 +2,14 @@
 //! the cap holds however a program reaches the driver, is shared by an
 //! environment's processes, comes back from a killed process, and the
 //! shell verbs put the library in `LD_PRELOAD` and take it out again.
+//! The library needs nothing but the C library.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 
+use crate::common::users::require_root;
 use crate::common::{GENV, Run, Sandbox};
 
 const MODES: [&str; 3] = ["symbol", "dlsym", "proc"];
@@ -334,6 +336,122 @@ fn a_planted_link_is_not_followed() {
     assert_eq!(r.stdout, "alloc 3000000000 ok\nalloc 2000000000 error 2\n");
     assert!(r.stderr.contains("counted for this process alone"), "{r:?}");
     assert_eq!(std::fs::read_to_string(&target).unwrap(), "keep");
+}
+
+/// Read with `readelf` (binutils, which `cc` needs and scripts/test
+/// installs with it): the shared libraries an object names in its
+/// dynamic section.
+fn needed(object: &Path) -> Vec<String> {
+    let out = Command::new("readelf")
+        .args(["-d", "--wide"])
+        .arg(object)
+        .output()
+        .expect("readelf (binutils) is needed for the memory cap tests");
+    assert!(
+        out.status.success(),
+        "readelf {}: {out:?}",
+        object.display()
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.contains("(NEEDED)"))
+        .filter_map(|l| Some(l.split_once('[')?.1.split_once(']')?.0.to_owned()))
+        .collect()
+}
+
+/// glibc's own files, which every glibc image has (libdl and libpthread
+/// apart from libc before 2.34).
+fn in_glibc(name: &str) -> bool {
+    ["libc.so.6", "libdl.so.2", "libpthread.so.0"].contains(&name) || name.starts_with("ld-linux")
+}
+
+#[test]
+fn the_library_needs_nothing_but_the_c_library() {
+    let needed = needed(&built().library);
+    assert!(needed.iter().any(|n| n == "libc.so.6"), "{needed:?}");
+    let others: Vec<&String> = needed.iter().filter(|n| !in_glibc(n)).collect();
+    assert!(others.is_empty(), "libgenv_memcap.so needs {others:?}");
+}
+
+/// A root as bare as distroless/base: the dynamic loader and glibc, the
+/// client, the stand-in driver and the library, nothing else (no
+/// `libgcc_s.so.1`). Preloaded there, the library still caps.
+#[test]
+fn the_cap_holds_in_a_root_with_only_glibc() {
+    require_root();
+    let b = built();
+    let sb = Sandbox::new();
+    let root = sb.dir.path().join("root");
+    let ours = root.join("t");
+    std::fs::create_dir_all(&ours).unwrap();
+    std::fs::create_dir_all(root.join("state")).unwrap();
+    let library = b.library.file_name().unwrap();
+    for (from, name) in [
+        (b.client.clone(), "memcap-client".as_ref()),
+        (b.dir.join("libcuda.so.1"), "libcuda.so.1".as_ref()),
+        (b.library.clone(), library),
+    ] {
+        std::fs::copy(from, ours.join(name)).unwrap();
+    }
+    // glibc's files, where the client's loader found them.
+    let ldd = Command::new("ldd").arg(&b.client).output().expect("ldd");
+    let ldd = String::from_utf8_lossy(&ldd.stdout).into_owned();
+    let mut loader = None;
+    for line in ldd.lines().map(str::trim) {
+        let path = match line.split_once(" => ") {
+            Some((name, path)) if in_glibc(name) => path,
+            Some(_) => continue,
+            None => line,
+        };
+        let path = Path::new(path.split(" (").next().unwrap());
+        let name = path.file_name().unwrap().to_str().unwrap();
+        if !path.is_absolute() || !in_glibc(name) {
+            continue;
+        }
+        if name.starts_with("ld-linux") {
+            let at = root.join(path.strip_prefix("/").unwrap());
+            std::fs::create_dir_all(at.parent().unwrap()).unwrap();
+            std::fs::copy(path, at).unwrap();
+            loader = Some(path.to_owned());
+        } else {
+            std::fs::copy(path, ours.join(name)).unwrap();
+        }
+    }
+    assert!(loader.is_some(), "no dynamic loader in `ldd` output: {ldd}");
+    assert!(ours.join("libc.so.6").is_file(), "{ldd}");
+
+    let preload = Path::new("/t").join(library);
+    let root = std::ffi::CString::new(root.as_os_str().as_encoded_bytes()).unwrap();
+    let mut cmd = Command::new("/t/memcap-client");
+    cmd.args(["symbol", "alloc", "3g", "alloc", "2g"])
+        .env_clear()
+        .env("LD_PRELOAD", preload)
+        .env("LD_LIBRARY_PATH", "/t")
+        .env("GENV_TMPDIR", "/state")
+        .env("GENV_ENVIRONMENT_ID", "bare")
+        .env("GENV_GPU_MEMORY", "4g")
+        .stdin(Stdio::null());
+    // SAFETY: two system calls between fork and exec, on a path made
+    // before the fork.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut cmd, move || {
+            rustix::process::chroot(root.as_c_str())?;
+            Ok(rustix::process::chdir(c"/")?)
+        });
+    }
+    let out = cmd.output().expect("the client in its root");
+    let r = Run::from(out).ok();
+    assert_eq!(
+        r.stdout, "alloc 3000000000 ok\nalloc 2000000000 error 2\n",
+        "{r:?}"
+    );
+    // The library's one line, and nothing from the loader.
+    assert_eq!(r.stderr.lines().count(), 1, "{r:?}");
+    assert!(
+        r.stderr
+            .starts_with("genv: error: out of GPU memory: environment bare is capped at 4g"),
+        "{r:?}"
+    );
 }
 
 #[test]
