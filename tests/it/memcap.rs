@@ -2,14 +2,15 @@
 //! the cap holds however a program reaches the driver, is shared by an
 //! environment's processes, comes back from a killed process, and the
 //! shell verbs put the library in `LD_PRELOAD` and take it out again.
-//! The library needs nothing but the C library.
+//! The library needs nothing but the C library, and a ledger it cannot
+//! trust or share still leaves every process capped on its own.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 
-use crate::common::users::require_root;
+use crate::common::users::{ALICE, ROOT, command_as, require_root};
 use crate::common::{GENV, Run, Sandbox};
 
 const MODES: [&str; 3] = ["symbol", "dlsym", "proc"];
@@ -94,9 +95,14 @@ fn built() -> &'static Built {
 
 /// The client as a process of environment `eid` with capacity `cap`.
 fn client(sb: &Sandbox, eid: &str, cap: Option<&str>, args: &[&str]) -> Command {
+    client_as(sb, ROOT, eid, cap, args)
+}
+
+/// The client as a process of user `uid` (see `client`).
+fn client_as(sb: &Sandbox, uid: u32, eid: &str, cap: Option<&str>, args: &[&str]) -> Command {
     let b = built();
     std::fs::create_dir_all(sb.state()).unwrap();
-    let mut cmd = Command::new(&b.client);
+    let mut cmd = command_as(uid, &b.client);
     cmd.args(args);
     sb.apply(&mut cmd);
     cmd.env("GENV_ENVIRONMENT_ID", eid)
@@ -120,23 +126,36 @@ struct Holder(Child);
 
 impl Holder {
     fn start(sb: &Sandbox, eid: &str, cap: &str, args: &[&str]) -> Holder {
+        Holder::start_as(sb, ROOT, eid, cap, args).0
+    }
+
+    /// A holder of user `uid`, and the lines it printed before holding.
+    fn start_as(
+        sb: &Sandbox,
+        uid: u32,
+        eid: &str,
+        cap: &str,
+        args: &[&str],
+    ) -> (Holder, Vec<String>) {
         let mut args = args.to_vec();
         args.push("hold");
         let mut holder = Holder(
-            client(sb, eid, Some(cap), &args)
+            client_as(sb, uid, eid, Some(cap), &args)
                 .stdout(Stdio::piped())
                 .spawn()
                 .unwrap(),
         );
         let stdout = holder.0.stdout.take().unwrap();
+        let mut lines = Vec::new();
         for line in BufReader::new(stdout).lines() {
             let line = line.unwrap();
             assert!(!line.contains("error"), "{line}");
             if line == "holding" {
-                return holder;
+                return (holder, lines);
             }
+            lines.push(line);
         }
-        panic!("the holder exited early");
+        panic!("the holder exited early: {lines:?}");
     }
 
     fn kill9(mut self) {
@@ -336,6 +355,99 @@ fn a_planted_link_is_not_followed() {
     assert_eq!(r.stdout, "alloc 3000000000 ok\nalloc 2000000000 error 2\n");
     assert!(r.stderr.contains("counted for this process alone"), "{r:?}");
     assert_eq!(std::fs::read_to_string(&target).unwrap(), "keep");
+}
+
+/// A file of alice's own, linked by her as her environment's ledger (with
+/// `fs.protected_hardlinks`, only whoever may read and write a file can
+/// link it; without it, anyone): the library does not share it, never
+/// writes to it, and the process still caps itself.
+#[test]
+fn a_ledger_with_two_links_is_not_used() {
+    let sb = Sandbox::multi_user();
+    let victim = sb.home_of(ALICE).join("victim");
+    let ledger = sb.state().join(format!("memcap-{ALICE}-linked"));
+    let made = command_as(ALICE, "sh")
+        .args(["-c", "umask 077 && : >\"$1\" && ln \"$1\" \"$2\"", "sh"])
+        .arg(&victim)
+        .arg(&ledger)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let links =
+        |path: &Path| std::os::unix::fs::MetadataExt::nlink(&std::fs::metadata(path).unwrap());
+    assert_eq!(links(&ledger), 2);
+
+    let output = client_as(
+        &sb,
+        ALICE,
+        "linked",
+        Some("4g"),
+        &["symbol", "alloc", "3g", "alloc", "2g", "info"],
+    )
+    .output()
+    .unwrap();
+    let r = Run::from(output).ok();
+    assert_eq!(
+        r.stdout,
+        "alloc 3000000000 ok\nalloc 2000000000 error 2\ninfo free=1000000000 total=4000000000 (0)\n"
+    );
+    assert_eq!(r.stderr.lines().count(), 1, "{r:?}");
+    assert!(
+        r.stderr.contains(
+            "counted for this process alone (the state folder's ledger could not be used)"
+        ),
+        "{r:?}"
+    );
+    // Not a byte written, and both names still the one file.
+    assert_eq!(std::fs::metadata(&victim).unwrap().len(), 0);
+    assert_eq!(links(&victim), 2);
+}
+
+/// Every slot of alice's ledger held by a live process of her
+/// environment: one more process is still capped, on its own, and says so
+/// once.
+#[test]
+fn every_slot_taken_still_caps_the_process() {
+    let sb = Sandbox::multi_user();
+    // The client's 512 children each hold a byte: each takes a slot.
+    let (filler, lines) =
+        Holder::start_as(&sb, ALICE, "full", "4g", &["symbol", "spawn", "512", "1"]);
+    assert_eq!(lines, ["spawn 512 1 held 512"]);
+
+    let output = client_as(
+        &sb,
+        ALICE,
+        "full",
+        Some("4g"),
+        &[
+            "symbol", "alloc", "3g", "alloc", "2g", "alloc", "1g", "free", "alloc", "2g",
+        ],
+    )
+    .output()
+    .unwrap();
+    let r = Run::from(output).ok();
+    assert_eq!(
+        r.stdout,
+        "alloc 3000000000 ok\nalloc 2000000000 error 2\nalloc 1000000000 error 2\nfree ok\n\
+         alloc 2000000000 ok\n"
+    );
+    let lines: Vec<&str> = r.stderr.lines().collect();
+    assert_eq!(lines.len(), 2, "{r:?}");
+    assert_eq!(
+        lines[0],
+        "genv: warning: every slot of environment full's GPU memory ledger is held by a live process; \
+         this process is capped at 4g per GPU on its own, and the environment's other processes do \
+         not count what it holds",
+        "{r:?}"
+    );
+    assert_eq!(
+        lines[1],
+        "genv: error: out of GPU memory: environment full is capped at 4g per GPU (GPU 0: \
+         3000000512 bytes in use, 2000000000 more refused); counted for this process alone \
+         (every slot of the ledger is taken)",
+        "{r:?}"
+    );
+    drop(filler);
 }
 
 /// Read with `readelf` (binutils, which `cc` needs and scripts/test
