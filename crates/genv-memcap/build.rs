@@ -5,7 +5,8 @@
 //! (`libgcc_eh.a`, which `gcc -static-libgcc` uses), as hidden symbols of
 //! the library. The library then needs libc and its loader only
 //! (tests/it/memcap.rs reads its NEEDED entries). Nothing unwinds in it at
-//! run time: a panic stops at the first `extern "C"` frame and aborts.
+//! run time: a panic aborts where it is raised (src/unwind.rs, which also
+//! keeps the unwinder's glibc 2.35 lookup out).
 //!
 //! Why not `#![no_std]`: without std, rustc accepts only `panic = "abort"`,
 //! which cargo cannot set for one package, and setting it for the

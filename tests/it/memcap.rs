@@ -477,12 +477,45 @@ fn in_glibc(name: &str) -> bool {
     ["libc.so.6", "libdl.so.2", "libpthread.so.0"].contains(&name) || name.starts_with("ld-linux")
 }
 
+/// The glibc versions an object's symbols need (`GLIBC_2.34` as
+/// `(2, 34)`), read with `readelf`.
+fn glibc_versions(object: &Path) -> Vec<(u32, u32)> {
+    let out = Command::new("readelf")
+        .args(["-V", "--wide"])
+        .arg(object)
+        .output()
+        .expect("readelf (binutils) is needed for the memory cap tests");
+    assert!(
+        out.status.success(),
+        "readelf {}: {out:?}",
+        object.display()
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .filter_map(|word| {
+            let (major, rest) = word.strip_prefix("GLIBC_")?.split_once('.')?;
+            let minor = rest.split('.').next()?;
+            Some((major.parse().ok()?, minor.parse().ok()?))
+        })
+        .collect()
+}
+
 #[test]
 fn the_library_needs_nothing_but_the_c_library() {
-    let needed = needed(&built().library);
+    let library = &built().library;
+    let needed = needed(library);
     assert!(needed.iter().any(|n| n == "libc.so.6"), "{needed:?}");
     let others: Vec<&String> = needed.iter().filter(|n| !in_glibc(n)).collect();
     assert!(others.is_empty(), "libgenv_memcap.so needs {others:?}");
+    // And no glibc newer than RHEL 9's (2.34): the unwinder linked in
+    // must not bring its `_dl_find_object` (2.35).
+    let versions = glibc_versions(library);
+    assert!(!versions.is_empty(), "no glibc versions read");
+    let newest = versions.iter().max().unwrap();
+    assert!(
+        *newest <= (2, 34),
+        "libgenv_memcap.so needs glibc {newest:?}"
+    );
 }
 
 /// A root as bare as distroless/base: the dynamic loader and glibc, the
