@@ -2,12 +2,15 @@
 //! the cap holds however a program reaches the driver, is shared by an
 //! environment's processes, comes back from a killed process, and the
 //! shell verbs put the library in `LD_PRELOAD` and take it out again.
+//! The library needs nothing but the C library, and a ledger it cannot
+//! trust or share still leaves every process capped on its own.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 
+use crate::common::users::{ALICE, ROOT, command_as, require_root};
 use crate::common::{GENV, Run, Sandbox};
 
 const MODES: [&str; 3] = ["symbol", "dlsym", "proc"];
@@ -92,9 +95,14 @@ fn built() -> &'static Built {
 
 /// The client as a process of environment `eid` with capacity `cap`.
 fn client(sb: &Sandbox, eid: &str, cap: Option<&str>, args: &[&str]) -> Command {
+    client_as(sb, ROOT, eid, cap, args)
+}
+
+/// The client as a process of user `uid` (see `client`).
+fn client_as(sb: &Sandbox, uid: u32, eid: &str, cap: Option<&str>, args: &[&str]) -> Command {
     let b = built();
     std::fs::create_dir_all(sb.state()).unwrap();
-    let mut cmd = Command::new(&b.client);
+    let mut cmd = command_as(uid, &b.client);
     cmd.args(args);
     sb.apply(&mut cmd);
     cmd.env("GENV_ENVIRONMENT_ID", eid)
@@ -118,23 +126,36 @@ struct Holder(Child);
 
 impl Holder {
     fn start(sb: &Sandbox, eid: &str, cap: &str, args: &[&str]) -> Holder {
+        Holder::start_as(sb, ROOT, eid, cap, args).0
+    }
+
+    /// A holder of user `uid`, and the lines it printed before holding.
+    fn start_as(
+        sb: &Sandbox,
+        uid: u32,
+        eid: &str,
+        cap: &str,
+        args: &[&str],
+    ) -> (Holder, Vec<String>) {
         let mut args = args.to_vec();
         args.push("hold");
         let mut holder = Holder(
-            client(sb, eid, Some(cap), &args)
+            client_as(sb, uid, eid, Some(cap), &args)
                 .stdout(Stdio::piped())
                 .spawn()
                 .unwrap(),
         );
         let stdout = holder.0.stdout.take().unwrap();
+        let mut lines = Vec::new();
         for line in BufReader::new(stdout).lines() {
             let line = line.unwrap();
             assert!(!line.contains("error"), "{line}");
             if line == "holding" {
-                return holder;
+                return (holder, lines);
             }
+            lines.push(line);
         }
-        panic!("the holder exited early");
+        panic!("the holder exited early: {lines:?}");
     }
 
     fn kill9(mut self) {
@@ -334,6 +355,248 @@ fn a_planted_link_is_not_followed() {
     assert_eq!(r.stdout, "alloc 3000000000 ok\nalloc 2000000000 error 2\n");
     assert!(r.stderr.contains("counted for this process alone"), "{r:?}");
     assert_eq!(std::fs::read_to_string(&target).unwrap(), "keep");
+}
+
+/// A file of alice's own, linked by her as her environment's ledger (with
+/// `fs.protected_hardlinks`, only whoever may read and write a file can
+/// link it; without it, anyone): the library does not share it, never
+/// writes to it, and the process still caps itself.
+#[test]
+fn a_ledger_with_two_links_is_not_used() {
+    let sb = Sandbox::multi_user();
+    let victim = sb.home_of(ALICE).join("victim");
+    let ledger = sb.state().join(format!("memcap-{ALICE}-linked"));
+    let made = command_as(ALICE, "sh")
+        .args(["-c", "umask 077 && : >\"$1\" && ln \"$1\" \"$2\"", "sh"])
+        .arg(&victim)
+        .arg(&ledger)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let links =
+        |path: &Path| std::os::unix::fs::MetadataExt::nlink(&std::fs::metadata(path).unwrap());
+    assert_eq!(links(&ledger), 2);
+
+    let output = client_as(
+        &sb,
+        ALICE,
+        "linked",
+        Some("4g"),
+        &["symbol", "alloc", "3g", "alloc", "2g", "info"],
+    )
+    .output()
+    .unwrap();
+    let r = Run::from(output).ok();
+    assert_eq!(
+        r.stdout,
+        "alloc 3000000000 ok\nalloc 2000000000 error 2\ninfo free=1000000000 total=4000000000 (0)\n"
+    );
+    assert_eq!(r.stderr.lines().count(), 1, "{r:?}");
+    assert!(
+        r.stderr.contains(
+            "counted for this process alone (the state folder's ledger could not be used)"
+        ),
+        "{r:?}"
+    );
+    // Not a byte written, and both names still the one file.
+    assert_eq!(std::fs::metadata(&victim).unwrap().len(), 0);
+    assert_eq!(links(&victim), 2);
+}
+
+/// Every slot of alice's ledger held by a live process of her
+/// environment: one more process is still capped, on its own, and says so
+/// once.
+#[test]
+fn every_slot_taken_still_caps_the_process() {
+    let sb = Sandbox::multi_user();
+    // The client's 512 children each hold a byte: each takes a slot.
+    let (filler, lines) =
+        Holder::start_as(&sb, ALICE, "full", "4g", &["symbol", "spawn", "512", "1"]);
+    assert_eq!(lines, ["spawn 512 1 held 512"]);
+
+    let output = client_as(
+        &sb,
+        ALICE,
+        "full",
+        Some("4g"),
+        &[
+            "symbol", "alloc", "3g", "alloc", "2g", "alloc", "1g", "free", "alloc", "2g",
+        ],
+    )
+    .output()
+    .unwrap();
+    let r = Run::from(output).ok();
+    assert_eq!(
+        r.stdout,
+        "alloc 3000000000 ok\nalloc 2000000000 error 2\nalloc 1000000000 error 2\nfree ok\n\
+         alloc 2000000000 ok\n"
+    );
+    let lines: Vec<&str> = r.stderr.lines().collect();
+    assert_eq!(lines.len(), 2, "{r:?}");
+    assert_eq!(
+        lines[0],
+        "genv: warning: every slot of environment full's GPU memory ledger is held by a live process; \
+         this process is capped at 4g per GPU on its own, and the environment's other processes do \
+         not count what it holds",
+        "{r:?}"
+    );
+    assert_eq!(
+        lines[1],
+        "genv: error: out of GPU memory: environment full is capped at 4g per GPU (GPU 0: \
+         3000000512 bytes in use, 2000000000 more refused); counted for this process alone \
+         (every slot of the ledger is taken)",
+        "{r:?}"
+    );
+    drop(filler);
+}
+
+/// Read with `readelf` (binutils, which `cc` needs and scripts/test
+/// installs with it): the shared libraries an object names in its
+/// dynamic section.
+fn needed(object: &Path) -> Vec<String> {
+    let out = Command::new("readelf")
+        .args(["-d", "--wide"])
+        .arg(object)
+        .output()
+        .expect("readelf (binutils) is needed for the memory cap tests");
+    assert!(
+        out.status.success(),
+        "readelf {}: {out:?}",
+        object.display()
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.contains("(NEEDED)"))
+        .filter_map(|l| Some(l.split_once('[')?.1.split_once(']')?.0.to_owned()))
+        .collect()
+}
+
+/// glibc's own files, which every glibc image has (libdl and libpthread
+/// apart from libc before 2.34).
+fn in_glibc(name: &str) -> bool {
+    ["libc.so.6", "libdl.so.2", "libpthread.so.0"].contains(&name) || name.starts_with("ld-linux")
+}
+
+/// The glibc versions an object's symbols need (`GLIBC_2.34` as
+/// `(2, 34)`), read with `readelf`.
+fn glibc_versions(object: &Path) -> Vec<(u32, u32)> {
+    let out = Command::new("readelf")
+        .args(["-V", "--wide"])
+        .arg(object)
+        .output()
+        .expect("readelf (binutils) is needed for the memory cap tests");
+    assert!(
+        out.status.success(),
+        "readelf {}: {out:?}",
+        object.display()
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .filter_map(|word| {
+            let (major, rest) = word.strip_prefix("GLIBC_")?.split_once('.')?;
+            let minor = rest.split('.').next()?;
+            Some((major.parse().ok()?, minor.parse().ok()?))
+        })
+        .collect()
+}
+
+#[test]
+fn the_library_needs_nothing_but_the_c_library() {
+    let library = &built().library;
+    let needed = needed(library);
+    assert!(needed.iter().any(|n| n == "libc.so.6"), "{needed:?}");
+    let others: Vec<&String> = needed.iter().filter(|n| !in_glibc(n)).collect();
+    assert!(others.is_empty(), "libgenv_memcap.so needs {others:?}");
+    // And no glibc newer than RHEL 9's (2.34): the unwinder linked in
+    // must not bring its `_dl_find_object` (2.35).
+    let versions = glibc_versions(library);
+    assert!(!versions.is_empty(), "no glibc versions read");
+    let newest = versions.iter().max().unwrap();
+    assert!(
+        *newest <= (2, 34),
+        "libgenv_memcap.so needs glibc {newest:?}"
+    );
+}
+
+/// A root as bare as distroless/base: the dynamic loader and glibc, the
+/// client, the stand-in driver and the library, nothing else (no
+/// `libgcc_s.so.1`). Preloaded there, the library still caps.
+#[test]
+fn the_cap_holds_in_a_root_with_only_glibc() {
+    require_root();
+    let b = built();
+    let sb = Sandbox::new();
+    let root = sb.dir.path().join("root");
+    let ours = root.join("t");
+    std::fs::create_dir_all(&ours).unwrap();
+    std::fs::create_dir_all(root.join("state")).unwrap();
+    let library = b.library.file_name().unwrap();
+    for (from, name) in [
+        (b.client.clone(), "memcap-client".as_ref()),
+        (b.dir.join("libcuda.so.1"), "libcuda.so.1".as_ref()),
+        (b.library.clone(), library),
+    ] {
+        std::fs::copy(from, ours.join(name)).unwrap();
+    }
+    // glibc's files, where the client's loader found them.
+    let ldd = Command::new("ldd").arg(&b.client).output().expect("ldd");
+    let ldd = String::from_utf8_lossy(&ldd.stdout).into_owned();
+    let mut loader = None;
+    for line in ldd.lines().map(str::trim) {
+        let path = match line.split_once(" => ") {
+            Some((name, path)) if in_glibc(name) => path,
+            Some(_) => continue,
+            None => line,
+        };
+        let path = Path::new(path.split(" (").next().unwrap());
+        let name = path.file_name().unwrap().to_str().unwrap();
+        if !path.is_absolute() || !in_glibc(name) {
+            continue;
+        }
+        if name.starts_with("ld-linux") {
+            let at = root.join(path.strip_prefix("/").unwrap());
+            std::fs::create_dir_all(at.parent().unwrap()).unwrap();
+            std::fs::copy(path, at).unwrap();
+            loader = Some(path.to_owned());
+        } else {
+            std::fs::copy(path, ours.join(name)).unwrap();
+        }
+    }
+    assert!(loader.is_some(), "no dynamic loader in `ldd` output: {ldd}");
+    assert!(ours.join("libc.so.6").is_file(), "{ldd}");
+
+    let preload = Path::new("/t").join(library);
+    let root = std::ffi::CString::new(root.as_os_str().as_encoded_bytes()).unwrap();
+    let mut cmd = Command::new("/t/memcap-client");
+    cmd.args(["symbol", "alloc", "3g", "alloc", "2g"])
+        .env_clear()
+        .env("LD_PRELOAD", preload)
+        .env("LD_LIBRARY_PATH", "/t")
+        .env("GENV_TMPDIR", "/state")
+        .env("GENV_ENVIRONMENT_ID", "bare")
+        .env("GENV_GPU_MEMORY", "4g")
+        .stdin(Stdio::null());
+    // SAFETY: two system calls between fork and exec, on a path made
+    // before the fork.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut cmd, move || {
+            rustix::process::chroot(root.as_c_str())?;
+            Ok(rustix::process::chdir(c"/")?)
+        });
+    }
+    let out = cmd.output().expect("the client in its root");
+    let r = Run::from(out).ok();
+    assert_eq!(
+        r.stdout, "alloc 3000000000 ok\nalloc 2000000000 error 2\n",
+        "{r:?}"
+    );
+    // The library's one line, and nothing from the loader.
+    assert_eq!(r.stderr.lines().count(), 1, "{r:?}");
+    assert!(
+        r.stderr
+            .starts_with("genv: error: out of GPU memory: environment bare is capped at 4g"),
+        "{r:?}"
+    );
 }
 
 #[test]

@@ -65,6 +65,27 @@ impl State {
         index.min(MAX_DEVICES - 1)
     }
 
+    /// Takes `size` bytes on a GPU unless that would pass the cap; says
+    /// once, the first time, when the process counts alone.
+    pub fn reserve(&self, index: usize, size: u64) -> bool {
+        let granted = self.ledger.reserve(index, size, self.cap);
+        if self.ledger.alone() {
+            static SAID: AtomicBool = AtomicBool::new(false);
+            if !SAID.swap(true, Ordering::Relaxed) {
+                let mut line = Text::<512>::default();
+                line.push(b"genv: warning: every slot of environment ");
+                line.push(self.eid.bytes());
+                line.push(
+                    b"'s GPU memory ledger is held by a live process; this process is capped at ",
+                );
+                line.push(self.cap_text.bytes());
+                line.push(b" per GPU on its own, and the environment's other processes do not count what it holds");
+                say(line);
+            }
+        }
+        granted
+    }
+
     /// Says once per process, on stderr, that the cap refused an allocation.
     pub fn refused(&self, index: usize, size: u64) {
         static SAID: AtomicBool = AtomicBool::new(false);
@@ -87,11 +108,18 @@ impl State {
             line.push(
                 b"; counted for this process alone (the state folder's ledger could not be used)",
             );
+        } else if self.ledger.alone() {
+            line.push(b"; counted for this process alone (every slot of the ledger is taken)");
         }
-        line.raw(b'\n');
-        // SAFETY: writes our own buffer to stderr.
-        unsafe { libc::write(2, line.buf.as_ptr().cast(), line.len) };
+        say(line);
     }
+}
+
+/// Writes a line to stderr.
+fn say(mut line: Text<512>) {
+    line.raw(b'\n');
+    // SAFETY: writes our own buffer to stderr.
+    unsafe { libc::write(2, line.buf.as_ptr().cast(), line.len) };
 }
 
 /// The programs that read the hardware for genv itself, which must see the

@@ -96,7 +96,7 @@ fn capped(
         return allocate().0;
     };
     let index = ordinal.map_or_else(|| current_index(s), |o| s.index_of(o));
-    if !s.ledger.reserve(index, size, s.cap) {
+    if !s.reserve(index, size) {
         s.refused(index, size);
         return OUT_OF_MEMORY;
     }
@@ -243,7 +243,7 @@ pub unsafe extern "C" fn cuMemAllocPitch_v2(
             return result;
         };
         s.ledger.release(index, guess);
-        if !s.ledger.reserve(index, settled, s.cap) {
+        if !s.reserve(index, settled) {
             // SAFETY: frees what the driver just gave us.
             if let Some(free) = real!(MEM_FREE, fn(u64)) {
                 unsafe { free(key) };

@@ -12,8 +12,14 @@
 //!
 //! The state folder is writable by every local user: the file is opened
 //! relative to the folder, never through a link, created 0600, and used
-//! only when it is a regular file of ours of the expected size. Otherwise
+//! only when it is a regular file of ours, with no other name (a second
+//! link could be any file of the user's), of the expected size. Otherwise
 //! the process keeps a private ledger and still caps itself.
+//!
+//! When every slot is held by a live process, one more process counts its
+//! own allocations in memory of its own ([`ALONE`]): the environment's use
+//! as the ledger says plus its own stays within the cap, though the others
+//! do not see what it holds.
 
 use std::ffi::CStr;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering::SeqCst};
@@ -58,9 +64,17 @@ unsafe impl Sync for Ledger {}
 unsafe impl Send for Ledger {}
 
 /// This process's slot, `usize::MAX` until claimed (and again in a child
-/// after `fork`, which must not spend its parent's share).
+/// after `fork`, which must not spend its parent's share), or [`ALONE`].
 static MINE: AtomicUsize = AtomicUsize::new(usize::MAX);
 static ATFORK: AtomicU32 = AtomicU32::new(0);
+/// In [`MINE`]: no slot was free, the process counts in [`LOCAL`].
+const ALONE: usize = usize::MAX - 1;
+/// What the process holds when it has no slot in the ledger.
+static LOCAL: Slot = Slot {
+    owner: AtomicU64::new(0),
+    start: AtomicU64::new(0),
+    used: [const { AtomicU64::new(0) }; MAX_DEVICES],
+};
 
 impl Ledger {
     pub fn open(tmpdir: &CStr, eid: &[u8]) -> Ledger {
@@ -95,11 +109,31 @@ impl Ledger {
         (self.header().high.load(SeqCst) as usize).min(SLOTS)
     }
 
-    /// What the environment's processes hold on a GPU.
+    /// The slot this process counts in.
+    fn own(&self, mine: usize) -> &Slot {
+        if mine == ALONE {
+            &LOCAL
+        } else {
+            self.slot(mine)
+        }
+    }
+
+    /// Whether this process counts alone, every slot being taken.
+    pub fn alone(&self) -> bool {
+        MINE.load(SeqCst) == ALONE
+    }
+
+    /// What the environment's processes hold on a GPU (this one included,
+    /// also when it counts alone).
     pub fn used(&self, index: usize) -> u64 {
+        let local = if self.alone() {
+            LOCAL.used[index].load(SeqCst)
+        } else {
+            0
+        };
         (0..self.high())
             .map(|i| self.slot(i).used[index].load(SeqCst))
-            .fold(0u64, u64::saturating_add)
+            .fold(local, u64::saturating_add)
     }
 
     /// Takes `size` bytes on a GPU unless that would pass `cap`.
@@ -107,10 +141,7 @@ impl Ledger {
         if size > cap {
             return false;
         }
-        let Some(mine) = self.mine() else {
-            return true;
-        };
-        let own = &self.slot(mine).used[index];
+        let own = &self.own(self.mine()).used[index];
         own.fetch_add(size, SeqCst);
         if self.used(index) <= cap || (self.reclaim_dead() > 0 && self.used(index) <= cap) {
             return true;
@@ -121,17 +152,16 @@ impl Ledger {
 
     /// Gives back bytes taken by [`Ledger::reserve`].
     pub fn release(&self, index: usize, size: u64) {
-        if let Some(mine) = self.mine() {
-            let _ = self.slot(mine).used[index]
-                .fetch_update(SeqCst, SeqCst, |v| Some(v.saturating_sub(size)));
-        }
+        let _ = self.own(self.mine()).used[index]
+            .fetch_update(SeqCst, SeqCst, |v| Some(v.saturating_sub(size)));
     }
 
-    /// This process's slot, claimed on first use.
-    fn mine(&self) -> Option<usize> {
+    /// This process's slot, claimed on first use; [`ALONE`] when none is
+    /// free.
+    fn mine(&self) -> usize {
         let i = MINE.load(SeqCst);
         if i != usize::MAX {
-            return Some(i);
+            return i;
         }
         if ATFORK.swap(1, SeqCst) == 0 {
             // SAFETY: registers a plain function.
@@ -141,9 +171,19 @@ impl Ledger {
         // used slots (which every reservation sums) as few as the live
         // processes.
         self.reclaim_dead();
-        let i = self.claim()?;
-        MINE.store(i, SeqCst);
-        Some(i)
+        let i = self.claim().unwrap_or(ALONE);
+        match MINE.compare_exchange(usize::MAX, i, SeqCst, SeqCst) {
+            Ok(_) => i,
+            // Another thread of the process was first: its slot it is.
+            Err(first) => {
+                if i != ALONE {
+                    let slot = self.slot(i);
+                    slot.start.store(0, SeqCst);
+                    slot.owner.store(0, SeqCst);
+                }
+                first
+            }
+        }
     }
 
     fn claim(&self) -> Option<usize> {
@@ -201,6 +241,9 @@ impl Ledger {
 
 extern "C" fn forget_slot() {
     MINE.store(usize::MAX, SeqCst);
+    for used in &LOCAL.used {
+        used.store(0, SeqCst);
+    }
 }
 
 /// Whether a process lives and is the one that started at `start`.
@@ -317,6 +360,7 @@ unsafe fn map_file(fd: i32) -> Option<*mut u8> {
             || st.st_mode & libc::S_IFMT != libc::S_IFREG
             || st.st_uid != libc::geteuid()
             || st.st_mode & 0o077 != 0
+            || st.st_nlink != 1
         {
             return None;
         }

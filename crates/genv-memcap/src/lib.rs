@@ -23,5 +23,6 @@ mod config;
 mod hooks;
 mod ledger;
 mod real;
+mod unwind;
 
 pub use hooks::*;
