@@ -135,6 +135,20 @@ fn the_engine_gets_every_other_argument_exactly() {
             "1",
         ]
     );
+    // A relative GENV_TMPDIR names a folder of the caller's working folder.
+    let mut cmd = Command::new(linked(&sandbox, "genv-docker"));
+    cmd.args(["run", "img"]);
+    sandbox.apply(&mut cmd);
+    cmd.env("GENV_TMPDIR", "relative")
+        .current_dir(sandbox.dir.path());
+    let run = Run::from(cmd.output().unwrap());
+    assert_eq!(run.code, 7, "{run:?}");
+    let relative = std::fs::canonicalize(sandbox.dir.path().join("relative")).unwrap();
+    assert!(
+        run.stdout
+            .contains(&format!("\nio.genv.tmpdir={}\n", relative.display())),
+        "{run:?}"
+    );
     // Other commands pass through untouched; `genv docker` is the same.
     let run = Run::from(
         sandbox
@@ -387,7 +401,10 @@ fn the_runtime_takes_the_state_folder_from_the_bundle_and_checks_it() {
             run.stderr.starts_with("genv: error: ") && run.stderr.contains(why),
             "{value}: {run:?}"
         );
-        assert_eq!(run.stderr.lines().filter(|l| l.contains("error")).count(), 1);
+        assert_eq!(
+            run.stderr.lines().filter(|l| l.contains("error")).count(),
+            1
+        );
         assert!(!args.exists(), "{value}: the real runtime ran");
         assert_eq!(
             std::fs::read_to_string(bundle.join("config.json")).unwrap(),
@@ -783,7 +800,10 @@ fn the_container_is_in_the_callers_state_folder() {
             .find(|l| l.starts_with(&format!("{index},")))
             .unwrap_or_default()
     };
-    assert!(gpu("1").contains(&id), "GPU 1 is the container's: {devices}");
+    assert!(
+        gpu("1").contains(&id),
+        "GPU 1 is the container's: {devices}"
+    );
     assert!(
         gpu("0").contains("holder") && !gpu("0").contains(&id),
         "GPU 0 stays the holder's: {devices}"
