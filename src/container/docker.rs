@@ -76,10 +76,10 @@ pub fn main(args: Vec<OsString>) -> i32 {
 
 /// The caller's state folder, as the runtime gets it: absolute, links
 /// resolved (the runtime takes none), and made as every genv command makes
-/// it, except for a dry run, which makes nothing.
-fn caller_state(dry_run: bool) -> Result<String> {
+/// it, unless `look_only` (a dry run, which makes nothing).
+fn caller_state(look_only: bool) -> Result<String> {
     let dir = StateDir::from_env();
-    if !dry_run {
+    if !look_only {
         dir.root_dir()?;
     }
     let given = dir.root();
@@ -98,7 +98,7 @@ fn caller_state(dry_run: bool) -> Result<String> {
 
 /// The command for `args`: genv's options of `run` taken out and turned
 /// into the runtime and its variables, with the state folder (from
-/// `state`, told whether this is a dry run) for a container that is an
+/// `state`, told whether to look only) for a container that is an
 /// environment; everything else as given.
 pub fn plan(
     args: Vec<OsString>,
@@ -190,7 +190,8 @@ pub fn plan(
     planned.push(format!("--runtime={runtime}").into());
     if options.activate {
         planned.push("--annotation".into());
-        planned.push(format!("{ANNOTATION}={}", state(dry_run)?).into());
+        // Asking for the engine's help makes nothing either.
+        planned.push(format!("{ANNOTATION}={}", state(dry_run || help)?).into());
     }
     planned.extend(variables(&options));
     planned.extend(rest);

@@ -3,9 +3,9 @@
 //! container's environment identifier, the shims first on `PATH`, the shim
 //! and the device locks mounted, and genv's `prestart` and `poststop`
 //! hooks, given the state folder the bundle names once it is checked
-//! ([`super::state_folder`]); on `exec` it adds the same variables to the process JSON. Then it
-//! becomes the real runtime with the arguments as given, so the exit code
-//! is the real runtime's.
+//! ([`super::state_folder`]); on `exec` it adds the same variables to the
+//! process JSON. Then it becomes the real runtime with the arguments as
+//! given, so the exit code is the real runtime's.
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
