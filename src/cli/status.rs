@@ -16,14 +16,17 @@ pub fn run(ctx: &mut Context) -> Result<Exit> {
         return Ok(Exit::SUCCESS);
     };
     let mut tx = dir.transaction(LoadOptions::default())?;
-    let (config, uid) = match tx.envs()?.get(&eid) {
-        Some(env) => (env.config.clone(), u32::try_from(env.uid).ok()),
-        None => (from_variables(), None),
+    let (config, uid, known) = match tx.envs()?.get(&eid) {
+        Some(env) => (env.config.clone(), u32::try_from(env.uid).ok(), true),
+        None => (from_variables(), None, false),
     };
-    let indices = session::attached(&mut tx, &eid);
+    let mut indices = session::attached(&mut tx, &eid);
     let envs = tx.envs()?.clone();
     let queue = tx.queue()?.clone();
     tx.commit()?;
+    if !known && crate::env_vars::get(crate::env_vars::GENV_CONTAINER).is_some() {
+        indices = in_container(dir);
+    }
     let _ = writeln!(out, "Environment is active ({})", escape::terminal(&eid));
     if indices.is_empty() {
         out.push_str("Detached from GPUs\n");
@@ -148,6 +151,24 @@ fn memory_cap(indices: &[u32], usage: Option<&crate::state::memcap_ledger::Usage
     }
     text.push('\n');
     text
+}
+
+/// A container's devices, which its own state folder does not record
+/// (the host's does): the lock files the hook mounted into it, named by
+/// the host's indices (as `genv sdk attached` reads them), else the
+/// indices the hook gave the NVIDIA hook in `NVIDIA_VISIBLE_DEVICES`.
+fn in_container(dir: &crate::state::StateDir) -> Vec<u32> {
+    let mounted = crate::state::device_locks::lockable(dir);
+    if !mounted.is_empty() {
+        return mounted;
+    }
+    let visible = crate::env_vars::get(crate::env_vars::NVIDIA_VISIBLE_DEVICES).unwrap_or_default();
+    // `void`, `none`, `all` or UUIDs: nothing known by index.
+    visible
+        .split(',')
+        .map(|i| i.trim().parse::<u32>())
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .unwrap_or_default()
 }
 
 /// The configuration as the shell's variables carry it.

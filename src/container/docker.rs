@@ -1,14 +1,18 @@
 //! `genv-docker`: `docker run` (or `podman run`) for a container that is
 //! its own environment. genv's options among those of `run` become
-//! `--runtime=genv` and `-e GENV_*=…` for the genv container runtime; every
-//! other argument reaches the engine exactly as given (the engine is
-//! executed, never a shell).
+//! `--runtime=genv` and `-e GENV_*=…` for the genv container runtime, and
+//! the caller's state folder becomes the annotation
+//! [`ANNOTATION`](super::state_folder::ANNOTATION) (engines hand runtimes
+//! none of the caller's variables); every other argument reaches the engine
+//! exactly as given (the engine is executed, never a shell).
 
 use std::ffi::{OsStr, OsString};
 
+use super::state_folder::ANNOTATION;
 use crate::env_vars::{self as ev, get};
 use crate::error::{Error, Result};
 use crate::shim::docker::{GLOBAL_WITH_VALUE, option_width};
+use crate::state::StateDir;
 
 pub const PROGRAM: &str = "genv-docker";
 
@@ -56,7 +60,7 @@ pub fn main(args: Vec<OsString>) -> i32 {
         .filter(|r| !r.is_empty())
         .unwrap_or_else(|| RUNTIME_NAME.to_owned());
     let over_subscribe = get(ev::GENV_ALLOW_OVER_SUBSCRIPTION).as_deref() == Some("1");
-    let plan = match plan(args, engine, &runtime, over_subscribe) {
+    let plan = match plan(args, engine, &runtime, over_subscribe, caller_state) {
         Ok(plan) => plan,
         Err(e) => return crate::shim::fail(&e),
     };
@@ -70,13 +74,38 @@ pub fn main(args: Vec<OsString>) -> i32 {
     crate::shim::exec(std::path::Path::new(&plan.engine), &plan.args)
 }
 
+/// The caller's state folder, as the runtime gets it: absolute, links
+/// resolved (the runtime takes none), and made as every genv command makes
+/// it, unless `look_only` (a dry run, which makes nothing).
+fn caller_state(look_only: bool) -> Result<String> {
+    let dir = StateDir::from_env();
+    if !look_only {
+        dir.root_dir()?;
+    }
+    let given = dir.root();
+    let absolute = std::path::absolute(given).map_err(|e| Error::io(given, e))?;
+    let real = std::fs::canonicalize(&absolute).unwrap_or(absolute);
+    real.into_os_string().into_string().map_err(|path| {
+        Error::hinted(
+            format!(
+                "the state folder {} is not UTF-8, which an annotation for the runtime cannot hold",
+                crate::escape::terminal(&path.to_string_lossy())
+            ),
+            "set GENV_TMPDIR to a folder whose path is UTF-8",
+        )
+    })
+}
+
 /// The command for `args`: genv's options of `run` taken out and turned
-/// into the runtime and its variables; everything else as given.
+/// into the runtime and its variables, with the state folder (from
+/// `state`, told whether to look only) for a container that is an
+/// environment; everything else as given.
 pub fn plan(
     args: Vec<OsString>,
     engine: OsString,
     runtime: &str,
     over_subscribe: bool,
+    state: impl FnOnce(bool) -> Result<String>,
 ) -> Result<Plan> {
     let text: Vec<&str> = args
         .iter()
@@ -159,6 +188,11 @@ pub fn plan(
     }
     let mut planned: Vec<OsString> = args[..start].to_vec();
     planned.push(format!("--runtime={runtime}").into());
+    if options.activate {
+        planned.push("--annotation".into());
+        // Asking for the engine's help makes nothing either.
+        planned.push(format!("{ANNOTATION}={}", state(dry_run || help)?).into());
+    }
     planned.extend(variables(&options));
     planned.extend(rest);
     Ok(Plan {
@@ -318,7 +352,7 @@ mod tests {
 
     fn planned(args: &[&str]) -> Vec<String> {
         let args = args.iter().map(OsString::from).collect();
-        plan(args, "docker".into(), "genv", false)
+        plan(args, "docker".into(), "genv", false, |_| Ok("/s".into()))
             .unwrap()
             .args
             .iter()
@@ -333,6 +367,8 @@ mod tests {
             [
                 "run",
                 "--runtime=genv",
+                "--annotation",
+                "io.genv.tmpdir=/s",
                 "--rm",
                 "-e",
                 "A=1",
@@ -361,6 +397,8 @@ mod tests {
                 "h",
                 "run",
                 "--runtime=genv",
+                "--annotation",
+                "io.genv.tmpdir=/s",
                 "-e",
                 "GENV_GPUS=2",
                 "-e",
@@ -371,13 +409,18 @@ mod tests {
             ]
         );
         assert_eq!(planned(&["ps", "--gpus", "1"]), ["ps", "--gpus", "1"]);
+        // A container that is no environment needs no state folder.
+        assert_eq!(
+            planned(&["run", "--no-activate", "img"]),
+            ["run", "--runtime=genv", "-e", "GENV_ACTIVATE=0", "img"]
+        );
     }
 
     #[test]
     fn bad_values_are_refused() {
         for args in [["run", "--gpus", "all"], ["run", "--gpu-memory", "4x"]] {
             let args = args.iter().map(OsString::from).collect();
-            assert!(plan(args, "docker".into(), "genv", false).is_err());
+            assert!(plan(args, "docker".into(), "genv", false, |_| Ok("/s".into())).is_err());
         }
     }
 }

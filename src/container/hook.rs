@@ -8,6 +8,8 @@
 //! fails, and the failure stops the container's creation. It then sets
 //! `NVIDIA_VISIBLE_DEVICES` in the bundle's configuration for the NVIDIA
 //! hook that runs after it. `poststop` releases the environment at once.
+//! Both act on the state folder the bundle names, checked again
+//! ([`super::state_folder`]), else on the one the runtime gave them.
 
 use std::ffi::OsString;
 use std::io::Read;
@@ -85,6 +87,7 @@ fn prestart(state: &State) -> Result<()> {
     if env_get(&env, ev::GENV_ACTIVATE) == Some("0") {
         return Ok(());
     }
+    let dir = state_dir(&spec, state)?;
     let pid = state
         .pid
         .ok_or_else(|| Error::msg("the container's state names no pid to activate"))?;
@@ -124,6 +127,7 @@ fn prestart(state: &State) -> Result<()> {
     let attach = env_get(&env, ev::GENV_ATTACH) != Some("0");
     let over_subscribe = env_get(&env, ev::GENV_ALLOW_OVER_SUBSCRIPTION) == Some("1");
     let attached = activate(
+        &dir,
         &eid,
         pid,
         config,
@@ -160,17 +164,30 @@ fn prestart(state: &State) -> Result<()> {
     // The environment exists from here on: any failure releases it, so a
     // refused container leaves nothing behind.
     let mounted = super::runtime::write(&config_path, &json)
-        .and_then(|()| mount_state_files(state, &spec, &env, &eid, pid, attached.as_deref()));
+        .and_then(|()| mount_state_files(&dir, state, &spec, &env, &eid, pid, attached.as_deref()));
     if let Err(e) = mounted {
-        let _ = release(&StateDir::from_env(), &eid, Some(pid), &spec);
+        let _ = release(&dir, &eid, Some(pid), &spec);
         return Err(e);
     }
     Ok(())
 }
 
+/// The host's state folder: the one the bundle names (checked again: it
+/// may have changed since the runtime looked), else the one the runtime
+/// gave the hook.
+fn state_dir(spec: &Spec, state: &State) -> Result<StateDir> {
+    Ok(
+        match super::state_folder::from_bundle(spec, &state.bundle)? {
+            Some(folder) => StateDir::new(folder),
+            None => StateDir::from_env(),
+        },
+    )
+}
+
 /// Mounts the attached devices' lock files and, when the environment has
 /// a capacity, the memory cap's ledger into the container's state folder.
 fn mount_state_files(
+    dir: &StateDir,
     state: &State,
     spec: &Spec,
     env: &[String],
@@ -178,12 +195,11 @@ fn mount_state_files(
     pid: i64,
     attached: Option<&[u32]>,
 ) -> Result<()> {
-    let dir = StateDir::from_env();
     let mut files = Vec::new();
     if env_get(env, ev::GENV_MOUNT_DEVICE_LOCKS) != Some("0") {
         for &index in attached.unwrap_or_default() {
             files.push(super::inject::File {
-                fd: crate::state::device_locks::open_lock_file(&dir, index)?,
+                fd: crate::state::device_locks::open_lock_file(dir, index)?,
                 name: format!("devices/{index}.lock"),
             });
         }
@@ -240,12 +256,13 @@ fn container_uid(spec: &Spec) -> (u32, u32) {
 /// pid, configured and attached, or nothing written at all. Returns the
 /// attached devices when asked to attach.
 fn activate(
+    dir: &StateDir,
     eid: &str,
     pid: i64,
     config: Config,
     attach: Option<(Option<Vec<u32>>, bool)>,
 ) -> Result<Option<Vec<u32>>> {
-    let ctx = Context::new(StateDir::from_env());
+    let ctx = Context::new(dir.clone());
     let uid = crate::procs::current_uid();
     let username = crate::procs::username(uid);
     // Asked before the lock, as every verb does.
@@ -313,7 +330,7 @@ fn poststop(state: &State) -> Result<()> {
         return Ok(());
     }
     let eid = environment_id(&env, state);
-    release(&StateDir::from_env(), &eid, state.pid, &spec)
+    release(&state_dir(&spec, state)?, &eid, state.pid, &spec)
 }
 
 /// The container's process leaves its environment; an environment left

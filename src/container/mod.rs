@@ -9,12 +9,16 @@
 //!   activates, configures and attaches the container's environment, and
 //!   the `poststop` hook that releases it.
 //!
-//! All three are the `genv` executable run under those names.
+//! All three are the `genv` executable run under those names. The caller's
+//! state folder reaches the runtime and its hooks in the bundle
+//! ([`state_folder`]), since engines hand runtimes none of the caller's
+//! variables.
 
 pub mod docker;
 pub mod hook;
 mod inject;
 pub mod runtime;
+pub mod state_folder;
 
 pub use docker::PROGRAM as DOCKER_PROGRAM;
 pub use hook::PROGRAM as HOOK_PROGRAM;

@@ -2,9 +2,10 @@
 //! `create` (and `run`) it adds genv to the bundle's `config.json`: the
 //! container's environment identifier, the shims first on `PATH`, the shim
 //! and the device locks mounted, and genv's `prestart` and `poststop`
-//! hooks; on `exec` it adds the same variables to the process JSON. Then it
-//! becomes the real runtime with the arguments as given, so the exit code
-//! is the real runtime's.
+//! hooks, given the state folder the bundle names once it is checked
+//! ([`super::state_folder`]); on `exec` it adds the same variables to the
+//! process JSON. Then it becomes the real runtime with the arguments as
+//! given, so the exit code is the real runtime's.
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -213,9 +214,11 @@ pub fn rewrite_config(path: &Path, id: &str) -> Result<()> {
     json["process"]["env"] = serde_json::to_value(&env).map_err(|e| Error::msg(e.to_string()))?;
     let exe = std::env::current_exe().map_err(|e| Error::io("/proc/self/exe", e))?;
     if env_get(&env, ev::GENV_ACTIVATE) != Some("0") {
+        let state = super::state_folder::from_bundle(&spec, bundle)?;
         let eid = env_get(&env, ev::GENV_ENVIRONMENT_ID).unwrap_or(id);
         for stage in ["prestart", "poststop"] {
-            push(&mut json, &["hooks", stage], hook(&exe, stage, eid)?);
+            let hook = hook(&exe, stage, eid, state.as_deref())?;
+            push(&mut json, &["hooks", stage], hook);
         }
     }
     for mount in mounts {
@@ -294,13 +297,19 @@ pub fn rewrite_process(path: &Path, id: &str) -> Result<()> {
 
 /// genv's hook for `stage`: this executable run as the hook, with the
 /// variables that say where the state is (a runtime gives hooks no
-/// environment of its own).
-fn hook(exe: &Path, stage: &str, eid: &str) -> Result<Value> {
+/// environment of its own): the runtime's own `PATH` and `GENV_*` (what
+/// the engine's configuration gives it), and the state folder the bundle
+/// names, `state`, before the runtime's own.
+fn hook(exe: &Path, stage: &str, eid: &str, state: Option<&Path>) -> Result<Value> {
     let mut env: Vec<String> = std::env::vars()
         .filter(|(name, _)| name == "PATH" || name.starts_with("GENV_"))
         .filter(|(name, _)| name != ev::GENV_SHIM_DEPTH && name != ev::GENV_ENVIRONMENT_ID)
+        .filter(|(name, _)| state.is_none() || name != ev::GENV_TMPDIR)
         .map(|(name, value)| format!("{name}={value}"))
         .collect();
+    if let Some(state) = state {
+        env.push(format!("{}={}", ev::GENV_TMPDIR, state.display()));
+    }
     env.push(format!("{}={eid}", ev::GENV_ENVIRONMENT_ID));
     let hook = HookBuilder::default()
         .path(exe)

@@ -59,7 +59,10 @@ fn dry_run_prints_the_command_with_arguments_quoted() {
     args.retain(|a| *a != "--dry-run");
     args.insert(3, "--dry-run");
     let run = genv_docker(&sandbox, &args).ok();
-    insta::assert_snapshot!("container_dry_run_tricky", run.stdout);
+    let state = sandbox.state();
+    let stdout = run.stdout.replace(state.to_str().unwrap(), "[STATE]");
+    insta::assert_snapshot!("container_dry_run_tricky", stdout);
+    assert!(!state.exists(), "a dry run makes nothing");
 
     let mut sandbox = Sandbox::new();
     sandbox.set("GENV_ALLOW_OVER_SUBSCRIPTION", "1");
@@ -96,6 +99,11 @@ fn the_engine_gets_every_other_argument_exactly() {
     let run = genv_docker(&sandbox, &args);
     assert_eq!(run.code, 7, "{run:?}");
     let got: Vec<&str> = run.stdout.lines().collect();
+    // The state folder, made as every genv command makes it, is handed to
+    // the runtime in the bundle (engines give runtimes none of the
+    // caller's variables).
+    let state = std::fs::canonicalize(sandbox.state()).unwrap();
+    let annotation = format!("io.genv.tmpdir={}", state.display());
     assert_eq!(
         got,
         [
@@ -103,6 +111,8 @@ fn the_engine_gets_every_other_argument_exactly() {
             "unix:///run/x.sock",
             "run",
             "--runtime=genv",
+            "--annotation",
+            &annotation,
             "-e",
             "GENV_GPUS=2",
             "-e",
@@ -124,6 +134,20 @@ fn the_engine_gets_every_other_argument_exactly() {
             "--gpus",
             "1",
         ]
+    );
+    // A relative GENV_TMPDIR names a folder of the caller's working folder.
+    let mut cmd = Command::new(linked(&sandbox, "genv-docker"));
+    cmd.args(["run", "img"]);
+    sandbox.apply(&mut cmd);
+    cmd.env("GENV_TMPDIR", "relative")
+        .current_dir(sandbox.dir.path());
+    let run = Run::from(cmd.output().unwrap());
+    assert_eq!(run.code, 7, "{run:?}");
+    let relative = std::fs::canonicalize(sandbox.dir.path().join("relative")).unwrap();
+    assert!(
+        run.stdout
+            .contains(&format!("\nio.genv.tmpdir={}\n", relative.display())),
+        "{run:?}"
     );
     // Other commands pass through untouched; `genv docker` is the same.
     let run = Run::from(
@@ -294,6 +318,180 @@ fn the_runtime_rewrites_the_bundle_then_runs_the_real_runtime() {
             .iter()
             .any(|o| o == "ro")
     );
+}
+
+/// `genv-container-runtime` in front of a fake `runc` that records its
+/// arguments in `args` beside it and exits 3.
+fn fake_runc(sandbox: &mut Sandbox) -> (PathBuf, PathBuf) {
+    let runtime = linked(sandbox, "genv-container-runtime");
+    let bin = runtime.parent().unwrap().to_path_buf();
+    let real = bin.join("runc");
+    std::fs::write(
+        &real,
+        "#!/bin/sh\necho \"$@\" > \"$(dirname \"$0\")/args\"\nexit 3\n",
+    )
+    .unwrap();
+    Command::new("chmod")
+        .arg("755")
+        .arg(&real)
+        .status()
+        .unwrap();
+    sandbox.set("PATH", &format!("{}:/usr/bin:/bin", bin.display()));
+    (runtime, bin.join("args"))
+}
+
+/// A bundle whose configuration names `state` as the state folder.
+fn bundle_naming(sandbox: &Sandbox, state: &str, env: &[&str]) -> (PathBuf, String) {
+    let bundle = sandbox.dir.path().join("bundle");
+    std::fs::create_dir_all(&bundle).unwrap();
+    let config = serde_json::json!({
+        "ociVersion": "1.0.2",
+        "process": {"user": {"uid": 0, "gid": 0}, "cwd": "/", "args": ["sh"], "env": env},
+        "root": {"path": "rootfs"},
+        "annotations": {"io.genv.tmpdir": state},
+    })
+    .to_string();
+    std::fs::write(bundle.join("config.json"), &config).unwrap();
+    (bundle, config)
+}
+
+/// The runtime runs as root and the bundle's state folder is written by
+/// whoever ran the engine: it takes only an absolute path, without `..`,
+/// to a real folder that neither is nor lies under one that another user
+/// controls, and hands that to its hooks; anything else stops the
+/// container, with one line, before the real runtime runs and with the
+/// bundle untouched.
+#[test]
+fn the_runtime_takes_the_state_folder_from_the_bundle_and_checks_it() {
+    use crate::common::users::{MALLORY, command_as};
+    let mut sandbox = Sandbox::multi_user();
+    let (runtime, args) = fake_runc(&mut sandbox);
+    let top = sandbox.dir.path().to_path_buf();
+    let state = sandbox.state();
+    let mallorys = sandbox.home_of(MALLORY).join("state");
+    assert!(
+        command_as(MALLORY, "mkdir")
+            .arg(&mallorys)
+            .status()
+            .unwrap()
+            .success()
+    );
+    // Root's folder, in a folder of mallory's: she can put another there.
+    let beneath = sandbox.home_of(MALLORY).join("roots");
+    std::fs::create_dir(&beneath).unwrap();
+    let link = top.join("link");
+    std::os::unix::fs::symlink(&state, &link).unwrap();
+    let text = |p: &Path| p.to_str().unwrap().to_owned();
+    for (value, why) in [
+        ("genv".to_owned(), "is not an absolute path"),
+        (format!("{}/../genv", text(&state)), "'..'"),
+        (text(&link), "a symbolic link"),
+        (format!("{}/genv", text(&link)), "a symbolic link"),
+        (text(&top.join("missing")), "does not exist"),
+        (text(&mallorys), "belongs to uid 47102"),
+        (text(&beneath), "belongs to uid 47102"),
+    ] {
+        let (bundle, config) = bundle_naming(&sandbox, &value, &["GENV_GPUS=1"]);
+        let mut cmd = Command::new(&runtime);
+        cmd.args(["create", "--bundle"]).arg(&bundle).arg("cid");
+        sandbox.apply(&mut cmd);
+        let run = Run::from(cmd.output().unwrap());
+        assert_eq!(run.code, 1, "{value}: {run:?}");
+        assert!(
+            run.stderr.starts_with("genv: error: ") && run.stderr.contains(why),
+            "{value}: {run:?}"
+        );
+        assert_eq!(
+            run.stderr.lines().filter(|l| l.contains("error")).count(),
+            1
+        );
+        assert!(!args.exists(), "{value}: the real runtime ran");
+        assert_eq!(
+            std::fs::read_to_string(bundle.join("config.json")).unwrap(),
+            config
+        );
+    }
+    // Root's own folder: the hooks get it, whatever the runtime's
+    // environment says.
+    let (bundle, _) = bundle_naming(&sandbox, &text(&state), &["GENV_GPUS=1"]);
+    let mut cmd = Command::new(&runtime);
+    cmd.args(["create", "--bundle"]).arg(&bundle).arg("cid");
+    sandbox.apply(&mut cmd);
+    cmd.env("GENV_TMPDIR", "/nonexistent/elsewhere");
+    let run = Run::from(cmd.output().unwrap());
+    assert_eq!(run.code, 3, "the real runtime ran: {run:?}");
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(bundle.join("config.json")).unwrap()).unwrap();
+    for stage in ["prestart", "poststop"] {
+        let env = &json["hooks"][stage][0]["env"];
+        let tmpdirs: Vec<&str> = env
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|e| e.as_str()?.strip_prefix("GENV_TMPDIR="))
+            .collect();
+        assert_eq!(tmpdirs, [text(&state)], "{stage}: {env}");
+    }
+}
+
+/// The hook finds the state folder in the bundle too, and checks it again
+/// (the folder may have changed since `create`): a folder of another user
+/// is refused with nothing written anywhere; root's own is where the
+/// container's environment is made and released, whatever the hook's
+/// environment names.
+#[test]
+fn the_hook_acts_on_the_state_folder_the_bundle_names() {
+    use crate::common::users::{MALLORY, command_as};
+    let sandbox = Sandbox::multi_user();
+    let mallorys = sandbox.home_of(MALLORY).join("state");
+    assert!(
+        command_as(MALLORY, "mkdir")
+            .arg(&mallorys)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let other = sandbox.dir.path().join("other");
+    std::fs::create_dir(&other).unwrap();
+    let init = crate::common::Sleeper::new();
+    let hook = |stage: &str, bundle: &Path| {
+        let mut cmd = Command::new(linked(&sandbox, "genv-container-runtime-hook"));
+        cmd.arg(stage);
+        sandbox.apply(&mut cmd);
+        let state = serde_json::json!({
+            "ociVersion": "1.0.2", "id": "cid", "status": "created",
+            "pid": init.pid(), "bundle": bundle,
+        });
+        cmd.stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        let mut child = cmd.spawn().unwrap();
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(state.to_string().as_bytes())
+            .unwrap();
+        Run::from(child.wait_with_output().unwrap())
+    };
+    let env = ["GENV_GPUS=1", "GENV_MOUNT_DEVICE_LOCKS=0"];
+    let (bundle, _) = bundle_naming(&sandbox, mallorys.to_str().unwrap(), &env);
+    let run = hook("prestart", &bundle).fails();
+    assert!(run.stderr.contains("belongs to uid 47102"), "{run:?}");
+    assert_eq!(std::fs::read_dir(&mallorys).unwrap().count(), 0);
+    assert_eq!(sandbox.envs_csv(), "");
+
+    let (bundle, _) = bundle_naming(&sandbox, other.to_str().unwrap(), &env);
+    hook("prestart", &bundle).ok();
+    assert_eq!(sandbox.envs_csv(), "", "not in the hook's GENV_TMPDIR");
+    let mut in_other = sandbox.cmd(&["devices", "ps", "--format", "csv", "--no-header"]);
+    in_other.env("GENV_TMPDIR", &other);
+    let devices = Run::from(in_other.output().unwrap()).ok().stdout;
+    assert!(devices.lines().any(|l| l.contains(",cid,")), "{devices}");
+    hook("poststop", &bundle).ok();
+    let devices = Run::from(in_other.output().unwrap()).ok().stdout;
+    assert!(!devices.contains("cid"), "released: {devices}");
 }
 
 /// The statically linked genv that scripts/test builds next to genv.
@@ -567,18 +765,76 @@ fn a_container_is_an_environment_with_real_podman_and_runc() {
     );
 }
 
+/// The README's one-command check, with the runtime registered as a user
+/// registers it: podman hands the runtime none of the caller's variables,
+/// so the state folder (`GENV_TMPDIR`) reaches it only in the bundle, from
+/// genv-docker. The container's environment is in the caller's state, and
+/// takes the GPU that another environment there leaves free; the default
+/// state folder gets nothing; inside, `genv status` names the GPU.
+#[test]
+fn the_container_is_in_the_callers_state_folder() {
+    static_genv();
+    let mut sandbox = Sandbox::new();
+    let (conf, image) = podman_bed(&mut sandbox);
+    // Another environment of the caller's state holds GPU 0.
+    let holder = crate::common::Sleeper::new();
+    sandbox.activate_env("holder", holder.pid()).ok();
+    sandbox.attach_index("holder", 0).ok();
+    let name = format!("genv-test-state-{}", std::process::id());
+    let default_state = |file: &str| std::fs::read_to_string(Path::new("/var/tmp/genv").join(file));
+    let run = genv_docker(
+        &sandbox,
+        &[
+            "run", "-d", "--name", &name, "--gpus", "1", image, "sleep", "60",
+        ],
+    )
+    .ok();
+    let id = run.stdout.trim().to_owned();
+    let _cleanup = scopeguard(&conf, &name);
+    let envs = sandbox.envs_csv();
+    assert!(envs.contains(&id), "the container's environment: {envs}");
+    let devices = sandbox.devices_csv();
+    let gpu = |index: &str| {
+        devices
+            .lines()
+            .find(|l| l.starts_with(&format!("{index},")))
+            .unwrap_or_default()
+    };
+    assert!(
+        gpu("1").contains(&id),
+        "GPU 1 is the container's: {devices}"
+    );
+    assert!(
+        gpu("0").contains("holder") && !gpu("0").contains(&id),
+        "GPU 0 stays the holder's: {devices}"
+    );
+    for file in ["envs.json", "devices.json"] {
+        let text = default_state(file).unwrap_or_default();
+        assert!(!text.contains(&id), "/var/tmp/genv/{file}: {text}");
+    }
+    let status = podman(&conf, &["exec", &name, "genv", "status"]).ok();
+    assert!(
+        status.stdout.contains("Attached to GPUs at indices 1\n"),
+        "{status:?}"
+    );
+    podman(&conf, &["rm", "-f", "-t", "0", &name]).ok();
+    assert!(!sandbox.envs_csv().contains(&id), "released");
+    let devices = sandbox.devices_csv();
+    assert!(!devices.contains(&id), "GPU 1 is free again: {devices}");
+    drop(holder);
+}
+
 /// A sandbox set up for podman with genv's runtime: a busybox image (no
-/// Python, no glibc) imported as `image`, the runtime run with the
-/// sandbox's variables, `genv-docker` running podman. Returns podman's
+/// Python, no glibc) imported as `image`, the runtime registered in
+/// podman's configuration, `genv-docker` running podman. Returns podman's
 /// configuration file and the image.
 fn podman_bed(sandbox: &mut Sandbox) -> (PathBuf, &'static str) {
     need("runc");
     let busybox = need("busybox");
     sandbox.set("GENV_MOCK_DEVICE_TOTAL_MEMORY", "16g");
     let work = sandbox.dir.path().to_path_buf();
-    // podman refuses default ulimits as root in some sandboxes: none.
     let conf = work.join("containers.conf");
-    std::fs::write(&conf, "[containers]\ndefault_ulimits = []\n").unwrap();
+    std::fs::write(&conf, containers_conf(sandbox)).unwrap();
     // An image from busybox alone: no Python, no glibc.
     let rootfs = work.join("rootfs");
     std::fs::create_dir_all(rootfs.join("bin")).unwrap();
@@ -600,28 +856,29 @@ fn podman_bed(sandbox: &mut Sandbox) -> (PathBuf, &'static str) {
     );
     let image = "localhost/genv-test-busybox:latest";
     podman(&conf, &["import", tar.to_str().unwrap(), image]).ok();
-    // Engines run runtimes with their own environment: the runtime is
-    // given the sandbox's state folder by a wrapper.
-    let runtime = work.join("runtime");
-    let vars: String = sandbox
-        .vars
-        .iter()
-        .map(|(n, v)| format!("export {n}='{v}'\n"))
-        .collect();
-    std::fs::write(
-        &runtime,
-        format!("#!/bin/bash\n{vars}exec -a genv-container-runtime {GENV} \"$@\"\n"),
-    )
-    .unwrap();
-    Command::new("chmod")
-        .arg("755")
-        .arg(&runtime)
-        .status()
-        .unwrap();
     sandbox.set("GENV_DOCKER", need("podman").to_str().unwrap());
-    sandbox.set("GENV_CONTAINER_RUNTIME", runtime.to_str().unwrap());
     sandbox.set("CONTAINERS_CONF", conf.to_str().unwrap());
     (conf, image)
+}
+
+/// podman's configuration as a user writes it: the runtime registered
+/// under the name genv-docker gives (`[engine.runtimes]`, as the README
+/// says), nothing that hands the runtime the caller's variables. The
+/// simulated GPUs stand in for the machine's own, which the runtime finds
+/// whoever runs it; `GENV_TMPDIR` is deliberately not among them: the
+/// state folder reaches the runtime in the bundle, from genv-docker.
+fn containers_conf(sandbox: &Sandbox) -> String {
+    let runtime = linked(sandbox, "genv-container-runtime");
+    format!(
+        "[containers]\n\
+         # podman refuses default ulimits as root in some sandboxes: none.\n\
+         default_ulimits = []\n\
+         [engine]\n\
+         conmon_env_vars = [\"GENV_MOCK_DEVICE_COUNT=2\", \"GENV_MOCK_DEVICE_TOTAL_MEMORY=16g\"]\n\
+         [engine.runtimes]\n\
+         genv = [\"{}\"]\n",
+        runtime.display()
+    )
 }
 
 #[test]
