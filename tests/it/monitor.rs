@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::common::users::{MALLORY, alive, command_as};
+use crate::common::users::{ALICE, MALLORY, alive, command_as};
 use crate::common::{Run, Sandbox};
 
 /// genv 1.4.3's metrics with their help texts (genv/metrics/specs.py).
@@ -996,4 +996,115 @@ fn speaks_http_1_1_with_bounded_keep_alive() {
         assert!(answered < 10_000, "never closed");
     }
     assert!(answered >= 10, "closed after {answered} requests");
+}
+
+/// The files `genv monitor` publishes, under the configuration folder.
+const PUBLISHED: [&str; 5] = [
+    "grafana/dashboards/overview.json",
+    "grafana/grafana.ini",
+    "grafana/provisioning/dashboards/default.yml",
+    "grafana/provisioning/datasources/default.yml",
+    "prometheus/prometheus.yml",
+];
+
+/// Every entry under `root` is root's, a folder 0755 or a file 0644 (no
+/// link, nothing else), and the files are exactly the published ones.
+#[track_caller]
+fn assert_published_by_root(root: &std::path::Path) {
+    use std::os::unix::fs::MetadataExt;
+    let mut files = Vec::new();
+    let mut folders = vec![root.to_path_buf()];
+    while let Some(folder) = folders.pop() {
+        let meta = std::fs::symlink_metadata(&folder).unwrap();
+        assert!(meta.is_dir(), "{}: {meta:?}", folder.display());
+        assert_eq!(
+            (meta.uid(), meta.mode() & 0o7777),
+            (0, 0o755),
+            "{}",
+            folder.display()
+        );
+        for entry in std::fs::read_dir(&folder).unwrap() {
+            let path = entry.unwrap().path();
+            let meta = std::fs::symlink_metadata(&path).unwrap();
+            if meta.is_dir() {
+                folders.push(path);
+                continue;
+            }
+            assert!(meta.is_file(), "{}: {meta:?}", path.display());
+            assert_eq!(
+                (meta.uid(), meta.mode() & 0o7777),
+                (0, 0o644),
+                "{}",
+                path.display()
+            );
+            files.push(path.strip_prefix(root).unwrap().display().to_string());
+        }
+    }
+    files.sort();
+    assert_eq!(files, PUBLISHED);
+}
+
+#[test]
+fn root_publishes_its_own_files_over_what_another_user_planted() {
+    use std::os::unix::fs::MetadataExt;
+    let sb = Sandbox::multi_user();
+    let metrics = sb.file("metrics");
+    // A file of alice's, which mallory links to from the published tree.
+    let notes = sb.home_of(ALICE).join("notes.yml");
+    let status = command_as(ALICE, "sh")
+        .args(["-c", "printf 'alice\\n' > \"$1\"", "sh"])
+        .arg(&notes)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    // Mallory's configuration for an administrator's Grafana, in place
+    // before root first runs the exporter: open to everyone, a plugin of
+    // hers and a link where prometheus.yml goes.
+    let plant = r#"umask 0 && mkdir -p "$1/grafana/provisioning/plugins" "$1/prometheus" &&
+printf '[plugins]\nallow_loading_unsigned_plugins = evil\n[paths]\nplugins = /tmp/evil\n' > "$1/grafana/grafana.ini" &&
+printf 'apiVersion: 1\napps: [{type: evil}]\n' > "$1/grafana/provisioning/plugins/evil.yml" &&
+ln -s "$2" "$1/prometheus/prometheus.yml""#;
+    let status = command_as(MALLORY, "sh")
+        .args(["-c", plant, "sh"])
+        .arg(&metrics)
+        .arg(&notes)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let hers = std::fs::symlink_metadata(&notes).unwrap();
+    let ini = metrics.join("grafana/grafana.ini");
+    let meta = std::fs::metadata(&ini).unwrap();
+    assert_eq!((meta.uid(), meta.mode() & 0o777), (MALLORY, 0o666));
+
+    let monitor = Monitor::start(&sb);
+    assert_published_by_root(&metrics);
+    let ini = std::fs::read_to_string(&ini).unwrap();
+    assert!(!ini.contains("evil"), "{ini}");
+    assert!(
+        std::fs::read_to_string(metrics.join("prometheus/prometheus.yml"))
+            .unwrap()
+            .contains(&format!("127.0.0.1:{}", monitor.port))
+    );
+    let meta = std::fs::symlink_metadata(&notes).unwrap();
+    assert_eq!(
+        (meta.uid(), meta.mode(), meta.ino()),
+        (ALICE, hers.mode(), hers.ino())
+    );
+    assert_eq!(std::fs::read_to_string(&notes).unwrap(), "alice\n");
+    drop(monitor);
+
+    // Root again: its own files are replaced in place, nothing is moved.
+    let names = |dir: &std::path::Path| -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        names
+    };
+    let before = names(&sb.state());
+    let monitor = Monitor::start(&sb);
+    assert_published_by_root(&metrics);
+    assert_eq!(names(&sb.state()), before);
+    drop(monitor);
 }
