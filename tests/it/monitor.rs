@@ -789,6 +789,12 @@ fn allow_open_files(files: u64) {
     }
 }
 
+fn open_files(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count()
+}
+
 /// What a process's `/proc/PID/status` says of `field` (`VmHWM`), in kB.
 fn status_kb(pid: u32, field: &str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
@@ -860,6 +866,28 @@ fn a_thousand_idle_connections_neither_stop_nor_starve_it() {
     );
     assert!(idle.len() > 900, "{} connected", idle.len());
     drop(idle);
+}
+
+#[test]
+fn an_accept_without_descriptors_backs_off_and_carries_on() {
+    let sb = Sandbox::new();
+    // What the exporter holds open when idle, and then a limit that
+    // leaves it three more: connections run it out of descriptors.
+    let baseline = Monitor::start_limited(&sb, 1024);
+    let held = open_files(baseline.pid());
+    drop(baseline);
+    let monitor = Monitor::start_limited(&sb, u32::try_from(held).unwrap() + 3);
+    let address = std::net::SocketAddr::from(([127, 0, 0, 1], monitor.port));
+    let idle: Vec<TcpStream> = (0..200)
+        .filter_map(|_| TcpStream::connect_timeout(&address, Duration::from_secs(5)).ok())
+        .collect();
+    scrape_within(
+        &monitor,
+        Duration::from_secs(30),
+        "running out of descriptors",
+    );
+    drop(idle);
+    scrape_within(&monitor, Duration::from_secs(5), "the clients left");
 }
 
 #[test]
