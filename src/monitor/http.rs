@@ -10,11 +10,12 @@
 //! deadlines, each connection writes on its own thread, and an accept that
 //! fails (out of descriptors) backs off instead of ending the server.
 
+use std::collections::VecDeque;
 use std::io::{ErrorKind, IoSlice, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use rustix::event::{PollFd, PollFlags};
@@ -164,13 +165,28 @@ struct Connection {
     since: AtomicU64,
 }
 
-/// The connections held, bounded.
+/// The connections held, bounded, and the threads waiting to answer one.
 struct Connections {
     epoch: Instant,
     max: usize,
     next: AtomicU64,
     open: Mutex<Vec<Arc<Connection>>>,
+    waiting: Mutex<Waiting>,
+    handed: Condvar,
 }
+
+/// Connections handed over and not yet taken, and the threads waiting
+/// for one (a thread woken is scheduled at once; a new one may wait for
+/// the next tick on a busy machine).
+#[derive(Default)]
+struct Waiting {
+    connections: VecDeque<Arc<Connection>>,
+    threads: usize,
+    closed: bool,
+}
+
+/// How long a thread with nothing to answer waits for a connection.
+const SPARE: Duration = Duration::from_secs(60);
 
 impl Connections {
     fn new(max: usize) -> Connections {
@@ -179,6 +195,44 @@ impl Connections {
             max: max.max(1),
             next: AtomicU64::new(0),
             open: Mutex::new(Vec::with_capacity(max)),
+            waiting: Mutex::new(Waiting::default()),
+            handed: Condvar::new(),
+        }
+    }
+
+    /// Gives `connection` to a waiting thread; gives it back when none
+    /// waits.
+    fn hand_over(&self, connection: Arc<Connection>) -> Option<Arc<Connection>> {
+        let mut waiting = self.waiting.lock().unwrap_or_else(PoisonError::into_inner);
+        if waiting.threads == 0 {
+            return Some(connection);
+        }
+        waiting.threads -= 1;
+        waiting.connections.push_back(connection);
+        self.handed.notify_one();
+        None
+    }
+
+    /// The next connection for a thread that has answered its last one;
+    /// `None` when none came for a while (the thread ends).
+    fn next_connection(&self) -> Option<Arc<Connection>> {
+        let mut waiting = self.waiting.lock().unwrap_or_else(PoisonError::into_inner);
+        waiting.threads += 1;
+        let deadline = Instant::now() + SPARE;
+        loop {
+            if let Some(connection) = waiting.connections.pop_front() {
+                return Some(connection);
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if waiting.closed || left.is_zero() {
+                waiting.threads -= 1;
+                return None;
+            }
+            waiting = self
+                .handed
+                .wait_timeout(waiting, left)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
         }
     }
 
@@ -218,6 +272,9 @@ impl Connections {
         for connection in open.drain(..) {
             let _ = connection.stream.shutdown(Shutdown::Both);
         }
+        let mut waiting = self.waiting.lock().unwrap_or_else(PoisonError::into_inner);
+        waiting.closed = true;
+        self.handed.notify_all();
     }
 }
 
@@ -237,7 +294,8 @@ fn shed(open: &mut Vec<Arc<Connection>>) -> bool {
     true
 }
 
-/// Answers `stream` on a thread of its own; a thread that cannot be
+/// Answers `stream` on a thread: one of the threads waiting for a
+/// connection (woken at once) or a new one. A thread that cannot be
 /// started closes the connection.
 fn start(stream: TcpStream, open: &Arc<Connections>, shared: &Shared, limits: Limits) {
     // Accepted sockets do not inherit the listener's non-blocking mode on
@@ -247,13 +305,22 @@ fn start(stream: TcpStream, open: &Arc<Connections>, shared: &Shared, limits: Li
     }
     let connection = open.admit(stream);
     let id = connection.id;
+    let Some(connection) = open.hand_over(connection) else {
+        return;
+    };
     let (thread_open, shared) = (Arc::clone(open), Arc::clone(shared));
     let started = std::thread::Builder::new()
         .name("genv-monitor-client".into())
         .stack_size(STACK)
         .spawn(move || {
-            serve(&connection, &thread_open, &shared, limits);
-            thread_open.leave(connection.id);
+            let mut next = Some(connection);
+            while let Some(connection) = next.take() {
+                serve(&connection, &thread_open, &shared, limits);
+                thread_open.leave(connection.id);
+                // Closed now, not kept open while waiting for the next.
+                drop(connection);
+                next = thread_open.next_connection();
+            }
         });
     if started.is_err() {
         open.leave(id);
