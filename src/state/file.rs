@@ -141,6 +141,7 @@ impl Dir {
                     Some(FileType::Symlink) => "a symbolic link",
                     _ => "not a folder",
                 },
+                Err(Errno::ACCESS) => "a folder of another user",
                 Err(e) => return Err(Error::io(&path, e.into())),
             };
             match self.rename_aside(name) {
@@ -778,6 +779,40 @@ mod tests {
             b"three"
         );
         assert_eq!(std::fs::read(&outside).unwrap(), b"mine");
+    }
+
+    /// A published folder is this user's own 0755 one: a link or a folder
+    /// others may write into is moved aside, not used; an own folder the
+    /// umask narrowed is reused and opened up to 0755.
+    #[test]
+    fn own_folders_replace_what_others_could_write() {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = Dir::open_root(tmp.path()).unwrap();
+        let outside = tmp.path().join("outside");
+        std::fs::create_dir(&outside).unwrap();
+        std::os::unix::fs::symlink(&outside, tmp.path().join("linked")).unwrap();
+        let open = tmp.path().join("open");
+        std::fs::create_dir(&open).unwrap();
+        std::fs::write(open.join("planted"), b"x").unwrap();
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let narrow = tmp.path().join("narrow");
+        std::fs::create_dir(&narrow).unwrap();
+        std::fs::write(narrow.join("mine"), b"x").unwrap();
+        std::fs::set_permissions(&narrow, std::fs::Permissions::from_mode(0o700)).unwrap();
+        for name in ["linked", "open", "narrow", "new"] {
+            let sub = dir.own_subdir(name).unwrap();
+            sub.write_atomic_mode("file", b"published", PUBLISHED_FILE_MODE)
+                .unwrap();
+            let meta = std::fs::symlink_metadata(tmp.path().join(name)).unwrap();
+            assert!(meta.is_dir(), "{name}");
+            assert_eq!(meta.permissions().mode() & 0o7777, 0o755, "{name}");
+            let file = std::fs::metadata(tmp.path().join(name).join("file")).unwrap();
+            assert_eq!(file.permissions().mode() & 0o7777, 0o644, "{name}");
+        }
+        assert!(std::fs::read_dir(&outside).unwrap().next().is_none());
+        assert!(!open.join("planted").exists());
+        assert!(narrow.join("mine").exists());
     }
 
     #[test]
