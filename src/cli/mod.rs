@@ -641,7 +641,7 @@ pub struct MonitorArgs {
     /// Interval in seconds between collections
     #[arg(short = 'i', long = "interval", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
     pub interval: u64,
-    /// Address to listen on (0.0.0.0: every address)
+    /// Address to listen on; by default every address (0.0.0.0), as genv 1.4.3: anyone who can reach the port can read the metrics
     #[arg(long = "host", default_value = "0.0.0.0")]
     pub host: String,
 }

@@ -6,10 +6,12 @@
 //!   attachments, processes, device locks, enforcement counts);
 //! - `metrics.rs`: the metric families as a pure function of a snapshot,
 //!   and their text formats (`prometheus-client`);
-//! - `server.rs`: the HTTP server and the collection loop;
+//! - `server.rs`: the collection loop and what it publishes;
+//! - `http.rs`: the HTTP/1.1 server scrapes reach, bounded per client;
 //! - `signals.rs`: SIGINT, SIGTERM and SIGHUP, taken synchronously;
 //! - `publish.rs` and `export/`: the Prometheus and Grafana files.
 
+pub mod http;
 pub mod metrics;
 pub mod publish;
 pub mod server;

@@ -3,9 +3,11 @@
 //! exporter's address and the folders filled in. YAML values are written
 //! as double-quoted strings, so a path cannot turn into YAML of its own.
 
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
+use crate::state::file::{PUBLISHED_DIR_MODE, PUBLISHED_FILE_MODE};
 use crate::state::{Dir, LoadOptions, StateDir};
 
 const PROMETHEUS_YML: &str = include_str!("export/prometheus/prometheus.yml");
@@ -81,20 +83,30 @@ fn ini(path: &Path) -> Result<&str> {
     Ok(value)
 }
 
-/// Writes the files under `config_dir`, folders open to every user as the
-/// state folder is. The default folder is inside the shared state folder:
-/// it is reached through the state folder's descriptor, and no step below
-/// it is followed through a link (one in a folder's place is moved aside,
-/// files are replaced by rename, never written through). A `--config-dir`
-/// of the user's choosing is followed as given, like `$GENV_TMPDIR`. Holds
-/// the global lock so two monitors starting at once do not trip over each
-/// other's temporaries.
+/// Writes the files under `config_dir`, as the publisher's own: files
+/// 0644 in folders 0755 (as genv 1.4.3 leaves them), for Prometheus and
+/// an administrator's Grafana to read and no other user to change. Each
+/// folder below `config_dir` is reached through its parent's descriptor
+/// and used only when it is a folder of this user that no one else may
+/// write into; anything else there (a link, a file, another user's folder
+/// with whatever she put in it) is moved aside and a new folder made, and
+/// each file is replaced by rename, never written through. The default
+/// folder (`metrics` in the shared state folder) is held to the same
+/// rule; a `--config-dir` of the user's choosing is followed as given,
+/// like `$GENV_TMPDIR`, and created 0755 when missing. Holds the global
+/// lock so two monitors starting at once do not trip over each other's
+/// temporaries.
 pub fn publish(dir: &StateDir, config_dir: &Path, exporter: &str) -> Result<()> {
     let files = render(config_dir, exporter)?;
     let _lock = dir.transaction(LoadOptions::default())?;
     let root = if config_dir == dir.path("metrics") {
-        dir.subdir("metrics")?
+        dir.root_dir()?.own_subdir("metrics")?
     } else {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(PUBLISHED_DIR_MODE)
+            .create(config_dir)
+            .map_err(|e| Error::io(config_dir, e))?;
         Dir::open_root(config_dir)?
     };
     for (path, content) in &files {
@@ -105,7 +117,6 @@ pub fn publish(dir: &StateDir, config_dir: &Path, exporter: &str) -> Result<()> 
                 config_dir.display()
             ))
         })?;
-        let mut folder: Option<Dir> = None;
         let parts: Vec<&str> = relative
             .iter()
             .map(|p| p.to_str().unwrap_or_default())
@@ -113,14 +124,16 @@ pub fn publish(dir: &StateDir, config_dir: &Path, exporter: &str) -> Result<()> 
         let Some((name, folders)) = parts.split_last() else {
             continue;
         };
+        let mut folder: Option<Dir> = None;
         for part in folders {
-            let next = folder.as_ref().unwrap_or(&root).subdir(part)?;
+            let next = folder.as_ref().unwrap_or(&root).own_subdir(part)?;
             folder = Some(next);
         }
-        folder
-            .as_ref()
-            .unwrap_or(&root)
-            .write_atomic(name, content.as_bytes(), false)?;
+        folder.as_ref().unwrap_or(&root).write_atomic_mode(
+            name,
+            content.as_bytes(),
+            PUBLISHED_FILE_MODE,
+        )?;
     }
     Ok(())
 }

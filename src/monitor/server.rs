@@ -1,12 +1,14 @@
-//! The exporter: a small blocking HTTP server (`tiny_http`) on a thread of
-//! its own that answers every scrape with the latest encoded metrics, while
-//! the calling thread looks at the machine every interval (the device
-//! backend stays on the thread that made it) and waits for SIGINT or
-//! SIGTERM in between, to shut down cleanly.
+//! The exporter: a small HTTP/1.1 server of our own (`http.rs`) that
+//! answers every scrape with the latest encoded metrics, while the calling
+//! thread looks at the machine every interval (the device backend stays on
+//! the thread that made it) and waits for SIGINT or SIGTERM in between, to
+//! shut down cleanly.
 
+use std::net::TcpListener;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use super::http::{Limits, Listener};
 use super::metrics::{self, Family, Format};
 use crate::error::{Error, Result};
 use crate::messages;
@@ -38,12 +40,9 @@ impl Published {
 pub type Shared = Arc<RwLock<Arc<Published>>>;
 
 /// Listens on `host:port`; a port in use is a clear error.
-pub fn bind(host: &str, port: u16) -> Result<tiny_http::Server> {
-    tiny_http::Server::http((host, port)).map_err(|e| {
-        let in_use = e
-            .downcast_ref::<std::io::Error>()
-            .is_some_and(|e| e.kind() == std::io::ErrorKind::AddrInUse);
-        if in_use {
+pub fn bind(host: &str, port: u16) -> Result<Listener> {
+    let failed = |e: std::io::Error| {
+        if e.kind() == std::io::ErrorKind::AddrInUse {
             Error::hinted(
                 format!("cannot listen on {host}:{port}: the port is already in use"),
                 "stop the program using it (another genv monitor?) or choose another port with --port",
@@ -54,38 +53,10 @@ pub fn bind(host: &str, port: u16) -> Result<tiny_http::Server> {
                 "check --host and --port",
             )
         }
-    })
-}
-
-/// Answers scrapes until the server is unblocked: the metrics on every
-/// path, as genv 1.4.3's Python client does, in the format asked for.
-pub fn answer(server: Arc<tiny_http::Server>, shared: Shared) {
-    for request in server.incoming_requests() {
-        let accept = request
-            .headers()
-            .iter()
-            .find(|h| h.field.equiv("Accept"))
-            .map(|h| h.value.as_str().to_owned());
-        let format = Format::negotiate(accept.as_deref());
-        let published = match shared.read() {
-            Ok(guard) => Arc::clone(&guard),
-            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
-        };
-        let response = match request.url() {
-            "/favicon.ico" => tiny_http::Response::from_string("").with_status_code(404),
-            _ => {
-                let mut response = tiny_http::Response::from_string(published.body(format));
-                if let Ok(header) =
-                    tiny_http::Header::from_bytes("Content-Type", format.content_type())
-                {
-                    response.add_header(header);
-                }
-                response
-            }
-        };
-        // A scraper that hung up is not the exporter's problem.
-        let _ = request.respond(response);
-    }
+    };
+    TcpListener::bind((host, port))
+        .and_then(Listener::new)
+        .map_err(failed)
 }
 
 /// How the exporter runs.
@@ -99,7 +70,7 @@ pub struct Options {
 /// the metrics until SIGINT or SIGTERM; a look that fails keeps the last
 /// metrics and warns (once until looks succeed again).
 pub fn run(
-    server: tiny_http::Server,
+    server: Listener,
     signals: &Blocked,
     options: &Options,
     mut look: impl FnMut() -> Result<Vec<Family>>,
@@ -108,13 +79,14 @@ pub fn run(
     // machine without a driver is an error, not an empty exporter).
     let first = look()?;
     messages::note(&options.announce);
-    let server = Arc::new(server);
     let shared: Shared = Arc::new(RwLock::new(Arc::new(Published::from_families(first))));
+    let stopper = server.stopper();
     let thread = {
-        let (server, shared) = (Arc::clone(&server), Arc::clone(&shared));
+        let shared = Arc::clone(&shared);
+        let limits = Limits::for_this_process();
         std::thread::Builder::new()
             .name("genv-monitor-http".into())
-            .spawn(move || answer(server, shared))
+            .spawn(move || server.serve(shared, limits))
             .map_err(|e| Error::msg(format!("could not start the HTTP server: {e}")))?
     };
     let mut failing = false;
@@ -140,7 +112,7 @@ pub fn run(
             Err(_) => {}
         }
     };
-    server.unblock();
+    stopper.stop();
     let _ = thread.join();
     messages::note(format!("monitor stopped ({})", Blocked::name(signal)));
     Ok(0)

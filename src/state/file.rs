@@ -23,6 +23,12 @@ pub const FILE_MODE: u32 = 0o666;
 /// bit, so one user may rename over a file another user wrote last.
 pub const DIR_MODE: u32 = 0o777;
 
+/// Folders and files published for other programs to read (the
+/// monitor's configuration for Prometheus and Grafana): the publisher's,
+/// readable by everyone and writable by no one else.
+pub const PUBLISHED_DIR_MODE: u32 = 0o755;
+pub const PUBLISHED_FILE_MODE: u32 = 0o644;
+
 /// How often to retry when another process removes or replaces an entry
 /// between two of our system calls.
 const ATTEMPTS: usize = 4;
@@ -91,6 +97,66 @@ impl Dir {
                     self.move_aside(name, what)?;
                 }
                 Err(e) => return Err(Error::io(&path, e.into())),
+            }
+        }
+        Err(Error::io(
+            &path,
+            std::io::Error::other("replaced again and again while opening it"),
+        ))
+    }
+
+    /// The folder `name` inside this one as this user's own, for files
+    /// published for other programs to read: owned by this user, mode
+    /// 0755 whatever the umask, created when missing. Whatever else stands
+    /// there (a link, a file, a folder of another user or one that others
+    /// may write into, whose content may be theirs) is moved aside with a
+    /// warning and replaced, never used.
+    pub fn own_subdir(&self, name: &str) -> Result<Dir> {
+        let path = self.join(name);
+        let me = rustix::process::geteuid().as_raw();
+        for _ in 0..ATTEMPTS {
+            let mode = Mode::from_raw_mode(PUBLISHED_DIR_MODE);
+            match rustix::fs::mkdirat(&self.fd, name, mode) {
+                Ok(()) | Err(Errno::EXIST) => {}
+                Err(e) => return Err(Error::io(&path, e.into())),
+            }
+            let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+            let what = match rustix::fs::openat(&self.fd, name, flags, Mode::empty()) {
+                Ok(fd) => {
+                    let stat = rustix::fs::fstat(&fd).map_err(|e| Error::io(&path, e.into()))?;
+                    if stat.st_uid != me {
+                        "a folder of another user"
+                    } else if stat.st_mode & 0o022 != 0 {
+                        "a folder that other users may write into"
+                    } else {
+                        if stat.st_mode & 0o7777 != PUBLISHED_DIR_MODE {
+                            rustix::fs::fchmod(&fd, mode)
+                                .map_err(|e| Error::io(&path, e.into()))?;
+                        }
+                        return Ok(Dir { fd, path });
+                    }
+                }
+                Err(Errno::NOENT) => continue,
+                Err(Errno::LOOP | Errno::NOTDIR) => match self.kind_of(name) {
+                    Some(FileType::Symlink) => "a symbolic link",
+                    _ => "not a folder",
+                },
+                Err(Errno::ACCESS) => "a folder of another user",
+                Err(e) => return Err(Error::io(&path, e.into())),
+            };
+            match self.rename_aside(name) {
+                Ok(Some(aside)) => messages::warn(format_args!(
+                    "{} was {what}; moved it aside to {}",
+                    shown(&path),
+                    shown(&aside),
+                )),
+                Ok(None) => {}
+                Err(e) => {
+                    return Err(Error::hinted(
+                        format!("{} is {what} and cannot be moved aside ({e})", shown(&path)),
+                        "remove it, or choose another folder",
+                    ));
+                }
             }
         }
         Err(Error::io(
@@ -261,6 +327,20 @@ impl Dir {
             rustix::fs::renameat(&self.fd, &tmp, &self.fd, name)
         };
         if let Err(e) = placed {
+            let _ = rustix::fs::unlinkat(&self.fd, &tmp, AtFlags::empty());
+            return Err(Error::io(self.join(name), e.into()));
+        }
+        Ok(())
+    }
+
+    /// Replaces `name` with `bytes` as [`Dir::write_atomic`] does (a new
+    /// file put in its place by a rename, never written through), with
+    /// exactly `mode` whatever the umask: for a file published for other
+    /// programs to read (0644 in an [`Dir::own_subdir`]).
+    pub fn write_atomic_mode(&self, name: &str, bytes: &[u8], mode: u32) -> Result<()> {
+        let tmp = format!(".{name}.tmp");
+        self.write_new_mode(&tmp, bytes, true, mode)?;
+        if let Err(e) = rustix::fs::renameat(&self.fd, &tmp, &self.fd, name) {
             let _ = rustix::fs::unlinkat(&self.fd, &tmp, AtFlags::empty());
             return Err(Error::io(self.join(name), e.into()));
         }
@@ -699,6 +779,40 @@ mod tests {
             b"three"
         );
         assert_eq!(std::fs::read(&outside).unwrap(), b"mine");
+    }
+
+    /// A published folder is this user's own 0755 one: a link or a folder
+    /// others may write into is moved aside, not used; an own folder the
+    /// umask narrowed is reused and opened up to 0755.
+    #[test]
+    fn own_folders_replace_what_others_could_write() {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = Dir::open_root(tmp.path()).unwrap();
+        let outside = tmp.path().join("outside");
+        std::fs::create_dir(&outside).unwrap();
+        std::os::unix::fs::symlink(&outside, tmp.path().join("linked")).unwrap();
+        let open = tmp.path().join("open");
+        std::fs::create_dir(&open).unwrap();
+        std::fs::write(open.join("planted"), b"x").unwrap();
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let narrow = tmp.path().join("narrow");
+        std::fs::create_dir(&narrow).unwrap();
+        std::fs::write(narrow.join("mine"), b"x").unwrap();
+        std::fs::set_permissions(&narrow, std::fs::Permissions::from_mode(0o700)).unwrap();
+        for name in ["linked", "open", "narrow", "new"] {
+            let sub = dir.own_subdir(name).unwrap();
+            sub.write_atomic_mode("file", b"published", PUBLISHED_FILE_MODE)
+                .unwrap();
+            let meta = std::fs::symlink_metadata(tmp.path().join(name)).unwrap();
+            assert!(meta.is_dir(), "{name}");
+            assert_eq!(meta.permissions().mode() & 0o7777, 0o755, "{name}");
+            let file = std::fs::metadata(tmp.path().join(name).join("file")).unwrap();
+            assert_eq!(file.permissions().mode() & 0o7777, 0o644, "{name}");
+        }
+        assert!(std::fs::read_dir(&outside).unwrap().next().is_none());
+        assert!(!open.join("planted").exists());
+        assert!(narrow.join("mine").exists());
     }
 
     #[test]

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::common::users::{ALICE, MALLORY, alive, command_as};
 use crate::common::{Run, Sandbox};
 
 /// genv 1.4.3's metrics with their help texts (genv/metrics/specs.py).
@@ -145,6 +146,20 @@ pub fn poll<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Option<
     }
 }
 
+fn monitor_args(port: u16) -> Vec<String> {
+    [
+        "monitor",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        &port.to_string(),
+    ]
+    .into_iter()
+    .chain(["--interval", "1"])
+    .map(str::to_owned)
+    .collect()
+}
+
 /// `genv monitor` running on a free port, collecting every second.
 pub struct Monitor {
     pub child: Option<Child>,
@@ -154,16 +169,26 @@ pub struct Monitor {
 impl Monitor {
     pub fn start(sb: &Sandbox) -> Monitor {
         let port = free_port();
-        let child = sb
-            .cmd(&[
-                "monitor",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                &port.to_string(),
-                "--interval",
-                "1",
-            ])
+        let mut cmd = Command::new(crate::common::GENV);
+        cmd.args(monitor_args(port));
+        sb.apply(&mut cmd);
+        Monitor::spawn(cmd, port)
+    }
+
+    /// As root, under a limit of `files` open files (1,024 is the soft
+    /// limit most systems give a service), as an administrator starts it.
+    pub fn start_limited(sb: &Sandbox, files: u32) -> Monitor {
+        let port = free_port();
+        let mut cmd = Command::new("prlimit");
+        cmd.arg(format!("--nofile={files}"))
+            .arg(crate::common::GENV)
+            .args(monitor_args(port));
+        sb.apply(&mut cmd);
+        Monitor::spawn(cmd, port)
+    }
+
+    fn spawn(mut cmd: Command, port: u16) -> Monitor {
+        let child = cmd
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -176,6 +201,10 @@ impl Monitor {
             monitor.scrape().filter(|body| !body.is_empty())
         });
         monitor
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(Child::id).unwrap_or_default()
     }
 
     pub fn scrape(&self) -> Option<String> {
@@ -736,4 +765,374 @@ fn serves_what_genv_1_4_3_serves() {
     let body = ours.until("the processes", want);
     assert_eq!(exposition(&body, &names), expected);
     assert!(expected.len() > 40, "{expected:#?}");
+}
+
+// The exporter against hostile clients: it runs as root, as an
+// administrator starts it, and any local user (or anyone on the network:
+// it listens on every address by default) can connect.
+
+/// The open files a test may hold, raised (up to the hard limit) so that
+/// this process can hold a thousand connections itself.
+fn allow_open_files(files: u64) {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    let want = limit.maximum.map_or(files, |hard| hard.min(files));
+    if limit.current.is_some_and(|soft| soft < want) {
+        setrlimit(
+            Resource::Nofile,
+            Rlimit {
+                current: Some(want),
+                maximum: limit.maximum,
+            },
+        )
+        .unwrap();
+    }
+}
+
+fn open_files(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count()
+}
+
+/// What a process's `/proc/PID/status` says of `field` (`VmHWM`), in kB.
+fn status_kb(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
+}
+
+/// The response's head (up to the blank line), or what came before the
+/// connection ended or the deadline passed.
+fn read_head(stream: &mut TcpStream) -> String {
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        match stream.read(&mut byte) {
+            Ok(1) => head.push(byte[0]),
+            _ => break,
+        }
+    }
+    String::from_utf8_lossy(&head).into_owned()
+}
+
+/// A scrape that must be answered with the metrics within `within`.
+#[track_caller]
+fn scrape_within(monitor: &Monitor, within: Duration, after: &str) {
+    let started = Instant::now();
+    let body = monitor.scrape();
+    let took = started.elapsed();
+    assert!(alive(monitor.pid()), "the exporter died after {after}");
+    assert!(
+        body.as_deref()
+            .is_some_and(|b| b.contains("genv_is_installed 1.0")),
+        "no metrics after {after}: {body:?}"
+    );
+    assert!(took < within, "a scrape took {took:?} after {after}");
+}
+
+#[test]
+fn a_thousand_idle_connections_neither_stop_nor_starve_it() {
+    allow_open_files(4096);
+    let sb = Sandbox::new();
+    let monitor = Monitor::start_limited(&sb, 1024);
+    let address = std::net::SocketAddr::from(([127, 0, 0, 1], monitor.port));
+    // Connected and silent; none of them ever sends a byte.
+    let idle: Vec<TcpStream> = (0..1000)
+        .filter_map(|_| TcpStream::connect_timeout(&address, Duration::from_secs(5)).ok())
+        .collect();
+    scrape_within(&monitor, Duration::from_secs(5), "1,000 idle connections");
+    // And again: a new client always gets in while they are held.
+    scrape_within(&monitor, Duration::from_secs(5), "a second scrape");
+    // It holds a bounded number of them (the ones waiting longest were
+    // shed), not one per client.
+    let sockets = || {
+        std::fs::read_dir(format!("/proc/{}/fd", monitor.pid()))
+            .unwrap()
+            .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+            .filter(|target| target.to_string_lossy().starts_with("socket:"))
+            .count()
+    };
+    poll(
+        "the exporter to shed connections",
+        Duration::from_secs(10),
+        || (sockets() <= 300).then_some(()),
+    );
+    assert!(idle.len() > 900, "{} connected", idle.len());
+    drop(idle);
+}
+
+#[test]
+fn an_accept_without_descriptors_backs_off_and_carries_on() {
+    let sb = Sandbox::new();
+    // What the exporter holds open when idle, and then a limit that
+    // leaves it three more: connections run it out of descriptors.
+    let baseline = Monitor::start_limited(&sb, 1024);
+    let held = open_files(baseline.pid());
+    drop(baseline);
+    let monitor = Monitor::start_limited(&sb, u32::try_from(held).unwrap() + 3);
+    let address = std::net::SocketAddr::from(([127, 0, 0, 1], monitor.port));
+    let idle: Vec<TcpStream> = (0..200)
+        .filter_map(|_| TcpStream::connect_timeout(&address, Duration::from_secs(5)).ok())
+        .collect();
+    scrape_within(
+        &monitor,
+        Duration::from_secs(30),
+        "running out of descriptors",
+    );
+    drop(idle);
+    scrape_within(&monitor, Duration::from_secs(5), "the clients left");
+}
+
+#[test]
+fn a_client_that_never_reads_does_not_hold_up_other_scrapes() {
+    let sb = Sandbox::new();
+    let monitor = Monitor::start(&sb);
+    let mut hog = TcpStream::connect(("127.0.0.1", monitor.port)).unwrap();
+    hog.set_write_timeout(Some(Duration::from_secs(5))).unwrap();
+    // Pipelined requests whose answers it never reads, more than socket
+    // buffers hold: the exporter takes what it takes of them, and the
+    // rest times out here (an exporter that stopped reading) or is
+    // refused (one that closed the connection).
+    let requests = "GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n".repeat(500_000);
+    let _ = hog.write_all(requests.as_bytes());
+    scrape_within(
+        &monitor,
+        Duration::from_secs(3),
+        "a client pipelined 500,000 requests",
+    );
+    drop(hog);
+}
+
+#[test]
+fn huge_request_headers_are_cut_off_with_bounded_memory() {
+    let sb = Sandbox::multi_user();
+    let monitor = Monitor::start(&sb);
+    let port = monitor.port.to_string();
+    // Eight processes of mallory's, each sending one 64 MB header.
+    let script = r#"exec 3<>"/dev/tcp/127.0.0.1/$1" || exit 2
+{ printf 'GET /metrics HTTP/1.1\r\nHost: localhost\r\nX-Big: '
+  head -c 67108864 /dev/zero | tr '\0' a; } >&3 2>/dev/null
+exit 0"#;
+    let mut clients: Vec<Child> = (0..8)
+        .map(|_| {
+            command_as(MALLORY, "bash")
+                .args(["-c", script, "big-header", &port])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    poll("the clients to end", Duration::from_secs(120), || {
+        clients
+            .iter_mut()
+            .all(|c| matches!(c.try_wait(), Ok(Some(_))))
+            .then_some(())
+    });
+    let peak = status_kb(monitor.pid(), "VmHWM");
+    assert!(peak < 64 * 1024, "the exporter peaked at {peak} kB");
+    scrape_within(&monitor, Duration::from_secs(3), "64 MB headers");
+}
+
+#[test]
+fn a_sixteen_megabyte_url_is_refused() {
+    let sb = Sandbox::new();
+    let monitor = Monitor::start(&sb);
+    let mut stream = TcpStream::connect(("127.0.0.1", monitor.port)).unwrap();
+    let writer = {
+        let mut stream = stream.try_clone().unwrap();
+        std::thread::spawn(move || {
+            let mut request = b"GET /".to_vec();
+            request.resize(request.len() + (16 << 20), b'a');
+            request.extend_from_slice(b" HTTP/1.1\r\nHost: localhost\r\n\r\n");
+            let _ = stream.write_all(&request);
+        })
+    };
+    let head = read_head(&mut stream);
+    assert!(
+        head.is_empty() || head.starts_with("HTTP/1.1 414 "),
+        "{head}"
+    );
+    drop(stream);
+    writer.join().unwrap();
+    scrape_within(&monitor, Duration::from_secs(3), "a 16 MB URL");
+}
+
+#[test]
+fn speaks_http_1_1_with_bounded_keep_alive() {
+    let sb = Sandbox::new();
+    let monitor = Monitor::start(&sb);
+    let mut stream = TcpStream::connect(("127.0.0.1", monitor.port)).unwrap();
+    let response = |stream: &mut TcpStream, request: &str| -> (String, String) {
+        stream.write_all(request.as_bytes()).unwrap();
+        let head = read_head(stream);
+        let length: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("Content-Length: "))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no Content-Length: {head}"));
+        let mut body = vec![
+            0;
+            if request.starts_with("HEAD") {
+                0
+            } else {
+                length
+            }
+        ];
+        stream.read_exact(&mut body).unwrap();
+        (head, String::from_utf8(body).unwrap())
+    };
+    // Two requests on one connection, then one that closes it.
+    let (head, body) = response(&mut stream, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+    assert!(
+        head.contains("\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\n"),
+        "{head}"
+    );
+    assert!(body.contains("genv_is_installed 1.0"), "{body}");
+    let (head, body) = response(&mut stream, "HEAD / HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+    assert!(body.is_empty());
+    let (head, body) = response(
+        &mut stream,
+        "GET /favicon.ico HTTP/1.1\r\nConnection: close\r\n\r\n",
+    );
+    assert!(head.starts_with("HTTP/1.1 404 Not Found\r\n"), "{head}");
+    assert!(body.is_empty(), "{body}");
+    let mut rest = Vec::new();
+    stream.read_to_end(&mut rest).unwrap();
+    assert!(rest.is_empty(), "{rest:?}");
+
+    // A client that keeps one connection open gets a bounded number of
+    // answers on it, then a close.
+    let mut stream = TcpStream::connect(("127.0.0.1", monitor.port)).unwrap();
+    let mut answered = 0;
+    loop {
+        let (head, _) = response(&mut stream, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
+        answered += 1;
+        if head.contains("\r\nConnection: close\r\n") {
+            break;
+        }
+        assert!(answered < 10_000, "never closed");
+    }
+    assert!(answered >= 10, "closed after {answered} requests");
+}
+
+/// The files `genv monitor` publishes, under the configuration folder.
+const PUBLISHED: [&str; 5] = [
+    "grafana/dashboards/overview.json",
+    "grafana/grafana.ini",
+    "grafana/provisioning/dashboards/default.yml",
+    "grafana/provisioning/datasources/default.yml",
+    "prometheus/prometheus.yml",
+];
+
+/// Every entry under `root` is root's, a folder 0755 or a file 0644 (no
+/// link, nothing else), and the files are exactly the published ones.
+#[track_caller]
+fn assert_published_by_root(root: &std::path::Path) {
+    use std::os::unix::fs::MetadataExt;
+    let mut files = Vec::new();
+    let mut folders = vec![root.to_path_buf()];
+    while let Some(folder) = folders.pop() {
+        let meta = std::fs::symlink_metadata(&folder).unwrap();
+        assert!(meta.is_dir(), "{}: {meta:?}", folder.display());
+        assert_eq!(
+            (meta.uid(), meta.mode() & 0o7777),
+            (0, 0o755),
+            "{}",
+            folder.display()
+        );
+        for entry in std::fs::read_dir(&folder).unwrap() {
+            let path = entry.unwrap().path();
+            let meta = std::fs::symlink_metadata(&path).unwrap();
+            if meta.is_dir() {
+                folders.push(path);
+                continue;
+            }
+            assert!(meta.is_file(), "{}: {meta:?}", path.display());
+            assert_eq!(
+                (meta.uid(), meta.mode() & 0o7777),
+                (0, 0o644),
+                "{}",
+                path.display()
+            );
+            files.push(path.strip_prefix(root).unwrap().display().to_string());
+        }
+    }
+    files.sort();
+    assert_eq!(files, PUBLISHED);
+}
+
+#[test]
+fn root_publishes_its_own_files_over_what_another_user_planted() {
+    use std::os::unix::fs::MetadataExt;
+    let sb = Sandbox::multi_user();
+    let metrics = sb.file("metrics");
+    // A file of alice's, which mallory links to from the published tree.
+    let notes = sb.home_of(ALICE).join("notes.yml");
+    let status = command_as(ALICE, "sh")
+        .args(["-c", "printf 'alice\\n' > \"$1\"", "sh"])
+        .arg(&notes)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    // Mallory's configuration for an administrator's Grafana, in place
+    // before root first runs the exporter: open to everyone, a plugin of
+    // hers and a link where prometheus.yml goes.
+    let plant = r#"umask 0 && mkdir -p "$1/grafana/provisioning/plugins" "$1/prometheus" &&
+printf '[plugins]\nallow_loading_unsigned_plugins = evil\n[paths]\nplugins = /tmp/evil\n' > "$1/grafana/grafana.ini" &&
+printf 'apiVersion: 1\napps: [{type: evil}]\n' > "$1/grafana/provisioning/plugins/evil.yml" &&
+ln -s "$2" "$1/prometheus/prometheus.yml""#;
+    let status = command_as(MALLORY, "sh")
+        .args(["-c", plant, "sh"])
+        .arg(&metrics)
+        .arg(&notes)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let hers = std::fs::symlink_metadata(&notes).unwrap();
+    let ini = metrics.join("grafana/grafana.ini");
+    let meta = std::fs::metadata(&ini).unwrap();
+    assert_eq!((meta.uid(), meta.mode() & 0o777), (MALLORY, 0o666));
+
+    let monitor = Monitor::start(&sb);
+    assert_published_by_root(&metrics);
+    let ini = std::fs::read_to_string(&ini).unwrap();
+    assert!(!ini.contains("evil"), "{ini}");
+    assert!(
+        std::fs::read_to_string(metrics.join("prometheus/prometheus.yml"))
+            .unwrap()
+            .contains(&format!("127.0.0.1:{}", monitor.port))
+    );
+    let meta = std::fs::symlink_metadata(&notes).unwrap();
+    assert_eq!(
+        (meta.uid(), meta.mode(), meta.ino()),
+        (ALICE, hers.mode(), hers.ino())
+    );
+    assert_eq!(std::fs::read_to_string(&notes).unwrap(), "alice\n");
+    drop(monitor);
+
+    // Root again: its own files are replaced in place, nothing is moved.
+    let names = |dir: &std::path::Path| -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        names
+    };
+    let before = names(&sb.state());
+    let monitor = Monitor::start(&sb);
+    assert_published_by_root(&metrics);
+    assert_eq!(names(&sb.state()), before);
+    drop(monitor);
 }
