@@ -62,6 +62,14 @@ pub fn username(uid: u32) -> Option<String> {
     user_entry(uid).map(|(name, _)| name)
 }
 
+/// A user for a message: `uid 1001 (alice)`, or `uid 1001` without a name.
+pub fn user_label(uid: u32) -> String {
+    match username(uid) {
+        Some(name) => format!("uid {uid} ({})", crate::escape::terminal(&name)),
+        None => format!("uid {uid}"),
+    }
+}
+
 /// Whether a Jupyter kernel still runs: its connection file
 /// `kernel-<id>.json` is in a Jupyter runtime folder, the caller's
 /// (`$JUPYTER_RUNTIME_DIR`, `$XDG_DATA_HOME` or `~/.local/share`) or the

@@ -58,11 +58,50 @@ impl Dir {
     /// Opens the state folder itself, creating it (and its parents) when
     /// missing. The user chose this path, so it is followed as given; only
     /// what is inside it is held to the rules of this module.
+    ///
+    /// The folder itself is refused when it is a link (anyone can make
+    /// `/var/tmp/genv` a link before genv makes the folder, and root's
+    /// commands would then write wherever it points) or when it belongs to
+    /// someone other than root or this user, who could take it over.
     pub fn open_root(path: &Path) -> Result<Dir> {
         make_folder(path)?;
-        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
-        let fd =
-            rustix::fs::open(path, flags, Mode::empty()).map_err(|e| Error::io(path, e.into()))?;
+        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let fd = match rustix::fs::open(path, flags, Mode::empty()) {
+            Ok(fd) => fd,
+            Err(Errno::LOOP | Errno::NOTDIR) => {
+                let link = rustix::fs::lstat(path)
+                    .is_ok_and(|s| FileType::from_raw_mode(s.st_mode) == FileType::Symlink);
+                let what = if link {
+                    "a symbolic link"
+                } else {
+                    "not a folder"
+                };
+                return Err(Error::hinted(
+                    format!(
+                        "the state folder {} is {what}; genv does not follow it",
+                        shown(path)
+                    ),
+                    "remove it (whoever made it may be trying to redirect genv), or set GENV_TMPDIR to a real folder",
+                ));
+            }
+            Err(e) => return Err(Error::io(path, e.into())),
+        };
+        let stat = rustix::fs::fstat(&fd).map_err(|e| Error::io(path, e.into()))?;
+        let me = rustix::process::geteuid().as_raw();
+        if stat.st_uid != 0 && stat.st_uid != me {
+            return Err(Error::hinted(
+                format!(
+                    "the state folder {} belongs to {}, not to root or you ({}): its owner could take it over",
+                    shown(path),
+                    crate::procs::user_label(stat.st_uid),
+                    crate::procs::user_label(me),
+                ),
+                format!(
+                    "an administrator makes it root's once (sudo chown root: {0} && sudo chmod 0777 {0}); or set GENV_TMPDIR to a folder of your own",
+                    shown(path)
+                ),
+            ));
+        }
         Ok(Dir {
             fd,
             path: path.to_owned(),

@@ -201,3 +201,75 @@ fn an_empty_device_list_that_was_never_surveyed_is_surveyed() {
     let attach = sb.run_as(ALICE, &["devices", "attach", "--eid", "e1", "--count", "1"]);
     assert_eq!(attach.ok().stdout, "0\n");
 }
+
+#[test]
+fn a_planted_state_folder_is_refused() {
+    let mut sb = Sandbox::multi_user();
+    // Mallory gets there before genv: the state folder is her link to a
+    // folder of hers.
+    std::fs::remove_dir(sb.state()).unwrap();
+    let target = sb.home_of(MALLORY).join("catch");
+    let mut mkdir = crate::common::users::command_as(MALLORY, "mkdir");
+    assert!(
+        mkdir
+            .arg("-m")
+            .arg("777")
+            .arg(&target)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let mut ln = crate::common::users::command_as(MALLORY, "ln");
+    assert!(
+        ln.arg("-s")
+            .arg(&target)
+            .arg(sb.state())
+            .status()
+            .unwrap()
+            .success()
+    );
+    for uid in [ROOT, ALICE] {
+        let run = sb.run_as(uid, &["devices"]).fails();
+        assert!(
+            run.stderr.starts_with("genv: error: the state folder "),
+            "{run:?}"
+        );
+        assert!(run.stderr.contains("is a symbolic link"), "{run:?}");
+    }
+    let run = sb.run_as(ROOT, &["enforce", "--interval", "0"]).fails();
+    assert!(run.stderr.contains("is a symbolic link"), "{run:?}");
+    assert_eq!(
+        std::fs::read_dir(&target).unwrap().count(),
+        0,
+        "written through the link"
+    );
+
+    // Her own real folder: root and alice refuse it; she may use it.
+    std::fs::remove_file(sb.state()).unwrap();
+    let mut mkdir = crate::common::users::command_as(MALLORY, "mkdir");
+    assert!(
+        mkdir
+            .arg("-m")
+            .arg("777")
+            .arg(sb.state())
+            .status()
+            .unwrap()
+            .success()
+    );
+    for uid in [ROOT, ALICE] {
+        let run = sb.run_as(uid, &["envs"]).fails();
+        assert!(
+            run.stderr.contains(&format!("belongs to uid {MALLORY}")),
+            "{run:?}"
+        );
+        assert!(run.stderr.contains("hint: "), "{run:?}");
+    }
+    sb.run_as(MALLORY, &["envs"]).ok();
+
+    // The same for a GENV_TMPDIR that is a link.
+    let link = sb.dir.path().join("tmpdir-link");
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    sb.set("GENV_TMPDIR", link.to_str().unwrap());
+    let run = sb.run_as(ALICE, &["envs"]).fails();
+    assert!(run.stderr.contains("is a symbolic link"), "{run:?}");
+}
