@@ -191,15 +191,14 @@ pub fn devices_action(indices: &[u32]) -> Action {
 
 /// The configuration kept in a `.genv` folder: files `name`, `gpu-memory`
 /// and `gpus`, as genv 1.4.3 saves them.
+///
+/// A `.genv` folder may sit in a working folder others can write to, so
+/// each entry is read only when it is a regular file reached without a
+/// link and no larger than [`MAX_CONFIG_ENTRY`]; anything else (a FIFO
+/// that would block, a link to `/dev/zero`) is refused with one line.
 pub fn load_config(dir: &std::path::Path) -> Result<Config> {
-    let field = |name: &str| -> Result<Option<String>> {
-        let path = dir.join(name);
-        match std::fs::read_to_string(&path) {
-            Ok(text) => Ok(Some(text.trim().to_owned())),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(Error::io(&path, e)),
-        }
-    };
+    let folder = config_folder(dir, false)?;
+    let field = |name: &str| read_config_entry(&folder, dir, name);
     let gpu_memory = field("gpu-memory")?
         .map(|m| crate::memory::validate(&m))
         .transpose()?;
@@ -219,7 +218,81 @@ pub fn load_config(dir: &std::path::Path) -> Result<Config> {
     })
 }
 
+/// The largest `.genv` entry genv reads: a name, a memory amount or a
+/// count are a few bytes.
+pub const MAX_CONFIG_ENTRY: u64 = 4096;
+
+/// `.genv` itself, opened once; for saving, not through a link.
+fn config_folder(dir: &std::path::Path, save: bool) -> Result<std::os::fd::OwnedFd> {
+    use rustix::fs::{Mode, OFlags};
+    let mut flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+    if save {
+        flags |= OFlags::NOFOLLOW;
+    }
+    rustix::fs::open(dir, flags, Mode::empty()).map_err(|e| match e {
+        rustix::io::Errno::LOOP | rustix::io::Errno::NOTDIR if save => Error::msg(format!(
+            "{} is not a folder of its own (a symbolic link?): genv saves the configuration only into a real folder",
+            crate::state::file::shown(dir)
+        )),
+        e => Error::io(dir, e.into()),
+    })
+}
+
+fn read_config_entry(
+    folder: &std::os::fd::OwnedFd,
+    dir: &std::path::Path,
+    name: &str,
+) -> Result<Option<String>> {
+    use rustix::fs::{FileType, Mode, OFlags};
+    use rustix::io::Errno;
+    let path = dir.join(name);
+    let refuse = |what: &str| {
+        Error::msg(format!(
+            "{} is {what}; genv reads only a regular file there (remove it)",
+            crate::state::file::shown(&path)
+        ))
+    };
+    let flags =
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC;
+    let fd = match rustix::fs::openat(folder, name, flags, Mode::empty()) {
+        Ok(fd) => fd,
+        Err(Errno::NOENT) => return Ok(None),
+        Err(Errno::LOOP) => return Err(refuse("a symbolic link")),
+        Err(Errno::NXIO) => return Err(refuse("a socket")),
+        Err(e) => return Err(Error::io(&path, e.into())),
+    };
+    let stat = rustix::fs::fstat(&fd).map_err(|e| Error::io(&path, e.into()))?;
+    if FileType::from_raw_mode(stat.st_mode) != FileType::RegularFile {
+        return Err(refuse("not a regular file"));
+    }
+    let limit = MAX_CONFIG_ENTRY as usize;
+    let mut bytes = vec![0u8; limit + 1];
+    let mut filled = 0;
+    loop {
+        match rustix::io::read(&fd, &mut bytes[filled..]) {
+            Ok(0) => break,
+            Ok(n) => {
+                filled += n;
+                if filled > limit {
+                    return Err(refuse("larger than 4 KiB"));
+                }
+            }
+            Err(Errno::INTR) => {}
+            Err(e) => return Err(Error::io(&path, e.into())),
+        }
+    }
+    bytes.truncate(filled);
+    Ok(Some(String::from_utf8_lossy(&bytes).trim().to_owned()))
+}
+
+/// Saves the configuration into `.genv`: each entry a new file put in
+/// place by rename, so that whatever was there (a link to one of the
+/// user's files, planted in a shared working folder) is replaced, never
+/// written through.
 pub fn save_config(dir: &std::path::Path, config: &Config) -> Result<()> {
+    use rustix::fs::{AtFlags, Mode, OFlags};
+    use rustix::io::Errno;
+    let folder = config_folder(dir, true)?;
     let fields = [
         ("name", config.name.as_deref().map(str::to_owned)),
         (
@@ -230,13 +303,27 @@ pub fn save_config(dir: &std::path::Path, config: &Config) -> Result<()> {
     ];
     for (name, value) in fields {
         let path = dir.join(name);
-        match value {
-            Some(value) => std::fs::write(&path, value).map_err(|e| Error::io(&path, e))?,
-            None => match std::fs::remove_file(&path) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(Error::io(&path, e)),
-            },
+        let Some(value) = value else {
+            match rustix::fs::unlinkat(&folder, name, AtFlags::empty()) {
+                Ok(()) | Err(Errno::NOENT) => {}
+                Err(e) => return Err(Error::io(&path, e.into())),
+            }
+            continue;
+        };
+        let temporary = format!(".{name}.tmp-{}", std::process::id());
+        let _ = rustix::fs::unlinkat(&folder, &temporary, AtFlags::empty());
+        let flags =
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let fd = rustix::fs::openat(&folder, &temporary, flags, Mode::from_raw_mode(0o666))
+            .map_err(|e| Error::io(&path, e.into()))?;
+        let written = std::io::Write::write_all(&mut std::fs::File::from(fd), value.as_bytes());
+        let placed = written.map_err(|e| Error::io(&path, e)).and_then(|()| {
+            rustix::fs::renameat(&folder, &temporary, &folder, name)
+                .map_err(|e| Error::io(&path, e.into()))
+        });
+        if let Err(e) = placed {
+            let _ = rustix::fs::unlinkat(&folder, &temporary, AtFlags::empty());
+            return Err(e);
         }
     }
     Ok(())

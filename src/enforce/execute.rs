@@ -121,6 +121,11 @@ pub fn execute(
         if !terminate {
             continue;
         }
+        // Never 0 or negative: kill() would signal whole process groups.
+        if process.pid <= 0 {
+            eprintln!("[ERROR] Refusing to terminate invalid pid {}", process.pid);
+            continue;
+        }
         let pidfd = match judged(process.pid, tx) {
             Ok(pidfd) => pidfd,
             Err(why) => {

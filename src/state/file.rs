@@ -230,12 +230,22 @@ impl Dir {
 
     /// [`Dir::read`], with the file's version, for [`Dir::good_is_stale`].
     pub fn read_versioned(&self, name: &str) -> Result<Option<(Vec<u8>, Version)>> {
+        Ok(match self.read_or_set_aside(name)? {
+            Read::Bytes(bytes, version) => Some((bytes, version)),
+            Read::Missing | Read::SetAside => None,
+        })
+    }
+
+    /// [`Dir::read_versioned`], telling a missing file from one that was
+    /// moved aside (a link, a FIFO, a hard link, a file above
+    /// [`MAX_STATE_FILE`]), for which the last good copy may stand in.
+    pub fn read_or_set_aside(&self, name: &str) -> Result<Read> {
         match self.inspect(name)? {
-            Content::Missing => Ok(None),
-            Content::Bytes(bytes, version) => Ok(Some((bytes, version))),
+            Content::Missing => Ok(Read::Missing),
+            Content::Bytes(bytes, version) => Ok(Read::Bytes(bytes, version)),
             Content::Damaged(what) => {
                 self.move_aside(name, what)?;
-                Ok(None)
+                Ok(Read::SetAside)
             }
         }
     }
@@ -306,12 +316,21 @@ impl Dir {
         if stat.st_nlink > 1 {
             return Ok(Content::Damaged("a hard link to another file"));
         }
+        // A state file is never near the limit (100,000 environments are
+        // 30 MB); one above it was made to cost its readers memory and
+        // time, root's enforcement included.
+        if u64::try_from(stat.st_size).map_or(true, |size| size > MAX_STATE_FILE) {
+            return Ok(Content::Damaged(TOO_LARGE));
+        }
         // Sized from the fstat above (one read, no second look at the
-        // size); a file that grew since is still read to its end.
-        let size = usize::try_from(stat.st_size).unwrap_or(0).min(1 << 30);
+        // size); a file that grew since is read up to the limit.
+        let size = usize::try_from(stat.st_size).unwrap_or(0);
         let mut bytes = Vec::with_capacity(size + 1);
-        read_to_end(&fd, &mut bytes).map_err(|e| Error::io(self.join(name), e.into()))?;
-        Ok(Content::Bytes(bytes, Version::of(&stat)))
+        match read_to_end(&fd, &mut bytes, MAX_STATE_FILE as usize) {
+            Ok(()) => Ok(Content::Bytes(bytes, Version::of(&stat))),
+            Err(Errno::FBIG) => Ok(Content::Damaged(TOO_LARGE)),
+            Err(e) => Err(Error::io(self.join(name), e.into())),
+        }
     }
 
     /// Whether the last good copy of `name` is older than the file as read
@@ -618,6 +637,21 @@ enum Content {
     Damaged(&'static str),
 }
 
+/// What reading a state file found.
+pub enum Read {
+    Missing,
+    Bytes(Vec<u8>, Version),
+    /// Not a regular file of one link within the limit: moved aside, with
+    /// a warning.
+    SetAside,
+}
+
+/// The largest state file genv reads: 64 MiB, twice `envs.json` at
+/// 100,000 environments. A larger one is moved aside like a damaged one.
+pub const MAX_STATE_FILE: u64 = 64 << 20;
+
+const TOO_LARGE: &str = "larger than 64 MiB, genv's limit for a state file";
+
 /// Which version of a file was read: its size and modification time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Version {
@@ -718,9 +752,13 @@ pub fn shown(path: &Path) -> String {
     escape::terminal(&path.display().to_string()).into_owned()
 }
 
-/// Reads `fd` to its end into `bytes`, whose capacity is the expected size.
-fn read_to_end(fd: &OwnedFd, bytes: &mut Vec<u8>) -> std::result::Result<(), Errno> {
+/// Reads `fd` to its end into `bytes`, whose capacity is the expected
+/// size; `FBIG` once it holds more than `limit` bytes.
+fn read_to_end(fd: &OwnedFd, bytes: &mut Vec<u8>, limit: usize) -> std::result::Result<(), Errno> {
     loop {
+        if bytes.len() > limit {
+            return Err(Errno::FBIG);
+        }
         if bytes.capacity() == bytes.len() {
             bytes.reserve(64 * 1024);
         }

@@ -65,8 +65,17 @@ pub type Loaded<T> = (T, Option<Vec<u8>>);
 /// rebuilt from what can be read of it and its last good copy. Each with
 /// one warning. `Ok(None)` when there is no file.
 pub fn load<T: Entries>(dir: &Dir, name: &str, keep_good: bool) -> Result<Option<Loaded<T>>> {
-    let Some((bytes, version)) = dir.read_versioned(name)? else {
-        return Ok(None);
+    let (bytes, version) = match dir.read_or_set_aside(name)? {
+        file::Read::Bytes(bytes, version) => (bytes, version),
+        file::Read::Missing => return Ok(None),
+        // Moved aside with a warning: the last good copy stands in for it
+        // (written back at commit), so that a link or a huge file planted
+        // in its place costs nobody their entries.
+        file::Read::SetAside => {
+            return Ok(read_good::<T>(dir, name)
+                .filter(|_| keep_good)
+                .map(|value| (value, Some(Vec::new()))));
+        }
     };
     if let Some(value) = parse_whole::<T>(&bytes)
         && !value.needs_review()

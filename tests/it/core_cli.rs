@@ -272,7 +272,13 @@ fn usage_snapshot_reports_simulated_processes_with_their_environment() {
 fn usage_execute_detaches_and_terminates() {
     let mut sb = Sandbox::new();
     let a = Sleeper::new();
-    let mut victim = Sleeper::new();
+    // Another user's: root's processes outside environments are never
+    // signalled.
+    let mut victim = crate::common::users::sleeper_as(
+        crate::common::users::ALICE,
+        std::path::Path::new("/bin/sleep"),
+        &[],
+    );
     sb.activate_env("aaa", a.pid()).ok();
     sb.attach("aaa", 2).ok();
     let report = serde_json::json!({

@@ -360,7 +360,9 @@ fn counts_enforcement_actions_and_device_locks() {
     let spawn = gpu_processes(&mut sb, "gm-enforce");
     let shell = crate::common::Sleeper::new();
     let victim = spawn(&[("GENV_ENVIRONMENT_ID", "ee")]);
-    sb.activate_env("ee", shell.pid()).ok();
+    // Root's, as the process `usage execute` terminates (root's processes
+    // count only in root's environments).
+    sb.activate_env_as("ee", 0, Some("root"), shell.pid()).ok();
     sb.activate_env("ef", shell.pid()).ok();
     sb.attach_index("ee", 0).ok();
     sb.attach_index("ef", 1).ok();

@@ -273,3 +273,102 @@ fn a_planted_state_folder_is_refused() {
     let run = sb.run_as(ALICE, &["envs"]).fails();
     assert!(run.stderr.contains("is a symbolic link"), "{run:?}");
 }
+
+#[test]
+fn a_huge_state_file_costs_root_little_and_nobody_their_environments() {
+    let sb = Sandbox::multi_user();
+    let shell = sleeper_as(ALICE, std::path::Path::new("/bin/sleep"), &[]);
+    let (uid, pid) = (ALICE.to_string(), shell.pid().to_string());
+    sb.run_as(
+        ALICE,
+        &[
+            "envs", "activate", "--eid", "a1", "--uid", &uid, "--pid", &pid,
+        ],
+    )
+    .ok();
+    // 300 MB of nothing, sparse: no disk, all memory for whoever reads it.
+    let mut truncate = crate::common::users::command_as(MALLORY, "truncate");
+    truncate.args(["-s", "300M"]).arg(sb.file("envs.json"));
+    assert!(truncate.status().unwrap().success());
+    // Root's enforcement under a 256 MiB address space: it reads no more
+    // than the limit, says so once, and carries on from the good copy.
+    let mut cmd = crate::common::users::command_as(ROOT, "prlimit");
+    cmd.args([
+        "--as=268435456",
+        "--",
+        crate::common::GENV,
+        "enforce",
+        "--interval",
+        "0",
+    ]);
+    sb.apply(&mut cmd);
+    let run = crate::common::Run::from(cmd.output().unwrap()).ok();
+    assert!(run.stderr.contains("larger than 64 MiB"), "{run:?}");
+    assert_eq!(run.stderr.lines().count(), 1, "{run:?}");
+    let envs = sb
+        .run_as(ALICE, &["envs", "ps", "--format", "csv", "--no-header"])
+        .ok();
+    assert!(envs.stdout.starts_with("a1,"), "{envs:?}");
+}
+
+/// `script` in bash as `uid`, in folder `cwd`, after genv's shell
+/// initialisation; killed after 20 seconds (a hang is a failure).
+fn shell_as(sb: &Sandbox, uid: u32, cwd: &std::path::Path, script: &str) -> crate::common::Run {
+    let mut cmd = crate::common::users::command_as(uid, "timeout");
+    cmd.args(["20", "bash", "-c"])
+        .arg(format!("eval \"$(genv shell --init)\"\n{script}"));
+    sb.apply(&mut cmd);
+    let bin = std::path::Path::new(crate::common::GENV).parent().unwrap();
+    cmd.env("PATH", format!("{}:/usr/bin:/bin", bin.display()))
+        .env("HOME", sb.home_of(uid))
+        .current_dir(cwd);
+    crate::common::Run::from(cmd.output().unwrap())
+}
+
+#[test]
+fn genv_folders_in_a_shared_working_folder_are_read_and_written_safely() {
+    let sb = Sandbox::multi_user();
+    // A project folder everyone writes to, and mallory's `.genv` in it.
+    let work = sb.dir.path().join("project");
+    std::fs::create_dir(&work).unwrap();
+    std::fs::set_permissions(&work, std::os::unix::fs::PermissionsExt::from_mode(0o1777)).unwrap();
+    let planted = work.join(".genv");
+    let as_mallory = |args: &[&str]| {
+        let mut cmd = crate::common::users::command_as(MALLORY, args[0]);
+        cmd.args(&args[1..]).current_dir(&work);
+        assert!(cmd.status().unwrap().success(), "{args:?}");
+    };
+    as_mallory(&["mkdir", "-m", "777", ".genv"]);
+    as_mallory(&["mkfifo", "-m", "666", ".genv/name"]);
+    let run = shell_as(&sb, ALICE, &work, "genv activate --id w1 --no-prompt");
+    assert_ne!(run.code, 124, "activation hung on a FIFO: {run:?}");
+    assert!(run.stderr.contains("not a regular file"), "{run:?}");
+    assert_eq!(run.stderr.lines().count(), 1, "{run:?}");
+
+    std::fs::remove_file(planted.join("name")).unwrap();
+    as_mallory(&["ln", "-s", "/dev/zero", ".genv/gpu-memory"]);
+    let run = shell_as(&sb, ALICE, &work, "genv activate --id w2 --no-prompt");
+    assert_ne!(run.code, 124, "activation hung on /dev/zero: {run:?}");
+    assert!(run.stderr.contains("a symbolic link"), "{run:?}");
+
+    // Saving replaces a planted link instead of writing into alice's file.
+    std::fs::remove_file(planted.join("gpu-memory")).unwrap();
+    let precious = sb.home_of(ALICE).join("precious");
+    let mut write = crate::common::users::command_as(ALICE, "sh");
+    write
+        .arg("-c")
+        .arg(format!("echo keep > {}", precious.display()));
+    assert!(write.status().unwrap().success());
+    as_mallory(&["ln", "-s", precious.to_str().unwrap(), ".genv/name"]);
+    let run = shell_as(
+        &sb,
+        ALICE,
+        &work,
+        "genv activate --id w3 --no-prompt --no-load && genv config name mine --save",
+    );
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(std::fs::read_to_string(&precious).unwrap(), "keep\n");
+    let name = planted.join("name");
+    assert!(!name.symlink_metadata().unwrap().file_type().is_symlink());
+    assert_eq!(std::fs::read_to_string(&name).unwrap(), "mine");
+}
