@@ -386,7 +386,7 @@ impl Dir {
         };
         if let Err(e) = placed {
             let _ = rustix::fs::unlinkat(&self.fd, &tmp, AtFlags::empty());
-            return Err(Error::io(self.join(name), e.into()));
+            return Err(self.write_failed(name, e));
         }
         Ok(())
     }
@@ -400,7 +400,7 @@ impl Dir {
         self.write_new_mode(&tmp, bytes, true, mode)?;
         if let Err(e) = rustix::fs::renameat(&self.fd, &tmp, &self.fd, name) {
             let _ = rustix::fs::unlinkat(&self.fd, &tmp, AtFlags::empty());
-            return Err(Error::io(self.join(name), e.into()));
+            return Err(self.write_failed(name, e));
         }
         Ok(())
     }
@@ -511,8 +511,30 @@ impl Dir {
         match rustix::fs::renameat(&self.fd, name, &self.fd, &aside) {
             Ok(()) => Ok(Some(self.join(&aside))),
             Err(Errno::NOENT) => Ok(None),
-            Err(e) => Err(Error::io(self.join(name), e.into())),
+            Err(e) => Err(self.write_failed(name, e)),
         }
+    }
+
+    /// The error for a file of this folder that could not be replaced or
+    /// removed; when the folder has the sticky bit, with a hint naming it:
+    /// there one user may not rename over or remove another user's file,
+    /// which is every write to a state file another user wrote last.
+    fn write_failed(&self, name: &str, e: Errno) -> Error {
+        let sticky = rustix::fs::fstat(&self.fd).is_ok_and(|stat| stat.st_mode & 0o1000 != 0);
+        if sticky && matches!(e, Errno::PERM | Errno::ACCESS) {
+            return Error::hinted(
+                format!(
+                    "{}: {} (the state folder has the sticky bit, so no user may replace a file another user wrote)",
+                    shown(&self.join(name)),
+                    std::io::Error::from(e)
+                ),
+                format!(
+                    "an administrator removes the bit: sudo chmod 0777 {} (genv needs the folder 0777 without it)",
+                    shown(&self.path)
+                ),
+            );
+        }
+        Error::io(self.join(name), e.into())
     }
 
     /// Opens (creating it 0666 when missing) a file to `flock`. An existing

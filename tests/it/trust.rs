@@ -372,3 +372,35 @@ fn genv_folders_in_a_shared_working_folder_are_read_and_written_safely() {
     assert!(!name.symlink_metadata().unwrap().file_type().is_symlink());
     assert_eq!(std::fs::read_to_string(&name).unwrap(), "mine");
 }
+
+#[test]
+fn a_sticky_state_folder_is_named_as_the_cause_of_a_failed_write() {
+    let sb = Sandbox::multi_user();
+    std::fs::set_permissions(
+        sb.state(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o1777),
+    )
+    .unwrap();
+    let shell = sleeper_as(ALICE, std::path::Path::new("/bin/sleep"), &[]);
+    let pid = shell.pid().to_string();
+    let (alice, mallory) = (ALICE.to_string(), MALLORY.to_string());
+    sb.run_as(
+        ALICE,
+        &[
+            "envs", "activate", "--eid", "a1", "--uid", &alice, "--pid", &pid,
+        ],
+    )
+    .ok();
+    let before = sb.read("envs.json");
+    let run = sb
+        .run_as(
+            MALLORY,
+            &[
+                "envs", "activate", "--eid", "m1", "--uid", &mallory, "--pid", &pid,
+            ],
+        )
+        .fails();
+    assert!(run.stderr.contains("sticky bit"), "{run:?}");
+    assert!(run.stderr.contains("hint: "), "{run:?}");
+    assert_eq!(sb.read("envs.json"), before);
+}
