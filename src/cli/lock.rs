@@ -219,7 +219,9 @@ fn in_the_way(envs: &Envs, holders: &[Holder]) -> String {
     }
 }
 
-/// `environment E (NAME), USER, pid P, MODE`, or `pid P outside genv, MODE`.
+/// `environment E (NAME), USER, pid P, MODE`, or `pid P outside genv,
+/// MODE`: the environment as the process claims it, the user as the
+/// kernel says who runs it.
 fn describe(envs: &Envs, holder: &Holder) -> String {
     let mut parts = Vec::new();
     match holder.eid.as_deref() {
@@ -236,8 +238,9 @@ fn describe(envs: &Envs, holder: &Holder) -> String {
                 ),
                 None => format!("environment {}", escape::terminal(eid)),
             });
-            if let Some(env) = env {
-                parts.push(escape::terminal(&env.user()).into_owned());
+            let user = holder.user();
+            if !user.is_empty() {
+                parts.push(escape::terminal(&user).into_owned());
             }
             parts.push(format!("pid {}", holder.pid));
         }
