@@ -114,8 +114,25 @@ impl Queue {
     /// holds `guard`'s lock (per `/proc/locks`) and `/proc` names the
     /// entry's uid as its owner. One entry per process, its first.
     pub fn keep_waiting(&mut self, guard: &QueueGuard) {
+        self.keep_holders_of(guard.file);
+    }
+
+    /// [`Queue::keep_waiting`] for a reader that holds no guard (`genv
+    /// devices queue`, `genv status`): the guard is the file now named
+    /// `queue.guard`; with none, nobody waits.
+    pub fn keep_waiting_at(&mut self, dir: &StateDir) {
+        let current = dir.root_dir().ok().and_then(|root| {
+            rustix::fs::statat(root.fd(), GUARD_FILE, AtFlags::SYMLINK_NOFOLLOW).ok()
+        });
+        match current {
+            Some(stat) => self.keep_holders_of(id_of(&stat)),
+            None => self.waiters.clear(),
+        }
+    }
+
+    fn keep_holders_of(&mut self, guard: FileId) {
         let holders = || {
-            procs::flocks(guard.file)
+            procs::flocks(guard)
                 .into_iter()
                 .filter(|lock| !lock.blocked)
                 .map(|lock| lock.pid)
