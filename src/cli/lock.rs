@@ -20,10 +20,9 @@ use super::LockArgs;
 use crate::env_vars as ev;
 use crate::error::{Error, Result};
 use crate::escape;
-use crate::memory;
 use crate::messages;
 use crate::state::device_locks::{self, HeldLocks, Holder, LockError, Need, Request, WaitOptions};
-use crate::state::{Dir, Envs, LoadOptions, StateDir, file};
+use crate::state::{Envs, LoadOptions, StateDir};
 
 const LOCKS_HINT: &str = "`genv devices locks` shows who holds and who waits for each GPU";
 
@@ -71,7 +70,7 @@ enum Source {
 /// Without a wait there is no "meanwhile" worth a second look: a detach
 /// an instant later, once the command runs, is the same.
 fn still_attached(dir: &StateDir, eid: &str, locked: &[u32]) -> Result<()> {
-    let now = match from_state(dir, eid) {
+    let now = match device_locks::attached_requests(dir, eid) {
         Ok(Some(requests)) => requests,
         Ok(None) => Vec::new(),
         Err(cause) => {
@@ -118,7 +117,7 @@ fn requests(dir: &StateDir, eid: &str, args: &LockArgs) -> Result<(Vec<Request>,
     };
     let container = ev::get(ev::GENV_CONTAINER).is_some();
     let mut source = Source::Variables;
-    let mut requests = match from_state(dir, eid) {
+    let mut requests = match device_locks::attached_requests(dir, eid) {
         Ok(Some(requests)) => {
             source = Source::State;
             requests
@@ -156,89 +155,6 @@ fn requests(dir: &StateDir, eid: &str, args: &LockArgs) -> Result<(Vec<Request>,
         }
     }
     Ok((requests, source))
-}
-
-/// The environment's requests from the state; `None` when the state does
-/// not know the environment, an error when it cannot be read: a state
-/// file that is not a readable regular file, or is not JSON and has no
-/// good copy to recover from, or that recovered nothing of what is
-/// needed. Each is looked at before the transaction loads it, since
-/// loading sets a damaged file aside and would then read as "nothing
-/// attached" (and the command would run unlocked).
-fn from_state(dir: &StateDir, eid: &str) -> Result<Option<Vec<Request>>> {
-    let mut tx = dir.transaction(LoadOptions::default())?;
-    let root = dir.root_dir()?;
-    let envs_damaged = damaged(root, ENVS_FILE)?;
-    let devices_damaged = damaged(root, DEVICES_FILE)?;
-    let Some(env) = tx.envs()?.get(eid).cloned() else {
-        if envs_damaged {
-            return Err(unreadable(
-                root,
-                ENVS_FILE,
-                "damaged, and recovered without the environment",
-            ));
-        }
-        return Ok(None);
-    };
-    let devices = tx.devices()?.clone();
-    // The locks do not depend on the cleanup being written.
-    let _ = tx.commit();
-    let capacity = |m: Option<&str>| m.and_then(|m| memory::to_bytes(m).ok());
-    let requests: Vec<Request> = devices
-        .devices
-        .iter()
-        .filter_map(|device| {
-            let attachment = device.attachments.iter().find(|a| a.eid == eid)?;
-            let bytes = capacity(attachment.gpu_memory.as_deref())
-                .or_else(|| capacity(env.config.gpu_memory.as_deref()));
-            Some(Request::for_capacity(
-                device.index,
-                bytes,
-                device.total_bytes(),
-            ))
-        })
-        .collect();
-    if devices_damaged && requests.is_empty() {
-        return Err(unreadable(
-            root,
-            DEVICES_FILE,
-            "damaged, and recovered without the environment's devices",
-        ));
-    }
-    Ok(Some(requests))
-}
-
-const ENVS_FILE: &str = "envs.json";
-const DEVICES_FILE: &str = "devices.json";
-
-/// Whether a state file is damaged, as it is before loading: an error
-/// when it cannot be trusted at all (not a readable regular file, which
-/// the state sets aside without looking at its good copy, or not JSON with
-/// no good copy either); `true` when it is not JSON but its last good copy
-/// may recover it; `false` when it is missing (nothing recorded yet) or
-/// reads as JSON.
-fn damaged(root: &Dir, name: &str) -> Result<bool> {
-    if !root.has(name) {
-        return Ok(false);
-    }
-    let Some(bytes) = root.peek(name) else {
-        return Err(unreadable(root, name, "not a readable regular file"));
-    };
-    if is_json(&bytes) {
-        return Ok(false);
-    }
-    match root.peek(&file::good_name(name)) {
-        Some(good) if is_json(&good) => Ok(true),
-        _ => Err(unreadable(root, name, "not JSON, and no good copy")),
-    }
-}
-
-fn is_json(bytes: &[u8]) -> bool {
-    serde_json::from_slice::<serde::de::IgnoredAny>(bytes).is_ok()
-}
-
-fn unreadable(root: &Dir, name: &str, why: &str) -> Error {
-    Error::msg(format!("{} is {why}", root.join(name).display()))
 }
 
 /// The indices `CUDA_VISIBLE_DEVICES` names; `None` when it is unset or

@@ -26,6 +26,7 @@
 //! 1.4.3's SDK parses every `devices/*.lock` as an index.
 
 mod admission;
+mod attached;
 mod holders;
 
 use std::fs::File;
@@ -42,6 +43,7 @@ use crate::procs;
 use crate::state::Envs;
 use admission::{Entry, Ledger, admit};
 pub use admission::{Need, Request};
+pub use attached::attached_requests;
 pub use holders::{Holder, lock_holders};
 
 const DEVICES_FOLDER: &str = "devices";

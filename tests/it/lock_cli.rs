@@ -433,6 +433,10 @@ fn a_planted_state_makes_lock_fail_closed() {
             "rm -f .devices.json.good && echo garbage > devices.json",
         ),
         (
+            "devices.json JSON but not a state file, no good copy",
+            "rm -f .devices.json.good && echo '{\"devices\": 0}' > devices.json",
+        ),
+        (
             "devices.json a FIFO",
             "rm -f devices.json && mkfifo devices.json",
         ),
@@ -459,6 +463,34 @@ fn a_planted_state_makes_lock_fail_closed() {
         }
     }
     assert!(failures.is_empty(), "{failures:#?}");
+}
+
+/// An entry of `devices.json` that does not parse is set aside when the
+/// state is loaded (with a warning); when it was alice's device, what is
+/// left does not say which GPU she uses, and `genv lock` fails closed.
+#[test]
+fn a_damaged_entry_of_the_environment_makes_lock_fail_closed() {
+    let mut sb = Sandbox::multi_user();
+    sb.set("GENV_MOCK_DEVICE_COUNT", "1");
+    let _shell = alice_attached(&sb);
+    let forged = r#"{"devices": [{"index": "zero", "attachments": [{"eid": "a"}]}]}"#;
+    mallory_does(
+        &sb,
+        &format!("rm -f devices.json .devices.json.good && echo '{forged}' > devices.json"),
+    );
+    let mark = sb.home_of(ALICE).join("ran");
+    let touch = format!("touch '{}'", mark.display());
+    let run = sb.run_as_in(ALICE, "a", &["lock", "--", "sh", "-c", &touch]);
+    assert!(!mark.exists(), "the command ran without its locks: {run:?}");
+    assert_ne!(run.code, 0, "{run:?}");
+    assert_eq!(
+        run.stderr
+            .lines()
+            .filter(|l| l.starts_with("genv: error: "))
+            .count(),
+        1,
+        "{run:?}"
+    );
 }
 
 /// Alice waits for the GPU another process holds; meanwhile mallory
