@@ -79,13 +79,18 @@ impl Queue {
     }
 
     /// The entry of process `pid`, brought in line with `waiter` (a forged
-    /// entry naming this process asks for what it really asks for), or a
-    /// new one at the end of the line; its ticket.
+    /// entry naming this process asks for what it really asks for) but
+    /// keeping its place and time, or a new one at the end of the line;
+    /// its ticket.
     pub fn join(&mut self, waiter: Waiter) -> u64 {
         match self.waiters.iter_mut().find(|w| w.pid == waiter.pid) {
             Some(entry) => {
-                let ticket = entry.ticket;
-                *entry = Waiter { ticket, ..waiter };
+                let (ticket, since) = (entry.ticket, std::mem::take(&mut entry.since));
+                *entry = Waiter {
+                    ticket,
+                    since,
+                    ..waiter
+                };
                 ticket
             }
             None => self.enqueue(waiter),
@@ -354,9 +359,12 @@ mod tests {
         queue.waiters.push(forged);
         let mut mine = waiter(0);
         mine.pid = 9;
+        queue.waiters[0].since = "then".into();
+        mine.since = "now".into();
         assert_eq!(queue.join(mine), 1);
         assert_eq!(queue.waiters.len(), 1);
         assert_eq!(queue.waiters[0].count, Some(1));
+        assert_eq!(queue.waiters[0].since, "then");
         queue.leave(9);
         assert!(queue.waiters.is_empty());
     }
