@@ -4,7 +4,10 @@
 //! A served model is an environment named `llm/MODEL/PORT` whose processes
 //! are genv and the `ollama serve` it runs; the name is how `ps` and
 //! `attach` find it, as in genv 1.4.3 (whose environments named
-//! `llm/MODEL` are found too, without a port).
+//! `llm/MODEL` are found too, without a port). Anyone can write any name
+//! and any pids into `envs.json`, so the port is not taken from the name:
+//! it is one the environment's processes listen on, as the kernel says
+//! (see [`listening`]).
 
 use std::fmt::Write;
 use std::os::unix::process::CommandExt;
@@ -45,22 +48,123 @@ pub fn run(args: LlmArgs, ctx: &mut Context) -> Result<Exit> {
 /// One served model: its environment and the port its server listens on.
 struct Served<'a> {
     model: &'a str,
+    /// The port a process of the environment listens on, and that
+    /// process's owner; `None` when no process of it is seen listening.
     port: Option<u16>,
+    owner: Option<u32>,
     env: &'a Env,
 }
 
-/// The environments that serve a model, by their names.
+/// The environments that serve a model, by their names, each with the
+/// port its processes listen on.
 fn served<'a>(envs: impl Iterator<Item = &'a Env>) -> Vec<Served<'a>> {
     envs.filter_map(|env| {
         let name = env.config.name.as_deref()?;
         let rest = name.strip_prefix("llm/")?;
-        let (model, port) = match rest.split_once('/') {
+        let (model, named) = match rest.split_once('/') {
             Some((model, port)) => (model, Some(port.parse().ok()?)),
             None => (rest, None),
         };
-        (!model.is_empty()).then_some(Served { model, port, env })
+        if model.is_empty() {
+            return None;
+        }
+        let found = listening(env, named);
+        Some(Served {
+            model,
+            port: found.map(|(port, _)| port),
+            owner: found.map(|(_, owner)| owner),
+            env,
+        })
     })
     .collect()
+}
+
+/// The TCP port a process of `env` listens on, and that process's owner,
+/// as the kernel says (genv 1.4.3 finds a server's port the same way):
+/// the listening sockets of `/proc/<pid>/net/tcp` and `tcp6` whose inodes
+/// are among the process's descriptors (`/proc/<pid>/fd`); the `named`
+/// port when it is one of them. Another user's descriptors can be read
+/// only by root: then the named port counts when a socket of the process's
+/// owner listens on it, so a name can point only at a port that user
+/// listens on.
+fn listening(env: &Env, named: Option<u16>) -> Option<(u16, u32)> {
+    env.pids.iter().find_map(|&pid| {
+        let pid = u32::try_from(pid).ok().filter(|&p| p > 0)?;
+        let owner = procs::owner(pid).ok()?;
+        let sockets = listening_sockets(pid);
+        let port = match socket_inodes(pid) {
+            Some(inodes) => {
+                let mut ports: Vec<u16> = sockets
+                    .iter()
+                    .filter(|s| inodes.contains(&s.inode))
+                    .map(|s| s.port)
+                    .collect();
+                ports.sort_unstable();
+                match named.filter(|p| ports.contains(p)) {
+                    Some(port) => port,
+                    None => *ports.first()?,
+                }
+            }
+            None => named.filter(|&p| sockets.iter().any(|s| s.port == p && s.uid == owner))?,
+        };
+        Some((port, owner))
+    })
+}
+
+/// A listening TCP socket, from `/proc/<pid>/net/tcp*`.
+struct Socket {
+    port: u16,
+    uid: u32,
+    inode: u64,
+}
+
+/// The listening TCP sockets of the network namespace `pid` is in.
+fn listening_sockets(pid: u32) -> Vec<Socket> {
+    ["tcp", "tcp6"]
+        .iter()
+        .filter_map(|table| std::fs::read_to_string(format!("/proc/{pid}/net/{table}")).ok())
+        .flat_map(|text| {
+            text.lines()
+                .skip(1)
+                .filter_map(parse_socket)
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+/// One row of `/proc/net/tcp`: `sl local_address rem_address st tx:rx
+/// tr:when retrnsmt uid timeout inode ...`, the address as `HEX:PORT`,
+/// state `0A` for listening.
+fn parse_socket(line: &str) -> Option<Socket> {
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    if fields.len() < 10 || fields[3] != "0A" {
+        return None;
+    }
+    let port = u16::from_str_radix(fields[1].rsplit_once(':')?.1, 16).ok()?;
+    Some(Socket {
+        port,
+        uid: fields[7].parse().ok()?,
+        inode: fields[9].parse().ok()?,
+    })
+}
+
+/// The inodes of the sockets process `pid` holds (`socket:[N]` links in
+/// `/proc/<pid>/fd`); `None` when its descriptors cannot be read.
+fn socket_inodes(pid: u32) -> Option<Vec<u64>> {
+    let entries = std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?;
+    Some(
+        entries
+            .filter_map(|entry| std::fs::read_link(entry.ok()?.path()).ok())
+            .filter_map(|target| {
+                let target = target.to_str()?;
+                target
+                    .strip_prefix("socket:[")?
+                    .strip_suffix(']')?
+                    .parse()
+                    .ok()
+            })
+            .collect(),
+    )
 }
 
 fn print_ps(served: &[Served<'_>], ps: PsArgs, out: &mut String) -> Result<()> {
@@ -253,13 +357,20 @@ fn attach(ctx: &mut Context, model: &str) -> Result<Exit> {
     let mut tx = ctx.dir.transaction(LoadOptions::default())?;
     let envs = tx.envs()?.clone();
     tx.commit()?;
-    let ports: Vec<u16> = served(envs.envs.iter())
+    // The caller's own servers first, then root's, then other users';
+    // among those, the one with the fewest clients.
+    let me = procs::current_uid();
+    let trust = |owner: Option<u32>| match owner {
+        Some(uid) if uid == me => 0,
+        Some(0) => 1,
+        _ => 2,
+    };
+    let best = served(envs.envs.iter())
         .into_iter()
         .filter(|s| s.model == model)
-        .filter_map(|s| s.port)
-        .collect();
-    // A model served twice: the server with the fewest clients.
-    let Some(port) = ports.into_iter().min_by_key(|&port| clients(port)) else {
+        .filter_map(|s| Some((trust(s.owner), s.port?)))
+        .min_by_key(|&(trust, port)| (trust, clients(port)));
+    let Some((_, port)) = best else {
         return Err(Error::msg(format!(
             "Could not find LLM model '{}'",
             escape::terminal(model)

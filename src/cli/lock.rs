@@ -4,8 +4,11 @@
 //! Outside an environment, or attached to no device, the command just
 //! runs. Without a command, the locks are taken and given back at once,
 //! which waits until the devices are free (as genv 1.4.3 does). When the
-//! state cannot be read, nothing runs unlocked: the devices come from
-//! `CUDA_VISIBLE_DEVICES`, or the command does not run.
+//! state cannot be read (a state file that is not a readable regular file,
+//! garbage with no good copy, `devices/` not a folder), nothing runs
+//! unlocked: the devices come from `CUDA_VISIBLE_DEVICES`, or the command
+//! does not run. Nor does it run when the environment lost a device while
+//! waiting for its lock.
 
 mod table;
 
@@ -17,7 +20,6 @@ use super::LockArgs;
 use crate::env_vars as ev;
 use crate::error::{Error, Result};
 use crate::escape;
-use crate::memory;
 use crate::messages;
 use crate::state::device_locks::{self, HeldLocks, Holder, LockError, Need, Request, WaitOptions};
 use crate::state::{Envs, LoadOptions, StateDir};
@@ -26,15 +28,20 @@ const LOCKS_HINT: &str = "`genv devices locks` shows who holds and who waits for
 
 pub fn run(args: LockArgs, dir: &StateDir) -> Result<i32> {
     let eid = ev::get(ev::GENV_ENVIRONMENT_ID).filter(|e| !e.is_empty());
-    let requests = match &eid {
+    let (requests, source) = match &eid {
         Some(eid) => requests(dir, eid, &args)?,
-        None => Vec::new(),
+        None => (Vec::new(), Source::Variables),
     };
     let locks = if requests.is_empty() {
         None
     } else {
-        match take(dir, requests, eid, &args)? {
-            Ok(locks) => Some(locks),
+        match take(dir, requests, eid.clone(), &args)? {
+            Ok((locks, waited)) => {
+                if let (true, Some(eid), Source::State) = (waited, &eid, source) {
+                    still_attached(dir, eid, &locks.indices())?;
+                }
+                Some(locks)
+            }
             Err(code) => return Ok(code),
         }
     };
@@ -48,13 +55,60 @@ pub fn run(args: LockArgs, dir: &StateDir) -> Result<i32> {
     Ok(code)
 }
 
+/// Where the devices to lock came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Source {
+    /// The environment's attachments in the state.
+    State,
+    /// `CUDA_VISIBLE_DEVICES` or the lock files mounted into a container.
+    Variables,
+}
+
+/// After a wait, the environment must still hold every device just
+/// locked: someone may have detached it meanwhile (any user can), and the
+/// command would then run on a device another environment may be given.
+/// Without a wait there is no "meanwhile" worth a second look: a detach
+/// an instant later, once the command runs, is the same.
+fn still_attached(dir: &StateDir, eid: &str, locked: &[u32]) -> Result<()> {
+    let now = match device_locks::attached_requests(dir, eid) {
+        Ok(Some(requests)) => requests,
+        Ok(None) => Vec::new(),
+        Err(cause) => {
+            return Err(Error::hinted(
+                format!(
+                    "cannot tell whether environment {} still has its GPUs: the state cannot be read ({}); not running the command",
+                    escape::terminal(eid),
+                    escape::terminal(&cause.to_string())
+                ),
+                "fix the state folder (GENV_TMPDIR), then run the command again",
+            ));
+        }
+    };
+    let gone: Vec<String> = locked
+        .iter()
+        .filter(|index| !now.iter().any(|r| r.index == **index))
+        .map(u32::to_string)
+        .collect();
+    if gone.is_empty() {
+        return Ok(());
+    }
+    Err(Error::hinted(
+        format!(
+            "environment {} was detached from GPU {} while waiting for its lock; not running the command on a GPU it no longer has",
+            escape::terminal(eid),
+            gone.join(", ")
+        ),
+        "attach the environment again (`genv attach`), then run the command again",
+    ))
+}
+
 /// The devices to lock and what for: the environment's attachments in the
 /// state, with the capacity of each (the attachment's, else the
 /// environment's); when the state does not know the environment, the
 /// devices mounted into a container or those in `CUDA_VISIBLE_DEVICES`,
 /// whole. When the state cannot be read, the same devices, or an error
 /// when there are none to go by: never the command without its locks.
-fn requests(dir: &StateDir, eid: &str, args: &LockArgs) -> Result<Vec<Request>> {
+fn requests(dir: &StateDir, eid: &str, args: &LockArgs) -> Result<(Vec<Request>, Source)> {
     let whole = |indices: Vec<u32>| -> Vec<Request> {
         indices
             .into_iter()
@@ -62,8 +116,12 @@ fn requests(dir: &StateDir, eid: &str, args: &LockArgs) -> Result<Vec<Request>> 
             .collect()
     };
     let container = ev::get(ev::GENV_CONTAINER).is_some();
-    let mut requests = match from_state(dir, eid) {
-        Ok(Some(requests)) => requests,
+    let mut source = Source::Variables;
+    let mut requests = match device_locks::attached_requests(dir, eid) {
+        Ok(Some(requests)) => {
+            source = Source::State;
+            requests
+        }
         Ok(None) if container => whole(device_locks::lockable(dir)),
         Ok(None) => whole(visible_indices().unwrap_or_default()),
         Err(cause) => {
@@ -96,36 +154,7 @@ fn requests(dir: &StateDir, eid: &str, args: &LockArgs) -> Result<Vec<Request>> 
             request.need = Need::Exclusive;
         }
     }
-    Ok(requests)
-}
-
-/// The environment's requests from the state; `None` when the state does
-/// not know the environment, an error when it cannot be read.
-fn from_state(dir: &StateDir, eid: &str) -> Result<Option<Vec<Request>>> {
-    let mut tx = dir.transaction(LoadOptions::default())?;
-    let Some(env) = tx.envs()?.get(eid).cloned() else {
-        return Ok(None);
-    };
-    let devices = tx.devices()?.clone();
-    // The locks do not depend on the cleanup being written.
-    let _ = tx.commit();
-    let capacity = |m: Option<&str>| m.and_then(|m| memory::to_bytes(m).ok());
-    Ok(Some(
-        devices
-            .devices
-            .iter()
-            .filter_map(|device| {
-                let attachment = device.attachments.iter().find(|a| a.eid == eid)?;
-                let bytes = capacity(attachment.gpu_memory.as_deref())
-                    .or_else(|| capacity(env.config.gpu_memory.as_deref()));
-                Some(Request::for_capacity(
-                    device.index,
-                    bytes,
-                    device.total_bytes(),
-                ))
-            })
-            .collect(),
-    ))
+    Ok((requests, source))
 }
 
 /// The indices `CUDA_VISIBLE_DEVICES` names; `None` when it is unset or
@@ -141,21 +170,24 @@ pub(crate) fn visible_indices() -> Option<Vec<u32>> {
         .collect()
 }
 
-/// Takes the locks, waiting as the options say; `Err(code)` when they
-/// could not be taken (busy with `-n`, or `-w` ran out), after saying so.
+/// Takes the locks, waiting as the options say, and whether it had to
+/// wait; `Err(code)` when they could not be taken (busy with `-n`, or
+/// `-w` ran out), after saying so.
 fn take(
     dir: &StateDir,
     requests: Vec<Request>,
     eid: Option<String>,
     args: &LockArgs,
-) -> Result<std::result::Result<HeldLocks, i32>> {
+) -> Result<std::result::Result<(HeldLocks, bool), i32>> {
     let envs = load_envs(dir);
+    let mut waited = false;
     let nonblock = args.nonblock || args.timeout.is_some_and(|t| t.is_zero());
     let deadline = args
         .timeout
         .filter(|_| !nonblock)
         .and_then(|t| Instant::now().checked_add(t));
     let mut on_wait = |index: u32, holders: &[Holder]| {
+        waited = true;
         messages::note(format!(
             "waiting for GPU {index}{}",
             in_the_way(&envs, holders)
@@ -166,7 +198,7 @@ fn take(
         device_locks::acquire(dir, &requests, eid.as_deref(), &envs, options, &mut on_wait);
     let conflict_code = args.conflict_exit_code.unwrap_or(1);
     match result {
-        Ok(locks) => Ok(Ok(locks)),
+        Ok(locks) => Ok(Ok((locks, waited))),
         Err(LockError::Busy { index, holders }) => {
             messages::error(
                 format!(
@@ -219,7 +251,9 @@ fn in_the_way(envs: &Envs, holders: &[Holder]) -> String {
     }
 }
 
-/// `environment E (NAME), USER, pid P, MODE`, or `pid P outside genv, MODE`.
+/// `environment E (NAME), USER, pid P, MODE`, or `pid P outside genv,
+/// MODE`: the environment as the process claims it, the user as the
+/// kernel says who runs it.
 fn describe(envs: &Envs, holder: &Holder) -> String {
     let mut parts = Vec::new();
     match holder.eid.as_deref() {
@@ -236,8 +270,9 @@ fn describe(envs: &Envs, holder: &Holder) -> String {
                 ),
                 None => format!("environment {}", escape::terminal(eid)),
             });
-            if let Some(env) = env {
-                parts.push(escape::terminal(&env.user()).into_owned());
+            let user = holder.user();
+            if !user.is_empty() {
+                parts.push(escape::terminal(&user).into_owned());
             }
             parts.push(format!("pid {}", holder.pid));
         }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use super::{AttachError, Request, attach};
 use crate::backend::DeviceBackend;
 use crate::error::{Error, Result};
-use crate::state::{Config, LoadOptions, StateDir, Waiter};
+use crate::state::{Config, LoadOptions, Queue, StateDir, Waiter};
 
 /// How long to wait; `None` for as long as it takes.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -53,12 +53,17 @@ pub fn attach_waiting(
     let watch = dir.watch()?;
     let signals = crate::signals::SignalPipe::install()?;
     let start = Instant::now();
-    let mut ticket: Option<u64> = None;
+    let me: i64 = std::process::id().into();
+    let uid =
+        crate::procs::owner(std::process::id()).unwrap_or_else(|_| crate::procs::current_uid());
     let mut told: Option<usize> = None;
     // The driver is asked (when needed) once, before the first lock.
     let survey = dir.survey(backend, false)?;
+    // Held while in line: what tells a waiter from an entry anyone wrote.
+    let mut guard = Queue::guard(dir)?;
     loop {
         let mut tx = dir.transaction(LoadOptions::default())?;
+        guard.refresh(dir)?;
         let now = tx.now();
         let configs: HashMap<String, Config> = tx
             .envs()?
@@ -69,19 +74,18 @@ pub fn attach_waiting(
         let config = configs.get(eid).cloned().unwrap_or_default();
         let mut trial = tx.reconcile(&survey)?.clone();
         let queue = tx.queue_mut()?;
-        let mine = match ticket.filter(|t| queue.contains(*t)) {
-            Some(t) => t,
-            None => queue.enqueue(Waiter {
-                ticket: 0,
-                eid: eid.to_owned(),
-                pid: std::process::id().into(),
-                since: now.clone(),
-                count: request.count,
-                index: request.index,
-                over_subscribe: request.over_subscribe,
-            })?,
-        };
-        ticket = Some(mine);
+        queue.keep_waiting(&guard);
+        // Found by pid: the line may have been numbered again meanwhile.
+        let mine = queue.join(Waiter {
+            ticket: 0,
+            eid: eid.to_owned(),
+            pid: me,
+            uid: Some(uid),
+            since: now.clone(),
+            count: request.count,
+            index: request.index,
+            over_subscribe: request.over_subscribe,
+        });
         let ahead: Vec<Waiter> = queue.ahead_of(mine).cloned().collect();
         // Those ahead are served first, where they fit.
         for w in &ahead {
@@ -98,12 +102,12 @@ pub fn attach_waiting(
                 let devices = tx.devices_mut()?;
                 let result =
                     attach(devices, &config, eid, request, &now).map_err(AttachError::into_error);
-                tx.queue_mut()?.remove(mine);
+                tx.queue_mut()?.leave(me);
                 tx.commit()?;
                 return result;
             }
             Err(AttachError::Impossible(e)) => {
-                tx.queue_mut()?.remove(mine);
+                tx.queue_mut()?.leave(me);
                 tx.commit()?;
                 return Err(e);
             }
@@ -128,7 +132,7 @@ pub fn attach_waiting(
             Some(t) => match t.checked_sub(start.elapsed()) {
                 Some(left) if !left.is_zero() => left.min(RECHECK),
                 _ => {
-                    leave(dir, mine)?;
+                    leave(dir, me)?;
                     return Err(Error::msg(format!(
                         "Timed out after {} s waiting for {}",
                         t.as_secs_f64(),
@@ -139,15 +143,15 @@ pub fn attach_waiting(
             None => RECHECK,
         };
         if watch.wait(left, &[signals.fd()]) == crate::state::WatchWake::Other {
-            leave(dir, mine)?;
+            leave(dir, me)?;
             return Err(Error::Interrupted);
         }
     }
 }
 
-fn leave(dir: &StateDir, ticket: u64) -> Result<()> {
+fn leave(dir: &StateDir, pid: i64) -> Result<()> {
     let mut tx = dir.transaction(LoadOptions::default())?;
-    tx.queue_mut()?.remove(ticket);
+    tx.queue_mut()?.leave(pid);
     tx.commit()
 }
 

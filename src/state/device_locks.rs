@@ -26,6 +26,7 @@
 //! 1.4.3's SDK parses every `devices/*.lock` as an index.
 
 mod admission;
+mod attached;
 mod holders;
 
 use std::fs::File;
@@ -42,6 +43,7 @@ use crate::procs;
 use crate::state::Envs;
 use admission::{Entry, Ledger, admit};
 pub use admission::{Need, Request};
+pub use attached::attached_requests;
 pub use holders::{Holder, lock_holders};
 
 const DEVICES_FOLDER: &str = "devices";
@@ -143,6 +145,27 @@ pub fn open_lock_file(dir: &StateDir, index: u32) -> Result<OwnedFd> {
     Ok(fd)
 }
 
+/// The devices folder for taking locks, created 0777 when missing. Unlike
+/// [`devices_dir`], anything else in its place is an error: holders may
+/// hold the lock files of the folder that was there, so locks taken in a
+/// new one would exclude nobody.
+fn locks_dir(dir: &StateDir) -> Result<Dir> {
+    let root = dir.root_dir()?;
+    if let Some(devices) = root.existing_subdir(DEVICES_FOLDER) {
+        return Ok(devices);
+    }
+    if root.has(DEVICES_FOLDER) {
+        return Err(Error::hinted(
+            format!(
+                "{} is not a folder: not taking device locks beside whoever holds them in the folder that was there",
+                devices_folder(dir).display()
+            ),
+            "remove it once no `genv lock` runs; genv then makes the folder again",
+        ));
+    }
+    devices_dir(dir)
+}
+
 /// The devices folder when it exists as a real folder, for readers that
 /// must not create or move anything.
 fn existing_devices_dir(dir: &StateDir) -> Option<Dir> {
@@ -197,7 +220,7 @@ pub fn acquire(
     let mut sorted = requests.to_vec();
     sorted.sort_by_key(|r| r.index);
     sorted.dedup_by_key(|r| r.index);
-    devices_dir(dir)?;
+    locks_dir(dir)?;
     let mut locks = HeldLocks {
         dir: dir.clone(),
         held: Vec::new(),
@@ -219,7 +242,7 @@ fn acquire_one(
 ) -> Result<Held, LockError> {
     let index = request.index;
     let lock_file = lock_path(dir, index);
-    let fd = devices_dir(dir)?.open_lock(&lock_name(index))?;
+    let fd = locks_dir(dir)?.open_lock(&lock_name(index))?;
     // std's flock: the lock genv 1.4.3's `fcntl.flock` takes.
     let lock = File::from(fd);
     // Watch before registering, so no change after our first look is missed.

@@ -182,3 +182,105 @@ fn errors_are_one_clear_line_and_change_nothing() {
     );
     assert_eq!(sb.snapshot_files(), before);
 }
+
+/// Mallory names environments `llm/llama3/PORT` for her own listener: one
+/// listing her listener, one listing alice's real server. Alice's server
+/// already has a client, so by the names alone mallory's would be the
+/// least busy; `genv llm attach` takes ports from the sockets the
+/// servers' processes listen on and reaches alice's server.
+#[test]
+fn attach_reaches_the_port_the_server_listens_on() {
+    use crate::common::users::{ALICE, MALLORY, command_as, sleeper_as};
+    use std::os::unix::fs::PermissionsExt;
+    let mut sb = Sandbox::multi_user();
+    let ollama = fixture("ollama");
+    sb.set("PATH", &format!("{}:/usr/bin:/bin", ollama.display()));
+    let log = sb.dir.path().join("ollama.log");
+    std::fs::write(&log, "").unwrap();
+    std::fs::set_permissions(&log, std::fs::Permissions::from_mode(0o666)).unwrap();
+    sb.set("OLLAMA_STANDIN_LOG", log.to_str().unwrap());
+
+    let mut server = sb
+        .cmd_as(ALICE, &["llm", "serve", "llama3"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut said = String::new();
+    BufReader::new(server.stderr.take().unwrap())
+        .read_line(&mut said)
+        .unwrap();
+    let mut listening = String::new();
+    BufReader::new(server.stdout.take().unwrap())
+        .read_line(&mut listening)
+        .unwrap();
+    let port: u16 = listening
+        .trim()
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let ollama_pid = calls(&sb)
+        .iter()
+        .find(|c| c["args"][0] == "serve")
+        .and_then(|c| c["pid"].as_u64())
+        .unwrap();
+
+    // Mallory's listener, answering HTTP like a server would.
+    let mut listener = command_as(MALLORY, "/usr/bin/python3")
+        .args(["-u", "-m", "http.server", "--bind", "127.0.0.1", "0"])
+        .current_dir(sb.home_of(MALLORY))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut serving = String::new();
+    BufReader::new(listener.stdout.take().unwrap())
+        .read_line(&mut serving)
+        .unwrap();
+    let theirs: u16 = serving
+        .split_whitespace()
+        .skip_while(|w| *w != "port")
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("{serving}"));
+    let uid = MALLORY.to_string();
+    for (eid, pid) in [("m1", listener.id()), ("m2", ollama_pid as u32)] {
+        let pid = pid.to_string();
+        sb.run_as(
+            MALLORY,
+            &[
+                "envs", "activate", "--eid", eid, "--uid", &uid, "--pid", &pid,
+            ],
+        )
+        .ok();
+        let name = format!("llm/llama3/{theirs}");
+        sb.run_as(
+            MALLORY,
+            &["envs", "config", "--eid", eid, "name", "--name", &name],
+        )
+        .ok();
+    }
+    // A chat client of alice's on her server.
+    let bin = sb.dir.path().join("client-bin");
+    std::fs::create_dir(&bin).unwrap();
+    std::os::unix::fs::symlink("/bin/sleep", bin.join("ollama")).unwrap();
+    let host = format!("localhost:{port}");
+    let _client = sleeper_as(ALICE, &bin.join("ollama"), &[("OLLAMA_HOST", &host)]);
+
+    let attached = sb.run_as(ALICE, &["llm", "attach", "llama3"]);
+    let run = calls(&sb)
+        .into_iter()
+        .find(|c| c["args"][0] == "run")
+        .map(|c| c["env"]["OLLAMA_HOST"].clone());
+    let _ = listener.kill();
+    let _ = listener.wait();
+    interrupt(&server);
+    let _ = server.wait();
+    assert_eq!(
+        run,
+        Some(serde_json::json!(format!("localhost:{port}"))),
+        "mallory's port is {theirs}: {attached:?}"
+    );
+}

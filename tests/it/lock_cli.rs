@@ -1,7 +1,10 @@
 //! `genv lock` as a command: arguments, exit codes, signals, -n, -w.
 
+use std::path::Path;
 use std::time::Instant;
 
+use crate::common::users::{ALICE, MALLORY, command_as, sleeper_as};
+use crate::common::{Run, Sandbox, Sleeper};
 use crate::lock_support::{Locker, Section, args, env, log, one_gpu};
 
 #[test]
@@ -364,4 +367,169 @@ fn timeout_against_a_genv_1_4_3_holder() {
     assert!(!table.stdout.contains(",b,"), "{table:?}");
     sa.release();
     assert!(holder.wait().unwrap().success());
+}
+
+/// Alice's environment `a`, attached to the one GPU, and her shell's
+/// process that keeps it alive; a first `genv lock` of hers makes
+/// `devices/` as it is in use.
+fn alice_attached(sb: &Sandbox) -> Sleeper {
+    let shell = sleeper_as(ALICE, Path::new("/bin/sleep"), &[]);
+    let (uid, pid) = (ALICE.to_string(), shell.pid().to_string());
+    sb.run_as(
+        ALICE,
+        &[
+            "envs", "activate", "--eid", "a", "--uid", &uid, "--pid", &pid,
+        ],
+    )
+    .ok();
+    sb.run_as(ALICE, &["devices", "attach", "--eid", "a", "--index", "0"])
+        .ok();
+    sb.run_as_in(ALICE, "a", &["lock", "true"]).ok();
+    shell
+}
+
+/// `sh -c SCRIPT` as mallory, in the state folder, which must succeed.
+#[track_caller]
+fn mallory_does(sb: &Sandbox, script: &str) {
+    let out = command_as(MALLORY, "sh")
+        .args(["-c", script])
+        .current_dir(sb.state())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{script}: {out:?}");
+}
+
+/// A refusal of `genv lock`: a non-zero exit, one error line (and its
+/// hint), and the command never ran.
+#[track_caller]
+fn refused_without_running(run: &Run, mark: &Path) -> Option<String> {
+    let errors = run
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("genv: error: "))
+        .count();
+    let others = run
+        .stderr
+        .lines()
+        .filter(|l| !l.starts_with("genv: error: ") && !l.starts_with("hint: "))
+        .count();
+    if run.code == 0 || mark.exists() || errors != 1 || others != 0 {
+        return Some(format!(
+            "ran: {}, {run:?}",
+            if mark.exists() { "yes" } else { "no" }
+        ));
+    }
+    None
+}
+
+/// What mallory can leave in the state folder that stops genv from
+/// telling which GPUs alice's environment uses: alice's `genv lock --
+/// CMD` fails closed, saying so in one line, and CMD never runs.
+#[test]
+fn a_planted_state_makes_lock_fail_closed() {
+    let cases = [
+        (
+            "devices.json garbage, no good copy",
+            "rm -f .devices.json.good && echo garbage > devices.json",
+        ),
+        (
+            "devices.json JSON but not a state file, no good copy",
+            "rm -f .devices.json.good && echo '{\"devices\": 0}' > devices.json",
+        ),
+        (
+            "devices.json a FIFO",
+            "rm -f devices.json && mkfifo devices.json",
+        ),
+        (
+            "devices.json unreadable, no good copy",
+            "rm -f devices.json .devices.json.good && echo '{}' > devices.json && chmod 600 devices.json",
+        ),
+        (
+            "devices/ a plain file",
+            "rm -rf devices && echo x > devices",
+        ),
+    ];
+    let mut failures = Vec::new();
+    for (what, script) in cases {
+        let mut sb = Sandbox::multi_user();
+        sb.set("GENV_MOCK_DEVICE_COUNT", "1");
+        let _shell = alice_attached(&sb);
+        mallory_does(&sb, script);
+        let mark = sb.home_of(ALICE).join("ran");
+        let touch = format!("touch '{}'", mark.display());
+        let run = sb.run_as_in(ALICE, "a", &["lock", "--", "sh", "-c", &touch]);
+        if let Some(failure) = refused_without_running(&run, &mark) {
+            failures.push(format!("{what}: {failure}"));
+        }
+    }
+    assert!(failures.is_empty(), "{failures:#?}");
+}
+
+/// An entry of `devices.json` that does not parse is set aside when the
+/// state is loaded (with a warning); when it was alice's device, what is
+/// left does not say which GPU she uses, and `genv lock` fails closed.
+#[test]
+fn a_damaged_entry_of_the_environment_makes_lock_fail_closed() {
+    let mut sb = Sandbox::multi_user();
+    sb.set("GENV_MOCK_DEVICE_COUNT", "1");
+    let _shell = alice_attached(&sb);
+    let forged = r#"{"devices": [{"index": "zero", "attachments": [{"eid": "a"}]}]}"#;
+    mallory_does(
+        &sb,
+        &format!("rm -f devices.json .devices.json.good && echo '{forged}' > devices.json"),
+    );
+    let mark = sb.home_of(ALICE).join("ran");
+    let touch = format!("touch '{}'", mark.display());
+    let run = sb.run_as_in(ALICE, "a", &["lock", "--", "sh", "-c", &touch]);
+    assert!(!mark.exists(), "the command ran without its locks: {run:?}");
+    assert_ne!(run.code, 0, "{run:?}");
+    assert_eq!(
+        run.stderr
+            .lines()
+            .filter(|l| l.starts_with("genv: error: "))
+            .count(),
+        1,
+        "{run:?}"
+    );
+}
+
+/// Alice waits for the GPU another process holds; meanwhile mallory
+/// detaches alice's environment. When the GPU frees, alice's command does
+/// not run on a device her environment no longer has.
+#[test]
+fn a_detach_while_waiting_makes_lock_fail_closed() {
+    let mut sb = Sandbox::multi_user();
+    sb.set("GENV_MOCK_DEVICE_COUNT", "1");
+    let _shell = alice_attached(&sb);
+    let work = tempfile::tempdir().unwrap();
+    let holder_section = Section::new(work.path(), "H");
+    let mut holder = std::process::Command::new("flock")
+        .arg("-x")
+        .arg(sb.file("devices/0.lock"))
+        .args(holder_section.command())
+        .spawn()
+        .unwrap();
+    holder_section.entered();
+    let mark = sb.home_of(ALICE).join("ran");
+    let touch = format!("touch '{}'", mark.display());
+    let mut cmd = sb.cmd_as(ALICE, &["lock", "--", "sh", "-c", &touch]);
+    cmd.env("GENV_ENVIRONMENT_ID", "a");
+    let mut alice = Locker::start(cmd);
+    alice.expect_line("waiting for GPU 0");
+    sb.run_as(MALLORY, &["devices", "detach", "--eid", "a"])
+        .ok();
+    holder_section.release();
+    assert!(holder.wait().unwrap().success());
+    let (status, stdout, stderr) = alice.finish_all();
+    assert!(
+        !mark.exists(),
+        "alice's command ran on a GPU she no longer holds: {stderr:?}"
+    );
+    assert!(!status.success(), "{stderr:?} {stdout}");
+    let errors: Vec<&String> = stderr
+        .iter()
+        .filter(|l| l.starts_with("genv: error: "))
+        .collect();
+    assert_eq!(errors.len(), 1, "{stderr:?}");
+    assert!(errors[0].contains("detached"), "{stderr:?}");
 }

@@ -25,10 +25,7 @@ fn whole_device_environments_take_turns() {
     let mut waiter = Locker::spawn(&sb, Some("b"), &args(&[], &cmd_b));
     let line = waiter.expect_line("waiting for GPU 0");
     assert!(line.contains("environment a"), "{line}");
-    assert!(
-        line.contains("job-a") && line.contains("alice(1000)"),
-        "{line}"
-    );
+    assert!(line.contains("job-a") && line.contains("root(0)"), "{line}");
     assert!(line.contains(&format!("pid {}", holder.pid())), "{line}");
 
     // The table names the holder and the waiter.
@@ -37,14 +34,14 @@ fn whole_device_environments_take_turns() {
         .ok();
     assert!(
         table.stdout.contains(&format!(
-            "0,a,job-a,alice(1000),{},exclusive,holding",
+            "0,a,job-a,root(0),{},exclusive,holding",
             holder.pid()
         )),
         "{table:?}"
     );
     assert!(
         table.stdout.contains(&format!(
-            "0,b,job-b,alice(1000),{},exclusive,waiting",
+            "0,b,job-b,root(0),{},exclusive,waiting",
             waiter.pid()
         )),
         "{table:?}"
@@ -183,9 +180,8 @@ fn waiters_enter_in_arrival_order() {
     let line = c.expect_line("waiting for GPU 0");
     // B waits too: it is ahead of C in line, not using the device.
     assert!(
-        line.starts_with(
-            "genv: waiting for GPU 0 (held by environment a (job-a), alice(1000), pid "
-        ) && line.contains("; waiting ahead: environment b (job-b), alice(1000), pid ")
+        line.starts_with("genv: waiting for GPU 0 (held by environment a (job-a), root(0), pid ")
+            && line.contains("; waiting ahead: environment b (job-b), root(0), pid ")
             && !line.contains("in use"),
         "{line}"
     );
@@ -270,7 +266,7 @@ fn a_genv_1_4_3_holder_excludes_fractions() {
     assert!(
         table
             .stdout
-            .contains(&format!("0,,,,{},exclusive,holding", flock.id())),
+            .contains(&format!("0,,,root(0),{},exclusive,holding", flock.id())),
         "{table:?}"
     );
     sf.release();

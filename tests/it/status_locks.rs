@@ -203,14 +203,14 @@ fn locks_of_a_registered_process_are_credited_to_its_environment() {
     });
     assert!(
         table.contains(&format!(
-            "0,a,job-a,alice(1000),{},exclusive,holding",
+            "0,a,job-a,root(0),{},exclusive,holding",
             holder.id()
         )),
         "{table}"
     );
     assert!(
         table.contains(&format!(
-            "0,c,job-c,alice(1000),{},exclusive,waiting",
+            "0,c,job-c,root(0),{},exclusive,waiting",
             waiter.id()
         )),
         "{table}"
@@ -239,7 +239,7 @@ fn locks_of_a_registered_process_are_credited_to_its_environment() {
     assert_eq!(
         line,
         format!(
-            "genv: waiting for GPU 0 (held by environment a (job-a), alice(1000), pid {}, exclusive)",
+            "genv: waiting for GPU 0 (held by environment a (job-a), root(0), pid {}, exclusive)",
             holder.id()
         )
     );
@@ -277,7 +277,7 @@ fn state_text_is_escaped_in_lock_tables_and_messages() {
     let mut b = Locker::spawn(&sb, Some("b"), &["true"]);
     let line = b.expect_line("waiting for GPU 0");
     assert!(
-        line.contains("environment a (evil\\u{1b}[2J\\n0,z,forged), al\\u{202e}ice(1000), pid "),
+        line.contains("environment a (evil\\u{1b}[2J\\n0,z,forged), root(0), pid "),
         "{line:?}"
     );
     for args in [
@@ -304,4 +304,66 @@ fn state_text_is_escaped_in_lock_tables_and_messages() {
     sa.release();
     assert!(a.finish().0.success());
     assert!(b.finish().0.success());
+}
+
+/// Mallory's process holds GPU 0's lock claiming alice's environment:
+/// `genv devices locks` names mallory, the owner of the holding process as
+/// the kernel says, not the user of the environment it claims.
+#[test]
+fn a_lock_holder_is_named_by_the_owner_of_its_process() {
+    use crate::common::users::{ALICE, MALLORY, sleeper_as};
+    let mut sb = Sandbox::multi_user();
+    sb.set("GENV_MOCK_DEVICE_COUNT", "1");
+    let shell = sleeper_as(ALICE, std::path::Path::new("/bin/sleep"), &[]);
+    let (uid, pid) = (ALICE.to_string(), shell.pid().to_string());
+    sb.run_as(
+        ALICE,
+        &[
+            "envs", "activate", "--eid", "a", "--uid", &uid, "--pid", &pid,
+        ],
+    )
+    .ok();
+    sb.run_as(ALICE, &["devices", "attach", "--eid", "a", "--index", "0"])
+        .ok();
+    let mut locked = sb
+        .cmd_as(MALLORY, &["lock", "sh", "-c", "echo in; read x"])
+        .env("GENV_ENVIRONMENT_ID", "a")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(locked.stdout.as_mut().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line, "in\n");
+    let table = sb
+        .run_as(
+            ALICE,
+            &["devices", "locks", "--format", "csv", "--no-header"],
+        )
+        .ok()
+        .stdout;
+    let user = |uid: u32| name_of(uid).map_or(uid.to_string(), |n| format!("{n}({uid})"));
+    assert_eq!(
+        table,
+        format!("0,a,,{},{},exclusive,holding\n", user(MALLORY), locked.id()),
+        "{table}"
+    );
+    locked.stdin.take().unwrap().write_all(b"done\n").unwrap();
+    assert!(locked.wait().unwrap().success());
+}
+
+/// A user's login name from the password database, if it has one (the
+/// test users usually have none).
+fn name_of(uid: u32) -> Option<String> {
+    std::fs::read_to_string("/etc/passwd")
+        .ok()?
+        .lines()
+        .find_map(|line| {
+            let mut fields = line.split(':');
+            let name = fields.next()?;
+            let found = fields.nth(1)?.parse::<u32>().ok()? == uid;
+            found.then(|| name.to_owned())
+        })
 }

@@ -1,10 +1,12 @@
 //! `--wait`: requests wait in line for GPUs, first come first served.
 
 use std::io::{BufRead, BufReader};
+use std::path::Path;
 use std::process::{Child, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use crate::common::users::{ALICE, MALLORY, command_as, sleeper_as};
 use crate::common::{Sandbox, Sleeper};
 
 /// Kills the waiters if a test hangs, so it fails instead of blocking CI.
@@ -275,4 +277,74 @@ fn a_wait_too_long_to_measure_is_refused_not_a_crash() {
         run.stderr.contains("invalid number of seconds '1e30'"),
         "{run:?}"
     );
+}
+
+/// A `queue.json` that mallory wrote, with one waiter asking for every
+/// GPU in the name of `pid`, holding `ticket`.
+fn forged_line(pid: u32, ticket: u64) -> String {
+    serde_json::json!({"waiters": [{
+        "ticket": ticket, "eid": "m", "pid": pid, "uid": ALICE,
+        "since": "02/12/2026 10:00:00", "count": 2, "index": null,
+        "over_subscribe": false
+    }]})
+    .to_string()
+}
+
+/// Forged entries in the line (pid 1, a dead pid, a live process of
+/// alice's that is not waiting, a ticket of 4294967295) neither keep alice
+/// waiting while both GPUs are free nor fill the line: `genv devices
+/// attach --wait` and `genv attach --wait` attach at once.
+#[test]
+fn forged_waiters_do_not_jam_the_line() {
+    let dead = {
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        child.wait().unwrap();
+        child.id()
+    };
+    let mut failures = Vec::new();
+    for verb in ["devices attach", "attach"] {
+        let sb = Sandbox::multi_user();
+        let alice = sleeper_as(ALICE, Path::new("/bin/sleep"), &[]);
+        let (uid, pid) = (ALICE.to_string(), alice.pid().to_string());
+        sb.run_as(
+            ALICE,
+            &[
+                "envs", "activate", "--eid", "a", "--uid", &uid, "--pid", &pid,
+            ],
+        )
+        .ok();
+        let forgeries = [
+            ("pid 1", forged_line(1, 1)),
+            ("a dead pid", forged_line(dead, 1)),
+            ("alice's idle process", forged_line(alice.pid(), 1)),
+            (
+                "ticket u32::MAX",
+                forged_line(alice.pid(), u64::from(u32::MAX)),
+            ),
+        ];
+        for (what, line) in forgeries {
+            let path = sb.file("queue.json");
+            let out = command_as(MALLORY, "sh")
+                .args(["-c", "rm -f \"$1\" && printf %s \"$2\" > \"$1\"", "sh"])
+                .arg(&path)
+                .arg(&line)
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{out:?}");
+            let start = Instant::now();
+            let args: Vec<&str> = match verb {
+                "attach" => vec!["attach", "--count", "2", "--wait=8"],
+                _ => vec![
+                    "devices", "attach", "--eid", "a", "--count", "2", "--wait=8",
+                ],
+            };
+            let run = sb.run_as_in(ALICE, "a", &args);
+            let took = start.elapsed();
+            if run.code != 0 || took > Duration::from_secs(4) {
+                failures.push(format!("{verb}, {what}: after {took:?}: {run:?}"));
+            }
+            sb.run_as(ALICE, &["devices", "detach", "--eid", "a"]).ok();
+        }
+    }
+    assert!(failures.is_empty(), "{failures:#?}");
 }

@@ -37,7 +37,9 @@ pub fn print_locks(
         (
             h.eid.clone().unwrap_or_default(),
             env.and_then(|e| e.config.name.clone()).unwrap_or_default(),
-            env.map(|e| e.user()).unwrap_or_default(),
+            // Who runs the process, as the kernel says; not the user of
+            // the environment it claims, which anyone can write.
+            h.user(),
             h.pid.to_string(),
             mode,
             if h.waiting { "waiting" } else { "holding" }.to_owned(),

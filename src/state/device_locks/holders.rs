@@ -1,7 +1,7 @@
 //! Who holds or waits for a device's lock, for `genv devices locks`,
 //! `genv status` and `genv lock`'s messages: the kernel's list of `flock`s
 //! on `devices/<index>.lock` and our ledger, each process credited to its
-//! environment.
+//! environment (what it claims) and to its owner (what the kernel says).
 
 use super::admission::{Entry, Need};
 use super::{StateDir, lock_path, read_ledger};
@@ -12,12 +12,27 @@ use crate::state::Envs;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Holder {
     pub pid: u32,
+    /// The environment the process claims (its ledger entry, its
+    /// `GENV_ENVIRONMENT_ID`, or `envs.json`): anyone can claim any.
     pub eid: Option<String>,
     pub need: Need,
     pub waiting: bool,
 }
 
 impl Holder {
+    /// The owner of the process as `/proc` says, as the tables print a
+    /// user: `name(uid)`, or the uid alone when it has no name; empty when
+    /// `/proc` does not say (gone, or in another pid namespace).
+    pub fn user(&self) -> String {
+        match procs::owner(self.pid).ok() {
+            Some(uid) => match procs::username(uid) {
+                Some(name) => format!("{name}({uid})"),
+                None => uid.to_string(),
+            },
+            None => String::new(),
+        }
+    }
+
     pub fn mode(&self) -> &'static str {
         match self.need {
             Need::Exclusive => "exclusive",

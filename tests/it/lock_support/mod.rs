@@ -149,6 +149,20 @@ impl Locker {
         self.child.id()
     }
 
+    /// Waits for the exit and returns the status, stdout and every line
+    /// of stderr.
+    #[track_caller]
+    pub fn finish_all(mut self) -> (ExitStatus, String, Vec<String>) {
+        let mut seen = self.seen.clone();
+        let lines = std::mem::replace(&mut self.lines, mpsc::channel().1);
+        let (status, stdout) = self.finish();
+        // The reader thread ends with stderr, after the exit.
+        while let Ok(line) = lines.recv_timeout(STEP) {
+            seen.push(line);
+        }
+        (status, stdout, seen)
+    }
+
     /// Waits for the exit and returns the status and stdout.
     #[track_caller]
     pub fn finish(mut self) -> (ExitStatus, String) {
