@@ -83,7 +83,9 @@ pub fn run(args: DevicesArgs, ctx: &mut Context) -> Result<Exit> {
         }
         Some(DevicesCommand::Queue) => {
             let envs = tx.envs()?.clone();
-            let queue = tx.queue()?.clone();
+            let mut queue = tx.queue()?.clone();
+            // Only entries whose process still waits (queue.json is anyone's).
+            queue.keep_waiting_at(dir);
             print_queue(&envs, &queue, out);
         }
         Some(DevicesCommand::Query { queries }) => {

@@ -22,8 +22,10 @@ pub fn run(ctx: &mut Context) -> Result<Exit> {
     };
     let mut indices = session::attached(&mut tx, &eid);
     let envs = tx.envs()?.clone();
-    let queue = tx.queue()?.clone();
+    let mut queue = tx.queue()?.clone();
     tx.commit()?;
+    // Only entries whose process still waits (queue.json is anyone's).
+    queue.keep_waiting_at(dir);
     if !known && crate::env_vars::get(crate::env_vars::GENV_CONTAINER).is_some() {
         indices = in_container(dir);
     }
@@ -67,11 +69,12 @@ pub fn run(ctx: &mut Context) -> Result<Exit> {
         }
         let describe = |h: &crate::state::device_locks::Holder| {
             let env = h.eid.as_deref().and_then(|e| envs.get(e));
-            // Names and users come from the shared state.
+            // The user is the holding process's owner, as the kernel says;
+            // the environment is what the shared state claims.
             match (h.eid.as_deref().map(terminal), env) {
-                (Some(eid), Some(env)) => format!(
+                (Some(eid), Some(_)) => format!(
                     "environment {eid} ({}, pid {}, {})",
-                    terminal(&env.user()),
+                    terminal(&h.user()),
                     h.pid,
                     h.mode()
                 ),
