@@ -60,7 +60,8 @@ fn status_names_the_holder_of_a_device_lock() {
     let status = crate::common::Run::from(cmd.output().unwrap()).ok().stdout;
     assert!(status.starts_with(&plain), "{status}");
     assert!(
-        status.contains("Device locks\n    GPU 0: held by environment a (alice(1000), pid "),
+        // The holder's user is its process's owner, not what envs.json says.
+        status.contains("Device locks\n    GPU 0: held by environment a (root(0), pid "),
         "{status}"
     );
     locked.stdin.take().unwrap().write_all(b"done\n").unwrap();
@@ -223,7 +224,7 @@ fn locks_of_a_registered_process_are_credited_to_its_environment() {
         .stdout;
     assert!(
         status.contains(&format!(
-            "Device locks\n    GPU 0: held by environment a (alice(1000), pid {}, exclusive); waiting: environment c (alice(1000), pid {}, exclusive)\n",
+            "Device locks\n    GPU 0: held by environment a (root(0), pid {}, exclusive); waiting: environment c (root(0), pid {}, exclusive)\n",
             holder.id(),
             waiter.id()
         )),
@@ -298,7 +299,11 @@ fn state_text_is_escaped_in_lock_tables_and_messages() {
         .ok()
         .stdout;
     assert!(
-        status.contains("held by environment a (al\\u{202e}ice(1000), pid "),
+        // The user shown is the holding process's owner (the kernel's
+        // word), so envs.json's hostile username never reaches it.
+        status.contains("held by environment a (root(0), pid ")
+            && !status.contains('\u{1b}')
+            && !status.contains('\u{202e}'),
         "{status:?}"
     );
     sa.release();

@@ -38,6 +38,21 @@ fn gpu_program(sb: &mut Sandbox, tag: &str) -> std::path::PathBuf {
     link
 }
 
+/// Alice's environment `eid`, registered by her, held by a process of
+/// hers (returned: the environment lives while it does).
+fn alice_env(sb: &Sandbox, eid: &str) -> crate::common::Sleeper {
+    let shell = sleeper_as(ALICE, std::path::Path::new("/bin/sleep"), &[]);
+    let (uid, pid) = (ALICE.to_string(), shell.pid().to_string());
+    sb.run_as(
+        ALICE,
+        &[
+            "envs", "activate", "--eid", eid, "--uid", &uid, "--pid", &pid,
+        ],
+    )
+    .ok();
+    shell
+}
+
 /// Mallory's environment `eid`, written with alice's uid and name and
 /// listing `pid` as its own, attached to nothing.
 fn forge_env_of_alice(sb: &Sandbox, eid: &str, pid: u32) {
@@ -141,15 +156,7 @@ fn driver_without_proc(sb: &mut Sandbox) {
 fn a_configuration_change_before_any_survey_records_no_devices() {
     let mut sb = Sandbox::multi_user();
     driver_without_proc(&mut sb);
-    let shell = sleeper_as(ALICE, std::path::Path::new("/bin/sleep"), &[]);
-    let (uid, pid) = (ALICE.to_string(), shell.pid().to_string());
-    sb.run_as(
-        ALICE,
-        &[
-            "envs", "activate", "--eid", "e1", "--uid", &uid, "--pid", &pid,
-        ],
-    )
-    .ok();
+    let _shell = alice_env(&sb, "e1");
     sb.run_as(
         ALICE,
         &[
@@ -189,15 +196,7 @@ fn an_empty_device_list_that_was_never_surveyed_is_surveyed() {
     let mut sb = Sandbox::multi_user();
     driver_without_proc(&mut sb);
     sb.write("devices.json", "{\"devices\": []}");
-    let shell = sleeper_as(ALICE, std::path::Path::new("/bin/sleep"), &[]);
-    let (uid, pid) = (ALICE.to_string(), shell.pid().to_string());
-    sb.run_as(
-        ALICE,
-        &[
-            "envs", "activate", "--eid", "e1", "--uid", &uid, "--pid", &pid,
-        ],
-    )
-    .ok();
+    let _shell = alice_env(&sb, "e1");
     let attach = sb.run_as(ALICE, &["devices", "attach", "--eid", "e1", "--count", "1"]);
     assert_eq!(attach.ok().stdout, "0\n");
 }
@@ -277,15 +276,7 @@ fn a_planted_state_folder_is_refused() {
 #[test]
 fn a_huge_state_file_costs_root_little_and_nobody_their_environments() {
     let sb = Sandbox::multi_user();
-    let shell = sleeper_as(ALICE, std::path::Path::new("/bin/sleep"), &[]);
-    let (uid, pid) = (ALICE.to_string(), shell.pid().to_string());
-    sb.run_as(
-        ALICE,
-        &[
-            "envs", "activate", "--eid", "a1", "--uid", &uid, "--pid", &pid,
-        ],
-    )
-    .ok();
+    let _shell = alice_env(&sb, "a1");
     // 300 MB of nothing, sparse: no disk, all memory for whoever reads it.
     let mut truncate = crate::common::users::command_as(MALLORY, "truncate");
     truncate.args(["-s", "300M"]).arg(sb.file("envs.json"));
@@ -381,16 +372,8 @@ fn a_sticky_state_folder_is_named_as_the_cause_of_a_failed_write() {
         std::os::unix::fs::PermissionsExt::from_mode(0o1777),
     )
     .unwrap();
-    let shell = sleeper_as(ALICE, std::path::Path::new("/bin/sleep"), &[]);
-    let pid = shell.pid().to_string();
-    let (alice, mallory) = (ALICE.to_string(), MALLORY.to_string());
-    sb.run_as(
-        ALICE,
-        &[
-            "envs", "activate", "--eid", "a1", "--uid", &alice, "--pid", &pid,
-        ],
-    )
-    .ok();
+    let shell = alice_env(&sb, "a1");
+    let (pid, mallory) = (shell.pid().to_string(), MALLORY.to_string());
     let before = sb.read("envs.json");
     let run = sb
         .run_as(
