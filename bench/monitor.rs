@@ -176,6 +176,7 @@ fn main() {
     children.0.push(monitor);
     let expected = format!("genv_processes_total {}.0", ENVS * PER_ENV);
     let deadline = Instant::now() + Duration::from_secs(60);
+    let mut last = String::new();
     let body = loop {
         if let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) {
             let _ = stream.write_all(b"GET /metrics HTTP/1.0\r\n\r\n");
@@ -184,10 +185,14 @@ fn main() {
             if response.contains(&expected) && response.contains("genv_environments_total 200.0") {
                 break response;
             }
+            last = response;
         }
         assert!(
             Instant::now() < deadline,
-            "the monitor never showed every process"
+            "the monitor never showed every process; its last answer's totals: {:?}",
+            last.lines()
+                .filter(|l| l.starts_with("genv_") && l.contains("_total "))
+                .collect::<Vec<_>>()
         );
         std::thread::sleep(Duration::from_millis(100));
     };
