@@ -107,7 +107,7 @@ pub fn publish(dir: &StateDir, config_dir: &Path, exporter: &str) -> Result<()> 
             .mode(PUBLISHED_DIR_MODE)
             .create(config_dir)
             .map_err(|e| Error::io(config_dir, e))?;
-        Dir::open_root(config_dir)?
+        Dir::open_chosen(config_dir)?
     };
     for (path, content) in &files {
         let relative = path.strip_prefix(config_dir).map_err(|_| {

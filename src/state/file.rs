@@ -163,6 +163,12 @@ impl Dir {
             let what = match rustix::fs::openat(&self.fd, name, flags, Mode::empty()) {
                 Ok(fd) => {
                     let stat = rustix::fs::fstat(&fd).map_err(|e| Error::io(&path, e.into()))?;
+                    if stat.st_uid != me && stat.st_mode & 0o022 == 0 && me != 0 {
+                        // Another user's, that only she may change (root's
+                        // published files): not ours to move aside, or any
+                        // user could replace what root published.
+                        return Err(others_folder(&path, stat.st_uid));
+                    }
                     if stat.st_uid != me {
                         "a folder of another user"
                     } else if stat.st_mode & 0o022 != 0 {
@@ -180,7 +186,14 @@ impl Dir {
                     Some(FileType::Symlink) => "a symbolic link",
                     _ => "not a folder",
                 },
-                Err(Errno::ACCESS) => "a folder of another user",
+                Err(Errno::ACCESS) => {
+                    let stat = rustix::fs::statat(&self.fd, name, AtFlags::SYMLINK_NOFOLLOW)
+                        .map_err(|e| Error::io(&path, e.into()))?;
+                    if me != 0 && stat.st_mode & 0o022 == 0 {
+                        return Err(others_folder(&path, stat.st_uid));
+                    }
+                    "a folder of another user"
+                }
                 Err(e) => return Err(Error::io(&path, e.into())),
             };
             match self.rename_aside(name) {
@@ -202,6 +215,18 @@ impl Dir {
             &path,
             std::io::Error::other("replaced again and again while opening it"),
         ))
+    }
+
+    /// A folder a user chose (`genv monitor --config-dir`), opened as
+    /// given, links followed as for any path on a command line.
+    pub fn open_chosen(path: &Path) -> Result<Dir> {
+        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+        let fd =
+            rustix::fs::open(path, flags, Mode::empty()).map_err(|e| Error::io(path, e.into()))?;
+        Ok(Dir {
+            fd,
+            path: path.to_owned(),
+        })
     }
 
     /// The folder `name` inside this one when it is a real folder; `None`
@@ -763,6 +788,18 @@ fn widen_own_folder(fd: &OwnedFd) -> rustix::io::Result<()> {
         return Ok(());
     }
     rustix::fs::fchmod(fd, Mode::from_raw_mode(DIR_MODE))
+}
+
+/// The refusal to replace another user's folder that only she may change.
+fn others_folder(path: &Path, owner: u32) -> Error {
+    Error::hinted(
+        format!(
+            "{} belongs to {} and only its owner may change it; genv replaces it only when run by root",
+            shown(path),
+            crate::procs::user_label(owner)
+        ),
+        "publish somewhere of your own with --config-dir DIR",
+    )
 }
 
 fn stamp() -> String {

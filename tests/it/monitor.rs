@@ -1137,4 +1137,32 @@ ln -s "$2" "$1/prometheus/prometheus.yml""#;
     assert_published_by_root(&metrics);
     assert_eq!(names(&sb.state()), before);
     drop(monitor);
+
+    // Mallory's own exporter never moves root's published files aside to
+    // publish hers in their place: it stops with one line and a hint.
+    let mut theirs = command_as(MALLORY, "timeout");
+    theirs
+        .args([
+            "10",
+            crate::common::GENV,
+            "monitor",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+        ])
+        .current_dir(sb.home_of(MALLORY));
+    sb.apply(&mut theirs);
+    let run = crate::common::Run::from(theirs.output().unwrap()).fails();
+    assert_ne!(
+        run.code, 124,
+        "mallory's exporter published and served: {run:?}"
+    );
+    assert!(
+        run.stderr.contains("only its owner may change it"),
+        "{run:?}"
+    );
+    assert!(run.stderr.contains("hint: "), "{run:?}");
+    assert_published_by_root(&metrics);
+    assert_eq!(names(&sb.state()), before);
 }
