@@ -106,7 +106,14 @@ pub fn max_memory_per_user(survey: &mut Survey, quota: &Quota<u64>) {
             continue;
         }
         let over = held - maximum;
-        let terminate = holdings.iter().map(|h| h.confirmed).sum::<u64>() > maximum;
+        // What the kernel confirms is over the quota: processes are
+        // terminated only until that much is freed, whatever else
+        // `envs.json` claims.
+        let confirmed_over = holdings
+            .iter()
+            .map(|h| h.confirmed)
+            .sum::<u64>()
+            .saturating_sub(maximum);
         survey.say(format!(
             "User {} is using {} of GPU memory which is {} more than the maximum allowed of {}",
             terminal(&user),
@@ -114,18 +121,19 @@ pub fn max_memory_per_user(survey: &mut Survey, quota: &Quota<u64>) {
             megabytes(over),
             megabytes(maximum)
         ));
-        let mut freed = 0u64;
+        let (mut freed, mut confirmed_freed) = (0u64, 0u64);
         for holding in holdings {
             if !holding.eids.is_empty() {
                 survey.detach(holding.index, &holding.eids);
             }
-            if terminate {
+            if confirmed_freed < confirmed_over {
                 for pid in holding.pids {
                     survey.terminate(pid);
                 }
+                confirmed_freed += holding.confirmed;
             }
             freed += holding.bytes;
-            if freed >= over {
+            if freed >= over && confirmed_freed >= confirmed_over {
                 break;
             }
         }
@@ -222,6 +230,27 @@ mod tests {
                     ("1".into(), vec!["f".into()])
                 ]
             )
+        );
+    }
+
+    #[test]
+    fn a_forged_reservation_never_terminates_beyond_the_confirmed_excess() {
+        // u1000 really uses 6 GiB on each of devices 0 and 1 (2 GiB over a
+        // 10 GiB quota); "f" claims all of device 2 in u1000's name.
+        let snapshot = snapshot(
+            vec![
+                process(10, 1000, None, &[(0, 6144)]),
+                process(11, 1000, None, &[(1, 6144)]),
+            ],
+            vec![env("f", 1000, &[])],
+            devices(3, &[(2, "f", None)]),
+        );
+        let mut survey = Survey::new(&snapshot);
+        max_memory_per_user(&mut survey, &quota(10 << 30));
+        // Device 0's job frees the confirmed 2 GiB; device 1's is spared.
+        assert_eq!(
+            outcome(&survey),
+            (vec![10], vec![("2".into(), vec!["f".into()])])
         );
     }
 
