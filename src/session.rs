@@ -274,7 +274,10 @@ fn read_config_entry(
             Ok(n) => {
                 filled += n;
                 if filled > limit {
-                    return Err(refuse("larger than 4 KiB"));
+                    return Err(Error::msg(format!(
+                        "{} is larger than 4 KiB, genv's limit for a .genv entry (remove it)",
+                        crate::state::file::shown(&path)
+                    )));
                 }
             }
             Err(Errno::INTR) => {}

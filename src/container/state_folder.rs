@@ -49,7 +49,7 @@ pub fn check(value: &str, bundle_owner: Option<u32>) -> Result<PathBuf> {
                 "the container's state folder ({ANNOTATION}={}) {why}: not using it",
                 terminal(value)
             ),
-            "genv-docker names the caller's state folder (GENV_TMPDIR, else /var/tmp/genv): give a real folder of root's or yours, in folders that only root or you can change",
+            "genv-docker names the caller's state folder (GENV_TMPDIR, else /var/tmp/genv); with Docker or rootful podman it must be a real folder of root's (as /var/tmp/genv should be: sudo install -d -m 0777 /var/tmp/genv), in folders that only root can change",
         )
     };
     if !value.starts_with('/') {

@@ -697,7 +697,7 @@ pub enum Read {
 /// 100,000 environments. A larger one is moved aside like a damaged one.
 pub const MAX_STATE_FILE: u64 = 64 << 20;
 
-const TOO_LARGE: &str = "larger than 64 MiB, genv's limit for a state file";
+const TOO_LARGE: &str = "larger than genv's 64 MiB limit for a state file";
 
 /// Which version of a file was read: its size and modification time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -275,7 +275,9 @@ fn a_planted_state_folder_is_refused() {
 
 #[test]
 fn a_huge_state_file_costs_root_little_and_nobody_their_environments() {
-    let sb = Sandbox::multi_user();
+    let mut sb = Sandbox::multi_user();
+    // No GPU processes: only the state is read.
+    sb.set("GENV_MOCK_COMPUTE_APPS_PROCESS_NAME", "no-such-gpu-job");
     let _shell = alice_env(&sb, "a1");
     // 300 MB of nothing, sparse: no disk, all memory for whoever reads it.
     let mut truncate = crate::common::users::command_as(MALLORY, "truncate");
@@ -294,7 +296,10 @@ fn a_huge_state_file_costs_root_little_and_nobody_their_environments() {
     ]);
     sb.apply(&mut cmd);
     let run = crate::common::Run::from(cmd.output().unwrap()).ok();
-    assert!(run.stderr.contains("larger than 64 MiB"), "{run:?}");
+    assert!(
+        run.stderr.contains("larger than genv's 64 MiB limit"),
+        "{run:?}"
+    );
     assert_eq!(run.stderr.lines().count(), 1, "{run:?}");
     let envs = sb
         .run_as(ALICE, &["envs", "ps", "--format", "csv", "--no-header"])

@@ -93,7 +93,11 @@ impl Inspected {
             return Ok(inspected);
         }
         let Some(bytes) = root.peek(name) else {
-            return Err(unreadable(root, name, "not a readable regular file"));
+            return Err(unreadable(
+                root,
+                name,
+                "not a readable regular file of one link within genv's 64 MiB limit",
+            ));
         };
         if !is_state_file(&bytes, key) {
             match root.peek(&file::good_name(name)) {
