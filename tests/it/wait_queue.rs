@@ -348,3 +348,70 @@ fn forged_waiters_do_not_jam_the_line() {
     }
     assert!(failures.is_empty(), "{failures:#?}");
 }
+
+/// A waiter that really waits (its process holds the line's guard, as its
+/// owner) but whose ticket is the last one there is: the next request is
+/// still taken into the line, which is renumbered, instead of failing with
+/// "the line is full".
+#[test]
+fn a_ticket_at_the_end_of_the_range_does_not_fill_the_line() {
+    let sb = Sandbox::multi_user();
+    let alice = sleeper_as(ALICE, Path::new("/bin/sleep"), &[]);
+    let (uid, pid) = (ALICE.to_string(), alice.pid().to_string());
+    sb.run_as(
+        ALICE,
+        &[
+            "envs", "activate", "--eid", "a", "--uid", &uid, "--pid", &pid,
+        ],
+    )
+    .ok();
+    // Mallory's process holds a shared lock on the guard, as a waiter of
+    // hers would, and her entry asks for every GPU with the last ticket.
+    let guard = sb.file("queue.guard");
+    let mut holder = command_as(MALLORY, "flock");
+    holder.arg("-s").arg(&guard).args(["sleep", "100000"]);
+    let holder = Sleeper(holder.spawn().unwrap());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !std::fs::read_to_string("/proc/locks")
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l.split_whitespace().nth(4) == Some(&holder.pid().to_string()))
+    {
+        assert!(Instant::now() < deadline, "flock never took the guard");
+        std::thread::yield_now();
+    }
+    let line = serde_json::json!({"waiters": [{
+        "ticket": u64::from(u32::MAX), "eid": "m", "pid": holder.pid(), "uid": MALLORY,
+        "since": "02/12/2026 10:00:00", "count": 2, "index": null,
+        "over_subscribe": false
+    }]})
+    .to_string();
+    let out = command_as(MALLORY, "sh")
+        .args(["-c", "printf %s \"$2\" > \"$1\"", "sh"])
+        .arg(sb.file("queue.json"))
+        .arg(&line)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    // Alice waits behind mallory's real waiter (the line is fair) and
+    // times out; she is never told the line is full.
+    let run = sb.run_as_in(
+        ALICE,
+        "a",
+        &[
+            "devices", "attach", "--eid", "a", "--count", "1", "--wait=1",
+        ],
+    );
+    assert!(!run.stderr.contains("full"), "{run:?}");
+    let queue: serde_json::Value = serde_json::from_str(&sb.read("queue.json")).unwrap();
+    let tickets: Vec<u64> = queue["waiters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|w| w["ticket"].as_u64())
+        .collect();
+    assert!(
+        !tickets.is_empty() && tickets.iter().all(|&t| t < u64::from(u32::MAX)),
+        "{tickets:?}"
+    );
+}
