@@ -368,8 +368,18 @@ fn a_ticket_at_the_end_of_the_range_does_not_fill_the_line() {
     // Mallory's process holds a shared lock on the guard, as a waiter of
     // hers would, and her entry asks for every GPU with the last ticket.
     let guard = sb.file("queue.guard");
-    let mut holder = command_as(MALLORY, "flock");
-    holder.arg("-s").arg(&guard).args(["sleep", "100000"]);
+    // One process that takes the lock and keeps it (`flock(1)` would leave
+    // its command running after it is killed).
+    let mut holder = command_as(MALLORY, "/usr/bin/python3");
+    holder
+        .args([
+            "-c",
+            "import fcntl, sys, time\nf = open(sys.argv[1], 'a')\nfcntl.flock(f, fcntl.LOCK_SH)\ntime.sleep(100000)",
+        ])
+        .arg(&guard)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
     let holder = Sleeper(holder.spawn().unwrap());
     let deadline = Instant::now() + Duration::from_secs(10);
     while !std::fs::read_to_string("/proc/locks")
