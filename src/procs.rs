@@ -399,10 +399,17 @@ mod tests {
         let file = std::fs::File::create(&path).unwrap();
         file.lock_shared().unwrap();
         let id = FileId::of(&path).unwrap();
-        let mine: Vec<FlockEntry> = flocks(id)
-            .into_iter()
-            .filter(|l| l.pid == std::process::id())
-            .collect();
+        // `/proc/locks` is read a page at a time while other processes'
+        // locks come and go, so a row can be missed: look a few times.
+        let mine: Vec<FlockEntry> = (0..5)
+            .map(|_| {
+                flocks(id)
+                    .into_iter()
+                    .filter(|l| l.pid == std::process::id())
+                    .collect::<Vec<_>>()
+            })
+            .find(|found| !found.is_empty())
+            .unwrap_or_default();
         assert_eq!(mine.len(), 1, "{id:?}");
         assert!(!mine[0].exclusive && !mine[0].blocked);
     }
