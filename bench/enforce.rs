@@ -83,8 +83,8 @@ fn main() {
         .nth(1)
         .and_then(|a| a.parse().ok())
         .unwrap_or(20);
-    let uid = i64::from(genv::procs::current_uid());
-    let user = genv::procs::username(uid as u32);
+    let uid = i64::from(genv::os::procs::current_uid());
+    let user = genv::os::procs::username(uid as u32);
     let mut children = Reap(Vec::new());
     for i in 0..PROCESSES {
         let child = Command::new("sleep")
@@ -130,7 +130,7 @@ fn main() {
         }
         let c0 = cpu();
         for pid in &pids {
-            let _ = genv::procs::environ_lookup(*pid, "GENV_ENVIRONMENT_ID");
+            let _ = genv::os::procs::environ_lookup(*pid, "GENV_ENVIRONMENT_ID");
         }
         eprintln!(
             "environ_lookup: {:.2} us",
@@ -138,7 +138,7 @@ fn main() {
         );
         let c0 = cpu();
         for pid in &pids {
-            let _ = genv::procs::identity(*pid);
+            let _ = genv::os::procs::identity(*pid);
         }
         eprintln!(
             "identity: {:.2} us",

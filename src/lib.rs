@@ -2,9 +2,9 @@
 //! lines.
 
 pub mod backend;
-pub mod child;
 pub mod cli;
 pub mod container;
+pub mod context;
 pub mod cuda;
 pub mod enforce;
 pub mod env_vars;
@@ -14,13 +14,13 @@ pub mod memcap;
 pub mod memory;
 pub mod messages;
 pub mod monitor;
-pub mod procs;
+pub mod os;
+pub mod output;
 pub mod provision;
 pub mod remote;
 pub mod session;
 pub mod shell;
 pub mod shim;
-pub mod signals;
 pub mod smi;
 pub mod state;
 pub mod timefmt;
@@ -30,7 +30,8 @@ use std::io::Write;
 
 use clap::{CommandFactory, FromArgMatches};
 
-use cli::{Cli, Command, Context, Exit};
+use cli::{Cli, Command};
+use context::{Context, Exit};
 use error::Result;
 use state::StateDir;
 

@@ -7,7 +7,8 @@
 use super::{ComputeProcess, DeviceBackend, GpuInfo, GpuStatus};
 use crate::env_vars::{self as ev, get};
 use crate::error::{Error, Result};
-use crate::{cuda, memory, procs};
+use crate::os::procs;
+use crate::{cuda, memory};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MockConfig {

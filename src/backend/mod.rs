@@ -125,5 +125,5 @@ impl DeviceBackend for SystemBackend {
 
 /// The environment identifier of a process, from its environment.
 pub fn process_eid(pid: u32) -> Option<String> {
-    crate::procs::environ_var(pid, env_vars::GENV_ENVIRONMENT_ID)
+    crate::os::procs::environ_var(pid, env_vars::GENV_ENVIRONMENT_ID)
 }

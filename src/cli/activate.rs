@@ -51,8 +51,8 @@ pub fn run(mut args: ActivateArgs, ctx: &mut Context) -> Result<Exit> {
             .transpose()?
     };
     let dir = &ctx.dir;
-    let uid = crate::procs::current_uid();
-    let username = crate::procs::username(uid);
+    let uid = crate::os::procs::current_uid();
+    let username = crate::os::procs::username(uid);
 
     // Asked before the lock in case devices are attached below; whether
     // they are depends on the configuration in the state, so a failure

@@ -10,7 +10,8 @@ use crate::enforce::execute::{self, Acting, Done};
 use crate::enforce::rules::Quota;
 use crate::enforce::{self, Rules, snapshot};
 use crate::error::Result;
-use crate::{memory, messages, procs, timefmt};
+use crate::os::procs;
+use crate::{memory, messages, timefmt};
 
 /// `username=maximum`, as genv 1.4.3 reads `--max-devices-for-user`.
 pub fn parse_devices_spec(value: &str) -> std::result::Result<(String, u64), String> {

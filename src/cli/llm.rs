@@ -17,8 +17,9 @@ use serde_json::json;
 
 use super::{Context, Exit, Format, LlmArgs, LlmCommand, PsArgs};
 use crate::error::{Error, Result};
+use crate::os::procs;
 use crate::state::{Config, Env, LoadOptions};
-use crate::{env_vars as ev, escape, memory, procs, provision, session, timefmt};
+use crate::{env_vars as ev, escape, memory, provision, session, timefmt};
 
 /// genv 1.4.3's words, with the fix.
 const NO_OLLAMA: &str = "Could not find ollama.
@@ -314,7 +315,7 @@ fn serve(
         "serving {} on {host}:{port} in environment {eid}",
         escape::terminal(model)
     ));
-    let code = crate::child::run(&mut command, |child| {
+    let code = crate::os::child::run(&mut command, |child| {
         // Ollama's own pid too, so the environment is known by it.
         let _ = register(ctx, &eid, child);
     });

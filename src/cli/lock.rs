@@ -47,7 +47,7 @@ pub fn run(args: LockArgs, dir: &StateDir) -> Result<i32> {
     };
     let code = match args.command.split_first() {
         Some((program, rest)) => {
-            crate::child::run(std::process::Command::new(program).args(rest), |_| {})
+            crate::os::child::run(std::process::Command::new(program).args(rest), |_| {})
         }
         None => 0,
     };

@@ -3,7 +3,6 @@
 pub mod activate;
 pub mod attach;
 pub mod config;
-mod context;
 pub mod deactivate;
 pub mod detach;
 pub mod devices;
@@ -23,9 +22,11 @@ pub mod top;
 pub mod usage;
 pub mod version;
 
-pub use context::{Context, Exit};
+pub use crate::context::{Context, Exit};
+pub use crate::output::Format;
+pub use crate::top::TopSort;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -108,15 +109,6 @@ impl StateArgs {
             reset: self.reset,
         }
     }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
-pub enum Format {
-    Csv,
-    #[default]
-    Tui,
-    /// Not in genv 1.4.3: the rows as JSON, for scripts.
-    Json,
 }
 
 #[derive(Debug, Args, Clone, Copy)]
@@ -663,19 +655,6 @@ pub struct TopArgs {
     /// Sort environments and processes by this column
     #[arg(short = 's', long = "sort", value_enum, default_value_t = TopSort::Memory)]
     pub sort: TopSort,
-}
-
-/// What `genv top` sorts environments and processes by.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum TopSort {
-    /// Used GPU memory, most first
-    Memory,
-    /// Environment identifier
-    Env,
-    /// User name
-    User,
-    /// Process identifier
-    Pid,
 }
 
 // `genv lock`: genv 1.4.3 takes only the command; the options are those

@@ -7,7 +7,7 @@ use super::{Context, Exit, MonitorArgs};
 use crate::error::Result;
 use crate::monitor::snapshot::Snapshot;
 use crate::monitor::{metrics, publish, server};
-use crate::signals::Blocked;
+use crate::os::signals::Blocked;
 
 pub fn run(args: MonitorArgs, ctx: &mut Context) -> Result<Exit> {
     // Before any thread starts, so that all of them leave the signals to

@@ -16,13 +16,13 @@ use crate::error::{Error, Result};
 use crate::escape;
 use crate::messages::{note, warn, warn_hint};
 use crate::monitor::{publish, server};
+use crate::os::signals::Blocked;
 use crate::remote::enforce::{self as remote_enforce, Usage};
 use crate::remote::llm as remote_llm;
 use crate::remote::monitor as remote_monitor;
 use crate::remote::report::{self, Layout};
 use crate::remote::ssh::{Answer, Ssh};
 use crate::remote::{self, Host, quote};
-use crate::signals::Blocked;
 use crate::state::{Devices, Envs};
 
 /// genv 1.4.3's message when no host has room.

@@ -19,7 +19,7 @@ use oci_spec::runtime::Spec;
 use serde_json::Value;
 
 use super::env_get;
-use crate::cli::Context;
+use crate::context::Context;
 use crate::env_vars as ev;
 use crate::error::{Error, Result};
 use crate::provision::{self, Request};
@@ -263,8 +263,8 @@ fn activate(
     attach: Option<(Option<Vec<u32>>, bool)>,
 ) -> Result<Option<Vec<u32>>> {
     let ctx = Context::new(dir.clone());
-    let uid = crate::procs::current_uid();
-    let username = crate::procs::username(uid);
+    let uid = crate::os::procs::current_uid();
+    let username = crate::os::procs::username(uid);
     // Asked before the lock, as every verb does.
     let survey = ctx.dir.survey(ctx.backend.get(), false)?;
     let mut tx = ctx.dir.transaction(LoadOptions::default())?;

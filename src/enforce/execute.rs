@@ -21,7 +21,7 @@ use crate::env_vars;
 use crate::error::Result;
 use crate::escape::terminal;
 use crate::messages;
-use crate::procs::{self, Identity};
+use crate::os::procs::{self, Identity};
 use crate::state::Transaction;
 use crate::timefmt;
 

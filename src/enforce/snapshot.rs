@@ -11,7 +11,7 @@ use crate::backend::{ComputeProcess, DeviceBackend};
 use crate::env_vars;
 use crate::error::Result;
 use crate::memory;
-use crate::procs::{self, Identity, ProcError};
+use crate::os::procs::{self, Identity, ProcError};
 use crate::state::{Devices, Envs, LoadOptions, StateDir};
 
 /// A GPU process as the rules see it.

@@ -12,7 +12,7 @@ use super::http::{Limits, Listener};
 use super::metrics::{self, Family, Format};
 use crate::error::{Error, Result};
 use crate::messages;
-use crate::signals::Blocked;
+use crate::os::signals::Blocked;
 
 /// The encoded metrics, both formats, replaced whole after each look.
 #[derive(Default)]

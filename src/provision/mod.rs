@@ -183,8 +183,8 @@ pub fn activate_process(
     if eid.is_empty() {
         return Err(Error::msg("the environment identifier must not be empty"));
     }
-    let uid = crate::procs::current_uid();
-    let username = crate::procs::username(uid);
+    let uid = crate::os::procs::current_uid();
+    let username = crate::os::procs::username(uid);
     let survey = dir.survey(backend, false).ok();
     let mut tx = dir.transaction(LoadOptions::default())?;
     let now = tx.now();

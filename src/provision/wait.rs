@@ -51,11 +51,11 @@ pub fn attach_waiting(
     wait: Wait,
 ) -> Result<()> {
     let watch = dir.watch()?;
-    let signals = crate::signals::SignalPipe::install()?;
+    let signals = crate::os::signals::SignalPipe::install()?;
     let start = Instant::now();
     let me: i64 = std::process::id().into();
-    let uid =
-        crate::procs::owner(std::process::id()).unwrap_or_else(|_| crate::procs::current_uid());
+    let uid = crate::os::procs::owner(std::process::id())
+        .unwrap_or_else(|_| crate::os::procs::current_uid());
     let mut told: Option<usize> = None;
     // The driver is asked (when needed) once, before the first lock.
     let survey = dir.survey(backend, false)?;
@@ -188,7 +188,7 @@ fn ordinal(n: usize) -> String {
 mod tests {
     use super::*;
     use crate::backend::{MockBackend, MockConfig};
-    use crate::signals::{TEST_LOCK, disposition};
+    use crate::os::signals::{TEST_LOCK, disposition};
 
     /// A program that waits for devices (an SDK, a notebook) must die of
     /// Ctrl-C again once the wait is over.
@@ -208,14 +208,14 @@ mod tests {
         };
         // As in a program started from a terminal, whatever ran the tests
         // (a background job ignores SIGINT).
-        for signal in crate::signals::WAIT_SIGNALS {
+        for signal in crate::os::signals::WAIT_SIGNALS {
             // SAFETY: SIG_DFL is a valid disposition; tests holding
             // TEST_LOCK are the only ones changing dispositions.
             unsafe { libc::signal(signal, libc::SIG_DFL) };
         }
         assert_eq!(disposition(libc::SIGINT), libc::SIG_DFL);
         attach_waiting(&dir, &backend, "e", request, wait).unwrap();
-        for signal in crate::signals::WAIT_SIGNALS {
+        for signal in crate::os::signals::WAIT_SIGNALS {
             assert_eq!(disposition(signal), libc::SIG_DFL, "signal {signal}");
         }
     }

@@ -16,7 +16,7 @@ use serde::Deserialize;
 
 use crate::enforce::snapshot::{GpuProcess, Owner, Snapshot, bytes};
 use crate::enforce::{self, Process, Processes, Report, Rules, rules::Quota};
-use crate::procs::Identity;
+use crate::os::procs::Identity;
 use crate::state::{Devices, Envs};
 
 /// What `genv usage snapshot` (no `--type`) answers, ours and genv

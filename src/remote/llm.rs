@@ -14,8 +14,8 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::report::Layout;
-use crate::cli::Format;
 use crate::escape;
+use crate::output::Format;
 use crate::state::Envs;
 use crate::timefmt;
 

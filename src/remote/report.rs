@@ -6,8 +6,8 @@ use std::fmt::Write;
 use chrono::NaiveDateTime;
 use serde_json::json;
 
-use crate::cli::Format;
 use crate::escape;
+use crate::output::Format;
 use crate::state::{Device, Devices, Envs};
 use crate::timefmt;
 

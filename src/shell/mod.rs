@@ -36,7 +36,7 @@ impl Shell {
     pub fn of_pid(pid: i64) -> Shell {
         let comm = u32::try_from(pid)
             .ok()
-            .and_then(crate::procs::comm)
+            .and_then(crate::os::procs::comm)
             .unwrap_or_default();
         match comm.trim_start_matches('-') {
             "zsh" => Shell::Zsh,
@@ -49,7 +49,7 @@ impl Shell {
     /// The shell that runs us: our parent process, or bash.
     pub fn detect() -> Shell {
         let parent = rustix::process::getppid()
-            .and_then(|pid| crate::procs::comm(pid.as_raw_nonzero().get() as u32))
+            .and_then(|pid| crate::os::procs::comm(pid.as_raw_nonzero().get() as u32))
             .unwrap_or_default();
         match parent.trim_start_matches('-') {
             "zsh" => Shell::Zsh,

@@ -107,8 +107,8 @@ fn processes(config: &MockConfig, gpus: &[SimGpu]) -> Vec<SimProcess> {
         .compute_processes()
         .into_iter()
         .flat_map(|(pid, indices)| {
-            let name = crate::procs::cmdline_arg0(pid)
-                .or_else(|| crate::procs::comm(pid))
+            let name = crate::os::procs::cmdline_arg0(pid)
+                .or_else(|| crate::os::procs::comm(pid))
                 .unwrap_or_default();
             indices.into_iter().filter_map(move |index| {
                 let gpu = gpus.iter().find(|g| g.index == index)?;

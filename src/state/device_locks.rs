@@ -39,7 +39,7 @@ use rustix::fs::FlockOperation;
 
 use super::{Dir, StateDir, Watch};
 use crate::error::{Error, Result};
-use crate::procs;
+use crate::os::procs;
 use crate::state::Envs;
 use admission::{Entry, Ledger, admit};
 pub use admission::{Need, Request};

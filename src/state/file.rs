@@ -93,8 +93,8 @@ impl Dir {
                 format!(
                     "the state folder {} belongs to {}, not to root or you ({}): its owner could take it over",
                     shown(path),
-                    crate::procs::user_label(stat.st_uid),
-                    crate::procs::user_label(me),
+                    crate::os::procs::user_label(stat.st_uid),
+                    crate::os::procs::user_label(me),
                 ),
                 format!(
                     "an administrator makes it root's once (sudo chown root: {0} && sudo chmod 0777 {0}); or set GENV_TMPDIR to a folder of your own",
@@ -796,7 +796,7 @@ fn others_folder(path: &Path, owner: u32) -> Error {
         format!(
             "{} belongs to {} and only its owner may change it; genv replaces it only when run by root",
             shown(path),
-            crate::procs::user_label(owner)
+            crate::os::procs::user_label(owner)
         ),
         "publish somewhere of your own with --config-dir DIR",
     )

@@ -52,8 +52,8 @@ pub fn usage(dir: &Dir, uid: u32, eid: &str) -> Option<Usage> {
     let mut bytes = Vec::with_capacity(SIZE);
     std::fs::File::from(fd).read_to_end(&mut bytes).ok()?;
     parse(&bytes, &mut |pid, start| {
-        crate::procs::pid_alive(i64::from(pid))
-            && (start == 0 || crate::procs::start_time(pid) == Some(start))
+        crate::os::procs::pid_alive(i64::from(pid))
+            && (start == 0 || crate::os::procs::start_time(pid) == Some(start))
     })
 }
 

@@ -31,7 +31,7 @@ use serde::{Deserialize, Serialize};
 use crate::backend::{DeviceBackend, GpuInfo};
 use crate::env_vars;
 use crate::error::{Error, Result};
-use crate::procs;
+use crate::os::procs;
 use salvage::{Loaded, load};
 
 const ENVS_FILE: &str = "envs.json";

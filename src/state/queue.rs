@@ -18,7 +18,7 @@ use serde_json::Value;
 
 use super::StateDir;
 use crate::error::{Error, Result};
-use crate::procs::{self, FileId};
+use crate::os::procs::{self, FileId};
 
 /// The highest ticket a waiter may hold. Tickets count up by one per
 /// request and start again at 1 whenever the line empties; when the next

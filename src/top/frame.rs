@@ -4,7 +4,7 @@
 use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span};
 
-use crate::cli::TopSort;
+use super::TopSort;
 use crate::escape;
 use crate::monitor::{Process, Snapshot};
 use crate::state::Env;

@@ -9,12 +9,12 @@ use ratatui::style::{Color, Style};
 use ratatui::text::Line;
 use ratatui::widgets::Paragraph;
 
+use super::TopSort;
 use super::frame;
 use crate::backend::DeviceBackend;
-use crate::cli::TopSort;
 use crate::error::{Error, Result};
 use crate::monitor::Snapshot;
-use crate::signals::Blocked;
+use crate::os::signals::Blocked;
 use crate::state::StateDir;
 
 fn next(sort: TopSort) -> TopSort {

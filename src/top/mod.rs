@@ -5,3 +5,18 @@
 
 pub mod frame;
 pub mod live;
+
+use clap::ValueEnum;
+
+/// What `genv top` sorts environments and processes by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TopSort {
+    /// Used GPU memory, most first
+    Memory,
+    /// Environment identifier
+    Env,
+    /// User name
+    User,
+    /// Process identifier
+    Pid,
+}

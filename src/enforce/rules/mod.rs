@@ -44,7 +44,7 @@ pub mod test_support {
 
     use crate::backend::ComputeProcess;
     use crate::enforce::snapshot::{GpuProcess, Owner, Snapshot};
-    use crate::procs::Identity;
+    use crate::os::procs::Identity;
     use crate::state::{Attachment, Config, Device, Devices, Env, Envs};
 
     pub fn identity(uid: u32) -> Identity {

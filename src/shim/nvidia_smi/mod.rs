@@ -76,7 +76,7 @@ fn registered_pids(eid: &str) -> Vec<i64> {
 fn accounted(eid: &str) -> Option<crate::state::memcap_ledger::Usage> {
     let dir = crate::state::StateDir::from_env();
     let root = dir.root_dir().ok()?;
-    crate::state::memcap_ledger::usage(root, crate::procs::current_uid(), eid)
+    crate::state::memcap_ledger::usage(root, crate::os::procs::current_uid(), eid)
 }
 
 /// The shim's entry point.

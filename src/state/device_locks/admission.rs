@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::procs;
+use crate::os::procs;
 
 /// How a process wants a device.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

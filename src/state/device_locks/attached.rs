@@ -12,7 +12,7 @@ use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor
 use super::Request;
 use crate::error::{Error, Result};
 use crate::memory;
-use crate::procs::FileId;
+use crate::os::procs::FileId;
 use crate::state::{DEVICES_FILE, Dir, ENVS_FILE, LoadOptions, StateDir, file};
 
 /// The requests for the devices environment `eid` is attached to, with the

@@ -5,7 +5,7 @@
 
 use super::admission::{Entry, Need};
 use super::{StateDir, lock_path, read_ledger};
-use crate::procs::{self, FileId};
+use crate::os::procs::{self, FileId};
 use crate::state::Envs;
 
 /// Someone who holds or waits for a device lock.

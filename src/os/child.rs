@@ -7,7 +7,7 @@ use std::os::unix::process::ExitStatusExt;
 
 use crate::escape;
 use crate::messages;
-use crate::signals::Forwarding;
+use crate::os::signals::Forwarding;
 
 /// Runs the command and returns its exit code, 128 + the signal that
 /// ended it, or 126/127 when it cannot be started (as shells and
