@@ -69,21 +69,40 @@ pub fn run(args: ConfigArgs, ctx: &mut Context) -> Result<Exit> {
             }
         }
     }
-    if config != stored {
-        if let Some(env) = tx.envs_mut()?.get_mut(&eid) {
+    // A device count set by this command (`config gpus N`, or `--load`)
+    // detaches the surplus at once, highest index first; a change of
+    // anything else leaves the attachments' number alone.
+    let count_set = gpus.is_some() || config.gpus != stored.gpus;
+    let mut detached = Vec::new();
+    if config != stored || count_set {
+        if config != stored
+            && let Some(env) = tx.envs_mut()?.get_mut(&eid)
+        {
             env.config = config.clone();
         }
-        let capacity_changed = config.gpu_memory != stored.gpu_memory || config.gpus < stored.gpus;
-        if capacity_changed {
+        let wanted = config
+            .gpus
+            .filter(|_| count_set)
+            .and_then(|g| usize::try_from(g).ok());
+        let attached = match wanted {
+            Some(_) => tx.devices()?.indices_of(&eid),
+            None => Vec::new(),
+        };
+        let surplus = wanted.is_some_and(|wanted| attached.len() > wanted);
+        if config.gpu_memory != stored.gpu_memory || surplus {
             let devices = tx.devices_mut()?;
             provision::update_capacity(devices, &eid, config.gpu_memory.as_deref());
-            // Fewer GPUs than attached: the surplus goes, highest first.
-            if let Some(wanted) = config.gpus.and_then(|g| usize::try_from(g).ok()) {
+            if let Some(wanted) = wanted.filter(|_| surplus) {
                 provision::detach_surplus(devices, &eid, wanted);
+                let kept = devices.indices_of(&eid);
+                detached = attached.into_iter().filter(|i| !kept.contains(i)).collect();
             }
         }
     }
     tx.commit()?;
+    if !detached.is_empty() {
+        crate::messages::note(detached_note(&detached, config.gpus.unwrap_or(0)));
+    }
     if args.save {
         match home {
             Some(home) => session::save_config(&home, &config)?,
@@ -94,6 +113,22 @@ pub fn run(args: ConfigArgs, ctx: &mut Context) -> Result<Exit> {
         }
     }
     Ok(Exit::SUCCESS)
+}
+
+/// What `config gpus` detached: `detached from GPU 1 (the environment is
+/// configured for 1 GPU)`.
+fn detached_note(indices: &[u32], gpus: i64) -> String {
+    let list = indices
+        .iter()
+        .map(u32::to_string)
+        .collect::<Vec<_>>()
+        .join(",");
+    let plural = |n: usize| if n == 1 { "" } else { "s" };
+    format!(
+        "detached from GPU{} {list} (the environment is configured for {gpus} GPU{})",
+        plural(indices.len()),
+        plural(usize::try_from(gpus).unwrap_or(0)),
+    )
 }
 
 #[derive(Clone, Copy)]

@@ -5,6 +5,7 @@
 
 use std::io::Write;
 use std::net::{TcpListener, TcpStream};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -22,15 +23,45 @@ enum Genv {
 }
 
 struct Fleet {
+    // First, so the servers are gone before their folder is.
+    servers: Servers,
     dir: tempfile::TempDir,
-    servers: Vec<Child>,
     config: PathBuf,
     hosts: Vec<(String, Sandbox)>,
 }
 
-impl Drop for Fleet {
+/// The running `sshd`s, each owned from the moment it is spawned: however
+/// the test ends (a panic while the next host is set up included), each
+/// server and what it started in its process group is killed and reaped.
+struct Servers(Vec<Child>);
+
+impl Servers {
+    /// Starts `sshd -D` with `config` in a process group of its own, its
+    /// stdout closed and its stderr in `log`: nothing it leaves behind
+    /// holds the test run's output open.
+    fn spawn(&mut self, config: &Path, log: std::fs::File) {
+        let child = Command::new(SSHD)
+            .args(["-D", "-e", "-f"])
+            .arg(config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .process_group(0)
+            .spawn()
+            .expect("start sshd");
+        self.0.push(child);
+    }
+}
+
+impl Drop for Servers {
     fn drop(&mut self) {
-        for server in &mut self.servers {
+        for server in &mut self.0 {
+            let group = i32::try_from(server.id())
+                .ok()
+                .and_then(rustix::process::Pid::from_raw);
+            if let Some(group) = group {
+                let _ = rustix::process::kill_process_group(group, rustix::process::Signal::KILL);
+            }
             let _ = server.kill();
             let _ = server.wait();
         }
@@ -104,7 +135,7 @@ impl Fleet {
         std::fs::copy(d.join("user_key.pub"), d.join("authorized_keys")).unwrap();
         let sim = simulated_nvidia_smi(d);
         let mut ssh_config = String::new();
-        let mut servers = Vec::new();
+        let mut servers = Servers(Vec::new());
         let mut hosts = Vec::new();
         let mut waits = Vec::new();
         for (i, (name, genv, gpus)) in specs.iter().enumerate() {
@@ -161,15 +192,7 @@ impl Fleet {
             )
             .unwrap();
             let log = std::fs::File::create(d.join(format!("sshd.{i}.log"))).unwrap();
-            servers.push(
-                Command::new(SSHD)
-                    .args(["-D", "-e", "-f"])
-                    .arg(&config)
-                    .stdin(Stdio::null())
-                    .stderr(log)
-                    .spawn()
-                    .expect("start sshd"),
-            );
+            servers.spawn(&config, log);
             ssh_config.push_str(&format!("Host {name}\n  Port {port}\n"));
             waits.push(port);
             hosts.push((name.to_string(), sb));
@@ -184,8 +207,8 @@ impl Fleet {
         let config = d.join("ssh_config");
         std::fs::write(&config, ssh_config).unwrap();
         let mut fleet = Fleet {
-            dir,
             servers,
+            dir,
             config,
             hosts,
         };
@@ -202,7 +225,7 @@ impl Fleet {
             if TcpStream::connect(("127.0.0.1", port)).is_ok() {
                 return;
             }
-            let exited = self.servers[i].try_wait().unwrap();
+            let exited = self.servers.0[i].try_wait().unwrap();
             if exited.is_some() || Instant::now() > deadline {
                 let log = std::fs::read_to_string(self.dir.path().join(format!("sshd.{i}.log")));
                 panic!("sshd {i} on port {port} did not start ({exited:?}): {log:?}");

@@ -162,20 +162,9 @@ fn scenario(sh: Sh) {
     assert_eq!(read(&sb, "cvd-two"), "0,1");
     assert_eq!(read(&sb, "cvd-one"), "0");
     assert_eq!(read(&sb, "cvd-none"), "-1");
-    let expected = hostile.replace("$OUT", sb.dir.path().to_str().unwrap());
-    let expected = match sh {
-        Sh::Fish => expected,
-        // Inside single quotes, bash and zsh keep backslashes as they are.
-        _ => expected,
-    };
-    let _ = expected;
-    let hostile_value = read(&sb, "hostile");
-    assert!(
-        hostile_value.starts_with("x;") || hostile_value.starts_with("x; "),
-        "{hostile_value}"
-    );
-    assert!(hostile_value.contains("touch"), "{hostile_value}");
-    assert!(hostile_value.ends_with('☕'), "{hostile_value}");
+    // The name was given in single quotes, so `$OUT` and the backslashes
+    // are text: the shell's variable holds exactly the characters typed.
+    assert_eq!(read(&sb, "hostile"), hostile, "{sh:?}");
     assert!(
         !sb.dir.path().join("pwned").exists(),
         "{sh:?}: a name ran as code"
@@ -395,6 +384,47 @@ fn config_prints_fields_and_loads_and_saves_dot_genv() {
 }
 
 #[test]
+fn config_gpus_detaches_the_surplus_at_once_and_says_so() {
+    let sb = Sandbox::new();
+    // Attached to two without a configured count, then `config gpus 1`:
+    // the surplus goes at once (the shell's CUDA_VISIBLE_DEVICES with it),
+    // not at a later, unrelated `config gpu-memory`.
+    let script = "eval \"$(genv shell --init bash)\"\n\
+        genv activate --no-load || exit 1\n\
+        genv attach --count 2 || exit 1\n\
+        genv config gpus 1 || exit 1\n\
+        printf %s \"$CUDA_VISIBLE_DEVICES\" > \"$OUT/after-gpus\"\n\
+        genv attach --index 1 || exit 1\n\
+        genv config gpu-memory 4g 2> \"$OUT/memory-stderr\" || exit 1\n\
+        printf %s \"$CUDA_VISIBLE_DEVICES\" > \"$OUT/after-memory\"\n\
+        genv config gpus 1 2> \"$OUT/same-stderr\" || exit 1\n\
+        printf %s \"$CUDA_VISIBLE_DEVICES\" > \"$OUT/after-same\"\n\
+        genv config gpus 0 || exit 1\n\
+        printf %s \"$CUDA_VISIBLE_DEVICES\" > \"$OUT/after-zero\"\n\
+        genv deactivate\n";
+    let run = run(&sb, Sh::Bash, script);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(read(&sb, "after-gpus"), "0");
+    assert_eq!(
+        run.stderr,
+        "genv: detached from GPU 1 (the environment is configured for 1 GPU)\n\
+         genv: detached from GPU 0 (the environment is configured for 0 GPUs)\n",
+        "{run:?}"
+    );
+    // Only a count set by `config` detaches: another field leaves the
+    // devices attached since (by hand, beyond the count) alone.
+    assert_eq!(read(&sb, "memory-stderr"), "");
+    assert_eq!(read(&sb, "after-memory"), "0,1");
+    // Setting the count again, even to the same value, applies it.
+    assert_eq!(
+        read(&sb, "same-stderr"),
+        "genv: detached from GPU 1 (the environment is configured for 1 GPU)\n"
+    );
+    assert_eq!(read(&sb, "after-same"), "0");
+    assert_eq!(read(&sb, "after-zero"), "-1");
+}
+
+#[test]
 fn scripts_pass_the_shells_own_checks() {
     let sb = Sandbox::new();
     let dir = sb.dir.path();
@@ -445,6 +475,7 @@ fn the_projects_own_scripts_pass_shellcheck() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut files = vec![
         root.join("scripts/test"),
+        root.join("scripts/test-summary"),
         root.join("scripts/try"),
         root.join(".ci/run"),
     ];
@@ -463,6 +494,73 @@ fn the_projects_own_scripts_pass_shellcheck() {
         output.status.success(),
         "{}",
         String::from_utf8_lossy(&output.stdout)
+    );
+}
+
+/// `scripts/test`'s closing line from the runners' own output: libtest's
+/// `test result:` line of each test binary and pytest's last line.
+#[test]
+fn the_suites_closing_line_counts_rust_and_python_tests() {
+    let dir = tempfile::tempdir().unwrap();
+    let summary = |rust: &str, rust_status: &str, python: &str, python_status: &str| {
+        std::fs::write(dir.path().join("rust.log"), rust).unwrap();
+        std::fs::write(dir.path().join("python.log"), python).unwrap();
+        let output =
+            Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/test-summary"))
+                .arg(dir.path().join("rust.log"))
+                .arg(rust_status)
+                .arg(dir.path().join("python.log"))
+                .arg(python_status)
+                .arg("9m58s")
+                .output()
+                .unwrap();
+        (
+            output.status.code(),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+        )
+    };
+    let rust = "running 120 tests\n....\n\
+        test result: ok. 120 passed; 0 failed; 2 ignored; 0 measured; 0 filtered out; finished in 1.00s\n\n\
+        running 0 tests\n\n\
+        test result: ok. 0 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out; finished in 0.00s\n\n\
+        running 308 tests\n....\n\
+        test result: ok. 308 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out; finished in 500.00s\n";
+    let python = "..........                  [100%]\n41 passed, 1 skipped in 75.20s (0:01:15)\n";
+    assert_eq!(
+        summary(rust, "0", python, "0"),
+        (
+            Some(0),
+            "scripts/test: all 469 tests passed (428 Rust, 41 Python) in 9m58s\n".to_owned()
+        )
+    );
+    let rust_failed = rust.replace(
+        "test result: ok. 308 passed; 0 failed",
+        "failures:\n\n---- shell_integration::bash_scenario stdout ----\npanicked\n\n\
+         failures:\n    shell_integration::bash_scenario\n\n\
+         test result: FAILED. 307 passed; 1 failed",
+    );
+    let python_failed = "....F.....                  [100%]\n\
+        =========================== short test summary info ============================\n\
+        FAILED tests/python/test_sdk.py::test_thing - AssertionError: x\n\
+        1 failed, 40 passed, 1 skipped in 75.20s (0:01:15)\n";
+    assert_eq!(
+        summary(&rust_failed, "101", python_failed, "1"),
+        (
+            Some(1),
+            "scripts/test: 2 of 469 tests failed (428 Rust, 41 Python) in 9m58s: \
+             shell_integration::bash_scenario tests/python/test_sdk.py::test_thing\n"
+                .to_owned()
+        )
+    );
+    // A runner that failed without a failing test (a build error, a crash).
+    assert_eq!(
+        summary(rust, "101", python, "0"),
+        (
+            Some(1),
+            "scripts/test: 469 tests passed (428 Rust, 41 Python) in 9m58s, \
+             but cargo test exited with 101 (see above)\n"
+                .to_owned()
+        )
     );
 }
 
