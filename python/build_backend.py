@@ -42,9 +42,18 @@ def _profile_args(config_settings: Optional[Mapping[str, Any]]) -> List[str]:
     return ["--release"]
 
 
-def build_memcap(config_settings: Optional[Mapping[str, Any]] = None) -> Path:
-    """Builds ``libgenv_memcap.so`` and copies it where the wheel takes it."""
+def build_memcap(config_settings: Optional[Mapping[str, Any]] = None) -> Optional[Path]:
+    """Builds ``libgenv_memcap.so`` and copies it where the wheel takes it.
 
+    Not from a source distribution: maturin's sdist holds the ``genv``
+    crate alone, so that wheel has no library (genv says so when an
+    environment with a capacity is activated)."""
+
+    _data_folder()
+    if not (_ROOT / "crates" / "genv-memcap" / "Cargo.toml").is_file():
+        print(f"No crates/genv-memcap here (a source distribution?): the wheel carries no {_LIBRARY}")
+        (_DESTINATION / _LIBRARY).unlink(missing_ok=True)
+        return None
     cargo = os.environ.get("CARGO", "cargo")
     command = [
         cargo,
@@ -66,7 +75,6 @@ def build_memcap(config_settings: Optional[Mapping[str, Any]] = None) -> Path:
                     built = filename
     if built is None:
         raise RuntimeError(f"cargo built no {_LIBRARY}")
-    _data_folder()
     target = _DESTINATION / _LIBRARY
     shutil.copyfile(built, target)
     target.chmod(0o644)
@@ -112,3 +120,9 @@ def build_editable(
     build_memcap(config_settings)
     name: str = maturin.build_editable(wheel_directory, config_settings, metadata_directory)
     return name
+
+
+if __name__ == "__main__":
+    # For `maturin build` or `maturin develop` run by hand: put the library
+    # where the wheel takes it first (`python python/build_backend.py`).
+    build_memcap()
