@@ -1,6 +1,7 @@
 //! The hard memory cap: `libgenv_memcap.so` (crates/genv-memcap), which
 //! activation puts in `LD_PRELOAD` when the environment has a memory
-//! capacity. Installed next to the `genv` binary.
+//! capacity. Installed next to the `genv` binary, or in `lib/genv/` beside
+//! its `bin/` (where `pip install` puts the wheel's copy).
 
 use std::path::PathBuf;
 
@@ -9,11 +10,22 @@ use crate::env_vars::{self as ev, get};
 /// The library's file name.
 pub const LIBRARY: &str = "libgenv_memcap.so";
 
-/// The installed library: next to the running `genv`.
+/// The installed library: next to the running `genv`, else in
+/// `<prefix>/lib/genv/` for `<prefix>/bin/genv` (the wheel's data).
 pub fn library() -> Option<PathBuf> {
     let exe = std::env::current_exe().ok()?;
-    let path = exe.parent()?.join(LIBRARY);
-    path.is_file().then_some(path)
+    candidates(exe.parent()?)
+        .into_iter()
+        .find(|path| path.is_file())
+}
+
+/// Where the library may be, for a `genv` in `bin`, in order.
+fn candidates(bin: &std::path::Path) -> Vec<PathBuf> {
+    let mut paths = vec![bin.join(LIBRARY)];
+    if let Some(prefix) = bin.parent() {
+        paths.push(prefix.join("lib").join("genv").join(LIBRARY));
+    }
+    paths
 }
 
 /// Whether a path can stand in `LD_PRELOAD`, which splits at spaces and
@@ -62,6 +74,17 @@ mod tests {
         assert!(preloadable("/opt/genv/libgenv_memcap.so"));
         assert!(!preloadable("/opt/my genv/libgenv_memcap.so"));
         assert!(!preloadable("/opt/a:b/libgenv_memcap.so"));
+    }
+
+    #[test]
+    fn the_library_is_looked_for_next_to_genv_then_in_the_prefix() {
+        assert_eq!(
+            candidates(std::path::Path::new("/venv/bin")),
+            [
+                PathBuf::from("/venv/bin/libgenv_memcap.so"),
+                PathBuf::from("/venv/lib/genv/libgenv_memcap.so"),
+            ]
+        );
     }
 
     #[test]

@@ -10,9 +10,39 @@ process on the machine (and with genv 1.4.3)::
 
     with genv.sdk.lock():
         main()
+
+genv 1.4.3's entity classes (:class:`Env`, :class:`Envs`,
+:class:`Devices`, :class:`Snapshot`, …) and its :class:`JSONDecoder` read
+what genv prints as JSON, such as ``genv usage snapshot``.
 """
 
 from . import sdk
-from .sdk import Env
+from .entities import (
+    Device,
+    Devices,
+    Env,
+    Envs,
+    Process,
+    Processes,
+    Report,
+    Snapshot,
+    Survey,
+    System,
+)
+from .serialization import JSONDecoder, JSONEncoder
 
-__all__ = ["Env", "sdk"]
+__all__ = [
+    "Device",
+    "Devices",
+    "Env",
+    "Envs",
+    "JSONDecoder",
+    "JSONEncoder",
+    "Process",
+    "Processes",
+    "Report",
+    "Snapshot",
+    "Survey",
+    "System",
+    "sdk",
+]

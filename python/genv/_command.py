@@ -21,9 +21,10 @@ BINARY_VAR = "GENV_SDK_BINARY"
 
 logger = logging.getLogger("genv")
 
-# What genv says on stderr while it waits, or about something it handled:
-# shown through logging, not part of an error's message.
-PROGRESS = ("genv: waiting", "genv lock: waiting", "genv: warning:")
+# What genv says on stderr while it waits (`genv: waiting for GPU 0 …`, a
+# place in `--wait`'s line), or about something it handled: shown through
+# logging, not part of an error's message.
+PROGRESS = ("genv: waiting", "genv: warning:")
 _ERROR_PREFIX = "genv: error: "
 
 

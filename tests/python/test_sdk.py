@@ -3,11 +3,13 @@
 import os
 import threading
 import time
+from importlib import metadata
 from pathlib import Path
 
 import pytest
 
 import genv
+from genv import _command
 from conftest import OtherEnv, attachments, devices, envs, genv_cmd
 
 Config = genv.sdk.Env.Config
@@ -195,6 +197,32 @@ def test_home_load_and_save(tmp_path):
         assert genv.sdk.refresh_configuration() == Config(gpu_memory="3g", gpus=1)
 
 
+def test_the_genv_folder_is_read_and_written_by_genv(tmp_path):
+    # `genv config --load/--save`, as a genv shell does it: no link followed,
+    # values checked, an entry replaced rather than written through.
+    with genv.sdk.activate(config=Config(name="n")):
+        genv.sdk.save_configuration()  # no .genv folder: nothing to do
+        local = Path.cwd() / ".genv"
+        local.mkdir()
+        outside = tmp_path / "outside"
+        outside.write_text("4g")
+        (local / "gpu-memory").symlink_to(outside)
+        with pytest.raises(RuntimeError, match="gpu-memory"):
+            genv.sdk.load_configuration()
+        assert genv.sdk.refresh_configuration() == Config(name="n")
+        (local / "gpu-memory").unlink()
+        (local / "gpu-memory").write_text("lots")
+        with pytest.raises(RuntimeError, match="lots"):
+            genv.sdk.load_configuration()
+        (local / "gpu-memory").unlink()
+        (local / "name").symlink_to(outside)
+        genv.sdk.save_configuration()
+        assert outside.read_text() == "4g"
+        assert not (local / "name").is_symlink()
+        assert (local / "name").read_text() == "n"
+        assert sorted(p.name for p in local.iterdir()) == ["name"]
+
+
 def test_load_configuration_without_a_folder_clears():
     with genv.sdk.activate(config=Config(name="x")):
         assert genv.sdk.load_configuration() == Config()
@@ -318,16 +346,18 @@ def test_the_binary_comes_with_the_package(monkeypatch, tmp_path):
 
 
 def test_activate_with_a_capacity_preloads_the_memory_cap(monkeypatch):
-    # The genv built in this repository, with libgenv_memcap.so beside it
-    # (the wheel carries only the binary).
-    built = Path(__file__).resolve().parents[2] / "target" / "debug" / "genv"
-    assert (built.parent / "libgenv_memcap.so").is_file(), "run cargo build first"
-    monkeypatch.setenv("GENV_SDK_BINARY", str(built))
+    # The wheel's library, installed as <prefix>/lib/genv/libgenv_memcap.so
+    # beside <prefix>/bin/genv, where genv finds it.
+    binary = Path(_command.binary())
+    library = binary.parent.parent / "lib" / "genv" / "libgenv_memcap.so"
+    assert library.read_bytes()[:4] == b"\x7fELF"
+    installed = [Path(str(f.locate())).resolve() for f in metadata.files("genv") or []]
+    assert library.resolve() in installed and binary.resolve() in installed
     monkeypatch.setenv("LD_PRELOAD", "/opt/other.so")
     config = genv.sdk.Env.Config(name="capped", gpu_memory="4g", gpus=1)
     with genv.sdk.activate(config=config):
         entries = os.environ["LD_PRELOAD"].split()
-        assert entries == [str(built.parent / "libgenv_memcap.so"), "/opt/other.so"]
+        assert entries == [str(library), "/opt/other.so"]
     assert os.environ["LD_PRELOAD"] == "/opt/other.so"
     with genv.sdk.activate(config=genv.sdk.Env.Config(name="free", gpus=1)):
         assert os.environ["LD_PRELOAD"] == "/opt/other.so"

@@ -120,31 +120,32 @@ def refresh_configuration() -> Env.Config:
 def load_configuration() -> Env.Config:
     """Loads the configuration saved in the configuration folder
     (:func:`home`) and applies it to the environment, fields missing there
-    cleared; an empty configuration when there is no such folder.
+    cleared; an empty configuration when there is no such folder. The
+    folder is read by ``genv config --load``, as a ``genv`` shell loads it
+    (entries that are regular files of at most 4 KiB, never through a
+    link, their values checked).
+
+    Raises RuntimeError outside an environment, or with genv's message for
+    an entry it refuses.
+    """
+
+    require_eid()
+    _command.run(["config", "--load", "--quiet"])
+    return refresh_configuration()
+
+
+def save_configuration() -> None:
+    """Saves the environment's configuration into the configuration folder
+    (:func:`home`), when there is one, as ``genv config --save`` does (an
+    entry per field, each written to a new file renamed into place; an
+    unset field's entry removed).
 
     Raises RuntimeError outside an environment.
     """
 
     require_eid()
-    config = Env.Config()
-    folder = home()
-    if folder is not None:
-        config.load(folder)
-    configure(config)
-    return config
-
-
-def save_configuration() -> None:
-    """Saves the environment's configuration into the configuration folder
-    (:func:`home`), when there is one.
-
-    Raises RuntimeError outside an environment.
-    """
-
-    config = configuration()
-    folder = home()
-    if folder is not None:
-        config.save(folder)
+    if home() is not None:
+        _command.run(["config", "--save", "--quiet"])
 
 
 @contextmanager
