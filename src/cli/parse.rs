@@ -45,3 +45,36 @@ pub(crate) fn parse_grace(value: &str) -> std::result::Result<f64, String> {
         )),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_devices_spec_is_a_user_and_a_count() {
+        assert_eq!(parse_devices_spec("alice=2"), Ok(("alice".into(), 2)));
+        assert_eq!(parse_devices_spec("alice= 2"), Ok(("alice".into(), 2)));
+        for bad in ["alice", "=2", "alice=2=3", "alice=two"] {
+            assert_eq!(
+                parse_devices_spec(bad),
+                Err(format!("not a valid spec: {bad}"))
+            );
+        }
+    }
+
+    #[test]
+    fn a_memory_spec_is_a_user_and_an_amount() {
+        assert_eq!(parse_memory("1k"), Ok(1000));
+        assert_eq!(parse_memory_spec("alice=1ki"), Ok(("alice".into(), 1024)));
+        assert!(parse_memory_spec("=1k").is_err());
+        assert!(parse_memory_spec("alice=lots").is_err());
+    }
+
+    #[test]
+    fn the_grace_period_is_a_day_at_most() {
+        assert_eq!(parse_grace("2.5"), Ok(2.5));
+        for bad in ["-1", "86401", "inf", "NaN", "soon"] {
+            assert!(parse_grace(bad).is_err(), "{bad}");
+        }
+    }
+}
