@@ -4,10 +4,10 @@
 use super::{ActivateArgs, Context, Exit};
 use crate::env_vars::{self as ev, get};
 use crate::error::{Error, Result};
-use crate::provision::{self, Request};
+use crate::provision::{self, Activated, Activation, Attach, Configure};
 use crate::session;
 use crate::shell::{Action, Shell};
-use crate::state::LoadOptions;
+use crate::state::Config;
 
 pub fn run(mut args: ActivateArgs, ctx: &mut Context) -> Result<Exit> {
     let shell_pid = args
@@ -40,9 +40,6 @@ pub fn run(mut args: ActivateArgs, ctx: &mut Context) -> Result<Exit> {
     }
     let shell = Shell::of_pid(shell_pid);
     let eid = args.eid.clone().unwrap_or_else(|| shell_pid.to_string());
-    if eid.is_empty() {
-        return Err(Error::msg("the environment identifier must not be empty"));
-    }
     let loaded = if args.no_load {
         None
     } else {
@@ -50,72 +47,26 @@ pub fn run(mut args: ActivateArgs, ctx: &mut Context) -> Result<Exit> {
             .map(|home| session::load_config(&home))
             .transpose()?
     };
-    let dir = &ctx.dir;
-    let uid = crate::os::procs::current_uid();
-    let username = crate::os::procs::username(uid);
-
-    // Asked before the lock in case devices are attached below; whether
-    // they are depends on the configuration in the state, so a failure
-    // here (no driver) only matters if they are, and then shows there.
-    let survey = if args.no_attach {
-        None
-    } else {
-        dir.survey(ctx.backend.get(), false).ok()
-    };
-    let mut tx = dir.transaction(LoadOptions::default())?;
-    let now = tx.now();
-    let envs = tx.envs_mut()?;
-    let new = !envs.contains(&eid);
-    envs.activate(&eid, uid.into(), username, now);
-    let env = envs
-        .get_mut(&eid)
-        .ok_or_else(|| Error::msg("environment vanished"))?;
-    if !env.pids.contains(&shell_pid) {
-        env.pids.push(shell_pid);
-    }
-    if new && let Some(loaded) = loaded {
-        env.config = loaded;
-    }
-    if let Some(name) = args.name.take() {
-        env.config.name = Some(name.into());
-    }
-    if let Some(memory) = args.gpu_memory.take() {
-        env.config.gpu_memory = Some(memory.into());
-    }
-    if let Some(gpus) = args.gpus {
-        env.config.gpus = Some(gpus.into());
-    }
-    let config = env.config.clone();
-    let request = Request {
+    let activation = Activation {
+        eid: &eid,
+        pid: shell_pid,
+        config: Configure::Merge {
+            initial: loaded,
+            set: Config {
+                name: args.name.take().map(Into::into),
+                gpu_memory: args.gpu_memory.take().map(Into::into),
+                gpus: args.gpus.map(Into::into),
+            },
+        },
+        attach: if args.no_attach {
+            Attach::No
+        } else {
+            Attach::Configured { wait: args.wait }
+        },
         over_subscribe: args.over_subscribe,
-        ..Request::default()
+        survey_always: false,
     };
-    let attach = !args.no_attach && config.gpus.is_some();
-    match (attach, args.wait) {
-        (true, Some(wait)) => {
-            tx.commit()?;
-            if let Err(e) = provision::attach_waiting(dir, ctx.backend.get(), &eid, request, wait) {
-                // Leave no trace of an activation that did not happen.
-                let mut tx = dir.transaction(LoadOptions::default())?;
-                tx.envs_mut()?.cleanup(|pid| pid != shell_pid, |_, _| true);
-                tx.devices()?;
-                tx.commit()?;
-                return Err(e);
-            }
-        }
-        (true, None) => {
-            match &survey {
-                Some(survey) => tx.reconcile(survey)?,
-                None => tx.reconcile(&dir.survey(ctx.backend.get(), false)?)?,
-            };
-            provision::attach_env(&mut tx, &eid, request)?;
-            tx.commit()?;
-        }
-        (false, _) => tx.commit()?,
-    }
-    let mut tx = dir.transaction(LoadOptions::default())?;
-    let indices = session::attached(&mut tx, &eid);
-    tx.commit()?;
+    let Activated { config, indices } = provision::activate(&ctx.dir, &ctx.backend, activation)?;
 
     let mut actions = vec![
         Action::Set(ev::GENV_SHELL, "1".into()),

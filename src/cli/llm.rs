@@ -18,6 +18,7 @@ use serde_json::json;
 use super::{Context, Exit, Format, LlmArgs, LlmCommand, PsArgs};
 use crate::error::{Error, Result};
 use crate::os::procs;
+use crate::provision::{Activation, Attach, Configure};
 use crate::state::{Config, Env, LoadOptions};
 use crate::{env_vars as ev, escape, memory, provision, session, timefmt};
 
@@ -292,8 +293,15 @@ fn serve(
         gpu_memory: gpu_memory.clone().map(Into::into),
         gpus: gpus.map(i64::from),
     };
-    let indices =
-        provision::activate_process(&ctx.dir, ctx.backend.get(), &eid, pid.into(), Some(config))?;
+    let activation = Activation {
+        eid: &eid,
+        pid: pid.into(),
+        config: Configure::Replace(config),
+        attach: Attach::ConfiguredIfDetached,
+        over_subscribe: false,
+        survey_always: false,
+    };
+    let indices = provision::activate(&ctx.dir, &ctx.backend, activation)?.indices;
     let visible = if indices.is_empty() {
         "-1".to_owned()
     } else {

@@ -13,6 +13,7 @@ pub mod home;
 pub mod llm;
 pub mod lock;
 pub mod monitor;
+mod parse;
 pub mod remote;
 mod row;
 pub mod sdk;
@@ -449,19 +450,19 @@ pub struct EnforceArgs {
     pub max_devices_per_user: Option<u64>,
     /// Per-user specification of maximum allowed attached devices
     #[arg(long = "max-devices-for-user", num_args = 1.., value_name = "username=maximum",
-          value_parser = crate::cli::enforce::parse_devices_spec)]
+          value_parser = parse::parse_devices_spec)]
     pub max_devices_for_user: Vec<(String, u64)>,
     /// Maximum GPU memory for each user, reserved or used (e.g. 40g)
     #[arg(long = "max-memory-per-user", value_name = "AMOUNT",
-          value_parser = crate::cli::enforce::parse_memory)]
+          value_parser = parse::parse_memory)]
     pub max_memory_per_user: Option<u64>,
     /// Per-user maximum GPU memory
     #[arg(long = "max-memory-for-user", num_args = 1.., value_name = "username=amount",
-          value_parser = crate::cli::enforce::parse_memory_spec)]
+          value_parser = parse::parse_memory_spec)]
     pub max_memory_for_user: Vec<(String, u64)>,
     /// Seconds a process has to exit after SIGTERM before SIGKILL
     #[arg(long, default_value_t = 5.0, value_name = "SECONDS",
-          value_parser = crate::cli::enforce::parse_grace)]
+          value_parser = parse::parse_grace)]
     pub grace: f64,
     /// Say what would be done; signal and detach nothing
     #[arg(long = "dry-run")]

@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 
 use super::{Context, Exit, SdkArgs, SdkCommand};
 use crate::error::{Error, Result};
-use crate::provision;
+use crate::provision::{self, Activation, Attach, Configure};
 use crate::session;
 use crate::state::{Config, LoadOptions, Transaction};
 
@@ -107,7 +107,15 @@ fn parse_config(text: &str) -> Result<Config> {
 /// when it is attached to nothing, in one transaction: a failure leaves
 /// no half-activated environment behind.
 fn activate(ctx: &Context, eid: &str, pid: i64, config: Option<Config>) -> Result<Value> {
-    provision::activate_process(&ctx.dir, ctx.backend.get(), eid, pid, config)?;
+    let activation = Activation {
+        eid,
+        pid,
+        config: config.map_or(Configure::Keep, Configure::Replace),
+        attach: Attach::ConfiguredIfDetached,
+        over_subscribe: false,
+        survey_always: false,
+    };
+    provision::activate(&ctx.dir, &ctx.backend, activation)?;
     let mut tx = ctx.dir.transaction(LoadOptions::default())?;
     let answer = describe(&mut tx, eid)?;
     tx.commit()?;

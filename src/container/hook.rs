@@ -19,10 +19,10 @@ use oci_spec::runtime::Spec;
 use serde_json::Value;
 
 use super::env_get;
-use crate::context::Context;
+use crate::context::{Context, LazyBackend};
 use crate::env_vars as ev;
 use crate::error::{Error, Result};
-use crate::provision::{self, Request};
+use crate::provision::{self, Activation, Attach, Configure};
 use crate::state::{Config, LoadOptions, StateDir};
 
 pub const PROGRAM: &str = "genv-container-runtime-hook";
@@ -125,25 +125,34 @@ fn prestart(state: &State) -> Result<()> {
         None => None,
     };
     let attach = env_get(&env, ev::GENV_ATTACH) != Some("0");
-    let over_subscribe = env_get(&env, ev::GENV_ALLOW_OVER_SUBSCRIPTION) == Some("1");
-    let attached = activate(
-        &dir,
-        &eid,
+    // One transaction: the environment made (or joined) with the
+    // container's pid, configured and attached, or nothing written at all.
+    let activation = Activation {
+        eid: &eid,
         pid,
-        config,
-        attach.then_some((indices, over_subscribe)),
-    )
-    .map_err(|e| {
-        Error::hinted(
-            format!(
-                "genv could not make container {} an environment: {e}",
-                crate::escape::terminal(&state.id)
-            ),
-            e.hint()
-                .unwrap_or("see 'genv devices' and 'genv envs'")
-                .to_owned(),
-        )
-    })?;
+        config: Configure::Replace(config),
+        attach: match indices {
+            _ if !attach => Attach::No,
+            Some(indices) => Attach::Indices(indices),
+            None => Attach::Configured { wait: None },
+        },
+        over_subscribe: env_get(&env, ev::GENV_ALLOW_OVER_SUBSCRIPTION) == Some("1"),
+        // The devices the container names must be known.
+        survey_always: true,
+    };
+    let activated =
+        provision::activate(&dir, &LazyBackend::default(), activation).map_err(|e| {
+            Error::hinted(
+                format!(
+                    "genv could not make container {} an environment: {e}",
+                    crate::escape::terminal(&state.id)
+                ),
+                e.hint()
+                    .unwrap_or("see 'genv devices' and 'genv envs'")
+                    .to_owned(),
+            )
+        })?;
+    let attached = attach.then_some(activated.indices);
     if let Some(indices) = &attached {
         let list: Vec<String> = indices.iter().map(u32::to_string).collect();
         // Read by the NVIDIA hook, which runs after this one; the last
@@ -250,66 +259,6 @@ fn container_uid(spec: &Spec) -> (u32, u32) {
     });
     // Unmapped: the overflow uid, which owns no ledger of any user.
     (inside, outside.unwrap_or(65534))
-}
-
-/// One transaction: the environment made (or joined) with the container's
-/// pid, configured and attached, or nothing written at all. Returns the
-/// attached devices when asked to attach.
-fn activate(
-    dir: &StateDir,
-    eid: &str,
-    pid: i64,
-    config: Config,
-    attach: Option<(Option<Vec<u32>>, bool)>,
-) -> Result<Option<Vec<u32>>> {
-    let ctx = Context::new(dir.clone());
-    let uid = crate::os::procs::current_uid();
-    let username = crate::os::procs::username(uid);
-    // Asked before the lock, as every verb does.
-    let survey = ctx.dir.survey(ctx.backend.get(), false)?;
-    let mut tx = ctx.dir.transaction(LoadOptions::default())?;
-    tx.reconcile(&survey)?;
-    let now = tx.now();
-    let envs = tx.envs_mut()?;
-    envs.activate(eid, uid.into(), username, now);
-    let env = envs
-        .get_mut(eid)
-        .ok_or_else(|| Error::msg("the environment vanished"))?;
-    if !env.pids.contains(&pid) {
-        env.pids.push(pid);
-    }
-    env.config = config.clone();
-    provision::update_capacity(tx.devices_mut()?, eid, config.gpu_memory.as_deref());
-    let Some((indices, over_subscribe)) = attach else {
-        tx.commit()?;
-        return Ok(None);
-    };
-    match indices {
-        Some(indices) => {
-            for index in indices {
-                let request = Request {
-                    index: Some(index),
-                    over_subscribe,
-                    ..Request::default()
-                };
-                provision::attach_env(&mut tx, eid, request)?;
-            }
-        }
-        None if config.gpus.is_some() => {
-            provision::attach_env(
-                &mut tx,
-                eid,
-                Request {
-                    over_subscribe,
-                    ..Request::default()
-                },
-            )?;
-        }
-        None => {}
-    }
-    let attached = tx.devices()?.indices_of(eid);
-    tx.commit()?;
-    Ok(Some(attached))
 }
 
 /// Releases the container's environment: its init process leaves it, and

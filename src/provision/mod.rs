@@ -1,13 +1,16 @@
 //! Provisioning: which devices an environment gets. Pure functions over
-//! the in-memory [`Devices`], so the wait queue can try a request on a copy.
+//! the in-memory [`Devices`], so the wait queue can try a request on a
+//! copy; [`activate`], the one way a process becomes part of an
+//! environment; and `wait.rs`, the line of `--wait` requests.
 
+mod activate;
 mod wait;
 
+pub use activate::{Activated, Activation, Attach, Configure, activate};
 pub use wait::{Wait, attach_waiting};
 
-use crate::backend::DeviceBackend;
 use crate::error::{Error, Result};
-use crate::state::{Config, Devices, LoadOptions, StateDir, Transaction};
+use crate::state::{Config, Devices, Transaction};
 
 /// What an environment asks of the devices.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -166,51 +169,6 @@ pub fn attach_env(tx: &mut Transaction<'_>, eid: &str, request: Request) -> Resu
         .unwrap_or_default();
     let devices = tx.devices_mut()?;
     attach(devices, &config, eid, request, &now).map_err(AttachError::into_error)
-}
-
-/// Creates (or joins) environment `eid` for process `pid`, replaces its
-/// configuration when one is given, and attaches the configured count when
-/// it is attached to nothing: one transaction, so a failure leaves no
-/// half-activated environment behind. The driver, when it must be asked,
-/// is asked before the lock. Returns the devices it is attached to.
-pub fn activate_process(
-    dir: &StateDir,
-    backend: &dyn DeviceBackend,
-    eid: &str,
-    pid: i64,
-    config: Option<Config>,
-) -> Result<Vec<u32>> {
-    if eid.is_empty() {
-        return Err(Error::msg("the environment identifier must not be empty"));
-    }
-    let uid = crate::os::procs::current_uid();
-    let username = crate::os::procs::username(uid);
-    let survey = dir.survey(backend, false).ok();
-    let mut tx = dir.transaction(LoadOptions::default())?;
-    let now = tx.now();
-    let envs = tx.envs_mut()?;
-    envs.activate(eid, uid.into(), username, now);
-    let env = envs
-        .get_mut(eid)
-        .ok_or_else(|| Error::msg("environment vanished"))?;
-    if !env.pids.contains(&pid) {
-        env.pids.push(pid);
-    }
-    if let Some(config) = config {
-        env.config = config;
-    }
-    let config = env.config.clone();
-    update_capacity(tx.devices_mut()?, eid, config.gpu_memory.as_deref());
-    if config.gpus.is_some() && tx.devices()?.indices_of(eid).is_empty() {
-        match &survey {
-            Some(survey) => tx.reconcile(survey)?,
-            None => tx.reconcile(&dir.survey(backend, false)?)?,
-        };
-        attach_env(&mut tx, eid, Request::default())?;
-    }
-    let indices = tx.devices()?.indices_of(eid);
-    tx.commit()?;
-    Ok(indices)
 }
 
 /// Detaches an environment from one device, or from all of them.

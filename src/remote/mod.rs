@@ -4,6 +4,7 @@
 //! fleet may mix this genv and genv 1.4.3; what is printed is made from
 //! the answers by pure functions ([`report`]).
 
+pub mod asker;
 pub mod enforce;
 pub mod llm;
 pub mod monitor;
