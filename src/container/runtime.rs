@@ -169,8 +169,8 @@ fn capped(env: &[String]) -> bool {
 /// Adds genv to a bundle's `config.json`. The configuration is read as a
 /// [`Spec`] (so a malformed one is refused before anything changes), and
 /// genv's changes go into the JSON as read, so every field genv does not
-/// read is kept. Refused, with the bundle
-/// untouched, when something to mount is not installed.
+/// read is kept. Refused, with the bundle untouched, when something to
+/// mount is not installed.
 pub fn rewrite_config(path: &Path, id: &str) -> Result<()> {
     let (mut json, spec): (Value, Spec) = read(path)?;
     let given = spec
