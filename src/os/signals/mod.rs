@@ -4,8 +4,13 @@
 //! its command. Each is a guard that puts the previous dispositions back
 //! when dropped, so a Ctrl-C after the wait ends the process again.
 //!
-//! `genv monitor` and `genv top` take theirs synchronously instead
-//! ([`Blocked`]: blocked, then waited for).
+//! `genv monitor`, `genv top` and `genv enforce` take theirs
+//! synchronously instead ([`Blocked`]: blocked, then read from a
+//! signalfd).
+//!
+//! nix wraps all of it; `sigaction` stays `unsafe` there (a handler must
+//! be async-signal-safe, which no type can say), so the two calls below
+//! and the handlers' own lines are genv's only unsafe code.
 //!
 //! Not `signal-hook`: its registry keeps its own handler installed for the
 //! life of the process (`unregister` leaves the signal caught and ignored,
@@ -43,9 +48,9 @@ impl Saved {
         let action = SigAction::new(handler, flags, SigSet::empty());
         let mut saved = Saved(Vec::new());
         for &signal in signals {
-            // SAFETY: the handlers installed here ([`to_pipe`], [`forward`])
-            // only load atomics and call write(2) or kill(2), which are
-            // async-signal-safe.
+            // SAFETY: the handlers installed here ([`to_pipe`], [`forward`],
+            // or the default) only load and store atomics and call write(2)
+            // or kill(2), which are async-signal-safe.
             #[allow(unsafe_code)]
             let previous = unsafe { nix::sys::signal::sigaction(signal, &action) };
             match previous {
