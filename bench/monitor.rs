@@ -10,6 +10,10 @@
 //! collection: `Snapshot::take` (state, driver, /proc) and the pure
 //! metrics function with its encoding.
 
+// Benchmarks may set variables and call libc directly; each block says
+// why it is sound.
+#![allow(unsafe_code)]
+
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -215,7 +219,8 @@ fn main() {
 
     // One collection, in this process, on the same machine and state.
     let dir_state = StateDir::new(&state);
-    // SAFETY (of the environment): this program has no other threads.
+    // SAFETY: this program has no other threads yet, so nothing reads the
+    // environment while it changes.
     unsafe {
         std::env::set_var("GENV_MOCK_COMPUTE_APPS_PROCESS_NAME", NAME);
         std::env::set_var("GENV_MOCK_DEVICE_COUNT", GPUS.to_string());

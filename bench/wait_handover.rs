@@ -4,6 +4,10 @@
 //!
 //!     cargo build --release && cargo run --release --example wait_handover [ROUNDS]
 
+// Benchmarks may set variables and call libc directly; each block says
+// why it is sound.
+#![allow(unsafe_code)]
+
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};

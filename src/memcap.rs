@@ -7,6 +7,10 @@ use std::path::PathBuf;
 
 use crate::env_vars::{self as ev, get};
 
+/// The ledger's name and binary layout, the library's own file.
+#[path = "../crates/genv-memcap/src/layout.rs"]
+pub mod layout;
+
 /// The library's file name.
 pub const LIBRARY: &str = "libgenv_memcap.so";
 
@@ -44,24 +48,14 @@ pub fn preloaded() -> Option<String> {
 }
 
 /// The name of an environment's ledger in the state folder, as the
-/// library names it (crates/genv-memcap/src/ledger.rs, `file_name`):
-/// `memcap-<uid>-<eid>`, or the eid's FNV-1a hash when it is not one plain
-/// short name.
+/// library names it ([`layout`]): `memcap-<uid>-<eid>`, or the eid's
+/// FNV-1a hash when it is not one plain short name.
 pub fn ledger_name(uid: u32, eid: &str) -> String {
-    let bytes = eid.as_bytes();
-    let plain = bytes.len() <= 64
-        && bytes
-            .iter()
-            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(b))
-        && eid != "."
-        && eid != "..";
-    if plain {
-        format!("memcap-{uid}-{eid}")
+    let prefix = layout::NAME_PREFIX;
+    if layout::name_is_plain(eid.as_bytes()) {
+        format!("{prefix}{uid}-{eid}")
     } else {
-        let hash = bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
-            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-        });
-        format!("memcap-{uid}-h{hash}")
+        format!("{prefix}{uid}-h{}", layout::name_hash(eid.as_bytes()))
     }
 }
 

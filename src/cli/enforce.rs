@@ -5,12 +5,15 @@
 use std::io::Write;
 use std::time::Duration;
 
+use nix::sys::signal::Signal;
+
 use super::{Context, EnforceArgs, Exit};
 use crate::enforce::execute::{self, Acting, Done};
 use crate::enforce::rules::Quota;
 use crate::enforce::{self, Rules, snapshot};
 use crate::error::Result;
 use crate::os::procs;
+use crate::os::signals::Blocked;
 use crate::{messages, timefmt};
 
 impl EnforceArgs {
@@ -48,7 +51,9 @@ pub fn run(args: EnforceArgs, ctx: &mut Context) -> Result<Exit> {
     if args.dry_run {
         messages::note("dry run: no process is signalled and no environment is detached");
     }
-    let signals = (args.interval > 0).then(Signals::block);
+    // SIGINT and SIGTERM held back during a cycle and taken between
+    // cycles, so that a cycle is never cut short.
+    let signals = (args.interval > 0).then(|| Blocked::of(&[Signal::SIGINT, Signal::SIGTERM]));
     let mut cycle: u64 = 0;
     loop {
         cycle += 1;
@@ -69,8 +74,9 @@ pub fn run(args: EnforceArgs, ctx: &mut Context) -> Result<Exit> {
         };
         if let Some(signal) = signals.wait(Duration::from_secs(args.interval)) {
             messages::note(format!(
-                "{}: stopping on {signal} after {cycle} cycle(s)",
-                timefmt::now()
+                "{}: stopping on {} after {cycle} cycle(s)",
+                timefmt::now(),
+                Blocked::name(signal)
             ));
             return Ok(Exit::SUCCESS);
         }
@@ -117,47 +123,4 @@ fn flush(out: &mut String) {
         .write_all(out.as_bytes())
         .and_then(|()| stdout.flush());
     out.clear();
-}
-
-/// SIGINT and SIGTERM held back during a cycle and taken between cycles,
-/// so that a cycle is never cut short.
-struct Signals {
-    set: libc::sigset_t,
-}
-
-impl Signals {
-    fn block() -> Self {
-        // SAFETY: the set is initialised by sigemptyset before use;
-        // pthread_sigmask only reads it.
-        unsafe {
-            let mut set: libc::sigset_t = std::mem::zeroed();
-            libc::sigemptyset(&mut set);
-            libc::sigaddset(&mut set, libc::SIGINT);
-            libc::sigaddset(&mut set, libc::SIGTERM);
-            libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
-            Signals { set }
-        }
-    }
-
-    /// Waits `interval` for SIGINT or SIGTERM; the signal's name if one
-    /// came.
-    fn wait(&self, interval: Duration) -> Option<&'static str> {
-        let deadline = std::time::Instant::now() + interval;
-        loop {
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            let timeout = libc::timespec {
-                tv_sec: left.as_secs() as libc::time_t,
-                tv_nsec: left.subsec_nanos() as libc::c_long,
-            };
-            // SAFETY: the set and timeout outlive the call; no siginfo.
-            let signal = unsafe { libc::sigtimedwait(&self.set, std::ptr::null_mut(), &timeout) };
-            match signal {
-                libc::SIGINT => return Some("SIGINT"),
-                libc::SIGTERM => return Some("SIGTERM"),
-                // EINTR (another signal) or EAGAIN (the time is up).
-                _ if left.is_zero() || std::time::Instant::now() >= deadline => return None,
-                _ => continue,
-            }
-        }
-    }
 }

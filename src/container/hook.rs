@@ -15,7 +15,7 @@ use std::ffi::OsString;
 use std::io::Read;
 use std::path::PathBuf;
 
-use oci_spec::runtime::Spec;
+use super::spec::Spec;
 use serde_json::Value;
 
 use super::env_get;

@@ -18,6 +18,7 @@ pub mod docker;
 pub mod hook;
 mod inject;
 pub mod runtime;
+pub mod spec;
 pub mod state_folder;
 
 pub use docker::PROGRAM as DOCKER_PROGRAM;

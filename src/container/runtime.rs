@@ -10,8 +10,9 @@
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
-use oci_spec::runtime::{HookBuilder, MountBuilder, Process, Spec};
-use serde_json::Value;
+use serde_json::{Value, json};
+
+use super::spec::{Process, Spec};
 
 use super::{MEMCAP_IN_CONTAINER, SHIMS_IN_CONTAINER, STATE_IN_CONTAINER, env_get};
 use crate::env_vars as ev;
@@ -165,15 +166,18 @@ fn capped(env: &[String]) -> bool {
         && env_get(env, ev::GENV_GPU_MEMORY).is_some_and(|m| !m.is_empty())
 }
 
-/// Adds genv to a bundle's `config.json`. The configuration is read as
-/// `oci-spec`'s `Spec` (so a malformed one is refused before anything
-/// changes), and genv's changes go into the JSON as read, so fields this
-/// version of `oci-spec` does not know are kept. Refused, with the bundle
-/// untouched, when something to mount is not installed.
+/// Adds genv to a bundle's `config.json`. The configuration is read as a
+/// [`Spec`] (so a malformed one is refused before anything changes), and
+/// genv's changes go into the JSON as read, so every field genv does not
+/// read is kept. Refused, with the bundle untouched, when something to
+/// mount is not installed.
 pub fn rewrite_config(path: &Path, id: &str) -> Result<()> {
     let (mut json, spec): (Value, Spec) = read(path)?;
-    let process = spec.process().clone().unwrap_or_default();
-    let given = process.env().clone().unwrap_or_default();
+    let given = spec
+        .process()
+        .as_ref()
+        .and_then(|p| p.env().clone())
+        .unwrap_or_default();
     let bundle = path.parent().unwrap_or(Path::new("."));
     let preload = capped(&given) && has_glibc(bundle, &spec);
     if capped(&given) && !preload {
@@ -209,7 +213,7 @@ pub fn rewrite_config(path: &Path, id: &str) -> Result<()> {
         && env_get(&env, ev::GENV_ACTIVATE) != Some("0");
     if locks || capped(&env) {
         // The hook mounts the attached devices' locks and the ledger in it.
-        mounts.push(state_tmpfs()?);
+        mounts.push(state_tmpfs());
     }
     json["process"]["env"] = serde_json::to_value(&env).map_err(|e| Error::msg(e.to_string()))?;
     let exe = std::env::current_exe().map_err(|e| Error::io("/proc/self/exe", e))?;
@@ -266,23 +270,13 @@ fn has_glibc(bundle: &Path, spec: &Spec) -> bool {
 }
 
 /// The container's own state folder, a small tmpfs.
-fn state_tmpfs() -> Result<Value> {
-    let mount = MountBuilder::default()
-        .destination(STATE_IN_CONTAINER)
-        .typ("tmpfs")
-        .source("tmpfs")
-        .options(
-            ["nosuid", "nodev", "noexec", "mode=1777", "size=1m"]
-                .map(str::to_owned)
-                .to_vec(),
-        )
-        .build()
-        .map_err(|e| {
-            Error::msg(format!(
-                "could not make the mount of {STATE_IN_CONTAINER}: {e}"
-            ))
-        })?;
-    serde_json::to_value(mount).map_err(|e| Error::msg(e.to_string()))
+fn state_tmpfs() -> Value {
+    json!({
+        "destination": STATE_IN_CONTAINER,
+        "type": "tmpfs",
+        "source": "tmpfs",
+        "options": ["nosuid", "nodev", "noexec", "mode=1777", "size=1m"],
+    })
 }
 
 /// Adds genv's variables to the process JSON of `exec`.
@@ -311,34 +305,31 @@ fn hook(exe: &Path, stage: &str, eid: &str, state: Option<&Path>) -> Result<Valu
         env.push(format!("{}={}", ev::GENV_TMPDIR, state.display()));
     }
     env.push(format!("{}={eid}", ev::GENV_ENVIRONMENT_ID));
-    let hook = HookBuilder::default()
-        .path(exe)
-        .args(vec![super::HOOK_PROGRAM.to_owned(), stage.to_owned()])
-        .env(env)
-        .build()
-        .map_err(|e| Error::msg(format!("could not make genv's {stage} hook: {e}")))?;
-    serde_json::to_value(hook).map_err(|e| Error::msg(e.to_string()))
+    Ok(json!({
+        "path": utf8(exe)?,
+        "args": [super::HOOK_PROGRAM, stage],
+        "env": env,
+    }))
 }
 
 /// A bind mount of `source` at `destination`, `ro` or `rw`.
 fn bind(source: &Path, destination: &str, mode: &str) -> Result<Value> {
-    let mount = MountBuilder::default()
-        .destination(destination)
-        .typ("bind")
-        .source(source)
-        .options(
-            ["rbind", mode, "nosuid", "nodev"]
-                .map(str::to_owned)
-                .to_vec(),
-        )
-        .build()
-        .map_err(|e| {
-            Error::msg(format!(
-                "could not make the mount of {}: {e}",
-                source.display()
-            ))
-        })?;
-    serde_json::to_value(mount).map_err(|e| Error::msg(e.to_string()))
+    Ok(json!({
+        "destination": destination,
+        "type": "bind",
+        "source": utf8(source)?,
+        "options": ["rbind", mode, "nosuid", "nodev"],
+    }))
+}
+
+/// A path as JSON text, which OCI paths are.
+fn utf8(path: &Path) -> Result<&str> {
+    path.to_str().ok_or_else(|| {
+        Error::msg(format!(
+            "{} cannot be named in an OCI configuration: it is not UTF-8",
+            path.display()
+        ))
+    })
 }
 
 /// Appends `item` to the array at `keys`, creating what is missing.

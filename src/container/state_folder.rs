@@ -15,7 +15,7 @@
 
 use std::path::{Path, PathBuf};
 
-use oci_spec::runtime::Spec;
+use super::spec::Spec;
 use rustix::fs::{FileType, Mode, OFlags};
 use rustix::io::Errno;
 

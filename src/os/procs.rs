@@ -112,15 +112,8 @@ pub fn cmdline_arg0(pid: u32) -> Option<String> {
 /// `/proc/<pid>/stat`), which tells a process from a later one that got
 /// its pid.
 pub fn start_time(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    parse_start_time(&stat)
-}
-
-fn parse_start_time(stat: &str) -> Option<u64> {
-    // The command name (field 2) is in parentheses and may hold anything,
-    // spaces and parentheses included: count from the last `)`.
-    let rest = &stat[stat.rfind(')')? + 1..];
-    rest.split_whitespace().nth(19)?.parse().ok()
+    let stat = std::fs::read(format!("/proc/{pid}/stat")).ok()?;
+    start_time_of_stat(&stat)
 }
 
 /// A file, as `/proc/locks` names it: the device of its file system and
@@ -273,9 +266,11 @@ pub fn identity(pid: u32) -> Result<Identity, ProcError> {
     Ok(Identity { uid, start_time })
 }
 
-/// Field 22 of `/proc/<pid>/stat`. The command name (field 2) is in
-/// parentheses and may hold spaces and parentheses itself, so the fields
-/// are counted from the last `)`.
+/// Field 22 of `/proc/<pid>/stat`, genv's one reading of a start time
+/// (the memory cap library, which may use libc only, has its own). The
+/// command name (field 2) is in parentheses and may hold spaces,
+/// parentheses and bytes that are not UTF-8, so the fields are counted
+/// from the last `)`.
 fn start_time_of_stat(stat: &[u8]) -> Option<u64> {
     let close = stat.iter().rposition(|&b| b == b')')?;
     let rest = std::str::from_utf8(&stat[close + 1..]).ok()?;
@@ -416,8 +411,11 @@ mod tests {
 
     #[test]
     fn start_time_counts_from_the_last_parenthesis() {
-        let stat = "42 (a) b (c) S 1 42 42 0 -1 4194560 100 0 0 0 0 0 0 0 20 0 1 0 98765 1000 10";
-        assert_eq!(parse_start_time(stat), Some(98765));
+        let stat = b"42 (a) b (c) S 1 42 42 0 -1 4194560 100 0 0 0 0 0 0 0 20 0 1 0 98765 1000 10";
+        assert_eq!(start_time_of_stat(stat), Some(98765));
+        // A command name that is not UTF-8.
+        let stat = b"42 (\xff\xfe) S 1 42 42 0 -1 4194560 100 0 0 0 0 0 0 0 20 0 1 0 98765 1000";
+        assert_eq!(start_time_of_stat(stat), Some(98765));
         assert!(start_time(std::process::id()).is_some());
     }
 

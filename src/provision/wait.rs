@@ -209,11 +209,9 @@ mod tests {
         // As in a program started from a terminal, whatever ran the tests
         // (a background job ignores SIGINT).
         for signal in crate::os::signals::WAIT_SIGNALS {
-            // SAFETY: SIG_DFL is a valid disposition; tests holding
-            // TEST_LOCK are the only ones changing dispositions.
-            unsafe { libc::signal(signal, libc::SIG_DFL) };
+            crate::os::signals::set_default(signal);
         }
-        assert_eq!(disposition(libc::SIGINT), libc::SIG_DFL);
+        assert_eq!(disposition(nix::sys::signal::Signal::SIGINT), libc::SIG_DFL);
         attach_waiting(&dir, &backend, "e", request, wait).unwrap();
         for signal in crate::os::signals::WAIT_SIGNALS {
             assert_eq!(disposition(signal), libc::SIG_DFL, "signal {signal}");

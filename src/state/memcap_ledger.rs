@@ -4,9 +4,9 @@
 //! genv only reads them, for `genv status`, `genv devices ps --format json`
 //! and the `nvidia-smi` shim.
 //!
-//! The layout is the library's: a header (magic, the high-water slot, six
-//! reserved words), then 512 slots of (owner pid, start time, 32 per-GPU
-//! byte counts), native-endian `u64`s. A ledger is trusted only when it is
+//! The layout is the library's own ([`crate::memcap::layout`]): a header,
+//! then slots of (owner pid, start time, per-GPU byte counts),
+//! native-endian `u64`s. A ledger is trusted only when it is
 //! a regular file, reached without a link, owned by the user its name
 //! says, private to them and of the exact size: another user cannot make
 //! genv show numbers for an environment that is not theirs.
@@ -17,15 +17,10 @@ use std::io::Read;
 use rustix::fs::{Mode, OFlags};
 
 use super::Dir;
-
-const MAGIC: u64 = u64::from_le_bytes(*b"GENVMCP1");
-const HEADER_WORDS: usize = 8;
-const SLOTS: usize = 512;
-/// GPU indices the ledger keeps apart (the library's `MAX_DEVICES`).
-pub const MAX_DEVICES: usize = 32;
-const SLOT_WORDS: usize = 2 + MAX_DEVICES;
-const SIZE: usize = 8 * (HEADER_WORDS + SLOTS * SLOT_WORDS);
-const RECLAIMING: u64 = 1 << 63;
+use crate::memcap::layout::{
+    HEADER_WORDS, HIGH_WORD, MAGIC, MAX_DEVICES, OWNER_WORD, RECLAIMING, SIZE, SLOT_WORDS, SLOTS,
+    START_WORD, USED_WORD,
+};
 
 /// Bytes held per GPU index by an environment's live processes.
 pub type Usage = BTreeMap<u32, u64>;
@@ -69,11 +64,11 @@ fn parse(bytes: &[u8], alive: &mut impl FnMut(u32, u64) -> bool) -> Option<Usage
     if word(0) != MAGIC {
         return None;
     }
-    let high = usize::try_from(word(1)).unwrap_or(SLOTS).min(SLOTS);
+    let high = usize::try_from(word(HIGH_WORD)).unwrap_or(SLOTS).min(SLOTS);
     let mut usage = Usage::new();
     for slot in 0..high {
         let base = HEADER_WORDS + slot * SLOT_WORDS;
-        let owner = word(base);
+        let owner = word(base + OWNER_WORD);
         // Free, or being taken back by another process.
         if owner == 0 || owner & RECLAIMING != 0 {
             continue;
@@ -81,11 +76,11 @@ fn parse(bytes: &[u8], alive: &mut impl FnMut(u32, u64) -> bool) -> Option<Usage
         let Ok(pid) = u32::try_from(owner) else {
             continue;
         };
-        if !alive(pid, word(base + 1)) {
+        if !alive(pid, word(base + START_WORD)) {
             continue;
         }
         for index in 0..MAX_DEVICES {
-            let used = word(base + 2 + index);
+            let used = word(base + USED_WORD + index);
             if used != 0 {
                 let total = usage.entry(index as u32).or_default();
                 *total = total.saturating_add(used);
@@ -105,13 +100,13 @@ mod tests {
     fn ledger(slots: &[Slot<'_>]) -> Vec<u8> {
         let mut words = vec![0u64; SIZE / 8];
         words[0] = MAGIC;
-        words[1] = slots.len() as u64;
+        words[HIGH_WORD] = slots.len() as u64;
         for (i, (owner, start, used)) in slots.iter().enumerate() {
             let base = HEADER_WORDS + i * SLOT_WORDS;
-            words[base] = *owner;
-            words[base + 1] = *start;
+            words[base + OWNER_WORD] = *owner;
+            words[base + START_WORD] = *start;
             for &(index, bytes) in *used {
-                words[base + 2 + index] = bytes;
+                words[base + USED_WORD + index] = bytes;
             }
         }
         words.iter().flat_map(|w| w.to_ne_bytes()).collect()

@@ -15,6 +15,7 @@ fn slow_nvidia_smi(sb: &Sandbox) -> std::path::PathBuf {
     for fifo in ["asked", "answer"] {
         let path = sb.dir.path().join(fifo);
         let c = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
+        // SAFETY: `c` is a valid C string that outlives the call.
         assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
     }
     let script = format!(
@@ -65,6 +66,7 @@ fn other_commands_go_on_while_the_driver_is_asked() {
     std::thread::spawn(move || done.send(other.wait().map(|s| s.success())));
     let result = finished.recv_timeout(std::time::Duration::from_secs(20));
     if result.is_err() {
+        // SAFETY: kill(2) only sends a signal; no memory is involved.
         unsafe { libc::kill(other_pid as i32, libc::SIGKILL) };
         let _ = slow.kill();
         panic!("another user's command waited behind the driver query");

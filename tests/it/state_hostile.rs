@@ -153,6 +153,7 @@ fn a_link_fifo_or_folder_as_a_state_file_is_moved_aside_and_the_command_works() 
         }),
         ("a FIFO", |at, _| {
             let path = std::ffi::CString::new(at.to_str().unwrap()).unwrap();
+            // SAFETY: `path` is a valid C string that outlives the call.
             assert_eq!(unsafe { libc::mkfifo(path.as_ptr(), 0o666) }, 0);
         }),
         ("a folder", |at, _| std::fs::create_dir(at).unwrap()),

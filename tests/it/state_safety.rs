@@ -109,6 +109,7 @@ fn folder_0777_and_files_0666_whatever_the_umask() {
         "--pid",
         &job.pid().to_string(),
     ]);
+    // SAFETY: umask(2) is async-signal-safe, as pre_exec requires.
     unsafe {
         cmd.pre_exec(|| {
             libc::umask(0o077);
@@ -117,6 +118,7 @@ fn folder_0777_and_files_0666_whatever_the_umask() {
     }
     Run::from(cmd.output().unwrap()).ok();
     let mut cmd = sb.cmd(&["devices", "attach", "--eid", "a", "--count", "1"]);
+    // SAFETY: umask(2) is async-signal-safe, as pre_exec requires.
     unsafe {
         cmd.pre_exec(|| {
             libc::umask(0o077);

@@ -19,6 +19,7 @@ impl Watchdog {
         std::thread::spawn(move || {
             std::thread::sleep(Duration::from_secs(60));
             for pid in shared.lock().unwrap().iter() {
+                // SAFETY: kill(2) only sends a signal; no memory is involved.
                 unsafe { libc::kill(*pid as i32, libc::SIGKILL) };
             }
         });
@@ -157,6 +158,7 @@ fn ctrl_c_leaves_no_trace() {
         .ok();
     let (mut a, _) = waiter(&sb, "a", &["--wait"], &dog);
     assert_eq!(queued(&sb), ["a"]);
+    // SAFETY: kill(2) only sends a signal; no memory is involved.
     unsafe { libc::kill(a.id() as i32, libc::SIGINT) };
     let status = a.wait().unwrap();
     assert_eq!(status.code(), Some(130));

@@ -8,7 +8,7 @@ use std::sync::Mutex;
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 #[repr(u32)]
-pub enum Kind {
+pub(crate) enum Kind {
     /// A `CUdeviceptr` from the `cuMemAlloc*` calls.
     Pointer = 1,
     /// A `CUmemGenericAllocationHandle` from `cuMemCreate`.
@@ -52,7 +52,7 @@ static TABLE: Mutex<Table> = Mutex::new(Table {
 
 /// Records an allocation; false when there was no room to record it (the
 /// caller then gives the bytes back, and the free will change nothing).
-pub fn insert(kind: Kind, key: u64, size: u64, index: usize) -> bool {
+pub(crate) fn insert(kind: Kind, key: u64, size: u64, index: usize) -> bool {
     let mut table = TABLE.lock().unwrap_or_else(|e| e.into_inner());
     if (table.len + 1) * 2 > table.capacity && !table.grow() {
         return false;
@@ -67,7 +67,7 @@ pub fn insert(kind: Kind, key: u64, size: u64, index: usize) -> bool {
 }
 
 /// Forgets an allocation: its size and GPU, when it was recorded.
-pub fn remove(kind: Kind, key: u64) -> Option<(u64, usize)> {
+pub(crate) fn remove(kind: Kind, key: u64) -> Option<(u64, usize)> {
     let mut table = TABLE.lock().unwrap_or_else(|e| e.into_inner());
     table.take(kind as u32, key)
 }

@@ -8,12 +8,10 @@ use std::ffi::CStr;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+pub(crate) use crate::layout::MAX_DEVICES;
 use crate::ledger::Ledger;
 
-/// GPU indices the ledger keeps apart; higher ones share the last entry.
-pub const MAX_DEVICES: usize = 32;
-
-pub struct State {
+pub(crate) struct State {
     /// Bytes per GPU.
     pub cap: u64,
     /// The capacity as the user wrote it, for the message.
@@ -28,7 +26,7 @@ pub struct State {
 static STATE: OnceLock<Option<State>> = OnceLock::new();
 
 /// The environment's cap, when there is one to enforce.
-pub fn state() -> Option<&'static State> {
+pub(crate) fn state() -> Option<&'static State> {
     STATE.get_or_init(load).as_ref()
 }
 
@@ -55,7 +53,7 @@ fn load() -> Option<State> {
 
 impl State {
     /// The GPU index (as nvidia-smi and genv number them) of a CUDA ordinal.
-    pub fn index_of(&self, ordinal: i32) -> usize {
+    pub(crate) fn index_of(&self, ordinal: i32) -> usize {
         let ordinal = usize::try_from(ordinal).unwrap_or(0);
         let index = if ordinal < self.visible {
             usize::from(self.indices[ordinal])
@@ -67,7 +65,7 @@ impl State {
 
     /// Takes `size` bytes on a GPU unless that would pass the cap; says
     /// once, the first time, when the process counts alone.
-    pub fn reserve(&self, index: usize, size: u64) -> bool {
+    pub(crate) fn reserve(&self, index: usize, size: u64) -> bool {
         let granted = self.ledger.reserve(index, size, self.cap);
         if self.ledger.alone() {
             static SAID: AtomicBool = AtomicBool::new(false);
@@ -87,7 +85,7 @@ impl State {
     }
 
     /// Says once per process, on stderr, that the cap refused an allocation.
-    pub fn refused(&self, index: usize, size: u64) {
+    pub(crate) fn refused(&self, index: usize, size: u64) {
         static SAID: AtomicBool = AtomicBool::new(false);
         if SAID.swap(true, Ordering::Relaxed) {
             return;
@@ -155,7 +153,7 @@ fn var(name: &CStr) -> Option<&'static CStr> {
 
 /// genv's memory strings: digits and an optional unit, `b k m g` (powers
 /// of 1000) or `ki mi gi` (powers of 1024).
-pub fn parse_memory(text: &[u8]) -> Option<u64> {
+pub(crate) fn parse_memory(text: &[u8]) -> Option<u64> {
     const UNITS: [(&[u8], u64); 7] = [
         (b"ki", 1 << 10),
         (b"mi", 1 << 20),
@@ -203,7 +201,7 @@ fn visible_devices(value: Option<&[u8]>) -> ([u16; MAX_DEVICES], usize) {
 }
 
 /// A fixed buffer of text, for messages and names without the heap.
-pub struct Text<const N: usize> {
+pub(crate) struct Text<const N: usize> {
     buf: [u8; N],
     len: usize,
 }
@@ -220,13 +218,13 @@ impl<const N: usize> Default for Text<N> {
 impl<const N: usize> Text<N> {
     /// Text for a terminal: control characters become `?`, and what does
     /// not fit is cut.
-    pub fn new(bytes: &[u8]) -> Self {
+    pub(crate) fn new(bytes: &[u8]) -> Self {
         let mut text = Text::default();
         text.push(bytes);
         text
     }
 
-    pub fn push(&mut self, bytes: &[u8]) {
+    pub(crate) fn push(&mut self, bytes: &[u8]) {
         for &b in bytes {
             if self.len == N {
                 return;
@@ -237,18 +235,18 @@ impl<const N: usize> Text<N> {
     }
 
     /// Ends the text with a NUL, for the system calls.
-    pub fn nul(&mut self) {
+    pub(crate) fn nul(&mut self) {
         self.raw(0);
     }
 
     /// Adds a byte as it is (the last one, even when the text is full).
-    pub fn raw(&mut self, byte: u8) {
+    pub(crate) fn raw(&mut self, byte: u8) {
         self.len = self.len.min(N - 1);
         self.buf[self.len] = byte;
         self.len += 1;
     }
 
-    pub fn number(&mut self, mut n: u64) {
+    pub(crate) fn number(&mut self, mut n: u64) {
         let mut digits = [0u8; 20];
         let mut i = digits.len();
         loop {
@@ -262,7 +260,7 @@ impl<const N: usize> Text<N> {
         self.push(&digits[i..]);
     }
 
-    pub fn bytes(&self) -> &[u8] {
+    pub(crate) fn bytes(&self) -> &[u8] {
         &self.buf[..self.len]
     }
 }

@@ -133,6 +133,9 @@ pub unsafe extern "C" fn cuMemAlloc_v2(dptr: *mut u64, size: usize) -> CUresult 
     let Some(f) = real!(MEM_ALLOC, fn(*mut u64, usize)) else {
         return NOT_FOUND;
     };
+    // SAFETY: the caller's arguments, passed unchanged to the driver's own function, which has
+    // this signature; the caller's contract with the driver is this function's. `dptr` is read
+    // back only after the driver succeeded.
     capped(Kind::Pointer, None, size as u64, || unsafe {
         let r = f(dptr, size);
         (r, out(r, dptr))
@@ -144,6 +147,9 @@ pub unsafe extern "C" fn cuMemAllocManaged(dptr: *mut u64, size: usize, flags: u
     let Some(f) = real!(MEM_ALLOC_MANAGED, fn(*mut u64, usize, u32)) else {
         return NOT_FOUND;
     };
+    // SAFETY: the caller's arguments, passed unchanged to the driver's own function, which has
+    // this signature; the caller's contract with the driver is this function's. `dptr` is read
+    // back only after the driver succeeded.
     capped(Kind::Pointer, None, size as u64, || unsafe {
         let r = f(dptr, size, flags);
         (r, out(r, dptr))
@@ -154,6 +160,9 @@ unsafe fn alloc_async(i: usize, dptr: *mut u64, size: usize, stream: *mut c_void
     let Some(f) = real!(i, fn(*mut u64, usize, *mut c_void)) else {
         return NOT_FOUND;
     };
+    // SAFETY: the caller's arguments, passed unchanged to the driver's own function, which has
+    // this signature; the caller's contract with the driver is this function's. `dptr` is read
+    // back only after the driver succeeded.
     capped(Kind::Pointer, None, size as u64, || unsafe {
         let r = f(dptr, size, stream);
         (r, out(r, dptr))
@@ -162,6 +171,7 @@ unsafe fn alloc_async(i: usize, dptr: *mut u64, size: usize, stream: *mut c_void
 
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn cuMemAllocAsync(dptr: *mut u64, size: usize, s: *mut c_void) -> CUresult {
+    // SAFETY: the caller's arguments, as `alloc_async` takes them (this function's contract).
     unsafe { alloc_async(MEM_ALLOC_ASYNC, dptr, size, s) }
 }
 
@@ -171,6 +181,7 @@ pub unsafe extern "C" fn cuMemAllocAsync_ptsz(
     size: usize,
     s: *mut c_void,
 ) -> CUresult {
+    // SAFETY: the caller's arguments, as `alloc_async` takes them (this function's contract).
     unsafe { alloc_async(MEM_ALLOC_ASYNC_PTSZ, dptr, size, s) }
 }
 
@@ -184,6 +195,9 @@ unsafe fn alloc_pool(
     let Some(f) = real!(i, fn(*mut u64, usize, *mut c_void, *mut c_void)) else {
         return NOT_FOUND;
     };
+    // SAFETY: the caller's arguments, passed unchanged to the driver's own function, which has
+    // this signature; the caller's contract with the driver is this function's. `dptr` is read
+    // back only after the driver succeeded.
     capped(Kind::Pointer, None, size as u64, || unsafe {
         let r = f(dptr, size, pool, stream);
         (r, out(r, dptr))
@@ -197,6 +211,7 @@ pub unsafe extern "C" fn cuMemAllocFromPoolAsync(
     pool: *mut c_void,
     s: *mut c_void,
 ) -> CUresult {
+    // SAFETY: the caller's arguments, as `alloc_pool` takes them (this function's contract).
     unsafe { alloc_pool(MEM_ALLOC_POOL, dptr, size, pool, s) }
 }
 
@@ -207,6 +222,7 @@ pub unsafe extern "C" fn cuMemAllocFromPoolAsync_ptsz(
     pool: *mut c_void,
     s: *mut c_void,
 ) -> CUresult {
+    // SAFETY: the caller's arguments, as `alloc_pool` takes them (this function's contract).
     unsafe { alloc_pool(MEM_ALLOC_POOL_PTSZ, dptr, size, pool, s) }
 }
 
@@ -227,25 +243,30 @@ pub unsafe extern "C" fn cuMemAllocPitch_v2(
         .next_multiple_of(512)
         .saturating_mul(height as u64);
     let mut settled = guess;
+    // SAFETY: the caller's arguments, passed unchanged to the driver's own function, which has
+    // this signature; the caller's contract with the driver is this function's. `dptr` is read
+    // back only after the driver succeeded.
     let result = capped(Kind::Pointer, None, guess, || unsafe {
         let r = f(dptr, pitch, width, height, element);
         (r, out(r, dptr))
     });
-    // SAFETY: written by the driver on success.
     if result == SUCCESS && !pitch.is_null() {
+        // SAFETY: the driver wrote the pitch on success, and `pitch` is not null.
         settled = unsafe { *pitch as u64 }.saturating_mul(height as u64);
     }
     if settled != guess {
         let Some(s) = state() else { return result };
-        // SAFETY: set on success.
+        // SAFETY: `out` reads `dptr` only after the driver succeeded and
+        // wrote it.
         let key = unsafe { out(result, dptr) };
         let Some((_, index)) = allocs::remove(Kind::Pointer, key) else {
             return result;
         };
         s.ledger.release(index, guess);
         if !s.reserve(index, settled) {
-            // SAFETY: frees what the driver just gave us.
             if let Some(free) = real!(MEM_FREE, fn(u64)) {
+                // SAFETY: `key` is the allocation the driver just made for this call, freed
+                // once and never handed to the caller's use.
                 unsafe { free(key) };
             }
             s.refused(index, settled);
@@ -272,6 +293,8 @@ pub unsafe extern "C" fn cuMemFreeAsync(dptr: u64, stream: *mut c_void) -> CUres
     let Some(f) = real!(MEM_FREE_ASYNC, fn(u64, *mut c_void)) else {
         return NOT_FOUND;
     };
+    // SAFETY: the caller's arguments, passed unchanged to the driver's own function, which has
+    // this signature; the caller's contract with the driver is this function's.
     freed(Kind::Pointer, dptr, unsafe { f(dptr, stream) })
 }
 
@@ -280,6 +303,8 @@ pub unsafe extern "C" fn cuMemFreeAsync_ptsz(dptr: u64, stream: *mut c_void) -> 
     let Some(f) = real!(MEM_FREE_ASYNC_PTSZ, fn(u64, *mut c_void)) else {
         return NOT_FOUND;
     };
+    // SAFETY: the caller's arguments, passed unchanged to the driver's own function, which has
+    // this signature; the caller's contract with the driver is this function's.
     freed(Kind::Pointer, dptr, unsafe { f(dptr, stream) })
 }
 
@@ -311,8 +336,13 @@ pub unsafe extern "C" fn cuMemCreate(
         .filter(|p| p.location_type == LOCATION_DEVICE)
         .map(|p| p.location_id);
     let Some(device) = device else {
+        // SAFETY: the caller's arguments, passed unchanged to the driver's own function, which
+        // has this signature; the caller's contract with the driver is this function's.
         return unsafe { f(handle, size, prop, flags) };
     };
+    // SAFETY: the caller's arguments, passed unchanged to the driver's own function, which has
+    // this signature; the caller's contract with the driver is this function's. `handle` is
+    // read back only after the driver succeeded.
     capped(Kind::Handle, Some(device), size as u64, || unsafe {
         let r = f(handle, size, prop, flags);
         (r, out(r, handle))
@@ -324,6 +354,8 @@ pub unsafe extern "C" fn cuMemRelease(handle: u64) -> CUresult {
     let Some(f) = real!(MEM_RELEASE, fn(u64)) else {
         return NOT_FOUND;
     };
+    // SAFETY: the caller's arguments, passed unchanged to the driver's own function, which has
+    // this signature; the caller's contract with the driver is this function's.
     freed(Kind::Handle, handle, unsafe { f(handle) })
 }
 
@@ -378,10 +410,14 @@ pub unsafe extern "C" fn cuArrayCreate_v2(
     };
     // SAFETY: the application's descriptor.
     let Some(d) = (unsafe { desc.as_ref() }) else {
+        // SAFETY: the caller's arguments, passed unchanged to the driver's own function, which
+        // has this signature; the caller's contract with the driver is this function's.
         return unsafe { f(array, desc) };
     };
     let size = array_size([d.width, d.height, 1], d.format, d.channels);
     capped(Kind::Array, None, size, || {
+        // SAFETY: the caller's arguments, passed unchanged to the driver's own function, which
+        // has this signature; the caller's contract with the driver is this function's.
         let r = unsafe { f(array, desc) };
         (r, array_key(r, array))
     })
@@ -400,10 +436,14 @@ pub unsafe extern "C" fn cuArray3DCreate_v2(
     };
     // SAFETY: the application's descriptor.
     let Some(d) = (unsafe { desc.as_ref() }) else {
+        // SAFETY: the caller's arguments, passed unchanged to the driver's own function, which
+        // has this signature; the caller's contract with the driver is this function's.
         return unsafe { f(array, desc) };
     };
     let size = array_size([d.width, d.height, d.depth], d.format, d.channels);
     capped(Kind::Array, None, size, || {
+        // SAFETY: the caller's arguments, passed unchanged to the driver's own function, which
+        // has this signature; the caller's contract with the driver is this function's.
         let r = unsafe { f(array, desc) };
         (r, array_key(r, array))
     })
@@ -414,6 +454,8 @@ pub unsafe extern "C" fn cuArrayDestroy(array: *mut c_void) -> CUresult {
     let Some(f) = real!(ARRAY_DESTROY, fn(*mut c_void)) else {
         return NOT_FOUND;
     };
+    // SAFETY: the caller's arguments, passed unchanged to the driver's own function, which has
+    // this signature; the caller's contract with the driver is this function's.
     freed(Kind::Array, array as u64, unsafe { f(array) })
 }
 
@@ -431,6 +473,8 @@ pub unsafe extern "C" fn cuMemGetInfo_v2(free: *mut usize, total: *mut usize) ->
     let Some(f) = real!(MEM_GET_INFO, fn(*mut usize, *mut usize)) else {
         return NOT_FOUND;
     };
+    // SAFETY: the caller's arguments, passed unchanged to the driver's own function, which has
+    // this signature; the caller's contract with the driver is this function's.
     let result = unsafe { f(free, total) };
     if let (SUCCESS, Some(s)) = (result, state())
         && !free.is_null()
@@ -450,6 +494,8 @@ pub unsafe extern "C" fn cuDeviceTotalMem_v2(bytes: *mut usize, device: i32) -> 
     let Some(f) = real!(DEVICE_TOTAL_MEM, fn(*mut usize, i32)) else {
         return NOT_FOUND;
     };
+    // SAFETY: the caller's arguments, passed unchanged to the driver's own function, which has
+    // this signature; the caller's contract with the driver is this function's.
     let result = unsafe { f(bytes, device) };
     if let (SUCCESS, Some(s)) = (result, state())
         && !bytes.is_null()
@@ -526,6 +572,9 @@ pub unsafe extern "C" fn cuGetProcAddress(
     ) else {
         return NOT_FOUND;
     };
+    // SAFETY: the caller's arguments, passed unchanged to the driver's own function, which has
+    // this signature; the caller's contract with the driver is this function's. `hand_out`
+    // reads `symbol` and writes `pfn` only after the driver succeeded with them.
     unsafe {
         let result = f(symbol, pfn, version, flags);
         hand_out(result, symbol, pfn, version, flags);
@@ -547,6 +596,9 @@ pub unsafe extern "C" fn cuGetProcAddress_v2(
     ) else {
         return NOT_FOUND;
     };
+    // SAFETY: the caller's arguments, passed unchanged to the driver's own function, which has
+    // this signature; the caller's contract with the driver is this function's. `hand_out`
+    // reads `symbol` and writes `pfn` only after the driver succeeded with them.
     unsafe {
         let result = f(symbol, pfn, version, flags, status);
         hand_out(result, symbol, pfn, version, flags);
@@ -595,6 +647,8 @@ pub unsafe extern "C" fn nvmlDeviceGetMemoryInfo(
     let Some(f) = real!(NVML_MEMORY_INFO, fn(*mut c_void, *mut NvmlMemory)) else {
         return 13; // NVML_ERROR_FUNCTION_NOT_FOUND
     };
+    // SAFETY: the caller's arguments, passed unchanged to the driver's own function, which has
+    // this signature; the caller's contract with the driver is this function's.
     let result = unsafe { f(device, memory) };
     // SAFETY: written by NVML on success.
     if let (SUCCESS, Some(m)) = (result, unsafe { memory.as_mut() }) {
@@ -611,6 +665,8 @@ pub unsafe extern "C" fn nvmlDeviceGetMemoryInfo_v2(
     let Some(f) = real!(NVML_MEMORY_INFO_V2, fn(*mut c_void, *mut NvmlMemoryV2)) else {
         return 13;
     };
+    // SAFETY: the caller's arguments, passed unchanged to the driver's own function, which has
+    // this signature; the caller's contract with the driver is this function's.
     let result = unsafe { f(device, memory) };
     // SAFETY: written by NVML on success.
     if let (SUCCESS, Some(m)) = (result, unsafe { memory.as_mut() }) {

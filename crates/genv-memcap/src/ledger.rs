@@ -24,35 +24,40 @@
 use std::ffi::CStr;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering::SeqCst};
 
-use crate::config::{MAX_DEVICES, Text};
+use crate::config::Text;
+use crate::layout::{self, MAGIC, MAX_DEVICES, RECLAIMING, SIZE, SLOTS};
 
-const MAGIC: u64 = u64::from_le_bytes(*b"GENVMCP1");
-const SLOTS: usize = 512;
-/// Set in a slot's owner while some process takes a dead slot back; the
-/// low bits are then that process's pid.
-const RECLAIMING: u64 = 1 << 63;
-
+/// The header as [`layout`] places it.
 #[repr(C)]
 struct Header {
     magic: AtomicU64,
     /// Slots at or above this index have never been used.
     high: AtomicU64,
-    _reserved: [u64; 6],
+    _reserved: [u64; layout::HEADER_WORDS - 2],
 }
 
+/// A slot as [`layout`] places it.
 #[repr(C)]
 struct Slot {
     /// 0 when free, else the pid (or [`RECLAIMING`] | pid).
     owner: AtomicU64,
-    /// The owner's start time (field 22 of `/proc/<pid>/stat`), to tell a
-    /// reused pid from the owner; 0 while being claimed.
+    /// The owner's start time, 0 while being claimed.
     start: AtomicU64,
     used: [AtomicU64; MAX_DEVICES],
 }
 
-const SIZE: usize = size_of::<Header>() + SLOTS * size_of::<Slot>();
+// The structs are the layout, word for word.
+const _: () = {
+    assert!(size_of::<Header>() == 8 * layout::HEADER_WORDS);
+    assert!(std::mem::offset_of!(Header, high) == 8 * layout::HIGH_WORD);
+    assert!(size_of::<Slot>() == 8 * layout::SLOT_WORDS);
+    assert!(std::mem::offset_of!(Slot, owner) == 8 * layout::OWNER_WORD);
+    assert!(std::mem::offset_of!(Slot, start) == 8 * layout::START_WORD);
+    assert!(std::mem::offset_of!(Slot, used) == 8 * layout::USED_WORD);
+    assert!(SIZE == size_of::<Header>() + SLOTS * size_of::<Slot>());
+};
 
-pub struct Ledger {
+pub(crate) struct Ledger {
     base: *mut u8,
     /// Whether other processes share it (else a private map).
     shared: bool,
@@ -61,6 +66,8 @@ pub struct Ledger {
 // SAFETY: the mapping lives as long as the process and is only reached
 // through atomics.
 unsafe impl Sync for Ledger {}
+// SAFETY: as for Sync: the pointer is to a process-wide mapping, never
+// unmapped once a Ledger holds it, reached only through atomics.
 unsafe impl Send for Ledger {}
 
 /// This process's slot, `usize::MAX` until claimed (and again in a child
@@ -77,7 +84,7 @@ static LOCAL: Slot = Slot {
 };
 
 impl Ledger {
-    pub fn open(tmpdir: &CStr, eid: &[u8]) -> Ledger {
+    pub(crate) fn open(tmpdir: &CStr, eid: &[u8]) -> Ledger {
         if !eid.is_empty()
             && let Some(base) = map_shared(tmpdir, eid)
         {
@@ -90,7 +97,7 @@ impl Ledger {
     }
 
     /// Whether the environment's other processes share this ledger.
-    pub fn is_shared(&self) -> bool {
+    pub(crate) fn is_shared(&self) -> bool {
         self.shared
     }
 
@@ -119,13 +126,13 @@ impl Ledger {
     }
 
     /// Whether this process counts alone, every slot being taken.
-    pub fn alone(&self) -> bool {
+    pub(crate) fn alone(&self) -> bool {
         MINE.load(SeqCst) == ALONE
     }
 
     /// What the environment's processes hold on a GPU (this one included,
     /// also when it counts alone).
-    pub fn used(&self, index: usize) -> u64 {
+    pub(crate) fn used(&self, index: usize) -> u64 {
         let local = if self.alone() {
             LOCAL.used[index].load(SeqCst)
         } else {
@@ -137,7 +144,7 @@ impl Ledger {
     }
 
     /// Takes `size` bytes on a GPU unless that would pass `cap`.
-    pub fn reserve(&self, index: usize, size: u64, cap: u64) -> bool {
+    pub(crate) fn reserve(&self, index: usize, size: u64, cap: u64) -> bool {
         if size > cap {
             return false;
         }
@@ -151,7 +158,7 @@ impl Ledger {
     }
 
     /// Gives back bytes taken by [`Ledger::reserve`].
-    pub fn release(&self, index: usize, size: u64) {
+    pub(crate) fn release(&self, index: usize, size: u64) {
         let _ = self.own(self.mine()).used[index]
             .fetch_update(SeqCst, SeqCst, |v| Some(v.saturating_sub(size)));
     }
@@ -203,7 +210,7 @@ impl Ledger {
     }
 
     /// Takes back the slots of processes that are gone; how many.
-    pub fn reclaim_dead(&self) -> usize {
+    pub(crate) fn reclaim_dead(&self) -> usize {
         let me = u64::from(std::process::id());
         let mut taken = 0;
         for i in 0..self.high() {
@@ -385,25 +392,15 @@ unsafe fn map_file(fd: i32) -> Option<*mut u8> {
 /// `memcap-<uid>-<environment>\0`; an identifier with characters outside
 /// `[A-Za-z0-9._-]` (or a long one) is replaced by its hash.
 fn file_name(eid: &[u8]) -> Text<128> {
-    let mut name = Text::<128>::new(b"memcap-");
+    let mut name = Text::<128>::new(layout::NAME_PREFIX.as_bytes());
     // SAFETY: no arguments, cannot fail.
     name.number(u64::from(unsafe { libc::geteuid() }));
     name.push(b"-");
-    let plain = eid.len() <= 64
-        && eid
-            .iter()
-            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(b))
-        && eid != b"."
-        && eid != b"..";
-    if plain {
+    if layout::name_is_plain(eid) {
         name.push(eid);
     } else {
-        // FNV-1a.
-        let hash = eid.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
-            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-        });
         name.push(b"h");
-        name.number(hash);
+        name.number(layout::name_hash(eid));
     }
     name.nul();
     name

@@ -21,6 +21,7 @@
 mod allocs;
 mod config;
 mod hooks;
+mod layout;
 mod ledger;
 mod real;
 mod unwind;

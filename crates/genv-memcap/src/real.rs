@@ -8,7 +8,7 @@
 use std::ffi::{CStr, c_char, c_void};
 use std::sync::atomic::{AtomicPtr, Ordering};
 
-pub type Dlsym = unsafe extern "C" fn(*mut c_void, *const c_char) -> *mut c_void;
+pub(crate) type Dlsym = unsafe extern "C" fn(*mut c_void, *const c_char) -> *mut c_void;
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Library {
@@ -40,7 +40,7 @@ static REAL: [AtomicPtr<c_void>; crate::hooks::ENTRIES.len()] =
 static HANDLES: [AtomicPtr<c_void>; 2] = [const { AtomicPtr::new(std::ptr::null_mut()) }; 2];
 
 /// The real function of entry `i`; null when the driver lacks it.
-pub fn real(i: usize) -> *mut c_void {
+pub(crate) fn real(i: usize) -> *mut c_void {
     let p = REAL[i].load(Ordering::Acquire);
     if !p.is_null() {
         return p;
@@ -86,7 +86,7 @@ fn handle(library: Library, loaded_only: bool) -> *mut c_void {
 /// What `dlsym` should hand out for `name` when the real lookup found `p`:
 /// our hook when `p` is the driver's function of that name and a cap is
 /// enforced (the cap is read only once a hooked name is asked for).
-pub fn substitute(name: &CStr, p: *mut c_void) -> *mut c_void {
+pub(crate) fn substitute(name: &CStr, p: *mut c_void) -> *mut c_void {
     let bytes = name.to_bytes();
     if !(bytes.starts_with(b"cu") || bytes.starts_with(b"nvml")) {
         return p;
@@ -114,7 +114,7 @@ pub fn substitute(name: &CStr, p: *mut c_void) -> *mut c_void {
 static REAL_DLSYM: AtomicPtr<c_void> = AtomicPtr::new(std::ptr::null_mut());
 
 /// glibc's `dlsym`, found with `dlvsym` (which we do not replace).
-pub fn real_dlsym() -> Dlsym {
+pub(crate) fn real_dlsym() -> Dlsym {
     let mut p = REAL_DLSYM.load(Ordering::Acquire);
     if p.is_null() {
         for version in [c"GLIBC_2.34", c"GLIBC_2.2.5", c"GLIBC_2.17"] {
@@ -149,7 +149,7 @@ extern "C" fn genv_memcap_real_dlsym() -> *mut c_void {
 #[cfg(target_arch = "x86_64")]
 #[unsafe(no_mangle)]
 #[unsafe(naked)]
-pub unsafe extern "C" fn dlsym(handle: *mut c_void, name: *const c_char) -> *mut c_void {
+pub(crate) unsafe extern "C" fn dlsym(handle: *mut c_void, name: *const c_char) -> *mut c_void {
     std::arch::naked_asm!(
         "cmp rdi, -1",
         "jne {hook}",

@@ -4,8 +4,13 @@
 //! its command. Each is a guard that puts the previous dispositions back
 //! when dropped, so a Ctrl-C after the wait ends the process again.
 //!
-//! `genv monitor` and `genv top` take theirs synchronously instead
-//! ([`Blocked`]: blocked, then waited for).
+//! `genv monitor`, `genv top` and `genv enforce` take theirs
+//! synchronously instead ([`Blocked`]: blocked, then read from a
+//! signalfd).
+//!
+//! nix wraps all of it; `sigaction` stays `unsafe` there (a handler must
+//! be async-signal-safe, which no type can say), so the two calls below
+//! and the handlers' own lines are genv's only unsafe code.
 //!
 //! Not `signal-hook`: its registry keeps its own handler installed for the
 //! life of the process (`unregister` leaves the signal caught and ignored,
@@ -19,41 +24,44 @@ pub use blocked::Blocked;
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicI32, Ordering};
 
+use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal};
+use nix::unistd::Pid;
+
 use crate::error::{Error, Result};
 
 /// The signals that end a wait.
-pub const WAIT_SIGNALS: [libc::c_int; 3] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP];
+pub const WAIT_SIGNALS: [Signal; 3] = [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP];
 /// The signals `genv lock` passes on to its command.
-pub const FORWARDED: [libc::c_int; 4] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT];
+pub const FORWARDED: [Signal; 4] = [
+    Signal::SIGINT,
+    Signal::SIGTERM,
+    Signal::SIGHUP,
+    Signal::SIGQUIT,
+];
 
 /// Dispositions replaced by a guard, put back on drop.
-struct Saved(Vec<(libc::c_int, libc::sigaction)>);
+struct Saved(Vec<(Signal, SigAction)>);
 
 impl Saved {
     /// Installs `handler` for `signals`, remembering what was there.
-    fn install(signals: &[libc::c_int], handler: usize, flags: libc::c_int) -> Result<Self> {
+    fn install(signals: &[Signal], handler: SigHandler, flags: SaFlags) -> Result<Self> {
+        let action = SigAction::new(handler, flags, SigSet::empty());
         let mut saved = Saved(Vec::new());
         for &signal in signals {
-            // SAFETY: zeroed sigactions are valid values; the handlers given
-            // here only touch atomics and call write(2) or kill(2), which are
-            // async-signal-safe; `previous` is written by the kernel.
-            unsafe {
-                let mut action: libc::sigaction = std::mem::zeroed();
-                action.sa_sigaction = handler;
-                action.sa_flags = flags;
-                libc::sigemptyset(&mut action.sa_mask);
-                let mut previous: libc::sigaction = std::mem::zeroed();
-                if libc::sigaction(signal, &action, &mut previous) != 0 {
-                    // `saved` drops here and restores those already replaced.
+            // SAFETY: the handlers installed here ([`to_pipe`], [`forward`],
+            // or the default) only load and store atomics and call write(2)
+            // or kill(2), which are async-signal-safe.
+            #[allow(unsafe_code)]
+            let previous = unsafe { nix::sys::signal::sigaction(signal, &action) };
+            match previous {
+                Ok(previous) => saved.0.push((signal, previous)),
+                // `saved` drops here and restores those already replaced.
+                Err(e) => {
                     return Err(Error::hinted(
-                        format!(
-                            "cannot handle signal {signal}: {}",
-                            std::io::Error::last_os_error()
-                        ),
+                        format!("cannot handle signal {signal}: {e}"),
                         "this is a bug in genv; please report it",
                     ));
                 }
-                saved.0.push((signal, previous));
             }
         }
         Ok(saved)
@@ -63,10 +71,10 @@ impl Saved {
 impl Drop for Saved {
     fn drop(&mut self) {
         for (signal, previous) in self.0.iter().rev() {
-            // SAFETY: `previous` is what the kernel gave us for this signal.
-            unsafe {
-                libc::sigaction(*signal, previous, std::ptr::null_mut());
-            }
+            // SAFETY: `previous` is what was installed before, given back
+            // as it was.
+            #[allow(unsafe_code)]
+            let _ = unsafe { nix::sys::signal::sigaction(*signal, previous) };
         }
     }
 }
@@ -76,7 +84,10 @@ static PIPE_FD: AtomicI32 = AtomicI32::new(-1);
 extern "C" fn to_pipe(_: libc::c_int) {
     let fd = PIPE_FD.load(Ordering::SeqCst);
     if fd >= 0 {
-        // SAFETY: write(2) is async-signal-safe; the buffer is static.
+        // SAFETY: `fd` is the pipe's write end, open while PIPE_FD holds it
+        // (SignalPipe's drop takes the handlers away before closing it);
+        // write(2) is async-signal-safe and the buffer is static.
+        #[allow(unsafe_code)]
         unsafe {
             libc::write(fd, b"x".as_ptr().cast(), 1);
         }
@@ -99,8 +110,8 @@ impl SignalPipe {
         PIPE_FD.store(write.as_raw_fd(), Ordering::SeqCst);
         let saved = Saved::install(
             &WAIT_SIGNALS,
-            to_pipe as *const () as usize,
-            libc::SA_RESTART,
+            SigHandler::Handler(to_pipe),
+            SaFlags::SA_RESTART,
         )?;
         Ok(SignalPipe {
             read,
@@ -128,7 +139,9 @@ static CHILD: AtomicI32 = AtomicI32::new(0);
 static PENDING: AtomicI32 = AtomicI32::new(0);
 
 extern "C" fn forward(signal: libc::c_int, info: *mut libc::siginfo_t, _: *mut libc::c_void) {
-    // SAFETY: the kernel passes a valid siginfo with SA_SIGINFO.
+    // SAFETY: with SA_SIGINFO the kernel passes a valid siginfo (or null,
+    // which `as_ref` turns into None), read only during this call.
+    #[allow(unsafe_code)]
     let code = unsafe { info.as_ref().map_or(0, |i| i.si_code) };
     // Sent by the kernel for the terminal (Ctrl-C, hang-up): it reached
     // the whole foreground process group, the command included.
@@ -137,8 +150,10 @@ extern "C" fn forward(signal: libc::c_int, info: *mut libc::siginfo_t, _: *mut l
     }
     let pid = CHILD.load(Ordering::SeqCst);
     if pid > 0 {
-        // SAFETY: kill is async-signal-safe.
-        unsafe { libc::kill(pid, signal) };
+        // kill(2) is async-signal-safe; so is nix's wrapper, a plain call.
+        if let Ok(signal) = Signal::try_from(signal) {
+            let _ = nix::sys::signal::kill(Pid::from_raw(pid), signal);
+        }
     } else {
         PENDING.store(signal, Ordering::SeqCst);
     }
@@ -157,8 +172,8 @@ impl Forwarding {
         PENDING.store(0, Ordering::SeqCst);
         let saved = Saved::install(
             &FORWARDED,
-            forward as *const () as usize,
-            libc::SA_SIGINFO | libc::SA_RESTART,
+            SigHandler::SigAction(forward),
+            SaFlags::SA_SIGINFO | SaFlags::SA_RESTART,
         )?;
         Ok(Forwarding { saved: Some(saved) })
     }
@@ -170,10 +185,9 @@ impl Forwarding {
         };
         CHILD.store(pid, Ordering::SeqCst);
         let pending = PENDING.swap(0, Ordering::SeqCst);
-        if pending > 0 {
-            // SAFETY: kill has no memory effects; `pid` is our own child,
-            // not yet reaped.
-            unsafe { libc::kill(pid, pending) };
+        // `pid` is our own child, not yet reaped.
+        if let Ok(signal) = Signal::try_from(pending) {
+            let _ = nix::sys::signal::kill(Pid::from_raw(pid), signal);
         }
     }
 }
@@ -188,13 +202,27 @@ impl Drop for Forwarding {
 
 /// The handler address installed for `signal` now (`SIG_DFL` is 0).
 #[cfg(test)]
-pub(crate) fn disposition(signal: libc::c_int) -> usize {
-    // SAFETY: a null new action only queries; `current` is written by the kernel.
+pub(crate) fn disposition(signal: Signal) -> usize {
+    // SAFETY: a null new action only queries (nix has no call for that);
+    // `current` is written by the kernel.
+    #[allow(unsafe_code)]
     unsafe {
         let mut current: libc::sigaction = std::mem::zeroed();
-        libc::sigaction(signal, std::ptr::null(), &mut current);
+        libc::sigaction(signal as libc::c_int, std::ptr::null(), &mut current);
         current.sa_sigaction
     }
+}
+
+/// Puts `signal`'s default disposition in place, as in a program started
+/// from a terminal.
+#[cfg(test)]
+pub(crate) fn set_default(signal: Signal) {
+    // Forgotten, so that the default stays.
+    std::mem::forget(Saved::install(
+        &[signal],
+        SigHandler::SigDfl,
+        SaFlags::empty(),
+    ));
 }
 
 /// Unit tests that change or read SIGINT's, SIGTERM's, SIGHUP's or
@@ -215,8 +243,7 @@ mod tests {
             assert_eq!(disposition(signal), to_pipe as *const () as usize);
         }
         // A signal while it lives makes the pipe readable.
-        // SAFETY: raise sends SIGHUP to this thread, which our handler takes.
-        unsafe { libc::raise(libc::SIGHUP) };
+        nix::sys::signal::raise(Signal::SIGHUP).unwrap();
         let mut byte = [0u8; 1];
         assert_eq!(rustix::io::read(pipe.fd(), &mut byte), Ok(1));
         drop(pipe);
@@ -229,7 +256,7 @@ mod tests {
         let _serial = TEST_LOCK.lock().unwrap_or_else(|e| e.into_inner());
         let before: Vec<usize> = FORWARDED.iter().map(|&s| disposition(s)).collect();
         let forwarding = Forwarding::install().unwrap();
-        assert_eq!(disposition(libc::SIGTERM), forward as *const () as usize);
+        assert_eq!(disposition(Signal::SIGTERM), forward as *const () as usize);
         drop(forwarding);
         let after: Vec<usize> = FORWARDED.iter().map(|&s| disposition(s)).collect();
         assert_eq!(before, after);
