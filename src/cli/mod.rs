@@ -14,7 +14,6 @@ pub mod llm;
 pub mod lock;
 pub mod monitor;
 pub mod remote;
-mod row;
 pub mod sdk;
 pub mod shell;
 pub mod status;
