@@ -330,4 +330,25 @@ mod tests {
         );
         assert_eq!(q, "gpu1,1,01/02/2024 10:00:00\n");
     }
+
+    /// `genv remote envs --format json` escapes a name as `genv envs
+    /// --format json` does (Python's way: non-ASCII, DEL and controls as
+    /// `\uXXXX`).
+    #[test]
+    fn remote_json_escapes_text_as_local_json_does() {
+        let now = timefmt::parse("01/02/2024 10:00:05").unwrap();
+        let e = Envs {
+            envs: vec![env("1", Some("caf\u{e9} \u{2615} \u{1d11e}\u{7f}\"\u{1b}"))],
+        };
+        let escaped = r#""name": "caf\u00e9 \u2615 \ud834\udd1e\u007f\"\u001b""#;
+        let local = String::from_utf8(crate::output::json::to_json(&e).unwrap()).unwrap();
+        let json = Layout {
+            format: Format::Json,
+            ..TUI
+        };
+        let remote = super::envs(&[("gpu1", &e)], json, true, now).unwrap();
+        assert!(local.contains(escaped), "{local}");
+        assert!(remote.contains(escaped), "{remote}");
+        assert!(remote.is_ascii(), "{remote}");
+    }
 }
