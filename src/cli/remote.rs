@@ -294,9 +294,7 @@ fn enforce(asker: &Asker<'_>, args: EnforceArgs, ctx: &mut Context) -> Result<Ex
                     serde_json::to_value(report).map_err(|e| Error::msg(e.to_string()))?,
                 );
             }
-            let json = crate::output::json::to_json(&map)?;
-            ctx.out.push_str(&String::from_utf8_lossy(&json));
-            ctx.out.push('\n');
+            crate::output::json::push(&mut ctx.out, &map)?;
         } else {
             for line in &decision.lines {
                 ctx.out.push_str(line);
