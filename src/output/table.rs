@@ -45,9 +45,9 @@ impl<'o> Table<'o> {
     pub fn row(&mut self) -> Row<'_> {
         Row {
             out: &mut *self.out,
-            columns: self.columns,
+            columns: self.columns.iter(),
             csv: self.csv,
-            next: 0,
+            first: true,
         }
     }
 }
@@ -55,10 +55,10 @@ impl<'o> Table<'o> {
 /// One line of a table, written in place.
 pub struct Row<'t> {
     out: &'t mut String,
-    columns: &'static [Column],
+    /// The columns the next cells fill.
+    columns: std::slice::Iter<'static, Column>,
     csv: bool,
-    /// The column the next cell fills.
-    next: usize,
+    first: bool,
 }
 
 impl Row<'_> {
@@ -66,7 +66,17 @@ impl Row<'_> {
     /// padded table padded to its column's width as `{:<width}` would.
     pub fn cell(&mut self, text: &str) -> &mut Self {
         let width = self.start_cell();
-        if self.csv {
+        // Printable ASCII (nearly every cell) is shown as it is, one
+        // character a byte, and has no comma to escape in CSV.
+        if text
+            .bytes()
+            .all(|b| (b' '..b'\x7f').contains(&b) && (b != b',' || !self.csv))
+        {
+            self.out.push_str(text);
+            if !self.csv {
+                self.pad(width.saturating_sub(text.len()));
+            }
+        } else if self.csv {
             self.out.push_str(&escape::csv_field(text));
         } else {
             let shown = escape::terminal(text);
@@ -93,7 +103,7 @@ impl Row<'_> {
             }
             let _ = write!(self.out, "{n}");
         }
-        if !self.csv {
+        if !self.csv && width > 0 {
             // Digits and separators: as many characters as bytes.
             let written = self.out.len() - start;
             self.pad(width.saturating_sub(written));
@@ -113,15 +123,16 @@ impl Row<'_> {
 
     /// The width of the cell about to be written, after the separator
     /// before it in CSV.
+    #[inline]
     fn start_cell(&mut self) -> usize {
-        if self.csv && self.next > 0 {
+        if self.csv && !self.first {
             self.out.push(',');
         }
-        let width = self.columns.get(self.next).map_or(0, |c| c.width);
-        self.next += 1;
-        width
+        self.first = false;
+        self.columns.next().map_or(0, |c| c.width)
     }
 
+    #[inline]
     fn pad(&mut self, n: usize) {
         const SPACES: &str = "                                ";
         let mut n = n;
@@ -152,7 +163,7 @@ mod tests {
         table.header();
         table
             .row()
-            .cell("e1")
+            .cell("e1,")
             .cell("é\u{1b}")
             .number(3)
             .cell("longer than its width")
