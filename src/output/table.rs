@@ -178,7 +178,7 @@ mod tests {
                 "N",
                 "LONG",
                 "PIDS",
-                "e1",
+                "e1,",
                 "é\\u{1b}",
                 3,
                 "longer than its width",
