@@ -1,12 +1,12 @@
 //! `genv devices`: query and manage devices.
 
-use std::fmt::Write;
+use std::collections::HashMap;
 
-use super::row::Row;
-use super::{Context, DevicesArgs, DevicesCommand, Exit, Format, PsArgs};
+use super::{Context, DevicesArgs, DevicesCommand, Exit, PsArgs};
 use crate::error::Result;
+use crate::output::{self, Column, Layout, Listing, Table, column};
 use crate::provision;
-use crate::state::{Devices, Transaction};
+use crate::state::{Devices, Env, StateDir, Transaction};
 use crate::{escape, timefmt};
 
 pub use crate::provision::Request;
@@ -142,25 +142,92 @@ fn print_ps(
     out: &mut String,
 ) -> Result<()> {
     let (envs, devices) = tx.envs_and_devices()?;
-    let envs = envs.by_eid();
-    let name_of = |eid: &str| {
-        envs.get(eid)
+    let listing = DevicesTable {
+        envs: envs.by_eid(),
+        devices,
+        dir,
+        timestamp: ps.timestamp,
+    };
+    output::print(&listing, Layout::new(ps.format, ps.no_header), out)
+}
+
+/// `genv devices ps`: a row per attachment, a device without one as a
+/// row of its own.
+struct DevicesTable<'a> {
+    envs: HashMap<&'a str, &'a Env>,
+    devices: &'a Devices,
+    dir: &'a StateDir,
+    timestamp: bool,
+}
+
+impl DevicesTable<'_> {
+    fn name_of(&self, eid: &str) -> &str {
+        self.envs
+            .get(eid)
             .and_then(|e| e.config.name.as_deref())
             .unwrap_or_default()
-    };
-    if ps.format == Format::Json {
+    }
+}
+
+impl Listing for DevicesTable<'_> {
+    const COLUMNS: &'static [Column] = &[
+        column("ID", 8),
+        column("ENV ID", 12),
+        column("ENV NAME", 16),
+        column("ATTACHED", 0),
+    ];
+
+    fn rows(&self, table: &mut Table<'_>) {
+        // The local time zone is read only when a row needs it.
+        let now = std::cell::OnceCell::new();
+        // Any local user can write anything into the state: Row shows it as data.
+        let mut attached = String::new();
+        for device in &self.devices.devices {
+            if device.attachments.is_empty() {
+                table
+                    .row()
+                    .number(device.index)
+                    .cell("")
+                    .cell("")
+                    .cell("")
+                    .end();
+            }
+            for a in &device.attachments {
+                attached.clear();
+                if self.timestamp {
+                    attached.push_str(&a.time);
+                } else {
+                    timefmt::write_since(
+                        &mut attached,
+                        &a.time,
+                        *now.get_or_init(timefmt::local_now),
+                    );
+                }
+                table
+                    .row()
+                    .number(device.index)
+                    .cell(&a.eid)
+                    .cell(self.name_of(&a.eid))
+                    .cell(&attached)
+                    .end();
+            }
+        }
+    }
+
+    fn json(&self) -> impl serde::Serialize {
         // What each environment's processes hold by the memory cap's count
         // (its ledger), read once per environment; null without one.
-        let root = dir.root_dir().ok();
-        let mut usage = std::collections::HashMap::new();
+        let root = self.dir.root_dir().ok();
+        let mut usage = HashMap::new();
         let mut in_use = |eid: &str, index: u32| -> Option<u64> {
             let usage = usage.entry(eid.to_owned()).or_insert_with(|| {
-                let uid = u32::try_from(envs.get(eid)?.uid).ok()?;
+                let uid = u32::try_from(self.envs.get(eid)?.uid).ok()?;
                 crate::state::memcap_ledger::usage(root?, uid, eid)
             });
             usage.as_ref().map(|u| u.get(&index).copied().unwrap_or(0))
         };
-        let rows: Vec<serde_json::Value> = devices
+        let rows: Vec<serde_json::Value> = self
+            .devices
             .devices
             .iter()
             .map(|d| {
@@ -170,7 +237,7 @@ fn print_ps(
                     .map(|a| {
                         serde_json::json!({
                             "eid": a.eid,
-                            "env_name": envs.get(a.eid.as_str()).and_then(|e| e.config.name.clone()),
+                            "env_name": self.envs.get(a.eid.as_str()).and_then(|e| e.config.name.clone()),
                             "gpu_memory": a.gpu_memory,
                             "time": a.time,
                             "memory_in_use": in_use(&a.eid, d.index),
@@ -180,75 +247,41 @@ fn print_ps(
                 serde_json::json!({"index": d.index, "total_memory": d.total_memory, "attachments": attachments})
             })
             .collect();
-        let doc = serde_json::json!({ "devices": rows });
-        out.push_str(&String::from_utf8_lossy(&crate::state::file::to_json(
-            &doc,
-        )?));
-        out.push('\n');
-        return Ok(());
+        serde_json::json!({ "devices": rows })
     }
-    if !ps.no_header {
-        out.push_str(match ps.format {
-            Format::Csv => "ID,ENV ID,ENV NAME,ATTACHED\n",
-            _ => "ID      ENV ID      ENV NAME        ATTACHED\n",
-        });
-    }
-    // The local time zone is read only when a row needs it.
-    let now = std::cell::OnceCell::new();
-    let csv = ps.format == Format::Csv;
-    // Any local user can write anything into the state: Row shows it as data.
-    let mut attached = String::new();
-    for device in &devices.devices {
-        if device.attachments.is_empty() {
-            Row::new(out, csv)
-                .number(device.index, 8)
-                .cell("", 12)
-                .cell("", 16)
-                .cell("", 0)
-                .end();
-        }
-        for a in &device.attachments {
-            attached.clear();
-            if ps.timestamp {
-                attached.push_str(&a.time);
-            } else {
-                timefmt::write_since(&mut attached, &a.time, *now.get_or_init(timefmt::local_now));
-            }
-            Row::new(out, csv)
-                .number(device.index, 8)
-                .cell(&a.eid, 12)
-                .cell(name_of(&a.eid), 16)
-                .cell(&attached, 0)
-                .end();
-        }
-    }
-    Ok(())
 }
 
-/// The line of `--wait` requests: `PLACE  ENV ID  ENV NAME  USER  PID
-/// REQUEST  SINCE`.
+/// `genv devices queue`: the line of `--wait` requests, in the padded
+/// table only.
 pub fn print_queue(envs: &crate::state::Envs, queue: &crate::state::Queue, out: &mut String) {
-    out.push_str(
-        "PLACE   ENV ID      ENV NAME        USER            PID       REQUEST             SINCE\n",
-    );
+    const COLUMNS: &[Column] = &[
+        column("PLACE", 8),
+        column("ENV ID", 12),
+        column("ENV NAME", 16),
+        column("USER", 16),
+        column("PID", 10),
+        column("REQUEST", 20),
+        column("SINCE", 0),
+    ];
+    let mut table = Table::new(out, COLUMNS, false);
+    table.header();
     for (place, waiter) in queue.waiters.iter().enumerate() {
         let env = envs.get(&waiter.eid);
-        let name = env.and_then(|e| e.config.name.clone()).unwrap_or_default();
-        let name = escape::terminal(&name);
+        let name = env
+            .and_then(|e| e.config.name.as_deref())
+            .unwrap_or_default();
         let user = env.map(|e| e.user()).unwrap_or_default();
-        let user = escape::terminal(&user);
         let request = describe_request(waiter.count, waiter.index, waiter.over_subscribe);
-        let _ = writeln!(
-            out,
-            "{:<8}{:<12}{:<16}{:<16}{:<10}{:<20}{}",
-            place + 1,
-            escape::terminal(&waiter.eid),
-            name,
-            user,
-            waiter.pid,
-            request,
-            escape::terminal(&waiter.since)
-        );
+        table
+            .row()
+            .number(place + 1)
+            .cell(&waiter.eid)
+            .cell(name)
+            .cell(&user)
+            .number(waiter.pid)
+            .cell(&request)
+            .cell(&waiter.since)
+            .end();
     }
 }
 

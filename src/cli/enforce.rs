@@ -92,7 +92,7 @@ fn one_cycle(args: &EnforceArgs, rules: &Rules, acting: Acting, ctx: &mut Contex
         for line in &survey.lines {
             let _ = writeln!(err, "{line}");
         }
-        let json = crate::state::file::to_json(&report)?;
+        let json = crate::output::json::to_json(&report)?;
         ctx.out.push_str(&String::from_utf8_lossy(&json));
         ctx.out.push('\n');
         return Ok(Done::default());

@@ -1,8 +1,8 @@
 //! `genv envs`: query and manage environments.
 
-use super::row::Row;
-use super::{ConfigField, Context, EnvsArgs, EnvsCommand, Exit, Format, PsArgs};
+use super::{ConfigField, Context, EnvsArgs, EnvsCommand, Exit, PsArgs};
 use crate::error::{Error, Result};
+use crate::output::{self, Column, Layout, Listing, Table, column};
 use crate::state::{Env, Envs};
 use crate::{escape, memory, timefmt};
 
@@ -129,44 +129,58 @@ pub fn run(args: EnvsArgs, ctx: &mut Context) -> Result<Exit> {
 }
 
 fn print_ps(envs: &Envs, ps: PsArgs, out: &mut String) -> Result<()> {
-    if ps.format == Format::Json {
-        out.push_str(&String::from_utf8_lossy(&crate::state::file::to_json(
-            envs,
-        )?));
-        out.push('\n');
-        return Ok(());
-    }
-    if !ps.no_header {
-        out.push_str(match ps.format {
-            Format::Csv => "ID,USER,NAME,CREATED,PID(S)\n",
-            _ => "ID      USER            NAME            CREATED              PID(S)\n",
-        });
-    }
-    // The local time zone is read only when a row needs it.
-    let now = std::cell::OnceCell::new();
-    let csv = ps.format == Format::Csv;
-    // Any local user can write anything into envs.json: Row shows it as data.
-    let (mut user, mut created) = (String::new(), String::new());
-    for env in &envs.envs {
-        user.clear();
-        env.write_user(&mut user);
-        created.clear();
-        if ps.timestamp {
-            created.push_str(&env.creation);
-        } else {
-            timefmt::write_since(
-                &mut created,
-                &env.creation,
-                *now.get_or_init(timefmt::local_now),
-            );
+    let listing = EnvsTable {
+        envs,
+        timestamp: ps.timestamp,
+    };
+    output::print(&listing, Layout::new(ps.format, ps.no_header), out)
+}
+
+/// `genv envs ps`: a row per environment; its JSON is `envs.json`'s.
+struct EnvsTable<'a> {
+    envs: &'a Envs,
+    timestamp: bool,
+}
+
+impl Listing for EnvsTable<'_> {
+    const COLUMNS: &'static [Column] = &[
+        column("ID", 8),
+        column("USER", 16),
+        column("NAME", 16),
+        column("CREATED", 21),
+        column("PID(S)", 0),
+    ];
+
+    fn rows(&self, table: &mut Table<'_>) {
+        // The local time zone is read only when a row needs it.
+        let now = std::cell::OnceCell::new();
+        // Any local user can write anything into envs.json: Row shows it as data.
+        let (mut user, mut created) = (String::new(), String::new());
+        for env in &self.envs.envs {
+            user.clear();
+            env.write_user(&mut user);
+            created.clear();
+            if self.timestamp {
+                created.push_str(&env.creation);
+            } else {
+                timefmt::write_since(
+                    &mut created,
+                    &env.creation,
+                    *now.get_or_init(timefmt::local_now),
+                );
+            }
+            table
+                .row()
+                .cell(&env.eid)
+                .cell(&user)
+                .cell(env.config.name.as_deref().unwrap_or(""))
+                .cell(&created)
+                .numbers(&env.pids, ' ')
+                .end();
         }
-        Row::new(out, csv)
-            .cell(&env.eid, 8)
-            .cell(&user, 16)
-            .cell(env.config.name.as_deref().unwrap_or(""), 16)
-            .cell(&created, 21)
-            .numbers(&env.pids, ' ')
-            .end();
     }
-    Ok(())
+
+    fn json(&self) -> impl serde::Serialize {
+        self.envs
+    }
 }

@@ -9,16 +9,16 @@
 //! it is one the environment's processes listen on, as the kernel says
 //! (see [`listening`]).
 
-use std::fmt::Write;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 
 use serde_json::json;
 
-use super::{Context, Exit, Format, LlmArgs, LlmCommand, PsArgs};
+use super::{Context, Exit, LlmArgs, LlmCommand, PsArgs};
 use crate::error::{Error, Result};
 use crate::os::procs;
 use crate::provision::{Activation, Attach, Configure};
+use crate::output::{self, Column, Layout, Listing, Table, column};
 use crate::state::{Config, Env, LoadOptions};
 use crate::{env_vars as ev, escape, memory, provision, session, timefmt};
 
@@ -170,24 +170,54 @@ fn socket_inodes(pid: u32) -> Option<Vec<u64>> {
 }
 
 fn print_ps(served: &[Served<'_>], ps: PsArgs, out: &mut String) -> Result<()> {
-    let now = timefmt::local_now();
-    let created = |env: &Env| {
-        if ps.timestamp {
-            env.creation.clone()
-        } else {
-            timefmt::since(&env.creation, now).into()
+    let listing = LlmTable {
+        served,
+        timestamp: ps.timestamp,
+    };
+    output::print(&listing, Layout::new(ps.format, ps.no_header), out)
+}
+
+/// `genv llm ps`: a row per served model.
+struct LlmTable<'a> {
+    served: &'a [Served<'a>],
+    timestamp: bool,
+}
+
+impl Listing for LlmTable<'_> {
+    const COLUMNS: &'static [Column] = &[
+        column("MODEL", 12),
+        column("PORT", 8),
+        column("CREATED", 21),
+        column("EID", 8),
+        column("USER", 16),
+        column("PID(S)", 0),
+    ];
+
+    // The CSV is well-formed, unlike genv 1.4.3's (which joins user and pids).
+    fn rows(&self, table: &mut Table<'_>) {
+        let now = timefmt::local_now();
+        for s in self.served {
+            let created = if self.timestamp {
+                s.env.creation.to_string()
+            } else {
+                timefmt::since(&s.env.creation, now)
+            };
+            let port = s.port.map_or("N/A".to_owned(), |p| p.to_string());
+            table
+                .row()
+                .cell(s.model)
+                .cell(&port)
+                .cell(&created)
+                .cell(&s.env.eid)
+                .cell(&s.env.user())
+                .numbers(&s.env.pids, ' ')
+                .end();
         }
-    };
-    let pids = |env: &Env| {
-        env.pids
-            .iter()
-            .map(i64::to_string)
-            .collect::<Vec<_>>()
-            .join(" ")
-    };
-    let port = |s: &Served<'_>| s.port.map_or("N/A".to_owned(), |p| p.to_string());
-    if ps.format == Format::Json {
-        let rows: Vec<_> = served
+    }
+
+    fn json(&self) -> impl serde::Serialize {
+        let rows: Vec<_> = self
+            .served
             .iter()
             .map(|s| {
                 json!({"model": s.model, "port": s.port, "created": s.env.creation,
@@ -195,47 +225,8 @@ fn print_ps(served: &[Served<'_>], ps: PsArgs, out: &mut String) -> Result<()> {
                        "clients": s.port.map(clients)})
             })
             .collect();
-        let text = crate::state::file::to_json(&json!({ "llms": rows }))?;
-        out.push_str(&String::from_utf8_lossy(&text));
-        out.push('\n');
-        return Ok(());
+        json!({ "llms": rows })
     }
-    if !ps.no_header {
-        out.push_str(match ps.format {
-            Format::Csv => "MODEL,PORT,CREATED,EID,USER,PID(S)\n",
-            _ => "MODEL       PORT    CREATED              EID     USER            PID(S)\n",
-        });
-    }
-    for s in served {
-        let (model, eid, user) = (s.model, s.env.eid.as_str(), s.env.user());
-        let (port, created, pids) = (port(s), created(s.env), pids(s.env));
-        let _ = match ps.format {
-            // Well-formed, unlike genv 1.4.3's (which joins user and pids).
-            Format::Csv => {
-                let f = escape::csv_field;
-                writeln!(
-                    out,
-                    "{},{port},{},{},{},{pids}",
-                    f(model),
-                    f(&created),
-                    f(eid),
-                    f(&user)
-                )
-            }
-            _ => {
-                let t = escape::terminal;
-                writeln!(
-                    out,
-                    "{:<12}{port:<8}{:<21}{:<8}{:<16}{pids}",
-                    t(model),
-                    t(&created),
-                    t(eid),
-                    t(&user)
-                )
-            }
-        };
-    }
-    Ok(())
 }
 
 fn ollama() -> Result<PathBuf> {

@@ -15,7 +15,6 @@ pub mod lock;
 pub mod monitor;
 mod parse;
 pub mod remote;
-mod row;
 pub mod sdk;
 pub mod shell;
 pub mod status;

@@ -16,10 +16,11 @@ use crate::messages::{note, warn_hint};
 use crate::monitor::{publish, server};
 use crate::os::signals::Blocked;
 use crate::remote::asker::{Asker, failure};
+use crate::output::Layout;
 use crate::remote::enforce::{self as remote_enforce, Usage};
 use crate::remote::llm as remote_llm;
 use crate::remote::monitor as remote_monitor;
-use crate::remote::report::{self, Layout};
+use crate::remote::report;
 use crate::remote::ssh::{Answer, Ssh};
 use crate::remote::{self, Host, quote};
 use crate::state::{Devices, Envs};
@@ -55,7 +56,7 @@ pub fn run(args: RemoteArgs, ctx: &mut Context) -> Result<Exit> {
                 header: !table.no_header,
                 summary: !table.no_summary,
             };
-            (all, report::devices(&rows, layout))
+            (all, report::devices(&rows, layout)?)
         }
         RemoteCommand::Envs { table, timestamp } => {
             let (all, answers) = asker.snapshots::<Envs>(Some("envs"))?;
@@ -69,7 +70,7 @@ pub fn run(args: RemoteArgs, ctx: &mut Context) -> Result<Exit> {
                 summary: !table.no_summary,
             };
             let now = crate::timefmt::local_now();
-            (all, report::envs(&rows, layout, timestamp, now))
+            (all, report::envs(&rows, layout, timestamp, now)?)
         }
         RemoteCommand::Query { name, queries } => {
             let (all, answers) = asker.snapshots::<Envs>(Some("envs"))?;
@@ -201,9 +202,7 @@ fn enforce(asker: &Asker<'_>, args: EnforceArgs, ctx: &mut Context) -> Result<Ex
                     serde_json::to_value(report).map_err(|e| Error::msg(e.to_string()))?,
                 );
             }
-            let json = crate::state::file::to_json(&map)?;
-            ctx.out.push_str(&String::from_utf8_lossy(&json));
-            ctx.out.push('\n');
+            crate::output::json::push(&mut ctx.out, &map)?;
         } else {
             for line in &decision.lines {
                 ctx.out.push_str(line);
@@ -251,7 +250,7 @@ fn execute(
         jsons.push(if remote_enforce::is_empty(report) {
             None
         } else {
-            Some(String::from_utf8_lossy(&crate::state::file::to_json(report)?).into_owned())
+            Some(String::from_utf8_lossy(&crate::output::json::to_json(report)?).into_owned())
         });
     }
     let answers = asker.ssh.run_all_some(hosts, |i| {
@@ -341,7 +340,7 @@ fn llm(asker: &Asker<'_>, command: RemoteLlmCommand, ctx: &mut Context) -> Resul
             };
             let now = crate::timefmt::local_now();
             ctx.out
-                .push_str(&remote_llm::ps(&rows, layout, timestamp, now));
+                .push_str(&remote_llm::ps(&rows, layout, timestamp, now)?);
             Ok(if all { Exit::SUCCESS } else { Exit(1) })
         }
         RemoteLlmCommand::Attach { model } => {

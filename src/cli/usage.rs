@@ -9,7 +9,8 @@ use super::{Context, Exit, UsageArgs, UsageCommand};
 use crate::backend::DeviceBackend;
 use crate::enforce::{self, Processes, Report};
 use crate::error::{Error, Result};
-use crate::state::{Devices, Envs, LoadOptions, StateDir, file::to_json};
+use crate::output::json::to_json;
+use crate::state::{Devices, Envs, LoadOptions, StateDir};
 
 pub fn run(args: UsageArgs, ctx: &mut Context) -> Result<Exit> {
     match args.command {

@@ -7,15 +7,12 @@
 //! SSH command, and its servers are found by their environments' names
 //! (`llm/MODEL/PORT`, or `llm/MODEL` before genv 1.4.1), clients unknown.
 
-use std::fmt::Write;
-
 use chrono::NaiveDateTime;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::report::Layout;
-use crate::escape;
-use crate::output::Format;
+use crate::error::Result;
+use crate::output::{self, Column, Layout, Listing, Table, column};
 use crate::state::Envs;
 use crate::timefmt;
 
@@ -92,10 +89,58 @@ pub fn ps(
     layout: Layout,
     timestamp: bool,
     now: NaiveDateTime,
-) -> String {
+) -> Result<String> {
+    let listing = PsTable {
+        rows,
+        timestamp,
+        now,
+    };
     let mut out = String::new();
-    if layout.format == Format::Json {
-        let list: Vec<_> = rows
+    output::print(&listing, layout, &mut out)?;
+    Ok(out)
+}
+
+struct PsTable<'a> {
+    rows: &'a [(&'a str, &'a [Server])],
+    timestamp: bool,
+    now: NaiveDateTime,
+}
+
+impl Listing for PsTable<'_> {
+    const COLUMNS: &'static [Column] = &[
+        column("HOST", 25),
+        column("MODEL", 12),
+        column("PORT", 8),
+        column("CREATED", 21),
+        column("EID", 8),
+        column("USER", 0),
+    ];
+
+    fn rows(&self, table: &mut Table<'_>) {
+        for (host, servers) in self.rows {
+            for s in *servers {
+                let created = if self.timestamp {
+                    s.created.clone()
+                } else {
+                    timefmt::since(&s.created, self.now)
+                };
+                let port = s.port.map_or("N/A".to_owned(), |p| p.to_string());
+                table
+                    .row()
+                    .cell(host)
+                    .cell(&s.model)
+                    .cell(&port)
+                    .cell(&created)
+                    .cell(&s.eid)
+                    .cell(&s.user)
+                    .end();
+            }
+        }
+    }
+
+    fn json(&self) -> impl serde::Serialize {
+        let list: Vec<_> = self
+            .rows
             .iter()
             .flat_map(|(host, servers)| {
                 servers.iter().map(move |s| {
@@ -105,45 +150,13 @@ pub fn ps(
                 })
             })
             .collect();
-        out.push_str(&serde_json::to_string_pretty(&list).unwrap_or_default());
-        out.push('\n');
-        return out;
+        list
     }
-    if layout.header {
-        out.push_str(match layout.format {
-            Format::Csv => "HOST,MODEL,PORT,CREATED,EID,USER\n",
-            _ => "HOST                     MODEL       PORT    CREATED              EID     USER\n",
-        });
+
+    fn summary(&self) -> Option<String> {
+        let total: usize = self.rows.iter().map(|(_, s)| s.len()).sum();
+        Some(format!("Total {total} LLMs on {} hosts", self.rows.len()))
     }
-    let show = match layout.format {
-        Format::Csv => escape::csv_field,
-        _ => escape::terminal,
-    };
-    let mut total = 0;
-    for (host, servers) in rows {
-        for s in *servers {
-            total += 1;
-            let created = if timestamp {
-                s.created.clone()
-            } else {
-                timefmt::since(&s.created, now)
-            };
-            let port = s.port.map_or("N/A".to_owned(), |p| p.to_string());
-            let (host, model, created) = (show(host), show(&s.model), show(&created));
-            let (eid, user) = (show(&s.eid), show(&s.user));
-            let _ = match layout.format {
-                Format::Csv => writeln!(out, "{host},{model},{port},{created},{eid},{user}"),
-                _ => writeln!(
-                    out,
-                    "{host:<25}{model:<12}{port:<8}{created:<21}{eid:<8}{user}"
-                ),
-            };
-        }
-    }
-    if layout.summary {
-        let _ = writeln!(out, "\nTotal {total} LLMs on {} hosts", rows.len());
-    }
-    out
 }
 
 #[cfg(test)]
@@ -192,6 +205,7 @@ mod tests {
 
     #[test]
     fn ps_puts_the_host_first() {
+        use crate::output::Format;
         let now = timefmt::parse("01/02/2024 10:00:05").unwrap();
         let a = [server("phi3", Some(0))];
         let layout = Layout {
@@ -200,7 +214,7 @@ mod tests {
             summary: true,
         };
         assert_eq!(
-            ps(&[("gpu1", &a)], layout, true, now),
+            ps(&[("gpu1", &a)], layout, true, now).unwrap(),
             "HOST,MODEL,PORT,CREATED,EID,USER\ngpu1,phi3,1234,01/02/2024 10:00:00,7,alice(1000)\n\nTotal 1 LLMs on 1 hosts\n"
         );
     }

@@ -1,30 +1,14 @@
 //! What `genv remote` prints, made from the hosts' snapshots: pure
 //! functions, in genv 1.4.3's layouts (plus JSON).
 
-use std::fmt::Write;
-
 use chrono::NaiveDateTime;
 use serde_json::json;
 
+use crate::error::Result;
 use crate::escape;
-use crate::output::Format;
+use crate::output::{self, Column, Layout, Listing, Table, column};
 use crate::state::{Device, Devices, Envs};
 use crate::timefmt;
-
-/// How the table is printed.
-#[derive(Debug, Clone, Copy)]
-pub struct Layout {
-    pub format: Format,
-    pub header: bool,
-    pub summary: bool,
-}
-
-fn show(format: Format) -> fn(&str) -> std::borrow::Cow<'_, str> {
-    match format {
-        Format::Csv => escape::csv_field,
-        _ => escape::terminal,
-    }
-}
 
 /// Bytes of a device not reserved by its attachments; an attachment
 /// without a memory capacity takes the whole device.
@@ -71,62 +55,112 @@ pub fn find_host(
 }
 
 /// `genv remote devices`: a row per host and the totals line.
-pub fn devices(rows: &[(&str, &Devices)], layout: Layout) -> String {
-    let mut out = String::new();
-    let counts: Vec<(usize, usize)> = rows
-        .iter()
-        .map(|(_, d)| (d.devices.len(), available(d, None)))
-        .collect();
-    if layout.format == Format::Json {
-        let hosts: Vec<_> = rows
+pub fn devices(rows: &[(&str, &Devices)], layout: Layout) -> Result<String> {
+    let listing = DevicesTable {
+        rows: rows
             .iter()
-            .zip(&counts)
-            .map(|((host, _), (total, available))| {
+            .map(|(host, d)| (*host, d.devices.len(), available(d, None)))
+            .collect(),
+    };
+    let mut out = String::new();
+    output::print(&listing, layout, &mut out)?;
+    Ok(out)
+}
+
+/// A host, its devices and how many of them are available.
+struct DevicesTable<'a> {
+    rows: Vec<(&'a str, usize, usize)>,
+}
+
+impl Listing for DevicesTable<'_> {
+    const COLUMNS: &'static [Column] = &[
+        column("HOST", 25),
+        column("TOTAL", 9),
+        column("AVAILABLE", 0),
+    ];
+
+    fn rows(&self, table: &mut Table<'_>) {
+        for (host, total, available) in &self.rows {
+            table.row().cell(host).number(total).number(available).end();
+        }
+    }
+
+    fn json(&self) -> impl serde::Serialize {
+        let hosts: Vec<_> = self
+            .rows
+            .iter()
+            .map(|(host, total, available)| {
                 json!({"host": host, "total": total, "available": available})
             })
             .collect();
-        out.push_str(&serde_json::to_string_pretty(&hosts).unwrap_or_default());
-        out.push('\n');
-        return out;
+        hosts
     }
-    if layout.header {
-        out.push_str(match layout.format {
-            Format::Csv => "HOST,TOTAL,AVAILABLE\n",
-            _ => "HOST                     TOTAL    AVAILABLE\n",
-        });
+
+    fn summary(&self) -> Option<String> {
+        let total: usize = self.rows.iter().map(|r| r.1).sum();
+        let available: usize = self.rows.iter().map(|r| r.2).sum();
+        Some(format!(
+            "Total {total} devices with {available} available on {} hosts",
+            self.rows.len()
+        ))
     }
-    let show = show(layout.format);
-    for ((host, _), (total, available)) in rows.iter().zip(&counts) {
-        let host = show(host);
-        let _ = match layout.format {
-            Format::Csv => writeln!(out, "{host},{total},{available}"),
-            _ => writeln!(out, "{host:<25}{total:<9}{available}"),
-        };
-    }
-    if layout.summary {
-        let total: usize = counts.iter().map(|c| c.0).sum();
-        let available: usize = counts.iter().map(|c| c.1).sum();
-        let _ = writeln!(
-            out,
-            "\nTotal {total} devices with {available} available on {} hosts",
-            rows.len()
-        );
-    }
-    out
 }
 
 /// `genv remote envs`: a row per environment of every host.
-pub fn envs(rows: &[(&str, &Envs)], layout: Layout, timestamp: bool, now: NaiveDateTime) -> String {
-    let mut out = String::new();
-    let created = |creation: &str| {
-        if timestamp {
-            creation.to_owned()
-        } else {
-            timefmt::since(creation, now)
-        }
+pub fn envs(
+    rows: &[(&str, &Envs)],
+    layout: Layout,
+    timestamp: bool,
+    now: NaiveDateTime,
+) -> Result<String> {
+    let listing = EnvsTable {
+        rows,
+        timestamp,
+        now,
     };
-    if layout.format == Format::Json {
-        let list: Vec<_> = rows
+    let mut out = String::new();
+    output::print(&listing, layout, &mut out)?;
+    Ok(out)
+}
+
+struct EnvsTable<'a> {
+    rows: &'a [(&'a str, &'a Envs)],
+    timestamp: bool,
+    now: NaiveDateTime,
+}
+
+impl Listing for EnvsTable<'_> {
+    const COLUMNS: &'static [Column] = &[
+        column("HOST", 25),
+        column("ID", 8),
+        column("USER", 16),
+        column("NAME", 16),
+        column("CREATED", 0),
+    ];
+
+    fn rows(&self, table: &mut Table<'_>) {
+        for (host, envs) in self.rows {
+            for env in &envs.envs {
+                let created = if self.timestamp {
+                    env.creation.to_string()
+                } else {
+                    timefmt::since(&env.creation, self.now)
+                };
+                table
+                    .row()
+                    .cell(host)
+                    .cell(&env.eid)
+                    .cell(env.username.as_deref().unwrap_or(""))
+                    .cell(env.config.name.as_deref().unwrap_or(""))
+                    .cell(&created)
+                    .end();
+            }
+        }
+    }
+
+    fn json(&self) -> impl serde::Serialize {
+        let list: Vec<_> = self
+            .rows
             .iter()
             .flat_map(|(host, envs)| {
                 envs.envs.iter().map(move |env| {
@@ -142,36 +176,16 @@ pub fn envs(rows: &[(&str, &Envs)], layout: Layout, timestamp: bool, now: NaiveD
                 })
             })
             .collect();
-        out.push_str(&serde_json::to_string_pretty(&list).unwrap_or_default());
-        out.push('\n');
-        return out;
+        list
     }
-    if layout.header {
-        out.push_str(match layout.format {
-            Format::Csv => "HOST,ID,USER,NAME,CREATED\n",
-            _ => "HOST                     ID      USER            NAME            CREATED\n",
-        });
+
+    fn summary(&self) -> Option<String> {
+        let count: usize = self.rows.iter().map(|(_, e)| e.envs.len()).sum();
+        Some(format!(
+            "Total {count} environments on {} hosts",
+            self.rows.len()
+        ))
     }
-    let show = show(layout.format);
-    for (host, envs) in rows {
-        let host = show(host);
-        for env in &envs.envs {
-            let eid = show(&env.eid);
-            let user = show(env.username.as_deref().unwrap_or(""));
-            let name = show(env.config.name.as_deref().unwrap_or(""));
-            let created = created(&env.creation);
-            let created = show(&created);
-            let _ = match layout.format {
-                Format::Csv => writeln!(out, "{host},{eid},{user},{name},{created}"),
-                _ => writeln!(out, "{host:<25}{eid:<8}{user:<16}{name:<16}{created}"),
-            };
-        }
-    }
-    if layout.summary {
-        let count: usize = rows.iter().map(|(_, e)| e.envs.len()).sum();
-        let _ = writeln!(out, "\nTotal {count} environments on {} hosts", rows.len());
-    }
-    out
 }
 
 /// The fields `genv remote query --query` knows.
@@ -208,6 +222,7 @@ pub fn query(rows: &[(&str, &Envs)], name: &str, queries: &[String]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::output::Format;
     use crate::state::{Attachment, Config, Env};
 
     fn devices(attached: &[Option<Option<&str>>]) -> Devices {
@@ -255,7 +270,7 @@ mod tests {
     fn devices_prints_rows_and_the_totals_line() {
         let a = devices(&[None, Some(None)]);
         let b = devices(&[None, None, None]);
-        let text = super::devices(&[("a", &a), ("b", &b)], TUI);
+        let text = super::devices(&[("a", &a), ("b", &b)], TUI).unwrap();
         assert_eq!(
             text,
             "HOST                     TOTAL    AVAILABLE\n\
@@ -270,7 +285,8 @@ mod tests {
                 header: false,
                 summary: false,
             },
-        );
+        )
+        .unwrap();
         assert_eq!(csv, "a,2,1\n");
     }
 
@@ -299,7 +315,7 @@ mod tests {
         let e = Envs {
             envs: vec![env("1", Some("train")), env("2\u{1b}[31m", None)],
         };
-        let text = super::envs(&[("gpu1", &e)], TUI, false, now);
+        let text = super::envs(&[("gpu1", &e)], TUI, false, now).unwrap();
         assert_eq!(
             text,
             "HOST                     ID      USER            NAME            CREATED\n\
@@ -313,5 +329,26 @@ mod tests {
             &["hostname".into(), "eid".into(), "creation".into()],
         );
         assert_eq!(q, "gpu1,1,01/02/2024 10:00:00\n");
+    }
+
+    /// `genv remote envs --format json` escapes a name as `genv envs
+    /// --format json` does (Python's way: non-ASCII, DEL and controls as
+    /// `\uXXXX`).
+    #[test]
+    fn remote_json_escapes_text_as_local_json_does() {
+        let now = timefmt::parse("01/02/2024 10:00:05").unwrap();
+        let e = Envs {
+            envs: vec![env("1", Some("caf\u{e9} \u{2615} \u{1d11e}\u{7f}\"\u{1b}"))],
+        };
+        let escaped = r#""name": "caf\u00e9 \u2615 \ud834\udd1e\u007f\"\u001b""#;
+        let local = String::from_utf8(crate::output::json::to_json(&e).unwrap()).unwrap();
+        let json = Layout {
+            format: Format::Json,
+            ..TUI
+        };
+        let remote = super::envs(&[("gpu1", &e)], json, true, now).unwrap();
+        assert!(local.contains(escaped), "{local}");
+        assert!(remote.contains(escaped), "{remote}");
+        assert!(remote.is_ascii(), "{remote}");
     }
 }

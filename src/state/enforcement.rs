@@ -6,7 +6,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{Transaction, file};
+use super::Transaction;
+use crate::output::json;
 
 const FILE: &str = "enforcement.json";
 
@@ -28,7 +29,7 @@ pub fn record(tx: &Transaction<'_>, terminated: u64, detached: u64) -> crate::er
     let mut counts = parse(tx.root.read(FILE).ok().flatten());
     counts.terminated = counts.terminated.saturating_add(terminated);
     counts.detached = counts.detached.saturating_add(detached);
-    tx.root.write_atomic(FILE, &file::to_json(&counts)?, false)
+    tx.root.write_atomic(FILE, &json::to_json(&counts)?, false)
 }
 
 /// The record, without the lock: it is replaced by rename, so a reader sees

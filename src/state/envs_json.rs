@@ -8,7 +8,7 @@
 //! key, a duplicate key, a number that is not a plain integer, an escape in
 //! a key), and the caller then parses with serde_json as before, so the
 //! result is always what serde makes of the file; [`write`] writes the
-//! bytes [`super::file::to_json`] writes (two-space indent, non-ASCII as
+//! bytes [`crate::output::json::to_json`] writes (two-space indent, non-ASCII as
 //! `\u` escapes, as Python's `json.dump`).
 
 use std::borrow::Cow;
@@ -44,7 +44,7 @@ pub fn parse(text: &str) -> Option<Envs> {
     (p.cursor.pos == p.cursor.bytes.len()).then_some(Envs { envs })
 }
 
-/// `envs` as [`super::file::to_json`] writes it, appended to `out`.
+/// `envs` as [`crate::output::json::to_json`] writes it, appended to `out`.
 pub fn write(envs: &Envs, out: &mut Vec<u8>) {
     if envs.envs.is_empty() {
         out.extend_from_slice(b"{\n  \"envs\": []\n}");
@@ -477,7 +477,7 @@ mod tests {
         let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
         for _ in 0..2000 {
             let envs = rng.envs();
-            let expected = crate::state::file::to_json(&envs).unwrap();
+            let expected = crate::output::json::to_json(&envs).unwrap();
             let mut written = Vec::new();
             write(&envs, &mut written);
             assert_eq!(
@@ -520,7 +520,7 @@ mod tests {
         let mut accepted = 0;
         for _ in 0..20_000 {
             let mut text =
-                String::from_utf8(crate::state::file::to_json(&rng.envs()).unwrap()).unwrap();
+                String::from_utf8(crate::output::json::to_json(&rng.envs()).unwrap()).unwrap();
             for _ in 0..1 + rng.below(3) {
                 let mut at = rng.below(text.len() + 1);
                 while !text.is_char_boundary(at) {

@@ -383,8 +383,11 @@ impl Transaction<'_> {
                     fingerprint: survey.fingerprint.clone(),
                 };
                 if stored.map(|h| h.fingerprint) != Some(record.fingerprint.clone()) {
-                    self.root
-                        .write_atomic(HARDWARE_FILE, &file::to_json(&record)?, false)?;
+                    self.root.write_atomic(
+                        HARDWARE_FILE,
+                        &crate::output::json::to_json(&record)?,
+                        false,
+                    )?;
                 }
             }
             self.reconciled = true;

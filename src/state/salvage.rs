@@ -43,7 +43,7 @@ pub trait Entries: Serialize + DeserializeOwned + Default {
 
     /// The file's bytes, as [`file::to_json_sized`] writes them.
     fn to_json_sized(&self, capacity: usize) -> Result<Vec<u8>> {
-        file::to_json_sized(self, capacity)
+        crate::output::json::to_json_sized(self, capacity)
     }
 }
 
@@ -114,7 +114,12 @@ pub fn load<T: Entries>(dir: &Dir, name: &str, keep_good: bool) -> Result<Option
     let rejected_at = if rejected.is_empty() {
         None
     } else {
-        Some(dir.save_beside(name, "rejected", &file::to_json(&rejected)?, version)?)
+        Some(dir.save_beside(
+            name,
+            "rejected",
+            &crate::output::json::to_json(&rejected)?,
+            version,
+        )?)
     };
     match damage {
         Some((reason, from)) => {

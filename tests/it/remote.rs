@@ -410,6 +410,20 @@ fn devices_envs_and_query_across_ours_the_reference_and_failing_hosts() {
     assert_eq!(value[0]["host"], "ours2");
     assert_eq!(value[0]["available"], 2);
 
+    // A name of any text is escaped in the hosts' JSON as in a host's own.
+    let ours1 = fleet.host("ours1");
+    ours1.activate_env("odd", &pid).ok();
+    ours1
+        .config_name("odd", "caf\u{e9} \u{2615}\u{7f}\"\u{1b}")
+        .ok();
+    let local = ours1.run(&["envs", "ps", "--format", "json"]);
+    let remote = fleet.remote(&["-H", "ours1", "envs", "--format", "json"], "");
+    assert_eq!((local.code, remote.code), (0, 0), "{local:?} {remote:?}");
+    let escaped = r#""name": "caf\u00e9 \u2615\u007f\"\u001b""#;
+    assert!(local.stdout.contains(escaped), "{local:?}");
+    assert!(remote.stdout.contains(escaped), "{remote:?}");
+    ours1.run(&["envs", "deactivate", "--pid", &pid]);
+
     // The login name: from user@host over -l, and from -l otherwise.
     let me = login();
     let run = fleet.remote(

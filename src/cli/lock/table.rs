@@ -1,10 +1,8 @@
 //! `genv devices locks`: who holds and who waits for each device's lock.
 
-use std::fmt::Write;
-
-use crate::cli::{Format, PsArgs};
-use crate::escape;
+use crate::cli::PsArgs;
 use crate::memory;
+use crate::output::{self, Column, Layout, Listing, Table, column};
 use crate::state::device_locks::{self, Holder, Need};
 use crate::state::{Envs, StateDir};
 
@@ -28,73 +26,92 @@ pub fn print_locks(
             }
         })
         .collect();
-    let describe = |h: &Holder| {
-        let env = h.eid.as_deref().and_then(|eid| envs.get(eid));
+    let listing = LocksTable { envs, rows };
+    output::print(&listing, Layout::new(ps.format, ps.no_header), out)
+}
+
+struct LocksTable<'a> {
+    envs: &'a Envs,
+    rows: Vec<(u32, Option<Holder>)>,
+}
+
+/// A holder's row: environment, its name, user, mode and state.
+struct Described {
+    eid: String,
+    name: String,
+    user: String,
+    mode: String,
+    state: &'static str,
+}
+
+impl LocksTable<'_> {
+    fn describe(&self, h: &Holder) -> Described {
+        let env = h.eid.as_deref().and_then(|eid| self.envs.get(eid));
         let mode = match h.need {
             Need::Fraction(bytes) => format!("fraction:{}mi", memory::to_mib(bytes)),
             _ => h.mode().to_owned(),
         };
-        (
-            h.eid.clone().unwrap_or_default(),
-            env.and_then(|e| e.config.name.clone()).unwrap_or_default(),
+        Described {
+            eid: h.eid.clone().unwrap_or_default(),
+            name: env
+                .and_then(|e| e.config.name.as_deref())
+                .unwrap_or_default()
+                .to_owned(),
             // Who runs the process, as the kernel says; not the user of
             // the environment it claims, which anyone can write.
-            h.user(),
-            h.pid.to_string(),
+            user: h.user(),
             mode,
-            if h.waiting { "waiting" } else { "holding" }.to_owned(),
-        )
-    };
-    if ps.format == Format::Json {
-        let rows: Vec<serde_json::Value> = rows
+            state: if h.waiting { "waiting" } else { "holding" },
+        }
+    }
+}
+
+impl Listing for LocksTable<'_> {
+    const COLUMNS: &'static [Column] = &[
+        column("ID", 8),
+        column("ENV ID", 12),
+        column("ENV NAME", 16),
+        column("USER", 16),
+        column("PID", 8),
+        column("MODE", 16),
+        column("STATE", 0),
+    ];
+
+    fn rows(&self, table: &mut Table<'_>) {
+        // Names and users come from the shared state: data, never terminal
+        // control or extra CSV fields.
+        for (index, holder) in &self.rows {
+            let mut row = table.row();
+            row.number(index);
+            match holder {
+                Some(h) => {
+                    let d = self.describe(h);
+                    row.cell(&d.eid)
+                        .cell(&d.name)
+                        .cell(&d.user)
+                        .number(h.pid)
+                        .cell(&d.mode)
+                        .cell(d.state);
+                }
+                None => {
+                    row.cell("").cell("").cell("").cell("").cell("").cell("");
+                }
+            }
+            row.end();
+        }
+    }
+
+    fn json(&self) -> impl serde::Serialize {
+        let rows: Vec<serde_json::Value> = self
+            .rows
             .iter()
             .filter_map(|(index, h)| {
                 let h = h.as_ref()?;
-                let (eid, name, user, _, mode, state) = describe(h);
-                Some(
-                    serde_json::json!({"index": index, "eid": h.eid.as_ref().map(|_| eid),
-                    "env_name": name, "user": user, "pid": h.pid, "mode": mode, "state": state}),
-                )
+                let d = self.describe(h);
+                Some(serde_json::json!({"index": index, "eid": h.eid.as_ref().map(|_| d.eid),
+                    "env_name": d.name, "user": d.user, "pid": h.pid, "mode": d.mode, "state": d.state}))
             })
             .collect();
-        let doc = serde_json::json!({ "locks": rows });
-        out.push_str(&String::from_utf8_lossy(&crate::state::file::to_json(
-            &doc,
-        )?));
-        out.push('\n');
-        return Ok(());
+        serde_json::json!({ "locks": rows })
     }
-    if !ps.no_header {
-        out.push_str(match ps.format {
-            Format::Csv => "ID,ENV ID,ENV NAME,USER,PID,MODE,STATE\n",
-            _ => "ID      ENV ID      ENV NAME        USER            PID     MODE            STATE\n",
-        });
-    }
-    for (index, holder) in rows {
-        let (eid, name, user, pid, mode, state) = holder.as_ref().map(describe).unwrap_or_default();
-        // Names and users come from the shared state: data, never terminal
-        // control or extra CSV fields.
-        let _ = match ps.format {
-            Format::Csv => {
-                let (eid, name, user) = (
-                    escape::csv_field(&eid),
-                    escape::csv_field(&name),
-                    escape::csv_field(&user),
-                );
-                writeln!(out, "{index},{eid},{name},{user},{pid},{mode},{state}")
-            }
-            _ => {
-                let (eid, name, user) = (
-                    escape::terminal(&eid),
-                    escape::terminal(&name),
-                    escape::terminal(&user),
-                );
-                writeln!(
-                    out,
-                    "{index:<8}{eid:<12}{name:<16}{user:<16}{pid:<8}{mode:<16}{state}"
-                )
-            }
-        };
-    }
-    Ok(())
 }
