@@ -1,5 +1,5 @@
 //! The Debian package (scripts/build-deb, from the suite's static genv):
-//! what it holds, genv run from a scratch root it was unpacked into, its
+//! what it holds, genv run from a scratch root it was installed into, its
 //! man pages rendered and its completions loaded by real shells.
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -9,7 +9,7 @@ use std::sync::OnceLock;
 
 use crate::common::{GENV, Run, Sandbox};
 
-/// The package, built once for the module, and a root it is unpacked into.
+/// The package, built once for the module, and a root it is installed into.
 struct Package {
     deb: PathBuf,
     root: PathBuf,
@@ -34,15 +34,26 @@ fn package() -> &'static Package {
         .ok();
         let deb = repo.join(built.stdout.trim());
         assert!(deb.is_file(), "{built:?}");
+        // Installed with dpkg into a root of its own, its postinst run
+        // (outside a chroot, on that root) and libc6 taken as given.
         let root = Path::new(env!("CARGO_TARGET_TMPDIR")).join("package-root");
         let _ = std::fs::remove_dir_all(&root);
-        std::fs::create_dir_all(&root).unwrap();
-        let unpacked = Command::new("dpkg")
-            .arg("-x")
-            .args([&deb, &root])
+        let dpkg = root.join("var/lib/dpkg");
+        std::fs::create_dir_all(dpkg.join("updates")).unwrap();
+        std::fs::create_dir_all(dpkg.join("info")).unwrap();
+        std::fs::write(dpkg.join("status"), "").unwrap();
+        let installed = Command::new("dpkg")
+            .arg(format!("--root={}", root.display()))
+            .args([
+                "--force-script-chrootless",
+                "--force-depends",
+                "--log=/dev/null",
+                "--install",
+            ])
+            .arg(&deb)
             .output()
-            .expect("dpkg -x");
-        Run::from(unpacked).ok();
+            .expect("dpkg");
+        Run::from(installed).ok();
         Package { deb, root }
     })
 }
@@ -129,10 +140,10 @@ fn the_package_holds_genv_its_links_library_man_pages_and_completions() {
     );
 }
 
-/// genv from the unpacked root: its version, and an activation in bash
+/// genv from the installed root: its version, and an activation in bash
 /// that finds the memory cap library next to it through the `genv` link.
 #[test]
-fn genv_runs_from_the_unpacked_package() {
+fn genv_runs_from_the_installed_package() {
     let root = &package().root;
     let bin = root.join("usr/bin");
     let sb = Sandbox::new();
@@ -267,20 +278,13 @@ fn the_completions_offer_the_verbs() {
     assert!(run.stdout.starts_with("activate\t"), "{run:?}");
 }
 
-/// The package's tmpfiles.d entry makes the state folder root's and 0777
-/// without the sticky bit, a folder genv works in.
+/// Installing made the state folder (the postinst, through the package's
+/// tmpfiles.d entry): root's, 0777 without the sticky bit, a folder genv
+/// works in.
 #[test]
-fn the_tmpfiles_entry_makes_a_state_folder_genv_accepts() {
+fn installing_makes_a_state_folder_genv_accepts() {
     let root = &package().root;
-    let scratch = tempfile::tempdir().unwrap();
-    let made = Command::new("systemd-tmpfiles")
-        .arg(format!("--root={}", scratch.path().display()))
-        .arg("--create")
-        .arg(root.join("usr/lib/tmpfiles.d/genv.conf"))
-        .output()
-        .expect("systemd-tmpfiles");
-    Run::from(made).ok();
-    let state = scratch.path().join("var/tmp/genv");
+    let state = root.join("var/tmp/genv");
     let meta = std::fs::metadata(&state).unwrap();
     assert_eq!(meta.permissions().mode() & 0o7777, 0o777);
     assert_eq!(meta.uid(), 0);
