@@ -52,24 +52,31 @@ pub fn run(args: ShellArgs, ctx: &mut Context) -> Result<Exit> {
         actions.push(session::devices_action(&indices));
         out.push_str(&shell.unwrap_or_else(Shell::detect).render(&actions));
     } else if let Some(shell) = args.completions {
-        let generator = match shell {
-            Shell::Bash => clap_complete::Shell::Bash,
-            Shell::Zsh => clap_complete::Shell::Zsh,
-            Shell::Fish => clap_complete::Shell::Fish,
-        };
-        let mut buffer = Vec::new();
-        let mut command = super::Cli::command();
-        // Each verb's arguments are built only when it runs (`defer`):
-        // built here first, the help verb knows their subcommands too.
-        for verb in command.get_subcommands_mut() {
-            verb.set_bin_name(format!("genv {}", verb.get_name()));
-            verb.build();
-        }
-        clap_complete::generate(generator, &mut command, "genv", &mut buffer);
-        out.push_str(&String::from_utf8_lossy(&buffer));
+        out.push_str(&completions(shell));
     } else {
         out.push_str(session::NOT_INITIALIZED);
         out.push('\n');
     }
     Ok(Exit::SUCCESS)
+}
+
+/// The completions for a shell, generated from genv's own command
+/// definitions: what `genv shell --completions` prints and the package
+/// installs (packaging/gen-docs.rs).
+pub fn completions(shell: Shell) -> String {
+    let generator = match shell {
+        Shell::Bash => clap_complete::Shell::Bash,
+        Shell::Zsh => clap_complete::Shell::Zsh,
+        Shell::Fish => clap_complete::Shell::Fish,
+    };
+    let mut buffer = Vec::new();
+    let mut command = super::Cli::command();
+    // Each verb's arguments are built only when it runs (`defer`):
+    // built here first, the help verb knows their subcommands too.
+    for verb in command.get_subcommands_mut() {
+        verb.set_bin_name(format!("genv {}", verb.get_name()));
+        verb.build();
+    }
+    clap_complete::generate(generator, &mut command, "genv", &mut buffer);
+    String::from_utf8_lossy(&buffer).into_owned()
 }

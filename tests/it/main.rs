@@ -24,6 +24,7 @@ mod lock_cli;
 mod lock_sharing;
 mod memcap;
 mod monitor;
+mod package;
 mod remote;
 mod sdk_plumbing;
 mod shell_integration;
