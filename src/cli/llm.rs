@@ -17,8 +17,8 @@ use serde_json::json;
 use super::{Context, Exit, LlmArgs, LlmCommand, PsArgs};
 use crate::error::{Error, Result};
 use crate::os::procs;
-use crate::provision::{Activation, Attach, Configure};
 use crate::output::{self, Column, Layout, Listing, Table, column};
+use crate::provision::{Activation, Attach, Configure};
 use crate::state::{Config, Env, LoadOptions};
 use crate::{env_vars as ev, escape, memory, provision, session, timefmt};
 
