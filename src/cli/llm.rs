@@ -28,7 +28,7 @@ You should install it if it's not already installed.
 Otherwise, $PATH is probably not configured properly.";
 
 pub fn run(args: LlmArgs, ctx: &mut Context) -> Result<Exit> {
-    match args.command {
+    match args.command.unwrap_or(LlmCommand::Ps(PsArgs::default())) {
         LlmCommand::Serve {
             model,
             host,

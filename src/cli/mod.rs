@@ -327,7 +327,7 @@ pub struct RemoteArgs {
 }
 
 // `--no-header`, `--no-summary` and `--format` of the remote tables.
-#[derive(Debug, Args, Clone, Copy)]
+#[derive(Debug, Args, Clone, Copy, Default)]
 pub struct RemoteTableArgs {
     /// Do not print column headers
     #[arg(long = "no-header")]
@@ -364,8 +364,9 @@ pub enum RemoteCommand {
     /// Run and attach to LLMs on remote hosts
     #[command(visible_alias = "llms")]
     Llm {
+        /// What to do; without one, the served models are listed (`ps`)
         #[command(subcommand)]
-        command: RemoteLlmCommand,
+        command: Option<RemoteLlmCommand>,
     },
     /// Monitor remote hosts using Prometheus and Grafana
     Monitor(MonitorArgs),
@@ -743,8 +744,10 @@ pub enum SdkCommand {
 
 #[derive(Debug, Args)]
 pub struct LlmArgs {
+    /// What to do; without one, the served models are listed (`ps`), as
+    /// genv 1.4.3 does
     #[command(subcommand)]
-    pub command: LlmCommand,
+    pub command: Option<LlmCommand>,
 }
 
 #[derive(Debug, Subcommand)]

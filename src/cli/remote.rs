@@ -8,7 +8,10 @@ use std::io::Write;
 use std::os::unix::process::CommandExt;
 use std::time::Duration;
 
-use super::{Context, EnforceArgs, Exit, MonitorArgs, RemoteArgs, RemoteCommand, RemoteLlmCommand};
+use super::{
+    Context, EnforceArgs, Exit, MonitorArgs, RemoteArgs, RemoteCommand, RemoteLlmCommand,
+    RemoteTableArgs,
+};
 use crate::enforce::Report;
 use crate::error::{Error, Result};
 use crate::escape;
@@ -82,7 +85,13 @@ pub fn run(args: RemoteArgs, ctx: &mut Context) -> Result<Exit> {
         }
         RemoteCommand::Enforce(args) => return enforce(&asker, args, ctx),
         RemoteCommand::Monitor(args) => return monitor(&asker, args, ctx),
-        RemoteCommand::Llm { command } => return llm(&asker, command, ctx),
+        RemoteCommand::Llm { command } => {
+            let command = command.unwrap_or(RemoteLlmCommand::Ps {
+                table: RemoteTableArgs::default(),
+                timestamp: false,
+            });
+            return llm(&asker, command, ctx);
+        }
         RemoteCommand::Activate {
             name,
             gpus,

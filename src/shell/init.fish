@@ -71,6 +71,11 @@ end
 function genv --description 'GPU environments' --wraps genv
     switch "$argv[1]"
         case activate deactivate
+            # Help is read, not evaluated.
+            if contains -- --help $argv[2..-1]; or contains -- -h $argv[2..-1]
+                command genv $argv
+                return
+            end
             set -l code (command genv $argv[1] --shell $fish_pid $argv[2..-1])
             or return
             string join \n -- $code | source

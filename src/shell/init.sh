@@ -65,6 +65,15 @@ genv() {
   local __genv_code
   case "${1-}" in
   activate | deactivate)
+    # Help is read, not evaluated.
+    for __genv_code in "${@:2}"; do
+      case "$__genv_code" in
+      -h | --help)
+        command genv "$@"
+        return
+        ;;
+      esac
+    done
     __genv_code="$(command genv "$1" --shell "$$" "${@:2}")" || return
     eval "$__genv_code"
     ;;

@@ -103,6 +103,8 @@ fn serve_ps_attach_and_ctrl_c() {
         tui.stdout.starts_with("MODEL       PORT    CREATED"),
         "{tui:?}"
     );
+    // `genv llm` alone lists the served models, as genv 1.4.3 does.
+    assert_eq!(sb.run(&["llm"]).ok().stdout, tui.stdout);
 
     // attach: `ollama run` against the served port.
     let attached = sb.run(&["llm", "attach", "llama3"]).ok();

@@ -740,6 +740,9 @@ fn llm_serve_ps_and_attach_across_hosts() {
     old.config_name("srv", "llm/llama3/7000").ok();
 
     let run = fleet.remote(&["-H", "busy,free", "llm", "ps"], "");
+    // Without a subcommand, the same list.
+    let alone = fleet.remote(&["-H", "busy,free", "llm"], "");
+    assert_eq!(alone.stdout, run.stdout, "{alone:?}");
     assert_eq!(
         lines(&run.stdout),
         [
