@@ -10,10 +10,18 @@
 //! ```
 //!
 //! Text that comes from the shared state goes through [`crate::escape`]
-//! before it reaches these functions.
+//! before it reaches these functions. This module and the printer of
+//! [`crate::context::Context`] are the only code that writes to stderr or
+//! stdout (clippy's `print_stdout`/`print_stderr` lints hold everywhere
+//! else), and [`report`] is the one printer of the error that ends a
+//! program.
+
+pub mod reference;
 
 use std::fmt::Display;
 use std::io::Write;
+
+use crate::error::Error;
 
 const PREFIX: &str = "genv";
 
@@ -30,11 +38,32 @@ pub fn warn_hint(message: impl Display, hint: impl Display) {
     );
 }
 
+/// Prints the error that ends a program (any of them: `genv`, the shims,
+/// the container runtime and its hook) and returns its exit code: genv
+/// 1.4.3's texts as they are, genv's own as `genv: error: …` and `hint: …`,
+/// nothing for an interrupted wait.
+pub fn report(e: &Error) -> i32 {
+    match e {
+        Error::Interrupted => {}
+        // As genv 1.4.3 prints them: a message that ends with a newline
+        // gets one more.
+        Error::Reference(text) => raw_line(&text.to_string()),
+        e => error(e, e.hint().as_deref()),
+    }
+    e.exit_code()
+}
+
 /// `genv: error: …`, with a `hint:` line when a fix is known. For errors
 /// that do not end the command; those that do are returned as
-/// [`crate::error::Error`] and printed by `main` through [`error_line`].
+/// [`crate::error::Error`] and printed by [`report`].
 pub fn error(message: impl Display, hint: Option<&str>) {
     say(&format!("{PREFIX}: error: {message}"), hint);
+}
+
+/// What clap made (the help of `activate` and `deactivate`, which the
+/// shell function evals), on stderr as it is.
+pub fn clap_error(text: impl Display) {
+    let _ = write!(std::io::stderr().lock(), "{text}");
 }
 
 /// `genv: …`: progress a user waiting on genv wants to see.
@@ -42,9 +71,9 @@ pub fn note(message: impl Display) {
     say(&format!("{PREFIX}: {message}"), None);
 }
 
-/// The text of an error line, as `main` prints it.
-pub fn error_line(message: impl Display) -> String {
-    format!("{PREFIX}: error: {message}")
+/// A line printed as it is: genv 1.4.3's texts ([`reference`]).
+fn raw_line(line: &str) {
+    say(line, None);
 }
 
 fn say(line: &str, hint: Option<&str>) {

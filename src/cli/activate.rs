@@ -4,23 +4,22 @@
 use super::{ActivateArgs, Context, Exit};
 use crate::env_vars::{self as ev, get};
 use crate::error::{Error, Result};
+use crate::messages::reference;
 use crate::provision::{self, Request};
 use crate::session;
 use crate::shell::{Action, Shell};
 use crate::state::LoadOptions;
 
 pub fn run(mut args: ActivateArgs, ctx: &mut Context) -> Result<Exit> {
-    let shell_pid = args
-        .shell
-        .ok_or_else(|| Error::msg(session::NOT_INITIALIZED))?;
+    let shell_pid = args.shell.ok_or_else(reference::not_initialized)?;
     if session::eid().is_some() {
-        return Err(Error::msg(session::ALREADY_ACTIVE));
+        return Err(reference::already_active());
     }
     if args.preactivate {
         args.no_prompt |= get("GENV_PREACTIVATE_PROMPT").as_deref() == Some("0");
         if let Some(gpus) = get("GENV_PREACTIVATE_GPUS").filter(|g| !g.is_empty()) {
             args.gpus = Some(gpus.trim().parse().map_err(|_| {
-                Error::msg(format!(
+                Error::new(format!(
                     "GENV_PREACTIVATE_GPUS: '{gpus}' is not a number of GPUs"
                 ))
             })?);
@@ -41,7 +40,7 @@ pub fn run(mut args: ActivateArgs, ctx: &mut Context) -> Result<Exit> {
     let shell = Shell::of_pid(shell_pid);
     let eid = args.eid.clone().unwrap_or_else(|| shell_pid.to_string());
     if eid.is_empty() {
-        return Err(Error::msg("the environment identifier must not be empty"));
+        return Err(Error::new("the environment identifier must not be empty"));
     }
     let loaded = if args.no_load {
         None
@@ -69,7 +68,7 @@ pub fn run(mut args: ActivateArgs, ctx: &mut Context) -> Result<Exit> {
     envs.activate(&eid, uid.into(), username, now);
     let env = envs
         .get_mut(&eid)
-        .ok_or_else(|| Error::msg("environment vanished"))?;
+        .ok_or_else(|| Error::new("environment vanished"))?;
     if !env.pids.contains(&shell_pid) {
         env.pids.push(shell_pid);
     }

@@ -25,9 +25,6 @@ use crate::remote::ssh::{Answer, Ssh};
 use crate::remote::{self, Host, quote};
 use crate::state::{Devices, Envs};
 
-/// genv 1.4.3's message when no host has room.
-const NO_HOST: &str = "Cannot find a host with enough available resources";
-
 pub fn run(args: RemoteArgs, ctx: &mut Context) -> Result<Exit> {
     let hostfile = match &args.hostfile {
         Some(path) => Some(std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?),
@@ -112,7 +109,7 @@ pub fn run(args: RemoteArgs, ctx: &mut Context) -> Result<Exit> {
                 .ssh
                 .command(host, &preactivate_line(&vars), true)
                 .exec();
-            return Err(Error::msg(format!(
+            return Err(Error::new(format!(
                 "cannot run {}: {err}",
                 asker.ssh.program[0]
             )));
@@ -181,7 +178,7 @@ impl Asker<'_> {
         if self.throw_on_error {
             return Err(match hint {
                 Some(hint) => Error::hinted(message, hint),
-                None => Error::msg(message),
+                None => Error::new(message),
             });
         }
         if !self.quiet {
@@ -254,7 +251,7 @@ impl Asker<'_> {
             .ssh
             .terminal_command(host, &remote::command_line(args))
             .exec();
-        Error::msg(format!("cannot run {}: {err}", self.ssh.program[0]))
+        Error::new(format!("cannot run {}: {err}", self.ssh.program[0]))
     }
 }
 
@@ -290,7 +287,7 @@ fn enforce(asker: &Asker<'_>, args: EnforceArgs, ctx: &mut Context) -> Result<Ex
             for ((host, _), report) in answers.iter().zip(&decision.reports) {
                 map.insert(
                     host.hostname.clone(),
-                    serde_json::to_value(report).map_err(|e| Error::msg(e.to_string()))?,
+                    serde_json::to_value(report).map_err(|e| Error::new(e.to_string()))?,
                 );
             }
             let json = crate::state::file::to_json(&map)?;
@@ -443,9 +440,8 @@ fn llm(asker: &Asker<'_>, command: RemoteLlmCommand, ctx: &mut Context) -> Resul
             let lists: Vec<&[remote_llm::Server]> =
                 answered.iter().map(|(_, s)| s.as_slice()).collect();
             let Some(index) = remote_llm::pick(&lists, &model) else {
-                return Err(Error::msg(format!(
-                    "Could not find LLM model '{}'",
-                    escape::terminal(&model)
+                return Err(crate::messages::reference::no_llm_model(&escape::terminal(
+                    &model,
                 )));
             };
             let host = &answered[index].0;
@@ -501,7 +497,7 @@ fn host_with_room(asker: &Asker<'_>, gpus: Option<u32>, gpu_memory: Option<&str>
     let snapshots: Vec<&Devices> = answers.iter().map(|(_, d)| d).collect();
     match report::find_host(&snapshots, gpus, memory) {
         Some(index) => Ok(answers.swap_remove(index).0),
-        None => Err(Error::msg(NO_HOST)),
+        None => Err(crate::messages::reference::no_host()),
     }
 }
 

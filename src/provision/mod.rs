@@ -7,6 +7,7 @@ pub use wait::{Wait, attach_waiting};
 
 use crate::backend::DeviceBackend;
 use crate::error::{Error, Result};
+use crate::messages::reference;
 use crate::state::{Config, Devices, LoadOptions, StateDir, Transaction};
 
 /// What an environment asks of the devices.
@@ -57,10 +58,10 @@ pub fn attach(
         let wanted = count as usize;
         if current < wanted {
             if wanted > devices.devices.len() {
-                return Err(AttachError::Impossible(Error::msg(format!(
-                    "Requested more devices ({count}) than total available ({})",
-                    devices.devices.len()
-                ))));
+                return Err(AttachError::Impossible(reference::more_devices_than_total(
+                    count,
+                    devices.devices.len(),
+                )));
             }
             let indices = devices
                 .find_available(
@@ -69,7 +70,7 @@ pub fn attach(
                     gpu_memory.as_deref(),
                     request.over_subscribe,
                 )
-                .ok_or_else(|| AttachError::Unavailable(Error::msg("No available devices")))?;
+                .ok_or_else(|| AttachError::Unavailable(reference::no_available_devices()))?;
             for index in indices {
                 if let Some(device) = devices.get_mut(index) {
                     device.attach(
@@ -95,16 +96,16 @@ pub fn attach(
             .map(|d| d.index.to_string())
             .collect();
         let device = devices.get_mut(index).ok_or_else(|| {
-            AttachError::Impossible(Error::msg(format!(
+            AttachError::Impossible(Error::new(format!(
                 "Device {index} does not exist (devices: {})",
                 known.join(",")
             )))
         })?;
         if !device.is_attached(eid) {
             if !request.over_subscribe && !device.available(gpu_memory.as_deref()) {
-                return Err(AttachError::Unavailable(Error::msg(format!(
-                    "Device {index} is not available"
-                ))));
+                return Err(AttachError::Unavailable(reference::device_not_available(
+                    index,
+                )));
             }
             device.attach(eid, gpu_memory.map(String::from), now.to_owned());
         }
@@ -181,7 +182,7 @@ pub fn activate_process(
     config: Option<Config>,
 ) -> Result<Vec<u32>> {
     if eid.is_empty() {
-        return Err(Error::msg("the environment identifier must not be empty"));
+        return Err(Error::new("the environment identifier must not be empty"));
     }
     let uid = crate::os::procs::current_uid();
     let username = crate::os::procs::username(uid);
@@ -192,7 +193,7 @@ pub fn activate_process(
     envs.activate(eid, uid.into(), username, now);
     let env = envs
         .get_mut(eid)
-        .ok_or_else(|| Error::msg("environment vanished"))?;
+        .ok_or_else(|| Error::new("environment vanished"))?;
     if !env.pids.contains(&pid) {
         env.pids.push(pid);
     }

@@ -133,7 +133,7 @@ pub fn attach_waiting(
                 Some(left) if !left.is_zero() => left.min(RECHECK),
                 _ => {
                     leave(dir, me)?;
-                    return Err(Error::msg(format!(
+                    return Err(Error::new(format!(
                         "Timed out after {} s waiting for {}",
                         t.as_secs_f64(),
                         describe(request, &config)
