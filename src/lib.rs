@@ -1,5 +1,10 @@
 //! genv: GPU environments, compatible with genv 1.4.3's files and command
 //! lines.
+//!
+//! Output and exits go through one place each: stdout through
+//! [`context::Context`]'s printer, stderr through [`messages`], the exit
+//! code through [`main`]. Clippy holds the rest of the crate to it.
+#![warn(clippy::print_stdout, clippy::print_stderr, clippy::exit)]
 
 pub mod backend;
 pub mod cli;

@@ -76,6 +76,13 @@ fn raw_line(line: &str) {
     say(line, None);
 }
 
+/// A line said elsewhere, passed on as it is: what a remote host printed
+/// on stderr (prefixed with its name), the decisions of a remote
+/// enforcement in genv 1.4.3's words.
+pub fn relay(line: impl Display) {
+    say(&line.to_string(), None);
+}
+
 fn say(line: &str, hint: Option<&str>) {
     let mut text = String::with_capacity(line.len() + 1);
     text.push_str(line);

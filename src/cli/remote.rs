@@ -208,7 +208,10 @@ impl Asker<'_> {
                 Answer::Ok { stdout, stderr } => match read(&stdout) {
                     Ok(value) => {
                         for line in stderr.lines() {
-                            eprintln!("[{shown}] {}", escape::terminal(line));
+                            crate::messages::relay(format_args!(
+                                "[{shown}] {}",
+                                escape::terminal(line)
+                            ));
                         }
                         answered.push((host.clone(), value));
                         continue;
@@ -281,7 +284,7 @@ fn enforce(asker: &Asker<'_>, args: EnforceArgs, ctx: &mut Context) -> Result<Ex
         let decision = remote_enforce::decide(&rows, &rules);
         if args.report {
             for line in &decision.lines {
-                eprintln!("{line}");
+                crate::messages::relay(line);
             }
             let mut map = serde_json::Map::new();
             for ((host, _), report) in answers.iter().zip(&decision.reports) {
@@ -356,7 +359,7 @@ fn execute(
                     out.push_str(&format!("[{shown}] {}\n", escape::terminal(line)));
                 }
                 for line in stderr.lines() {
-                    eprintln!("[{shown}] {}", escape::terminal(line));
+                    crate::messages::relay(format_args!("[{shown}] {}", escape::terminal(line)));
                 }
             }
             Some(Answer::Failed { code, stderr }) => {

@@ -115,15 +115,15 @@ pub fn attach_waiting(
                 tx.commit()?;
                 let position = ahead.len() + 1;
                 if told != Some(position) {
-                    eprintln!(
-                        "genv: waiting for {} ({} in line{})",
+                    crate::messages::note(format_args!(
+                        "waiting for {} ({} in line{})",
                         describe(request, &config),
                         ordinal(position),
                         match wait.timeout {
                             Some(t) => format!(", for up to {} s", t.as_secs_f64()),
                             None => String::new(),
                         }
-                    );
+                    ));
                     told = Some(position);
                 }
             }
