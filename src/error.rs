@@ -1,17 +1,20 @@
 //! The errors a user can meet. Each message names the value, the file or the
-//! fix; the entry prints it through [`crate::messages::report`]: genv's own
-//! as `genv: error: <message>` (and `hint: <hint>`), genv 1.4.3's texts
-//! ([`Error::Reference`]) as they are.
+//! fix; the entry prints it through [`report`]: genv's own as
+//! `genv: error: <message>` (and `hint: <hint>`), genv 1.4.3's texts
+//! ([`Error::Reference`], made only in [`reference`]) as they are.
+
+pub mod reference;
 
 use std::io;
 use std::path::PathBuf;
 
-use crate::messages::reference::Reference;
+use crate::messages;
+use reference::Reference;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// A message genv 1.4.3 prints word for word (clients match on them),
-    /// made only by [`crate::messages::reference`].
+    /// made only by [`reference`].
     #[error("{0}")]
     Reference(Reference),
 
@@ -126,3 +129,18 @@ impl Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Prints the error that ends a program (any of them: `genv`, the shims,
+/// the container runtime and its hook) and returns its exit code: genv
+/// 1.4.3's texts as they are, genv's own as `genv: error: …` and `hint: …`,
+/// nothing for an interrupted wait.
+pub fn report(e: &Error) -> i32 {
+    match e {
+        Error::Interrupted => {}
+        // As genv 1.4.3 prints them: a message that ends with a newline
+        // gets one more.
+        Error::Reference(text) => messages::raw_line(&text.to_string()),
+        e => messages::error(e, e.hint().as_deref()),
+    }
+    e.exit_code()
+}

@@ -108,7 +108,7 @@ fn finish(result: Result<Exit>, ctx: &mut Context) -> i32 {
     let _ = ctx.flush();
     match result {
         Ok(Exit(code)) => code,
-        Err(e) => messages::report(&e),
+        Err(e) => error::report(&e),
     }
 }
 

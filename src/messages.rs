@@ -13,15 +13,10 @@
 //! before it reaches these functions. This module and the printer of
 //! [`crate::context::Context`] are the only code that writes to stderr or
 //! stdout (clippy's `print_stdout`/`print_stderr` lints hold everywhere
-//! else), and [`report`] is the one printer of the error that ends a
-//! program.
-
-pub mod reference;
+//! else); `error::report` prints the error that ends a program through it.
 
 use std::fmt::Display;
 use std::io::Write;
-
-use crate::error::Error;
 
 const PREFIX: &str = "genv";
 
@@ -38,24 +33,9 @@ pub fn warn_hint(message: impl Display, hint: impl Display) {
     );
 }
 
-/// Prints the error that ends a program (any of them: `genv`, the shims,
-/// the container runtime and its hook) and returns its exit code: genv
-/// 1.4.3's texts as they are, genv's own as `genv: error: …` and `hint: …`,
-/// nothing for an interrupted wait.
-pub fn report(e: &Error) -> i32 {
-    match e {
-        Error::Interrupted => {}
-        // As genv 1.4.3 prints them: a message that ends with a newline
-        // gets one more.
-        Error::Reference(text) => raw_line(&text.to_string()),
-        e => error(e, e.hint().as_deref()),
-    }
-    e.exit_code()
-}
-
 /// `genv: error: …`, with a `hint:` line when a fix is known. For errors
-/// that do not end the command; those that do are returned as
-/// [`crate::error::Error`] and printed by [`report`].
+/// that do not end the command; those that do are returned as errors and
+/// printed by `error::report`.
 pub fn error(message: impl Display, hint: Option<&str>) {
     say(&format!("{PREFIX}: error: {message}"), hint);
 }
@@ -71,8 +51,8 @@ pub fn note(message: impl Display) {
     say(&format!("{PREFIX}: {message}"), None);
 }
 
-/// A line printed as it is: genv 1.4.3's texts ([`reference`]).
-fn raw_line(line: &str) {
+/// A line printed as it is: genv 1.4.3's texts (`error::reference`).
+pub(crate) fn raw_line(line: &str) {
     say(line, None);
 }
 

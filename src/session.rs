@@ -26,7 +26,7 @@ pub fn eid() -> Option<String> {
 }
 
 pub fn require_eid() -> Result<String> {
-    eid().ok_or_else(crate::messages::reference::not_active)
+    eid().ok_or_else(crate::error::reference::not_active)
 }
 
 /// The folder of `nvidia-smi` and `docker` links to this executable that

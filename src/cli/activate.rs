@@ -3,8 +3,8 @@
 
 use super::{ActivateArgs, Context, Exit};
 use crate::env_vars::{self as ev, get};
+use crate::error::reference;
 use crate::error::{Error, Result};
-use crate::messages::reference;
 use crate::provision::{self, Request};
 use crate::session;
 use crate::shell::{Action, Shell};

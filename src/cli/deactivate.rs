@@ -3,7 +3,7 @@
 
 use super::{Context, DeactivateArgs, Exit};
 use crate::error::Result;
-use crate::messages::reference;
+use crate::error::reference;
 use crate::session;
 use crate::shell::{Action, Shell};
 use crate::state::LoadOptions;

@@ -12,6 +12,6 @@ pub fn run(args: HomeArgs, ctx: &mut Context) -> Result<Exit> {
             Ok(Exit::SUCCESS)
         }
         None if args.quiet => Ok(Exit::SUCCESS),
-        None => Err(crate::messages::reference::no_home()),
+        None => Err(crate::error::reference::no_home()),
     }
 }

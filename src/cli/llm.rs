@@ -372,7 +372,7 @@ fn attach(ctx: &mut Context, model: &str) -> Result<Exit> {
         .filter_map(|s| Some((trust(s.owner), s.port?)))
         .min_by_key(|&(trust, port)| (trust, clients(port)));
     let Some((_, port)) = best else {
-        return Err(crate::messages::reference::no_llm_model(&escape::terminal(
+        return Err(crate::error::reference::no_llm_model(&escape::terminal(
             model,
         )));
     };

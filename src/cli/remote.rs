@@ -443,7 +443,7 @@ fn llm(asker: &Asker<'_>, command: RemoteLlmCommand, ctx: &mut Context) -> Resul
             let lists: Vec<&[remote_llm::Server]> =
                 answered.iter().map(|(_, s)| s.as_slice()).collect();
             let Some(index) = remote_llm::pick(&lists, &model) else {
-                return Err(crate::messages::reference::no_llm_model(&escape::terminal(
+                return Err(crate::error::reference::no_llm_model(&escape::terminal(
                     &model,
                 )));
             };
@@ -500,7 +500,7 @@ fn host_with_room(asker: &Asker<'_>, gpus: Option<u32>, gpu_memory: Option<&str>
     let snapshots: Vec<&Devices> = answers.iter().map(|(_, d)| d).collect();
     match report::find_host(&snapshots, gpus, memory) {
         Some(index) => Ok(answers.swap_remove(index).0),
-        None => Err(crate::messages::reference::no_host()),
+        None => Err(crate::error::reference::no_host()),
     }
 }
 

@@ -76,8 +76,7 @@ fn attached(ctx: &Context) -> Result<Value> {
     let indices = if crate::env_vars::get(crate::env_vars::GENV_CONTAINER).is_some() {
         crate::state::device_locks::lockable(&ctx.dir)
     } else {
-        super::lock::visible_indices()
-            .ok_or_else(crate::messages::reference::no_attached_indices)?
+        super::lock::visible_indices().ok_or_else(crate::error::reference::no_attached_indices)?
     };
     Ok(json!({ "indices": indices }))
 }

@@ -68,7 +68,7 @@ pub fn run(args: ShellArgs, ctx: &mut Context) -> Result<Exit> {
         clap_complete::generate(generator, &mut command, "genv", &mut buffer);
         out.push_str(&String::from_utf8_lossy(&buffer));
     } else {
-        out.push_str(crate::messages::reference::NOT_INITIALIZED);
+        out.push_str(crate::error::reference::NOT_INITIALIZED);
         out.push('\n');
     }
     Ok(Exit::SUCCESS)

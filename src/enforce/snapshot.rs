@@ -10,8 +10,8 @@ use std::rc::Rc;
 use crate::backend::{ComputeProcess, DeviceBackend};
 use crate::env_vars;
 use crate::error::Result;
+use crate::error::reference::log;
 use crate::memory;
-use crate::messages::reference::log;
 use crate::os::procs::{self, Identity, ProcError};
 use crate::state::{Devices, Envs, LoadOptions, StateDir};
 

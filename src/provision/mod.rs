@@ -6,8 +6,8 @@ mod wait;
 pub use wait::{Wait, attach_waiting};
 
 use crate::backend::DeviceBackend;
+use crate::error::reference;
 use crate::error::{Error, Result};
-use crate::messages::reference;
 use crate::state::{Config, Devices, LoadOptions, StateDir, Transaction};
 
 /// What an environment asks of the devices.

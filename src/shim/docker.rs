@@ -7,8 +7,8 @@ use std::ffi::OsString;
 use super::Attached;
 use crate::context::{Context, Exit};
 use crate::docker_args::{GLOBAL_WITH_VALUE, option_width};
+use crate::error::reference;
 use crate::error::{Error, Result};
-use crate::messages::reference;
 use crate::os::exec;
 use crate::session;
 

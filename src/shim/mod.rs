@@ -3,7 +3,7 @@
 //! names, genv narrows what the real program shows or gets to the
 //! environment's GPUs, then runs the real program found further on `PATH`.
 //! `GENV_BYPASS=1` runs the real program untouched. The entry
-//! ([`crate::main`]) chooses them by `argv[0]`; [`crate::os::exec`] finds
+//! (`main` in `lib.rs`) chooses them by `argv[0]`; `os::exec` finds
 //! and runs the real program.
 
 pub mod docker;

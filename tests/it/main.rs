@@ -14,6 +14,7 @@ mod container;
 mod core_cli;
 mod crash_concurrency;
 mod enforce;
+mod errors;
 mod extensions;
 mod hostile_text;
 mod llm;

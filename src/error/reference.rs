@@ -5,7 +5,7 @@
 
 use std::fmt;
 
-use crate::error::Error;
+use super::Error;
 
 /// A text genv 1.4.3 prints word for word.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -108,7 +108,7 @@ pub fn docker_unsupported_gpus(value: &str) -> Error {
 /// genv 1.4.3 does (`genv/enforce/execute.py`,
 /// `genv/entities/core/processes.py`).
 pub mod log {
-    use super::super::raw_line;
+    use crate::messages::raw_line;
 
     pub fn no_permission_to_query(pid: impl std::fmt::Display) {
         raw_line(&format!(
