@@ -1,9 +1,11 @@
 //! genv: GPU environments, compatible with genv 1.4.3's files and command
 //! lines.
 //!
-//! Output and exits go through one place each: stdout through
-//! [`context::Context`]'s printer, stderr through [`messages`], the exit
-//! code through [`main`]. Clippy holds the rest of the crate to it.
+//! What genv says goes through one place each: stderr through
+//! [`messages`], the error that ends a program through [`error::report`],
+//! stdout through [`context::Context`]'s printer, the exit code through
+//! [`main`]. Clippy's `print_stdout`, `print_stderr` and `exit` lints keep
+//! the print macros and `exit` out of the rest of the crate.
 #![warn(clippy::print_stdout, clippy::print_stderr, clippy::exit)]
 
 pub mod backend;

@@ -11,7 +11,7 @@
 //!
 //! Text that comes from the shared state goes through [`crate::escape`]
 //! before it reaches these functions. This module and the printer of
-//! [`crate::context::Context`] are the only code that writes to stderr or
+//! `Context` (`context.rs`) are the only code that writes to stderr or
 //! stdout (clippy's `print_stdout`/`print_stderr` lints hold everywhere
 //! else); `error::report` prints the error that ends a program through it.
 

@@ -10,7 +10,6 @@ use crate::docker_args::{GLOBAL_WITH_VALUE, option_width};
 use crate::error::reference;
 use crate::error::{Error, Result};
 use crate::os::exec;
-use crate::session;
 
 pub const PROGRAM: &str = "docker";
 
@@ -135,7 +134,7 @@ pub fn rewrite(
 /// be run, or the command line not rewritten.
 pub fn run(args: Vec<OsString>, ctx: &mut Context) -> Result<Exit> {
     let real = exec::find_real(PROGRAM)?;
-    let (Some(eid), false) = (session::eid(), super::bypass()) else {
+    let (Some(eid), false) = (super::environment_id(), super::bypass()) else {
         return Err(exec::exec(&real, &args));
     };
     let args = super::Args::new(args);

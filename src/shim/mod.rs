@@ -19,6 +19,11 @@ use crate::state::{LoadOptions, StateDir};
 /// The programs genv stands in for.
 pub const PROGRAMS: [&str; 2] = [nvidia_smi::PROGRAM, docker::PROGRAM];
 
+/// The active environment's identifier, when in one.
+pub fn environment_id() -> Option<String> {
+    get(ev::GENV_ENVIRONMENT_ID).filter(|eid| !eid.is_empty())
+}
+
 /// `GENV_BYPASS` set to a non-zero number.
 pub fn bypass() -> bool {
     get(ev::GENV_BYPASS)

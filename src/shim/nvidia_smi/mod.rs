@@ -17,7 +17,6 @@ use std::process::Stdio;
 use crate::context::{Context, Exit};
 use crate::error::{Error, Result};
 use crate::os::exec;
-use crate::session;
 use crate::smi::table::parse::Frames;
 use crate::state::StateDir;
 use list::ListFilter;
@@ -87,7 +86,7 @@ fn accounted(dir: &StateDir, eid: &str) -> Option<crate::state::memcap_ledger::U
 /// environment's GPUs, what it prints narrowed to the environment.
 pub fn run(args: Vec<OsString>, ctx: &mut Context) -> Result<Exit> {
     let real = exec::find_real(PROGRAM)?;
-    let (Some(eid), false) = (session::eid(), super::bypass()) else {
+    let (Some(eid), false) = (super::environment_id(), super::bypass()) else {
         return Err(exec::exec(&real, &args));
     };
     let args = super::Args::new(args);
