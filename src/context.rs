@@ -1,8 +1,9 @@
-//! What every verb is given, and what it gives back: one shape for every
-//! command, so that `main` is the only place that prints the result and
-//! exits.
+//! What every program and verb is given, and what it gives back: one shape
+//! for every command, so that the entry is the only place that prints the
+//! result and exits.
 
 use std::cell::OnceCell;
+use std::io::Write;
 
 use crate::backend::{self, DeviceBackend};
 use crate::state::StateDir;
@@ -13,18 +14,61 @@ use crate::state::StateDir;
 pub struct Context {
     pub dir: StateDir,
     pub backend: LazyBackend,
-    /// What goes to stdout, printed by `main` even when an error follows
-    /// (as genv 1.4.3 does).
+    /// What goes to stdout, printed by the entry when the command ends,
+    /// even when an error follows (as genv 1.4.3 does); a streaming
+    /// context prints it at each [`Context::print`] as well.
     pub out: String,
+    printing: Printing,
+}
+
+/// When output reaches stdout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Printing {
+    /// All at the end (the verbs: nothing printed while the state is
+    /// locked, and output before an error is still printed).
+    Buffer,
+    /// As it is made: programs that run another one or run long (the
+    /// shims, `genv lock`).
+    Stream,
 }
 
 impl Context {
+    /// A context whose output is printed at the end.
     pub fn new(dir: StateDir) -> Self {
+        Context::printing(dir, Printing::Buffer)
+    }
+
+    pub fn printing(dir: StateDir, printing: Printing) -> Self {
         Context {
             dir,
             backend: LazyBackend::default(),
             out: String::new(),
+            printing,
         }
+    }
+
+    /// Adds `text` to the output; streaming, prints it (and anything
+    /// before it) now. An error means stdout is closed: the reader went
+    /// away.
+    pub fn print(&mut self, text: &str) -> std::io::Result<()> {
+        self.out.push_str(text);
+        match self.printing {
+            Printing::Buffer => Ok(()),
+            Printing::Stream => self.flush(),
+        }
+    }
+
+    /// Prints the output so far on stdout.
+    pub fn flush(&mut self) -> std::io::Result<()> {
+        if self.out.is_empty() {
+            return Ok(());
+        }
+        let mut stdout = std::io::stdout().lock();
+        let written = stdout
+            .write_all(self.out.as_bytes())
+            .and_then(|()| stdout.flush());
+        self.out.clear();
+        written
     }
 }
 

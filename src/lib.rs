@@ -1,11 +1,19 @@
 //! genv: GPU environments, compatible with genv 1.4.3's files and command
 //! lines.
+//!
+//! What genv says goes through one place each: stderr through
+//! [`messages`], the error that ends a program through [`error::report`],
+//! stdout through [`context::Context`]'s printer, the exit code through
+//! [`main`]. Clippy's `print_stdout`, `print_stderr` and `exit` lints keep
+//! the print macros and `exit` out of the rest of the crate.
+#![warn(clippy::print_stdout, clippy::print_stderr, clippy::exit)]
 
 pub mod backend;
 pub mod cli;
 pub mod container;
 pub mod context;
 pub mod cuda;
+pub mod docker_args;
 pub mod enforce;
 pub mod env_vars;
 pub mod error;
@@ -26,22 +34,44 @@ pub mod state;
 pub mod timefmt;
 pub mod top;
 
-use std::io::Write;
+use std::ffi::OsString;
+use std::path::Path;
 
 use clap::{CommandFactory, FromArgMatches};
 
 use cli::{Cli, Command};
-use context::{Context, Exit};
+use context::{Context, Exit, Printing};
 use error::Result;
 use state::StateDir;
 
+/// A program genv is when run under another name: its arguments (without
+/// `argv[0]`) and the context in, an exit status out, as every verb.
+type Program = fn(Vec<OsString>, &mut Context) -> Result<Exit>;
+
 /// Runs genv with the process's arguments and returns the exit code: the
-/// one place that decides how genv exits.
+/// one place that decides how genv exits. `argv[0]` says which program
+/// genv is: itself, a shim (a link in the shims folder), or the container
+/// toolkit's engine wrapper, runtime or hook.
 pub fn main() -> i32 {
-    // Run as `nvidia-smi` or `docker` (a link in the shims folder).
-    if let Some(code) = shim::dispatch() {
-        return code;
-    }
+    let mut args = std::env::args_os();
+    let arg0 = args.next().unwrap_or_default();
+    let name = Path::new(&arg0).file_name().and_then(|n| n.to_str());
+    let program: Program = match name.unwrap_or_default() {
+        shim::nvidia_smi::PROGRAM => shim::nvidia_smi::run,
+        shim::docker::PROGRAM => shim::docker::run,
+        container::docker::PROGRAM => container::docker::main,
+        container::runtime::PROGRAM => container::runtime::main,
+        container::hook::PROGRAM => container::hook::main,
+        _ => return genv(),
+    };
+    // They run another program or pass its output on as it comes.
+    let mut ctx = Context::printing(StateDir::from_env(), Printing::Stream);
+    let result = program(args.collect(), &mut ctx);
+    finish(result, &mut ctx)
+}
+
+/// genv as itself: the command line parsed, the verb run.
+fn genv() -> i32 {
     let args = cli::remote::single_dash_options(std::env::args_os().collect());
     let cli = match command()
         .try_get_matches_from(args)
@@ -55,34 +85,32 @@ pub fn main() -> i32 {
                 .nth(1)
                 .is_some_and(|a| a == "activate" || a == "deactivate");
             if evaluated && e.kind() == clap::error::ErrorKind::DisplayHelp {
-                eprint!("{}", e.render());
+                messages::clap_error(e.render());
                 return 0;
             }
             let _ = e.print();
             return e.exit_code();
         }
     };
-    let mut ctx = Context::new(StateDir::from_env());
+    // `genv lock` runs a command under the locks: its output is the
+    // command's, as it comes.
+    let printing = match cli.command {
+        Some(Command::Lock(_)) => Printing::Stream,
+        _ => Printing::Buffer,
+    };
+    let mut ctx = Context::printing(StateDir::from_env(), printing);
     let result = run(cli, &mut ctx);
-    // Print what was produced even when an error follows, as the reference
-    // does; a closed pipe is not an error.
-    let mut stdout = std::io::stdout().lock();
-    let _ = stdout
-        .write_all(ctx.out.as_bytes())
-        .and_then(|()| stdout.flush());
+    finish(result, &mut ctx)
+}
+
+/// Prints what was produced, even when an error follows, as the reference
+/// does (a closed pipe is not an error), then the error; returns the exit
+/// code.
+fn finish(result: Result<Exit>, ctx: &mut Context) -> i32 {
+    let _ = ctx.flush();
     match result {
         Ok(Exit(code)) => code,
-        Err(error::Error::Interrupted) => 130,
-        Err(e) if e.is_reference_message() => {
-            // As genv 1.4.3 prints them: a message that ends with a newline
-            // gets one more.
-            eprintln!("{e}");
-            1
-        }
-        Err(e) => {
-            messages::error(&e, e.hint());
-            1
-        }
+        Err(e) => error::report(&e),
     }
 }
 
@@ -115,7 +143,7 @@ fn run(cli: Cli, ctx: &mut Context) -> Result<Exit> {
         Command::Envs(args) => cli::envs::run(args, ctx),
         Command::Home(args) => cli::home::run(args, ctx),
         Command::Llm(args) => cli::llm::run(args, ctx),
-        Command::Lock(args) => cli::lock::run(args, &ctx.dir).map(Exit),
+        Command::Lock(args) => cli::lock::run(args, ctx),
         Command::Sdk(args) => cli::sdk::run(args, ctx),
         Command::Monitor(args) => cli::monitor::run(args, ctx),
         Command::Remote(args) => cli::remote::run(args, ctx),

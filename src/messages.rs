@@ -10,7 +10,10 @@
 //! ```
 //!
 //! Text that comes from the shared state goes through [`crate::escape`]
-//! before it reaches these functions.
+//! before it reaches these functions. This module and the printer of
+//! `Context` (`context.rs`) are the only code that writes to stderr or
+//! stdout (clippy's `print_stdout`/`print_stderr` lints hold everywhere
+//! else); `error::report` prints the error that ends a program through it.
 
 use std::fmt::Display;
 use std::io::Write;
@@ -31,10 +34,16 @@ pub fn warn_hint(message: impl Display, hint: impl Display) {
 }
 
 /// `genv: error: …`, with a `hint:` line when a fix is known. For errors
-/// that do not end the command; those that do are returned as
-/// [`crate::error::Error`] and printed by `main` through [`error_line`].
+/// that do not end the command; those that do are returned as errors and
+/// printed by `error::report`.
 pub fn error(message: impl Display, hint: Option<&str>) {
     say(&format!("{PREFIX}: error: {message}"), hint);
+}
+
+/// What clap made (the help of `activate` and `deactivate`, which the
+/// shell function evals), on stderr as it is.
+pub fn clap_error(text: impl Display) {
+    let _ = write!(std::io::stderr().lock(), "{text}");
 }
 
 /// `genv: …`: progress a user waiting on genv wants to see.
@@ -42,9 +51,16 @@ pub fn note(message: impl Display) {
     say(&format!("{PREFIX}: {message}"), None);
 }
 
-/// The text of an error line, as `main` prints it.
-pub fn error_line(message: impl Display) -> String {
-    format!("{PREFIX}: error: {message}")
+/// A line printed as it is: genv 1.4.3's texts (`error::reference`).
+pub(crate) fn raw_line(line: &str) {
+    say(line, None);
+}
+
+/// A line said elsewhere, passed on as it is: what a remote host printed
+/// on stderr (prefixed with its name), the decisions of a remote
+/// enforcement in genv 1.4.3's words.
+pub fn relay(line: impl Display) {
+    say(&line.to_string(), None);
 }
 
 fn say(line: &str, hint: Option<&str>) {
@@ -59,7 +75,10 @@ fn say(line: &str, hint: Option<&str>) {
     // Unit tests: through the test harness, which keeps a passing test's
     // messages out of the run's output.
     if cfg!(test) {
-        eprint!("{text}");
+        #[allow(clippy::print_stderr)] // the printer: the harness captures only this
+        {
+            eprint!("{text}");
+        }
         return;
     }
     // One write, so lines of concurrent genv processes do not interleave;

@@ -8,18 +8,6 @@ use crate::error::{Error, Result};
 use crate::shell::Action;
 use crate::state::{Config, Transaction};
 
-pub const NOT_ACTIVE: &str = "Not running in an active environment";
-pub const ALREADY_ACTIVE: &str = "Already running in an active environment";
-
-/// What genv 1.4.3 says when `activate`/`deactivate` run without the
-/// shell function.
-pub const NOT_INITIALIZED: &str = "Your shell is not properly initialized at the moment.
-Run the following command to initialize it.
-You should also add it to your ~/.bashrc or any equivalent file.
-
-    eval \"$(genv shell --init)\"
-";
-
 /// The configuration folder, as genv 1.4.3's `genv.sdk.home()` finds it:
 /// `.genv` in the working directory, else in `$HOME`.
 pub fn home() -> Option<PathBuf> {
@@ -38,7 +26,7 @@ pub fn eid() -> Option<String> {
 }
 
 pub fn require_eid() -> Result<String> {
-    eid().ok_or_else(|| Error::msg(NOT_ACTIVE))
+    eid().ok_or_else(crate::error::reference::not_active)
 }
 
 /// The folder of `nvidia-smi` and `docker` links to this executable that
@@ -54,7 +42,7 @@ pub fn shims_dir() -> Result<PathBuf> {
                 .map(|h| PathBuf::from(h).join(".cache"))
         })
         .ok_or_else(|| {
-            Error::msg("cannot place the shims folder: neither XDG_CACHE_HOME nor HOME is set")
+            Error::new("cannot place the shims folder: neither XDG_CACHE_HOME nor HOME is set")
         })?;
     crate::shim::ensure_shims_dir(&base.join("genv").join("shims"))
 }
@@ -204,7 +192,7 @@ pub fn load_config(dir: &std::path::Path) -> Result<Config> {
         .transpose()?;
     let gpus = match field("gpus")? {
         Some(text) => Some(text.parse::<u32>().map_err(|_| {
-            Error::msg(format!(
+            Error::new(format!(
                 "{}: '{text}' is not a number of GPUs",
                 dir.join("gpus").display()
             ))
@@ -230,7 +218,7 @@ fn config_folder(dir: &std::path::Path, save: bool) -> Result<std::os::fd::Owned
         flags |= OFlags::NOFOLLOW;
     }
     rustix::fs::open(dir, flags, Mode::empty()).map_err(|e| match e {
-        rustix::io::Errno::LOOP | rustix::io::Errno::NOTDIR if save => Error::msg(format!(
+        rustix::io::Errno::LOOP | rustix::io::Errno::NOTDIR if save => Error::new(format!(
             "{} is not a folder of its own (a symbolic link?): genv saves the configuration only into a real folder",
             crate::state::file::shown(dir)
         )),
@@ -247,7 +235,7 @@ fn read_config_entry(
     use rustix::io::Errno;
     let path = dir.join(name);
     let refuse = |what: &str| {
-        Error::msg(format!(
+        Error::new(format!(
             "{} is {what}; genv reads only a regular file there (remove it)",
             crate::state::file::shown(&path)
         ))
@@ -274,7 +262,7 @@ fn read_config_entry(
             Ok(n) => {
                 filled += n;
                 if filled > limit {
-                    return Err(Error::msg(format!(
+                    return Err(Error::new(format!(
                         "{} is larger than 4 KiB, genv's limit for a .genv entry (remove it)",
                         crate::state::file::shown(&path)
                     )));

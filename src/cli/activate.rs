@@ -3,6 +3,7 @@
 
 use super::{ActivateArgs, Context, Exit};
 use crate::env_vars::{self as ev, get};
+use crate::error::reference;
 use crate::error::{Error, Result};
 use crate::provision::{self, Activated, Activation, Attach, Configure};
 use crate::session;
@@ -10,17 +11,15 @@ use crate::shell::{Action, Shell};
 use crate::state::Config;
 
 pub fn run(mut args: ActivateArgs, ctx: &mut Context) -> Result<Exit> {
-    let shell_pid = args
-        .shell
-        .ok_or_else(|| Error::msg(session::NOT_INITIALIZED))?;
+    let shell_pid = args.shell.ok_or_else(reference::not_initialized)?;
     if session::eid().is_some() {
-        return Err(Error::msg(session::ALREADY_ACTIVE));
+        return Err(reference::already_active());
     }
     if args.preactivate {
         args.no_prompt |= get("GENV_PREACTIVATE_PROMPT").as_deref() == Some("0");
         if let Some(gpus) = get("GENV_PREACTIVATE_GPUS").filter(|g| !g.is_empty()) {
             args.gpus = Some(gpus.trim().parse().map_err(|_| {
-                Error::msg(format!(
+                Error::new(format!(
                     "GENV_PREACTIVATE_GPUS: '{gpus}' is not a number of GPUs"
                 ))
             })?);

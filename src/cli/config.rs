@@ -14,7 +14,7 @@ pub fn run(args: ConfigArgs, ctx: &mut Context) -> Result<Exit> {
     // Check what the user typed before touching the state.
     let gpus = match &args.field {
         Some(ConfigFieldArg::Gpus { value: Some(v) }) => Some(v.parse::<u32>().map_err(|_| {
-            Error::msg(format!(
+            Error::new(format!(
                 "invalid number of GPUs '{v}': expected a whole number like 1 or 2"
             ))
         })?),

@@ -2,15 +2,14 @@
 //! puts every variable back.
 
 use super::{Context, DeactivateArgs, Exit};
-use crate::error::{Error, Result};
+use crate::error::Result;
+use crate::error::reference;
 use crate::session;
 use crate::shell::{Action, Shell};
 use crate::state::LoadOptions;
 
 pub fn run(args: DeactivateArgs, ctx: &mut Context) -> Result<Exit> {
-    let shell_pid = args
-        .shell
-        .ok_or_else(|| Error::msg(session::NOT_INITIALIZED))?;
+    let shell_pid = args.shell.ok_or_else(reference::not_initialized)?;
     session::require_eid()?;
     let mut tx = ctx.dir.transaction(LoadOptions::default())?;
     tx.envs_mut()?.cleanup(|pid| pid != shell_pid, |_, _| true);

@@ -77,7 +77,7 @@ pub fn run(args: EnvsArgs, ctx: &mut Context) -> Result<Exit> {
             envs.activate(&eid, uid.into(), username, now);
             let env = envs
                 .get_mut(&eid)
-                .ok_or_else(|| Error::msg("environment vanished"))?;
+                .ok_or_else(|| Error::new("environment vanished"))?;
             if let Some(pid) = target.pid {
                 env.pids.push(pid);
             }

@@ -1,15 +1,8 @@
 //! `genv home`: the `.genv` folder of the working directory or of `$HOME`.
 
 use super::{Context, Exit, HomeArgs};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::session;
-
-const NOT_FOUND: &str = "Could not find any Genv configuration directory.
-
-Create a directory named '.genv' under one of the following directories:
-  1) Current working directory (i.e. $PWD)
-  2) Home directory (i.e. $HOME)
-";
 
 pub fn run(args: HomeArgs, ctx: &mut Context) -> Result<Exit> {
     match session::home() {
@@ -19,6 +12,6 @@ pub fn run(args: HomeArgs, ctx: &mut Context) -> Result<Exit> {
             Ok(Exit::SUCCESS)
         }
         None if args.quiet => Ok(Exit::SUCCESS),
-        None => Err(Error::msg(NOT_FOUND)),
+        None => Err(crate::error::reference::no_home()),
     }
 }

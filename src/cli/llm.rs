@@ -246,11 +246,11 @@ fn ollama() -> Result<PathBuf> {
 fn free_port(host: &str) -> Result<u16> {
     let listener = std::net::TcpListener::bind((host, 0))
         .or_else(|_| std::net::TcpListener::bind(("127.0.0.1", 0)))
-        .map_err(|e| Error::msg(format!("cannot find a free port: {e}")))?;
+        .map_err(|e| Error::new(format!("cannot find a free port: {e}")))?;
     listener
         .local_addr()
         .map(|a| a.port())
-        .map_err(|e| Error::msg(format!("cannot find a free port: {e}")))
+        .map_err(|e| Error::new(format!("cannot find a free port: {e}")))
 }
 
 fn serve(
@@ -371,9 +371,8 @@ fn attach(ctx: &mut Context, model: &str) -> Result<Exit> {
         .filter_map(|s| Some((trust(s.owner), s.port?)))
         .min_by_key(|&(trust, port)| (trust, clients(port)));
     let Some((_, port)) = best else {
-        return Err(Error::msg(format!(
-            "Could not find LLM model '{}'",
-            escape::terminal(model)
+        return Err(crate::error::reference::no_llm_model(&escape::terminal(
+            model,
         )));
     };
     let program = ollama()?;
@@ -381,7 +380,7 @@ fn attach(ctx: &mut Context, model: &str) -> Result<Exit> {
         .args(["run", model])
         .env("OLLAMA_HOST", format!("localhost:{port}"))
         .exec();
-    Err(Error::msg(format!(
+    Err(Error::new(format!(
         "cannot run {}: {error}",
         escape::terminal(&program.to_string_lossy())
     )))

@@ -16,7 +16,7 @@ use std::time::Instant;
 
 pub use table::print_locks;
 
-use super::LockArgs;
+use super::{Context, Exit, LockArgs};
 use crate::env_vars as ev;
 use crate::error::{Error, Result};
 use crate::escape;
@@ -26,7 +26,10 @@ use crate::state::{Envs, LoadOptions, StateDir};
 
 const LOCKS_HINT: &str = "`genv devices locks` shows who holds and who waits for each GPU";
 
-pub fn run(args: LockArgs, dir: &StateDir) -> Result<i32> {
+/// Runs the command under the locks; streams (the command's output is its
+/// own, on the same stdout).
+pub fn run(args: LockArgs, ctx: &mut Context) -> Result<Exit> {
+    let dir = &ctx.dir;
     let eid = ev::get(ev::GENV_ENVIRONMENT_ID).filter(|e| !e.is_empty());
     let (requests, source) = match &eid {
         Some(eid) => requests(dir, eid, &args)?,
@@ -35,15 +38,11 @@ pub fn run(args: LockArgs, dir: &StateDir) -> Result<i32> {
     let locks = if requests.is_empty() {
         None
     } else {
-        match take(dir, requests, eid.clone(), &args)? {
-            Ok((locks, waited)) => {
-                if let (true, Some(eid), Source::State) = (waited, &eid, source) {
-                    still_attached(dir, eid, &locks.indices())?;
-                }
-                Some(locks)
-            }
-            Err(code) => return Ok(code),
+        let (locks, waited) = take(dir, requests, eid.clone(), &args)?;
+        if let (true, Some(eid), Source::State) = (waited, &eid, source) {
+            still_attached(dir, eid, &locks.indices())?;
         }
+        Some(locks)
     };
     let code = match args.command.split_first() {
         Some((program, rest)) => {
@@ -52,7 +51,7 @@ pub fn run(args: LockArgs, dir: &StateDir) -> Result<i32> {
         None => 0,
     };
     drop(locks);
-    Ok(code)
+    Ok(Exit(code))
 }
 
 /// Where the devices to lock came from.
@@ -178,7 +177,7 @@ fn take(
     requests: Vec<Request>,
     eid: Option<String>,
     args: &LockArgs,
-) -> Result<std::result::Result<(HeldLocks, bool), i32>> {
+) -> Result<(HeldLocks, bool)> {
     let envs = load_envs(dir);
     let mut waited = false;
     let nonblock = args.nonblock || args.timeout.is_some_and(|t| t.is_zero());
@@ -198,27 +197,25 @@ fn take(
         device_locks::acquire(dir, &requests, eid.as_deref(), &envs, options, &mut on_wait);
     let conflict_code = args.conflict_exit_code.unwrap_or(1);
     match result {
-        Ok(locks) => Ok(Ok((locks, waited))),
-        Err(LockError::Busy { index, holders }) => {
-            messages::error(
-                format!(
-                    "cannot lock GPU {index} without waiting{}",
-                    in_the_way(&envs, &holders)
-                ),
-                Some(LOCKS_HINT),
-            );
-            Ok(Err(conflict_code))
-        }
+        Ok(locks) => Ok((locks, waited)),
+        Err(LockError::Busy { index, holders }) => Err(Error::Conflict {
+            message: format!(
+                "cannot lock GPU {index} without waiting{}",
+                in_the_way(&envs, &holders)
+            ),
+            hint: LOCKS_HINT,
+            code: conflict_code,
+        }),
         Err(LockError::TimedOut { index, holders }) => {
             let timeout = args.timeout.unwrap_or_default();
-            messages::error(
-                format!(
+            Err(Error::Conflict {
+                message: format!(
                     "timed out after {timeout:?} waiting for GPU {index}{}",
                     in_the_way(&envs, &holders)
                 ),
-                Some(LOCKS_HINT),
-            );
-            Ok(Err(conflict_code))
+                hint: LOCKS_HINT,
+                code: conflict_code,
+            })
         }
         Err(LockError::Other(e)) => Err(e),
     }

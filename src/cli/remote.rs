@@ -28,9 +28,6 @@ use crate::remote::ssh::{Answer, Ssh};
 use crate::remote::{self, Host, quote};
 use crate::state::{Devices, Envs};
 
-/// genv 1.4.3's message when no host has room.
-const NO_HOST: &str = "Cannot find a host with enough available resources";
-
 pub fn run(args: RemoteArgs, ctx: &mut Context) -> Result<Exit> {
     let hostfile = match &args.hostfile {
         Some(path) => Some(std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?),
@@ -121,7 +118,7 @@ pub fn run(args: RemoteArgs, ctx: &mut Context) -> Result<Exit> {
                 .ssh
                 .command(host, &preactivate_line(&vars), true)
                 .exec();
-            return Err(Error::msg(format!(
+            return Err(Error::new(format!(
                 "cannot run {}: {err}",
                 asker.ssh.program[0]
             )));
@@ -202,13 +199,13 @@ fn enforce(asker: &Asker<'_>, args: EnforceArgs, ctx: &mut Context) -> Result<Ex
         let decision = remote_enforce::decide(&rows, &rules);
         if args.report {
             for line in &decision.lines {
-                eprintln!("{line}");
+                crate::messages::relay(line);
             }
             let mut map = serde_json::Map::new();
             for ((host, _), report) in answers.iter().zip(&decision.reports) {
                 map.insert(
                     host.hostname.clone(),
-                    serde_json::to_value(report).map_err(|e| Error::msg(e.to_string()))?,
+                    serde_json::to_value(report).map_err(|e| Error::new(e.to_string()))?,
                 );
             }
             crate::output::json::push(&mut ctx.out, &map)?;
@@ -275,7 +272,7 @@ fn execute(
                     out.push_str(&format!("[{shown}] {}\n", escape::terminal(line)));
                 }
                 for line in stderr.lines() {
-                    eprintln!("[{shown}] {}", escape::terminal(line));
+                    crate::messages::relay(format_args!("[{shown}] {}", escape::terminal(line)));
                 }
             }
             Some(Answer::Failed { code, stderr }) => {
@@ -359,9 +356,8 @@ fn llm(asker: &Asker<'_>, command: RemoteLlmCommand, ctx: &mut Context) -> Resul
             let lists: Vec<&[remote_llm::Server]> =
                 answered.iter().map(|(_, s)| s.as_slice()).collect();
             let Some(index) = remote_llm::pick(&lists, &model) else {
-                return Err(Error::msg(format!(
-                    "Could not find LLM model '{}'",
-                    escape::terminal(&model)
+                return Err(crate::error::reference::no_llm_model(&escape::terminal(
+                    &model,
                 )));
             };
             let host = &answered[index].0;
@@ -417,7 +413,7 @@ fn host_with_room(asker: &Asker<'_>, gpus: Option<u32>, gpu_memory: Option<&str>
     let snapshots: Vec<&Devices> = answers.iter().map(|(_, d)| d).collect();
     match report::find_host(&snapshots, gpus, memory) {
         Some(index) => Ok(answers.swap_remove(index).0),
-        None => Err(Error::msg(NO_HOST)),
+        None => Err(crate::error::reference::no_host()),
     }
 }
 

@@ -29,7 +29,7 @@ pub fn run(args: SdkArgs, ctx: &mut Context) -> Result<Exit> {
             let env = tx
                 .envs_mut()?
                 .get_mut(&eid)
-                .ok_or_else(|| Error::msg(format!("Environment {eid} does not exist")))?;
+                .ok_or_else(|| Error::new(format!("Environment {eid} does not exist")))?;
             env.config = config.clone();
             // Attachments follow the new capacity, as `genv config` does.
             provision::update_capacity(tx.devices_mut()?, &eid, config.gpu_memory.as_deref());
@@ -76,8 +76,7 @@ fn attached(ctx: &Context) -> Result<Value> {
     let indices = if crate::env_vars::get(crate::env_vars::GENV_CONTAINER).is_some() {
         crate::state::device_locks::lockable(&ctx.dir)
     } else {
-        super::lock::visible_indices()
-            .ok_or_else(|| Error::msg("Failed to find attached device indices"))?
+        super::lock::visible_indices().ok_or_else(crate::error::reference::no_attached_indices)?
     };
     Ok(json!({ "indices": indices }))
 }
@@ -86,7 +85,7 @@ fn attached(ctx: &Context) -> Result<Value> {
 /// as `genv config` checks them.
 fn parse_config(text: &str) -> Result<Config> {
     let config: Config = serde_json::from_str(text)
-        .map_err(|e| Error::msg(format!("invalid configuration '{text}': {e}")))?;
+        .map_err(|e| Error::new(format!("invalid configuration '{text}': {e}")))?;
     if let Some(memory) = &config.gpu_memory {
         crate::memory::validate(memory)?;
     }
@@ -94,7 +93,7 @@ fn parse_config(text: &str) -> Result<Config> {
         session::validate_name(name)?;
     }
     if config.gpus.is_some_and(|g| g < 0) {
-        return Err(Error::msg(format!(
+        return Err(Error::new(format!(
             "invalid device count {}: expected 0 or more",
             config.gpus.unwrap_or_default()
         )));
@@ -149,7 +148,7 @@ fn hold() -> Result<Exit> {
     stdout
         .write_all(b"held\n")
         .and_then(|()| stdout.flush())
-        .map_err(|e| Error::msg(format!("could not say the locks are held: {e}")))?;
+        .map_err(|e| Error::new(format!("could not say the locks are held: {e}")))?;
     drop(stdout);
     let mut byte = [0u8; 1];
     let mut stdin = std::io::stdin().lock();

@@ -54,7 +54,7 @@ pub fn run(args: ShellArgs, ctx: &mut Context) -> Result<Exit> {
     } else if let Some(shell) = args.completions {
         out.push_str(&completions(shell));
     } else {
-        out.push_str(session::NOT_INITIALIZED);
+        out.push_str(crate::error::reference::NOT_INITIALIZED);
         out.push('\n');
     }
     Ok(Exit::SUCCESS)

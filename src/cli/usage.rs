@@ -21,9 +21,9 @@ pub fn run(args: UsageArgs, ctx: &mut Context) -> Result<Exit> {
             let mut input = String::new();
             std::io::stdin()
                 .read_to_string(&mut input)
-                .map_err(|e| Error::msg(format!("could not read the report from stdin: {e}")))?;
+                .map_err(|e| Error::new(format!("could not read the report from stdin: {e}")))?;
             let report: Report = serde_json::from_str(&input)
-                .map_err(|e| Error::msg(format!("invalid report on stdin: {e}")))?;
+                .map_err(|e| Error::new(format!("invalid report on stdin: {e}")))?;
             let mut tx = ctx.dir.transaction(LoadOptions::default())?;
             enforce::execute(&report, &mut tx, &mut ctx.out)?;
             tx.commit()?;

@@ -9,9 +9,11 @@
 use std::ffi::{OsStr, OsString};
 
 use super::state_folder::ANNOTATION;
+use crate::context::{Context, Exit};
+use crate::docker_args::{GLOBAL_WITH_VALUE, option_width};
 use crate::env_vars::{self as ev, get};
 use crate::error::{Error, Result};
-use crate::shim::docker::{GLOBAL_WITH_VALUE, option_width};
+use crate::os::exec;
 use crate::state::StateDir;
 
 pub const PROGRAM: &str = "genv-docker";
@@ -52,7 +54,7 @@ struct Options {
 
 /// Runs genv-docker with `args` (without `argv[0]`); returns only when it
 /// did not replace itself with the engine.
-pub fn main(args: Vec<OsString>) -> i32 {
+pub fn main(args: Vec<OsString>, ctx: &mut Context) -> Result<Exit> {
     let engine = std::env::var_os(ev::GENV_DOCKER)
         .filter(|e| !e.is_empty())
         .unwrap_or_else(|| "docker".into());
@@ -60,25 +62,27 @@ pub fn main(args: Vec<OsString>) -> i32 {
         .filter(|r| !r.is_empty())
         .unwrap_or_else(|| RUNTIME_NAME.to_owned());
     let over_subscribe = get(ev::GENV_ALLOW_OVER_SUBSCRIPTION).as_deref() == Some("1");
-    let plan = match plan(args, engine, &runtime, over_subscribe, caller_state) {
-        Ok(plan) => plan,
-        Err(e) => return crate::shim::fail(&e),
-    };
+    let dir = &ctx.dir;
+    let plan = plan(args, engine, &runtime, over_subscribe, |look_only| {
+        caller_state(dir, look_only)
+    })?;
     if plan.help {
-        print!("{}", usage());
+        ctx.out.push_str(usage());
     }
     if plan.dry_run {
-        println!("{}", command_line(&plan));
-        return 0;
+        ctx.out.push_str(&command_line(&plan));
+        ctx.out.push('\n');
+        return Ok(Exit::SUCCESS);
     }
-    crate::shim::exec(std::path::Path::new(&plan.engine), &plan.args)
+    // Help first, then the engine's own.
+    let _ = ctx.flush();
+    Err(exec::exec(std::path::Path::new(&plan.engine), &plan.args))
 }
 
 /// The caller's state folder, as the runtime gets it: absolute, links
 /// resolved (the runtime takes none), and made as every genv command makes
 /// it, unless `look_only` (a dry run, which makes nothing).
-fn caller_state(look_only: bool) -> Result<String> {
-    let dir = StateDir::from_env();
+fn caller_state(dir: &StateDir, look_only: bool) -> Result<String> {
     if !look_only {
         dir.root_dir()?;
     }

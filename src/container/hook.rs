@@ -19,7 +19,7 @@ use super::spec::Spec;
 use serde_json::Value;
 
 use super::env_get;
-use crate::context::{Context, LazyBackend};
+use crate::context::{Context, Exit, LazyBackend};
 use crate::env_vars as ev;
 use crate::error::{Error, Result};
 use crate::provision::{self, Activation, Attach, Configure};
@@ -34,31 +34,33 @@ struct State {
     bundle: PathBuf,
 }
 
-pub fn main(args: Vec<OsString>) -> i32 {
+/// Runs the hook stage `args` names (without `argv[0]`). The state folder
+/// is the one the bundle names, else the context's (the runtime's).
+pub fn main(args: Vec<OsString>, ctx: &mut Context) -> Result<Exit> {
     let stage = args.first().and_then(|a| a.to_str()).unwrap_or_default();
-    let result = read_state().and_then(|state| match stage {
-        "prestart" | "createRuntime" => prestart(&state),
-        "poststop" => poststop(&state),
-        _ => Err(Error::hinted(
-            format!("unknown hook stage '{}'", crate::escape::terminal(stage)),
-            "genv's hooks are 'prestart' and 'poststop'",
-        )),
-    });
-    match result {
-        Ok(()) => 0,
-        Err(e) => crate::shim::fail(&e),
+    let state = read_state()?;
+    match stage {
+        "prestart" | "createRuntime" => prestart(&state, &ctx.dir)?,
+        "poststop" => poststop(&state, &ctx.dir)?,
+        _ => {
+            return Err(Error::hinted(
+                format!("unknown hook stage '{}'", crate::escape::terminal(stage)),
+                "genv's hooks are 'prestart' and 'poststop'",
+            ));
+        }
     }
+    Ok(Exit::SUCCESS)
 }
 
 fn read_state() -> Result<State> {
     let mut text = String::new();
     std::io::stdin().read_to_string(&mut text).map_err(|e| {
-        Error::msg(format!(
+        Error::new(format!(
             "could not read the container's state on stdin: {e}"
         ))
     })?;
     let json: Value = serde_json::from_str(&text)
-        .map_err(|e| Error::msg(format!("the container's state on stdin is not JSON: {e}")))?;
+        .map_err(|e| Error::new(format!("the container's state on stdin is not JSON: {e}")))?;
     let field = |name: &str| json.get(name).and_then(Value::as_str).map(str::to_owned);
     Ok(State {
         id: field("id").unwrap_or_default(),
@@ -70,13 +72,13 @@ fn read_state() -> Result<State> {
 /// The environment identifier the runtime gave the hook, else the one in
 /// the configuration, else the container's id.
 fn environment_id(env: &[String], state: &State) -> String {
-    crate::shim::environment_id()
+    crate::session::eid()
         .or_else(|| env_get(env, ev::GENV_ENVIRONMENT_ID).map(str::to_owned))
         .filter(|e| !e.is_empty())
         .unwrap_or_else(|| state.id.clone())
 }
 
-fn prestart(state: &State) -> Result<()> {
+fn prestart(state: &State, given: &StateDir) -> Result<()> {
     let config_path = state.bundle.join("config.json");
     let (mut json, spec): (Value, Spec) = super::runtime::read(&config_path)?;
     let env = spec
@@ -87,16 +89,16 @@ fn prestart(state: &State) -> Result<()> {
     if env_get(&env, ev::GENV_ACTIVATE) == Some("0") {
         return Ok(());
     }
-    let dir = state_dir(&spec, state)?;
+    let dir = state_dir(&spec, state, given)?;
     let pid = state
         .pid
-        .ok_or_else(|| Error::msg("the container's state names no pid to activate"))?;
+        .ok_or_else(|| Error::new("the container's state names no pid to activate"))?;
     let eid = environment_id(&env, state);
     let config = Config {
         name: None,
         gpus: match env_get(&env, ev::GENV_GPUS).filter(|g| !g.is_empty()) {
             Some(gpus) => Some(gpus.parse().map_err(|_| {
-                Error::msg(format!(
+                Error::new(format!(
                     "{}={} is not a count of devices",
                     ev::GENV_GPUS,
                     crate::escape::terminal(gpus)
@@ -116,7 +118,7 @@ fn prestart(state: &State) -> Result<()> {
                 .map(|i| i.trim().parse::<u32>())
                 .collect::<std::result::Result<Vec<_>, _>>()
                 .map_err(|_| {
-                    Error::msg(format!(
+                    Error::new(format!(
                         "{}={list} is not a list of device indices",
                         ev::GENV_GPU_INDICES
                     ))
@@ -148,8 +150,7 @@ fn prestart(state: &State) -> Result<()> {
                     crate::escape::terminal(&state.id)
                 ),
                 e.hint()
-                    .unwrap_or("see 'genv devices' and 'genv envs'")
-                    .to_owned(),
+                    .unwrap_or_else(|| "see 'genv devices' and 'genv envs'".to_owned()),
             )
         })?;
     let attached = attach.then_some(activated.indices);
@@ -184,11 +185,11 @@ fn prestart(state: &State) -> Result<()> {
 /// The host's state folder: the one the bundle names (checked again: it
 /// may have changed since the runtime looked), else the one the runtime
 /// gave the hook.
-fn state_dir(spec: &Spec, state: &State) -> Result<StateDir> {
+fn state_dir(spec: &Spec, state: &State, given: &StateDir) -> Result<StateDir> {
     Ok(
         match super::state_folder::from_bundle(spec, &state.bundle)? {
             Some(folder) => StateDir::new(folder),
-            None => StateDir::from_env(),
+            None => given.clone(),
         },
     )
 }
@@ -263,7 +264,7 @@ fn container_uid(spec: &Spec) -> (u32, u32) {
 
 /// Releases the container's environment: its init process leaves it, and
 /// an environment left without processes goes with its devices.
-fn poststop(state: &State) -> Result<()> {
+fn poststop(state: &State, given: &StateDir) -> Result<()> {
     // An unreadable configuration still releases the environment, named
     // after the container.
     let spec = std::fs::read(state.bundle.join("config.json"))
@@ -279,7 +280,7 @@ fn poststop(state: &State) -> Result<()> {
         return Ok(());
     }
     let eid = environment_id(&env, state);
-    release(&state_dir(&spec, state)?, &eid, state.pid, &spec)
+    release(&state_dir(&spec, state, given)?, &eid, state.pid, &spec)
 }
 
 /// The container's process leaves its environment; an environment left

@@ -15,8 +15,10 @@ use serde_json::{Value, json};
 use super::spec::{Process, Spec};
 
 use super::{MEMCAP_IN_CONTAINER, SHIMS_IN_CONTAINER, STATE_IN_CONTAINER, env_get};
+use crate::context::{Context, Exit};
 use crate::env_vars as ev;
 use crate::error::{Error, Result};
+use crate::os::exec;
 
 pub const PROGRAM: &str = "genv-container-runtime";
 
@@ -33,20 +35,21 @@ const GLOBAL_WITH_VALUE: [&str; 6] = [
     "--cgroup-manager",
 ];
 
-pub fn main(args: Vec<OsString>) -> i32 {
+/// Runs the runtime with `args` (without `argv[0]`); returns only when it
+/// did not replace itself with the real runtime. Its state folder is the
+/// one the bundle names, not the context's.
+pub fn main(args: Vec<OsString>, _: &mut Context) -> Result<Exit> {
     let text: Vec<String> = args
         .iter()
         .map(|a| a.to_string_lossy().into_owned())
         .collect();
-    if let Err(e) = prepare(&text) {
-        return crate::shim::fail(&e);
-    }
+    prepare(&text)?;
     for name in REAL_RUNTIMES {
         if let Some(real) = find_runtime(name) {
-            return crate::shim::exec(&real, &args);
+            return Err(exec::exec(&real, &args));
         }
     }
-    crate::shim::fail(&Error::hinted(
+    Err(Error::hinted(
         "genv-container-runtime found no OCI runtime to run (nvidia-container-runtime, runc or crun) on PATH",
         "install runc, or the NVIDIA Container Toolkit",
     ))
@@ -56,7 +59,7 @@ pub fn main(args: Vec<OsString>) -> i32 {
 /// system's folders, since engines call runtimes with a reduced `PATH`.
 fn find_runtime(name: &str) -> Option<PathBuf> {
     use std::os::unix::fs::PermissionsExt;
-    crate::shim::find_real(name).ok().or_else(|| {
+    exec::find_real(name).ok().or_else(|| {
         SYSTEM_PATH
             .split(':')
             .map(|dir| Path::new(dir).join(name))
@@ -193,7 +196,7 @@ pub fn rewrite_config(path: &Path, id: &str) -> Result<()> {
     let mut mounts = Vec::new();
     if env_get(&env, ev::GENV_MOUNT_SHIMS) != Some("0") {
         let genv = super::static_genv()?;
-        for name in [crate::shim::nvidia_smi::PROGRAM, "genv"] {
+        for name in [crate::smi::PROGRAM, "genv"] {
             mounts.push(bind(&genv, &format!("{SHIMS_IN_CONTAINER}/{name}"), "ro")?);
         }
     }
@@ -215,7 +218,7 @@ pub fn rewrite_config(path: &Path, id: &str) -> Result<()> {
         // The hook mounts the attached devices' locks and the ledger in it.
         mounts.push(state_tmpfs());
     }
-    json["process"]["env"] = serde_json::to_value(&env).map_err(|e| Error::msg(e.to_string()))?;
+    json["process"]["env"] = serde_json::to_value(&env).map_err(|e| Error::new(e.to_string()))?;
     let exe = std::env::current_exe().map_err(|e| Error::io("/proc/self/exe", e))?;
     if env_get(&env, ev::GENV_ACTIVATE) != Some("0") {
         let state = super::state_folder::from_bundle(&spec, bundle)?;
@@ -285,7 +288,7 @@ pub fn rewrite_process(path: &Path, id: &str) -> Result<()> {
     // The container's variables come with the process: `LD_PRELOAD` is
     // there when the container has the library.
     let env = process_env(process.env().clone().unwrap_or_default(), id, false);
-    json["env"] = serde_json::to_value(&env).map_err(|e| Error::msg(e.to_string()))?;
+    json["env"] = serde_json::to_value(&env).map_err(|e| Error::new(e.to_string()))?;
     write(path, &json)
 }
 
@@ -325,7 +328,7 @@ fn bind(source: &Path, destination: &str, mode: &str) -> Result<Value> {
 /// A path as JSON text, which OCI paths are.
 fn utf8(path: &Path) -> Result<&str> {
     path.to_str().ok_or_else(|| {
-        Error::msg(format!(
+        Error::new(format!(
             "{} cannot be named in an OCI configuration: it is not UTF-8",
             path.display()
         ))
@@ -354,7 +357,7 @@ fn push(json: &mut Value, keys: &[&str], item: Value) {
 pub fn read<T: serde::de::DeserializeOwned>(path: &Path) -> Result<(Value, T)> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
     let invalid = |e: serde_json::Error| {
-        Error::msg(format!("{} is not a valid OCI file: {e}", path.display()))
+        Error::new(format!("{} is not a valid OCI file: {e}", path.display()))
     };
     let json: Value = serde_json::from_slice(&bytes).map_err(invalid)?;
     let typed = serde_json::from_value(json.clone()).map_err(invalid)?;
@@ -363,7 +366,7 @@ pub fn read<T: serde::de::DeserializeOwned>(path: &Path) -> Result<(Value, T)> {
 
 /// Replaces `path` with `json`: a new file beside it renamed over it.
 pub fn write(path: &Path, json: &Value) -> Result<()> {
-    let bytes = serde_json::to_vec(json).map_err(|e| Error::msg(e.to_string()))?;
+    let bytes = serde_json::to_vec(json).map_err(|e| Error::new(e.to_string()))?;
     let name = path.file_name().unwrap_or_default().to_string_lossy();
     let temporary = path.with_file_name(format!(".{name}.genv-{}", std::process::id()));
     std::fs::write(&temporary, bytes).map_err(|e| Error::io(&temporary, e))?;

@@ -19,6 +19,7 @@ use super::Report;
 use super::snapshot::Snapshot;
 use crate::env_vars;
 use crate::error::Result;
+use crate::error::reference::log;
 use crate::escape::terminal;
 use crate::messages;
 use crate::os::procs::{self, Identity};
@@ -59,7 +60,7 @@ fn detach(report: &Report, tx: &mut Transaction<'_>, out: &mut String, act: bool
     let mut count = 0;
     for (index, raw, envs) in entries {
         let Some(index) = index else {
-            eprintln!("[ERROR] Invalid device index {raw:?} in the report");
+            messages::error(format!("invalid device index {raw:?} in the report"), None);
             continue;
         };
         for env in &envs.envs {
@@ -123,28 +124,26 @@ pub fn execute(
         }
         // Never 0 or negative: kill() would signal whole process groups.
         if process.pid <= 0 {
-            eprintln!("[ERROR] Refusing to terminate invalid pid {}", process.pid);
+            messages::error(
+                format!("refusing to terminate invalid pid {}", process.pid),
+                None,
+            );
             continue;
         }
         let pidfd = match judged(process.pid, tx) {
             Ok(pidfd) => pidfd,
             Err(why) => {
-                eprintln!(
-                    "[ERROR] Refusing to terminate process {}: {why}",
-                    process.pid
+                messages::error(
+                    format!("refusing to terminate process {}: {why}", process.pid),
+                    None,
                 );
                 continue;
             }
         };
         match send(&pidfd, Signal::TERM) {
             Ok(()) => terminated += 1,
-            Err(Errno::PERM) => {
-                eprintln!(
-                    "[ERROR] Not enough permissions to terminate process {}",
-                    process.pid
-                )
-            }
-            Err(_) => eprintln!("[DEBUG] Process {} already terminated", process.pid),
+            Err(Errno::PERM) => log::no_permission_to_terminate(process.pid),
+            Err(_) => log::already_terminated(process.pid),
         }
     }
     let detached = detach(report, tx, out, true)?;
@@ -292,13 +291,10 @@ pub fn enforce(
                 });
             }
             Err(Errno::PERM) => {
-                eprintln!(
-                    "[ERROR] Not enough permissions to terminate process {}",
-                    process.pid
-                );
+                log::no_permission_to_terminate(process.pid);
                 done.refused += 1;
             }
-            Err(_) => eprintln!("[DEBUG] Process {} already terminated", process.pid),
+            Err(_) => log::already_terminated(process.pid),
         }
     }
     if !report.detach.is_empty() {

@@ -10,6 +10,7 @@ use std::rc::Rc;
 use crate::backend::{ComputeProcess, DeviceBackend};
 use crate::env_vars;
 use crate::error::Result;
+use crate::error::reference::log;
 use crate::memory;
 use crate::os::procs::{self, Identity, ProcError};
 use crate::state::{Devices, Envs, LoadOptions, StateDir};
@@ -311,10 +312,8 @@ pub fn inspect(pid: u32) -> Inspection {
         Err(e) => Err(e),
     };
     match (&identity, &claim) {
-        (_, Err(ProcError::Denied)) => {
-            eprintln!("[WARNING] Not enough permissions to query environment of process {pid}")
-        }
-        (_, Err(ProcError::Gone)) => eprintln!("[DEBUG] Process {pid} already terminated"),
+        (_, Err(ProcError::Denied)) => log::no_permission_to_query(pid),
+        (_, Err(ProcError::Gone)) => log::already_terminated(pid),
         _ => {}
     }
     Inspection {

@@ -111,7 +111,7 @@ pub fn publish(dir: &StateDir, config_dir: &Path, exporter: &str) -> Result<()> 
     };
     for (path, content) in &files {
         let relative = path.strip_prefix(config_dir).map_err(|_| {
-            Error::msg(format!(
+            Error::new(format!(
                 "{} is outside {}",
                 path.display(),
                 config_dir.display()

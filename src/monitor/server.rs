@@ -87,7 +87,7 @@ pub fn run(
         std::thread::Builder::new()
             .name("genv-monitor-http".into())
             .spawn(move || server.serve(shared, limits))
-            .map_err(|e| Error::msg(format!("could not start the HTTP server: {e}")))?
+            .map_err(|e| Error::new(format!("could not start the HTTP server: {e}")))?
     };
     let mut failing = false;
     let signal = loop {

@@ -2,5 +2,6 @@
 //! processes, users and signals, and the children it runs.
 
 pub mod child;
+pub mod exec;
 pub mod procs;
 pub mod signals;

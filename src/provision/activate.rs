@@ -82,7 +82,7 @@ pub fn activate(
         survey_always,
     } = activation;
     if eid.is_empty() {
-        return Err(Error::msg("the environment identifier must not be empty"));
+        return Err(Error::new("the environment identifier must not be empty"));
     }
     let uid = crate::os::procs::current_uid();
     let username = crate::os::procs::username(uid);
@@ -106,7 +106,7 @@ pub fn activate(
     envs.activate(eid, uid.into(), username, now);
     let env = envs
         .get_mut(eid)
-        .ok_or_else(|| Error::msg("environment vanished"))?;
+        .ok_or_else(|| Error::new("environment vanished"))?;
     if !env.pids.contains(&pid) {
         env.pids.push(pid);
     }

@@ -9,6 +9,7 @@ mod wait;
 pub use activate::{Activated, Activation, Attach, Configure, activate};
 pub use wait::{Wait, attach_waiting};
 
+use crate::error::reference;
 use crate::error::{Error, Result};
 use crate::state::{Config, Devices, Transaction};
 
@@ -60,10 +61,10 @@ pub fn attach(
         let wanted = count as usize;
         if current < wanted {
             if wanted > devices.devices.len() {
-                return Err(AttachError::Impossible(Error::msg(format!(
-                    "Requested more devices ({count}) than total available ({})",
-                    devices.devices.len()
-                ))));
+                return Err(AttachError::Impossible(reference::more_devices_than_total(
+                    count,
+                    devices.devices.len(),
+                )));
             }
             let indices = devices
                 .find_available(
@@ -72,7 +73,7 @@ pub fn attach(
                     gpu_memory.as_deref(),
                     request.over_subscribe,
                 )
-                .ok_or_else(|| AttachError::Unavailable(Error::msg("No available devices")))?;
+                .ok_or_else(|| AttachError::Unavailable(reference::no_available_devices()))?;
             for index in indices {
                 if let Some(device) = devices.get_mut(index) {
                     device.attach(
@@ -98,16 +99,16 @@ pub fn attach(
             .map(|d| d.index.to_string())
             .collect();
         let device = devices.get_mut(index).ok_or_else(|| {
-            AttachError::Impossible(Error::msg(format!(
+            AttachError::Impossible(Error::new(format!(
                 "Device {index} does not exist (devices: {})",
                 known.join(",")
             )))
         })?;
         if !device.is_attached(eid) {
             if !request.over_subscribe && !device.available(gpu_memory.as_deref()) {
-                return Err(AttachError::Unavailable(Error::msg(format!(
-                    "Device {index} is not available"
-                ))));
+                return Err(AttachError::Unavailable(reference::device_not_available(
+                    index,
+                )));
             }
             device.attach(eid, gpu_memory.map(String::from), now.to_owned());
         }

@@ -115,15 +115,15 @@ pub fn attach_waiting(
                 tx.commit()?;
                 let position = ahead.len() + 1;
                 if told != Some(position) {
-                    eprintln!(
-                        "genv: waiting for {} ({} in line{})",
+                    crate::messages::note(format_args!(
+                        "waiting for {} ({} in line{})",
                         describe(request, &config),
                         ordinal(position),
                         match wait.timeout {
                             Some(t) => format!(", for up to {} s", t.as_secs_f64()),
                             None => String::new(),
                         }
-                    );
+                    ));
                     told = Some(position);
                 }
             }
@@ -133,7 +133,7 @@ pub fn attach_waiting(
                 Some(left) if !left.is_zero() => left.min(RECHECK),
                 _ => {
                     leave(dir, me)?;
-                    return Err(Error::msg(format!(
+                    return Err(Error::new(format!(
                         "Timed out after {} s waiting for {}",
                         t.as_secs_f64(),
                         describe(request, &config)

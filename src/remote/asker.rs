@@ -28,7 +28,7 @@ impl Asker<'_> {
         if self.throw_on_error {
             return Err(match hint {
                 Some(hint) => Error::hinted(message, hint),
-                None => Error::msg(message),
+                None => Error::new(message),
             });
         }
         if !self.quiet {
@@ -58,7 +58,10 @@ impl Asker<'_> {
                 Answer::Ok { stdout, stderr } => match read(&stdout) {
                     Ok(value) => {
                         for line in stderr.lines() {
-                            eprintln!("[{shown}] {}", escape::terminal(line));
+                            crate::messages::relay(format_args!(
+                                "[{shown}] {}",
+                                escape::terminal(line)
+                            ));
                         }
                         answered.push((host.clone(), value));
                         continue;
@@ -101,7 +104,7 @@ impl Asker<'_> {
     /// the connection.
     pub fn exec_on(&self, host: &Host, args: &[String]) -> Error {
         let err = self.ssh.terminal_command(host, &command_line(args)).exec();
-        Error::msg(format!("cannot run {}: {err}", self.ssh.program[0]))
+        Error::new(format!("cannot run {}: {err}", self.ssh.program[0]))
     }
 }
 

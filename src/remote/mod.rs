@@ -51,7 +51,7 @@ pub fn parse_hosts(
             ));
         }
         if user.is_some_and(|u| u.is_empty() || u.starts_with('-')) {
-            return Err(Error::msg(format!("'{name}' does not name a login")));
+            return Err(Error::new(format!("'{name}' does not name a login")));
         }
         hosts.push(Host {
             hostname: hostname.to_owned(),

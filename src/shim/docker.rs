@@ -5,43 +5,13 @@
 use std::ffi::OsString;
 
 use super::Attached;
+use crate::context::{Context, Exit};
+use crate::docker_args::{GLOBAL_WITH_VALUE, option_width};
+use crate::error::reference;
+use crate::error::{Error, Result};
+use crate::os::exec;
 
 pub const PROGRAM: &str = "docker";
-
-/// Docker's global options that take a value (`docker -H host run …`).
-pub(crate) const GLOBAL_WITH_VALUE: [&str; 10] = [
-    "--config",
-    "-c",
-    "--context",
-    "-H",
-    "--host",
-    "-l",
-    "--log-level",
-    "--tlscacert",
-    "--tlscert",
-    "--tlskey",
-];
-
-/// Options of `docker run`/`create` that take no value; every other option
-/// without `=` takes the next argument.
-const RUN_BOOLEAN_LONG: [&str; 15] = [
-    "--detach",
-    "--interactive",
-    "--tty",
-    "--rm",
-    "--init",
-    "--privileged",
-    "--read-only",
-    "--publish-all",
-    "--no-healthcheck",
-    "--oom-kill-disable",
-    "--sig-proxy",
-    "--disable-content-trust",
-    "--quiet",
-    "--help",
-    "--use-api-socket",
-];
-const RUN_BOOLEAN_SHORT: [char; 5] = ['d', 'i', 't', 'P', 'q'];
 
 /// Where the options of `run`/`create` start, or `None` for other commands.
 fn run_options_start(args: &[String]) -> Option<usize> {
@@ -63,26 +33,6 @@ fn run_options_start(args: &[String]) -> Option<usize> {
             _ => None,
         },
         _ => None,
-    }
-}
-
-/// How many arguments an option of `run`/`create` spans: 1 when it takes
-/// no value or holds it (`--name=x`, `-eX=1`), 2 when its value follows.
-pub(crate) fn option_width(arg: &str) -> usize {
-    if let Some(long) = arg.strip_prefix("--") {
-        if long.contains('=') || RUN_BOOLEAN_LONG.contains(&arg) {
-            1
-        } else {
-            2
-        }
-    } else {
-        let letters: Vec<char> = arg.chars().skip(1).collect();
-        match letters.iter().position(|c| !RUN_BOOLEAN_SHORT.contains(c)) {
-            // A value option last (`-it -e`, `-e`) takes the next
-            // argument; one with letters after it (`-eX=1`) has its value.
-            Some(at) if at == letters.len() - 1 => 2,
-            _ => 1,
-        }
     }
 }
 
@@ -112,7 +62,7 @@ pub fn rewrite(
     args: &[String],
     eid: &str,
     attached: impl FnOnce() -> Attached,
-) -> Result<Vec<String>, String> {
+) -> Result<Vec<String>> {
     let Some(start) = run_options_start(args) else {
         return Ok(args.to_vec());
     };
@@ -128,8 +78,9 @@ pub fn rewrite(
     let devices = match attached() {
         Attached::Devices(devices) => devices,
         Attached::Unknown => {
-            return Err(format!(
-                "Cannot tell which GPUs are attached to environment {eid}; run 'genv attach' first, or set GENV_BYPASS=1 to run docker untouched"
+            return Err(Error::hinted(
+                format!("cannot tell which GPUs are attached to environment {eid}"),
+                "run 'genv attach' first, or set GENV_BYPASS=1 to run docker untouched",
             ));
         }
     };
@@ -137,9 +88,9 @@ pub fn rewrite(
         devices
     } else if let Ok(count) = value.parse::<usize>() {
         if count > devices.len() {
-            return Err(format!(
-                "Requested {count} devices but only {} are attached to environment",
-                devices.len()
+            return Err(reference::docker_more_devices_than_attached(
+                count,
+                devices.len(),
             ));
         }
         devices[..count].to_vec()
@@ -151,14 +102,14 @@ pub fn rewrite(
                 } else {
                     devices.join(",")
                 };
-                return Err(format!(
+                return Err(Error::new(format!(
                     "GPU {device} is not attached to environment {eid} (attached: {attached})"
-                ));
+                )));
             }
         }
         list.split(',').map(|d| d.trim().to_owned()).collect()
     } else {
-        return Err(format!("Unsupported value for '--gpus' ({raw})"));
+        return Err(reference::docker_unsupported_gpus(raw));
     };
     let new_value = if chosen.is_empty() {
         "0".to_owned()
@@ -179,26 +130,16 @@ pub fn rewrite(
     Ok(out)
 }
 
-/// The shim's entry point.
-pub fn run(args: Vec<OsString>) -> i32 {
-    let real = match super::find_real(PROGRAM) {
-        Ok(real) => real,
-        Err(e) => return super::fail(&e),
-    };
+/// The shim's entry point: returns only when the real docker could not
+/// be run, or the command line not rewritten.
+pub fn run(args: Vec<OsString>, ctx: &mut Context) -> Result<Exit> {
+    let real = exec::find_real(PROGRAM)?;
     let (Some(eid), false) = (super::environment_id(), super::bypass()) else {
-        return super::exec(&real, &args);
+        return Err(exec::exec(&real, &args));
     };
     let args = super::Args::new(args);
-    match rewrite(args.text(), &eid, || super::attached(&eid)) {
-        Ok(new_args) => match args.given(&new_args) {
-            Ok(new_args) => super::exec(&real, &new_args),
-            Err(e) => super::fail(&e),
-        },
-        Err(message) => {
-            eprintln!("{message}");
-            1
-        }
-    }
+    let new_args = rewrite(args.text(), &eid, || super::attached(&ctx.dir, &eid))?;
+    Err(exec::exec(&real, &args.given(&new_args)?))
 }
 
 #[cfg(test)]
@@ -244,12 +185,16 @@ mod tests {
 
     #[test]
     fn errors() {
-        let err = rewrite(&args("run --gpus 3 img"), "e1", devices(&["0"])).unwrap_err();
+        let err = rewrite(&args("run --gpus 3 img"), "e1", devices(&["0"]))
+            .unwrap_err()
+            .to_string();
         assert_eq!(
             err,
             "Requested 3 devices but only 1 are attached to environment"
         );
-        let err = rewrite(&args("run --gpus device=1 img"), "e1", devices(&["0"])).unwrap_err();
+        let err = rewrite(&args("run --gpus device=1 img"), "e1", devices(&["0"]))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("GPU 1 is not attached"), "{err}");
         assert!(rewrite(&args("run --gpus bogus img"), "e1", devices(&["0"])).is_err());
     }

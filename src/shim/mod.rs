@@ -2,16 +2,15 @@
 //! put first on `PATH` in an activated environment. Run under one of those
 //! names, genv narrows what the real program shows or gets to the
 //! environment's GPUs, then runs the real program found further on `PATH`.
-//! `GENV_BYPASS=1` runs the real program untouched.
+//! `GENV_BYPASS=1` runs the real program untouched. The entry
+//! (`main` in `lib.rs`) chooses them by `argv[0]`; `os::exec` finds
+//! and runs the real program.
 
 pub mod docker;
 pub mod nvidia_smi;
 
 use std::ffi::OsString;
-use std::os::unix::fs::MetadataExt;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use crate::env_vars::{self as ev, get};
 use crate::error::{Error, Result};
@@ -20,24 +19,9 @@ use crate::state::{LoadOptions, StateDir};
 /// The programs genv stands in for.
 pub const PROGRAMS: [&str; 2] = [nvidia_smi::PROGRAM, docker::PROGRAM];
 
-/// How many shims may run one another before we call it a loop (a copy of
-/// genv, not a link, installed as the "real" program).
-const MAX_DEPTH: u32 = 8;
-
-/// Runs the shim that `argv[0]` names, or `None` when genv runs as itself.
-pub fn dispatch() -> Option<i32> {
-    let mut args = std::env::args_os();
-    let arg0 = args.next()?;
-    let name = Path::new(&arg0).file_name()?.to_str()?.to_owned();
-    let rest: Vec<OsString> = args.collect();
-    match name.as_str() {
-        nvidia_smi::PROGRAM => Some(nvidia_smi::run(rest)),
-        docker::PROGRAM => Some(docker::run(rest)),
-        crate::container::DOCKER_PROGRAM => Some(crate::container::docker::main(rest)),
-        crate::container::RUNTIME_PROGRAM => Some(crate::container::runtime::main(rest)),
-        crate::container::HOOK_PROGRAM => Some(crate::container::hook::main(rest)),
-        _ => None,
-    }
+/// The active environment's identifier, when in one.
+pub fn environment_id() -> Option<String> {
+    get(ev::GENV_ENVIRONMENT_ID).filter(|eid| !eid.is_empty())
 }
 
 /// `GENV_BYPASS` set to a non-zero number.
@@ -45,85 +29,6 @@ pub fn bypass() -> bool {
     get(ev::GENV_BYPASS)
         .and_then(|v| v.trim().parse::<i64>().ok())
         .is_some_and(|v| v != 0)
-}
-
-/// The active environment's identifier, when in one.
-pub fn environment_id() -> Option<String> {
-    get(ev::GENV_ENVIRONMENT_ID).filter(|eid| !eid.is_empty())
-}
-
-/// The real `program`: the first one on `PATH` that is not genv itself
-/// (compared by device and inode, so links and hard links to genv, and the
-/// shims folder, are all skipped).
-pub fn find_real(program: &str) -> Result<PathBuf> {
-    let me = std::env::current_exe()
-        .and_then(std::fs::metadata)
-        .map(|m| (m.dev(), m.ino()))
-        .ok();
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    for dir in std::env::split_paths(&path) {
-        if dir.as_os_str().is_empty() {
-            continue;
-        }
-        let candidate = dir.join(program);
-        let Ok(meta) = std::fs::metadata(&candidate) else {
-            continue;
-        };
-        if !meta.is_file() || meta.mode() & 0o111 == 0 {
-            continue;
-        }
-        if Some((meta.dev(), meta.ino())) == me {
-            continue;
-        }
-        return Ok(candidate);
-    }
-    Err(Error::msg(format!(
-        "genv's {program} shim could not find the real {program} on PATH (other than the shim itself); install {program} or fix PATH"
-    )))
-}
-
-/// Replaces this process with `program` run with `args`; returns only on
-/// failure, with the exit code to use.
-pub fn exec(program: &Path, args: &[OsString]) -> i32 {
-    let error = match next_depth() {
-        Ok(depth) => Command::new(program)
-            .args(args)
-            .env(ev::GENV_SHIM_DEPTH, depth.to_string())
-            .exec(),
-        Err(e) => return fail(&e),
-    };
-    let name = program.display();
-    eprintln!("genv: could not run {name}: {error}");
-    if error.kind() == std::io::ErrorKind::NotFound {
-        127
-    } else {
-        126
-    }
-}
-
-/// The depth to give to the real program, refusing a loop of shims.
-pub fn next_depth() -> Result<u32> {
-    let depth = get(ev::GENV_SHIM_DEPTH)
-        .and_then(|v| v.parse::<u32>().ok())
-        .unwrap_or(0);
-    if depth >= MAX_DEPTH {
-        return Err(Error::msg(format!(
-            "genv shims call one another in a loop ({} levels); a copy of genv is installed as the real program on PATH — remove it, or set {}=1",
-            depth,
-            ev::GENV_BYPASS
-        )));
-    }
-    Ok(depth + 1)
-}
-
-/// Prints an error as genv does and returns exit code 1.
-pub fn fail(error: &Error) -> i32 {
-    if error.is_reference_message() {
-        eprintln!("{}", error.to_string().trim_end_matches('\n'));
-    } else {
-        crate::messages::error(error, error.hint());
-    }
-    1
 }
 
 /// Which GPUs the environment may use.
@@ -138,7 +43,7 @@ pub enum Attached {
 
 /// The environment's GPUs: `CUDA_VISIBLE_DEVICES` when set (activation
 /// keeps it current), otherwise the attachments in the state folder.
-pub fn attached(eid: &str) -> Attached {
+pub fn attached(dir: &StateDir, eid: &str) -> Attached {
     match get(ev::CUDA_VISIBLE_DEVICES) {
         Some(value) => Attached::Devices(
             crate::cuda::visible_devices(&value)
@@ -146,12 +51,11 @@ pub fn attached(eid: &str) -> Attached {
                 .map(ToString::to_string)
                 .collect(),
         ),
-        None => attached_from_state(eid).unwrap_or(Attached::Unknown),
+        None => attached_from_state(dir, eid).unwrap_or(Attached::Unknown),
     }
 }
 
-fn attached_from_state(eid: &str) -> Option<Attached> {
-    let dir = StateDir::from_env();
+fn attached_from_state(dir: &StateDir, eid: &str) -> Option<Attached> {
     if !dir.path("devices.json").is_file() {
         return None;
     }

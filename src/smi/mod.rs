@@ -7,6 +7,9 @@ pub mod query;
 pub mod sim;
 pub mod table;
 
+/// The program's name: the shim stands in for it, containers get it.
+pub const PROGRAM: &str = "nvidia-smi";
+
 /// The two layouts of the default table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Layout {

@@ -312,11 +312,13 @@ fn usage_execute_never_signals_process_groups() {
         {"pid": -1, "used_gpu_memory": [], "eid": null}]}, "detach": {}}"#;
     let run = sb.run_stdin(&["usage", "execute"], report).ok();
     assert!(
-        run.stderr.contains("Refusing to terminate invalid pid 0"),
+        run.stderr
+            .contains("genv: error: refusing to terminate invalid pid 0"),
         "{run:?}"
     );
     assert!(
-        run.stderr.contains("Refusing to terminate invalid pid -1"),
+        run.stderr
+            .contains("genv: error: refusing to terminate invalid pid -1"),
         "{run:?}"
     );
 }

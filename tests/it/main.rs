@@ -17,6 +17,7 @@ mod container;
 mod core_cli;
 mod crash_concurrency;
 mod enforce;
+mod errors;
 mod extensions;
 mod hostile_text;
 mod llm;

@@ -361,7 +361,7 @@ fn devices_envs_and_query_across_ours_the_reference_and_failing_hosts() {
     assert!(
         strict
             .stderr
-            .starts_with("Failed running SSH command on down ("),
+            .starts_with("genv: error: Failed running SSH command on down ("),
         "{strict:?}"
     );
 

@@ -117,7 +117,7 @@ fn configure_replaces_the_whole_configuration() {
     let run = sb
         .run(&["sdk", "configure", "--eid", "nope", "--config", "{}"])
         .fails();
-    assert_eq!(run.stderr, "Environment nope does not exist\n");
+    assert_eq!(run.stderr, "genv: error: Environment nope does not exist\n");
     let shown = answer(sb.run(&["sdk", "show", "--eid", "nope"]));
     assert_eq!(
         shown,

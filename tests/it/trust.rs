@@ -134,7 +134,10 @@ fn usage_execute_never_signals_pid_1_or_roots_processes_outside_environments() {
         .unwrap();
     let run = crate::common::Run::from(child.wait_with_output().unwrap());
     assert!(alive(roots.pid()), "root's process was signalled: {run:?}");
-    assert!(run.stderr.contains("Refusing to terminate"), "{run:?}");
+    assert!(
+        run.stderr.contains("genv: error: refusing to terminate"),
+        "{run:?}"
+    );
 }
 
 /// A sandbox whose GPUs come from the `nvidia-smi` stand-in on `PATH`, as

@@ -209,7 +209,11 @@ fn a_request_that_can_never_be_met_fails_at_once() {
     let run = sb
         .run(&["devices", "attach", "--eid", "a", "--index", "9", "--wait"])
         .fails();
-    assert!(run.stderr.starts_with("Device 9 does not exist"), "{run:?}");
+    assert!(
+        run.stderr
+            .starts_with("genv: error: Device 9 does not exist"),
+        "{run:?}"
+    );
 }
 
 #[test]

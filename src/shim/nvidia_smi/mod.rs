@@ -10,17 +10,20 @@ pub mod rewrite;
 
 use std::collections::HashMap;
 use std::ffi::OsString;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader};
 use std::os::unix::process::ExitStatusExt;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 
-use crate::env_vars as ev;
+use crate::context::{Context, Exit};
+use crate::error::{Error, Result};
+use crate::os::exec;
 use crate::smi::table::parse::Frames;
+use crate::state::StateDir;
 use list::ListFilter;
 use plan::{Plan, plan};
 use rewrite::{Cap, rewrite_frame};
 
-pub const PROGRAM: &str = "nvidia-smi";
+pub use crate::smi::PROGRAM;
 const NO_DEVICES: &str = "No devices were found";
 /// nvidia-smi's exit code when no GPU matches.
 const EXIT_NOT_FOUND: i32 = 6;
@@ -29,15 +32,17 @@ const EXIT_NOT_FOUND: i32 = 6;
 /// `GENV_ENVIRONMENT_ID`, or the environment's pids in `envs.json` (genv
 /// 1.4.3's `genv.sdk.activate()` registers a process there without the
 /// variable).
-pub struct Membership {
+pub struct Membership<'a> {
+    dir: &'a StateDir,
     eid: String,
     known: HashMap<u32, bool>,
     registered: Option<Vec<i64>>,
 }
 
-impl Membership {
-    pub fn new(eid: &str) -> Self {
+impl<'a> Membership<'a> {
+    pub fn new(dir: &'a StateDir, eid: &str) -> Self {
         Membership {
+            dir,
             eid: eid.to_owned(),
             known: HashMap::new(),
             registered: None,
@@ -51,7 +56,7 @@ impl Membership {
         let member = crate::backend::process_eid(pid).as_deref() == Some(self.eid.as_str())
             || self
                 .registered
-                .get_or_insert_with(|| registered_pids(&self.eid))
+                .get_or_insert_with(|| registered_pids(self.dir, &self.eid))
                 .contains(&i64::from(pid));
         self.known.insert(pid, member);
         member
@@ -60,8 +65,7 @@ impl Membership {
 
 /// The pids `envs.json` lists for the environment; none when the state
 /// cannot be read (the shim then shows only what the variables prove).
-fn registered_pids(eid: &str) -> Vec<i64> {
-    let dir = crate::state::StateDir::from_env();
+fn registered_pids(dir: &StateDir, eid: &str) -> Vec<i64> {
     let Ok(mut tx) = dir.transaction(crate::state::LoadOptions::default()) else {
         return Vec::new();
     };
@@ -73,42 +77,37 @@ fn registered_pids(eid: &str) -> Vec<i64> {
 
 /// What the environment's processes hold per GPU by the memory cap's
 /// ledger (this user's, in the state folder), when there is one.
-fn accounted(eid: &str) -> Option<crate::state::memcap_ledger::Usage> {
-    let dir = crate::state::StateDir::from_env();
+fn accounted(dir: &StateDir, eid: &str) -> Option<crate::state::memcap_ledger::Usage> {
     let root = dir.root_dir().ok()?;
     crate::state::memcap_ledger::usage(root, crate::os::procs::current_uid(), eid)
 }
 
-/// The shim's entry point.
-pub fn run(args: Vec<OsString>) -> i32 {
-    let real = match crate::shim::find_real(PROGRAM) {
-        Ok(real) => real,
-        Err(e) => return crate::shim::fail(&e),
+/// The shim's entry point: the real nvidia-smi run (or become) with the
+/// environment's GPUs, what it prints narrowed to the environment.
+pub fn run(args: Vec<OsString>, ctx: &mut Context) -> Result<Exit> {
+    let real = exec::find_real(PROGRAM)?;
+    let (Some(eid), false) = (super::environment_id(), super::bypass()) else {
+        return Err(exec::exec(&real, &args));
     };
-    let (Some(eid), false) = (crate::shim::environment_id(), crate::shim::bypass()) else {
-        return crate::shim::exec(&real, &args);
-    };
-    let args = crate::shim::Args::new(args);
-    let planned = plan(args.text(), &crate::shim::attached(&eid));
+    let args = super::Args::new(args);
+    let planned = plan(args.text(), &super::attached(&ctx.dir, &eid));
     let to_run = match &planned {
         Plan::Exec(planned) | Plan::Table(planned) => planned,
         Plan::ComputeApps(filter) => &filter.args,
         Plan::List { args, .. } => args,
         Plan::NoDevices => &Vec::new(),
     };
-    let to_run = match args.given(to_run) {
-        Ok(to_run) => to_run,
-        Err(e) => return crate::shim::fail(&e),
-    };
+    let to_run = args.given(to_run)?;
+    let dir = ctx.dir.clone();
     match planned {
-        Plan::Exec(_) => crate::shim::exec(&real, &to_run),
+        Plan::Exec(_) => Err(exec::exec(&real, &to_run)),
         Plan::NoDevices => {
-            println!("{NO_DEVICES}");
-            EXIT_NOT_FOUND
+            let _ = ctx.print(&format!("{NO_DEVICES}\n"));
+            Ok(Exit(EXIT_NOT_FOUND))
         }
         Plan::List { visible, .. } => {
             let mut filter = ListFilter::new(visible);
-            pipe(&real, &to_run, |line, out| {
+            pipe(ctx, &real, &to_run, |line, out| {
                 if filter.keep(&line) {
                     out.push_str(&line);
                     out.push('\n');
@@ -117,9 +116,9 @@ pub fn run(args: Vec<OsString>) -> i32 {
             })
         }
         Plan::ComputeApps(filter) => {
-            let mut members = Membership::new(&eid);
+            let mut members = Membership::new(&dir, &eid);
             let mut first = true;
-            pipe(&real, &to_run, |line, out| {
+            pipe(ctx, &real, &to_run, |line, out| {
                 let kept = filter.line(&line, first, &mut |pid| members.contains(pid));
                 first = false;
                 if let Some(kept) = kept {
@@ -130,11 +129,11 @@ pub fn run(args: Vec<OsString>) -> i32 {
             })
         }
         Plan::Table(_) => {
-            let mut members = Membership::new(&eid);
+            let mut members = Membership::new(&dir, &eid);
             let cap = Cap::from_env();
-            let mut accounted = || cap.as_ref().and_then(|_| accounted(&eid));
+            let mut accounted = || cap.as_ref().and_then(|_| accounted(&dir, &eid));
             let mut frames = Frames::default();
-            let code = pipe(&real, &to_run, |line, out| match frames.push(line) {
+            let code = pipe(ctx, &real, &to_run, |line, out| match frames.push(line) {
                 Some(frame) => {
                     out.push_str(&rewrite_frame(
                         &frame,
@@ -154,7 +153,7 @@ pub fn run(args: Vec<OsString>) -> i32 {
                     cap.as_ref(),
                     &mut accounted,
                 );
-                let _ = std::io::stdout().lock().write_all(text.as_bytes());
+                let _ = ctx.print(&text);
             }
             code
         }
@@ -162,35 +161,26 @@ pub fn run(args: Vec<OsString>) -> i32 {
 }
 
 /// Runs the real program with its output through `each`, which appends
-/// what to print and says when to flush (at the end of a frame).
+/// what to print and says when to print it (at the end of a frame).
 fn pipe(
+    ctx: &mut Context,
     real: &std::path::Path,
     args: &[OsString],
     mut each: impl FnMut(String, &mut String) -> bool,
-) -> i32 {
-    let depth = match crate::shim::next_depth() {
-        Ok(depth) => depth,
-        Err(e) => return crate::shim::fail(&e),
-    };
-    let mut child = match Command::new(real)
-        .args(args)
-        .env(ev::GENV_SHIM_DEPTH, depth.to_string())
+) -> Result<Exit> {
+    let mut child = exec::command(real, args)?
         .stdout(Stdio::piped())
         .spawn()
-    {
-        Ok(child) => child,
-        Err(e) => {
-            eprintln!("genv: could not run {}: {e}", real.display());
-            return 127;
-        }
-    };
+        .map_err(|source| Error::Exec {
+            program: real.to_owned(),
+            source,
+        })?;
     let Some(stdout) = child.stdout.take() else {
-        return 1;
+        return Ok(Exit(1));
     };
     let mut reader = BufReader::new(stdout);
     let mut out = String::new();
     let mut buffer = Vec::new();
-    let mut terminal = std::io::stdout().lock();
     loop {
         buffer.clear();
         match reader.read_until(b'\n', &mut buffer) {
@@ -201,28 +191,21 @@ fn pipe(
         let line = line.strip_suffix('\n').unwrap_or(&line);
         let line = line.strip_suffix('\r').unwrap_or(line).to_owned();
         if each(line, &mut out) {
-            if terminal
-                .write_all(out.as_bytes())
-                .and_then(|()| terminal.flush())
-                .is_err()
-            {
+            if ctx.print(&out).is_err() {
                 // The reader went away: stop, and let the real program
                 // meet the closed pipe too.
                 drop(reader);
                 let _ = child.wait();
-                return 0;
+                return Ok(Exit::SUCCESS);
             }
             out.clear();
         }
     }
-    let _ = terminal
-        .write_all(out.as_bytes())
-        .and_then(|()| terminal.flush());
-    drop(terminal);
-    match child.wait() {
+    let _ = ctx.print(&out);
+    Ok(Exit(match child.wait() {
         Ok(status) => status
             .code()
             .unwrap_or_else(|| 128 + status.signal().unwrap_or(0)),
         Err(_) => 1,
-    }
+    }))
 }

@@ -131,7 +131,7 @@ fn file_id(root: &Dir, name: &str) -> Option<FileId> {
 }
 
 fn unreadable(root: &Dir, name: &str, why: &str) -> Error {
-    Error::msg(format!("{} is {why}", root.join(name).display()))
+    Error::new(format!("{} is {why}", root.join(name).display()))
 }
 
 /// Whether `bytes` are a state file's document: a JSON object whose `key`
