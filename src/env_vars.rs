@@ -39,7 +39,7 @@ pub const GENV_MOCK_COMPUTE_APPS_GPU_MEMORY: &str = "GENV_MOCK_COMPUTE_APPS_GPU_
 
 pub const CUDA_VISIBLE_DEVICES: &str = "CUDA_VISIBLE_DEVICES";
 
-/// Where activation puts the memory cap library (`crate::memcap`).
+/// Where activation puts the memory cap library (`memcap.rs`).
 pub const LD_PRELOAD: &str = "LD_PRELOAD";
 
 /// Set inside a container started by genv's container runtime, where the
