@@ -79,11 +79,15 @@ fn genv() -> i32 {
     {
         Ok(cli) => cli,
         Err(e) => {
-            // The shell function evals what `activate` and `deactivate`
-            // print: their help goes to stderr, as genv 1.4.3 does it.
+            // A shell function evals what `activate` and `deactivate`
+            // print when it passes `--shell`: their help goes to stderr
+            // then (today's function runs `--help` itself; one from an
+            // older init script may not). Otherwise help goes to stdout,
+            // as every verb's does.
             let evaluated = std::env::args_os()
                 .nth(1)
-                .is_some_and(|a| a == "activate" || a == "deactivate");
+                .is_some_and(|a| a == "activate" || a == "deactivate")
+                && std::env::args_os().any(|a| a == "--shell");
             if evaluated && e.kind() == clap::error::ErrorKind::DisplayHelp {
                 messages::clap_error(e.render());
                 return 0;
@@ -126,6 +130,9 @@ pub fn command() -> clap::Command {
 /// Every verb has the same shape: its arguments and the context in, an
 /// exit status out.
 fn run(cli: Cli, ctx: &mut Context) -> Result<Exit> {
+    if cli.version {
+        return cli::version::long(ctx);
+    }
     let Some(command) = cli.command else {
         // The VS Code extension probes `genv` alone: help, exit 0.
         ctx.out.push_str(&Cli::command().render_help().to_string());
@@ -142,6 +149,7 @@ fn run(cli: Cli, ctx: &mut Context) -> Result<Exit> {
         Command::Enforce(args) => cli::enforce::run(args, ctx),
         Command::Envs(args) => cli::envs::run(args, ctx),
         Command::Home(args) => cli::home::run(args, ctx),
+        Command::Init(args) => cli::shell::init(args, ctx),
         Command::Llm(args) => cli::llm::run(args, ctx),
         Command::Lock(args) => cli::lock::run(args, ctx),
         Command::Sdk(args) => cli::sdk::run(args, ctx),

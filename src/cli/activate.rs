@@ -65,7 +65,19 @@ pub fn run(mut args: ActivateArgs, ctx: &mut Context) -> Result<Exit> {
         over_subscribe: args.over_subscribe,
         survey_always: false,
     };
-    let Activated { config, indices } = provision::activate(&ctx.dir, &ctx.backend, activation)?;
+    let Activated {
+        config,
+        indices,
+        created,
+    } = provision::activate(&ctx.dir, &ctx.backend, activation)?;
+    if created && args.eid.is_some() {
+        // A mistyped identifier would otherwise make a new environment
+        // without a word.
+        crate::messages::note(format_args!(
+            "made a new environment '{}' (no active environment has that identifier)",
+            crate::escape::terminal(&eid)
+        ));
+    }
 
     let mut actions = vec![
         Action::Set(ev::GENV_SHELL, "1".into()),

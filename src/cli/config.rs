@@ -27,6 +27,14 @@ pub fn run(args: ConfigArgs, ctx: &mut Context) -> Result<Exit> {
         session::validate_name(v)?;
     }
     let home = session::home();
+    if args.save && home.is_none() {
+        // Said before anything changes: genv 1.4.3 changes the
+        // configuration and saves nothing, without a word.
+        return Err(Error::hinted(
+            "no .genv folder in the working directory or in $HOME to save the configuration to; nothing was changed",
+            "create one (mkdir .genv) and run the command again",
+        ));
+    }
     let mut tx = ctx.dir.transaction(LoadOptions::default())?;
     let stored = tx
         .envs()?
@@ -104,12 +112,8 @@ pub fn run(args: ConfigArgs, ctx: &mut Context) -> Result<Exit> {
         crate::messages::note(detached_note(&detached, config.gpus.unwrap_or(0)));
     }
     if args.save {
-        match home {
-            Some(home) => session::save_config(&home, &config)?,
-            None => crate::messages::warn_hint(
-                "no .genv folder in the working directory or in $HOME to save the configuration to",
-                "create one (mkdir .genv) and run the command again",
-            ),
+        if let Some(home) = home {
+            session::save_config(&home, &config)?;
         }
     }
     Ok(Exit::SUCCESS)

@@ -35,6 +35,10 @@ use clap::{Args, Parser, Subcommand};
     disable_version_flag = true
 )]
 pub struct Cli {
+    /// Print this implementation's release and commit (`genv version`
+    /// prints the genv release it is compatible with)
+    #[arg(short = 'V', long = "version")]
+    pub version: bool,
     #[command(subcommand)]
     pub command: Option<Command>,
 }
@@ -66,6 +70,11 @@ pub enum Command {
     Envs(EnvsArgs),
     /// Show the home directory of the current environment
     Home(HomeArgs),
+    /// The shell initialisation, as `genv shell --init` prints it; `-` (or
+    /// nothing) detects the shell (jupyterlab-genv tells its users to run
+    /// `eval "$(genv init -)"`)
+    #[command(hide = true)]
+    Init(InitArgs),
     /// Serve, list and chat with LLMs (Ollama) in environments
     #[command(visible_alias = "llms")]
     Llm(LlmArgs),
@@ -428,8 +437,11 @@ pub struct HomeArgs {
 #[derive(Debug, Args)]
 pub struct EnforceArgs {
     /// Interval in seconds between enforcement cycles; 0 means run once
-    #[arg(long, default_value_t = 10, value_name = "INTERVAL")]
+    #[arg(long, default_value_t = 10, value_name = "INTERVAL", allow_negative_numbers = true, value_parser = parse::parse_enforce_interval)]
     pub interval: u64,
+    /// Also print genv 1.4.3's [DEBUG] lines (a process that ended by itself)
+    #[arg(short = 'v', long)]
+    pub verbose: bool,
     /// Terminate processes that are not running in a GPU environment (default: False)
     #[arg(long = "non-env-processes", conflicts_with = "no_non_env_processes")]
     pub non_env_processes: bool,
@@ -481,7 +493,11 @@ pub struct UsageArgs {
 #[derive(Debug, Subcommand)]
 pub enum UsageCommand {
     /// Execute the report passed in stdin
-    Execute,
+    Execute {
+        /// Also print genv 1.4.3's [DEBUG] lines (a process that ended by itself)
+        #[arg(short = 'v', long)]
+        verbose: bool,
+    },
     /// Take a snapshot of GPU usage
     Snapshot {
         /// Output format (json)
@@ -561,6 +577,13 @@ pub struct AttachArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct InitArgs {
+    /// bash, zsh, fish, or `-` to detect it
+    #[arg(value_name = "SHELL")]
+    pub shell: Option<String>,
+}
+
+#[derive(Debug, Args)]
 pub struct DetachArgs {
     /// Device index to detach from
     #[arg(long)]
@@ -632,7 +655,7 @@ pub struct MonitorArgs {
     #[arg(short = 'p', long = "port", default_value_t = 8000)]
     pub port: u16,
     /// Interval in seconds between collections
-    #[arg(short = 'i', long = "interval", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(short = 'i', long = "interval", default_value_t = 10, allow_negative_numbers = true, value_parser = parse::parse_monitor_interval)]
     pub interval: u64,
     /// Address to listen on; by default every address (0.0.0.0), as genv 1.4.3: anyone who can reach the port can read the metrics
     #[arg(long = "host", default_value = "0.0.0.0")]

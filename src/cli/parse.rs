@@ -1,6 +1,6 @@
-//! The values of `genv enforce`'s and `genv remote enforce`'s options,
-//! read for clap (`value_parser`): a quota's `username=amount`, a memory
-//! amount, the grace period.
+//! The values of `genv enforce`'s, `genv remote enforce`'s and `genv
+//! monitor`'s options, read for clap (`value_parser`): a quota's
+//! `username=amount`, a memory amount, the grace period, intervals.
 
 use crate::memory;
 
@@ -51,6 +51,24 @@ mod tests {
     use super::*;
 
     #[test]
+    fn intervals_say_what_is_allowed() {
+        assert_eq!(parse_enforce_interval("0"), Ok(0));
+        assert_eq!(parse_enforce_interval("15"), Ok(15));
+        assert!(
+            parse_enforce_interval("-1")
+                .unwrap_err()
+                .contains("whole number of seconds")
+        );
+        assert_eq!(parse_monitor_interval("1"), Ok(1));
+        assert!(
+            parse_monitor_interval("0")
+                .unwrap_err()
+                .contains("1 or more")
+        );
+        assert!(parse_monitor_interval("-3").is_err());
+    }
+
+    #[test]
     fn a_devices_spec_is_a_user_and_a_count() {
         assert_eq!(parse_devices_spec("alice=2"), Ok(("alice".into(), 2)));
         assert_eq!(parse_devices_spec("alice= 2"), Ok(("alice".into(), 2)));
@@ -76,5 +94,22 @@ mod tests {
         for bad in ["-1", "86401", "inf", "NaN", "soon"] {
             assert!(parse_grace(bad).is_err(), "{bad}");
         }
+    }
+}
+
+/// `genv enforce --interval`: whole seconds, 0 for one cycle.
+pub(crate) fn parse_enforce_interval(value: &str) -> std::result::Result<u64, String> {
+    value.trim().parse().map_err(|_| {
+        format!("expected a whole number of seconds between cycles, or 0 to run one cycle: {value}")
+    })
+}
+
+/// `genv monitor --interval`: whole seconds, at least one.
+pub(crate) fn parse_monitor_interval(value: &str) -> std::result::Result<u64, String> {
+    match value.trim().parse::<u64>() {
+        Ok(seconds) if seconds >= 1 => Ok(seconds),
+        _ => Err(format!(
+            "expected a whole number of seconds between collections, 1 or more: {value}"
+        )),
     }
 }

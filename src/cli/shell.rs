@@ -3,8 +3,8 @@
 
 use clap::CommandFactory;
 
-use super::{Context, Exit, ShellArgs};
-use crate::error::Result;
+use super::{Context, Exit, InitArgs, ShellArgs};
+use crate::error::{Error, Result};
 use crate::session;
 use crate::shell::Shell;
 use crate::state::LoadOptions;
@@ -79,4 +79,23 @@ pub fn completions(shell: Shell) -> String {
     }
     clap_complete::generate(generator, &mut command, "genv", &mut buffer);
     String::from_utf8_lossy(&buffer).into_owned()
+}
+
+/// `genv init -` (hidden): the shell initialisation that jupyterlab-genv
+/// tells its users to evaluate, the same as `genv shell --init`.
+pub fn init(args: InitArgs, ctx: &mut Context) -> Result<Exit> {
+    let shell = match args.shell.as_deref() {
+        None | Some("-") => Shell::detect(),
+        Some(name) => clap::ValueEnum::from_str(name, true).map_err(|_| {
+            Error::hinted(
+                format!(
+                    "cannot initialise the shell '{}'",
+                    crate::escape::terminal(name)
+                ),
+                "genv knows bash, zsh and fish; `genv init -` detects the shell",
+            )
+        })?,
+    };
+    ctx.out.push_str(&shell.init());
+    Ok(Exit::SUCCESS)
 }

@@ -17,7 +17,8 @@ pub fn run(args: UsageArgs, ctx: &mut Context) -> Result<Exit> {
         UsageCommand::Snapshot { kind, .. } => {
             snapshot(kind.as_deref(), &ctx.dir, ctx.backend.get(), &mut ctx.out)?
         }
-        UsageCommand::Execute => {
+        UsageCommand::Execute { verbose } => {
+            crate::error::reference::log::verbose(verbose);
             let mut input = String::new();
             std::io::stdin()
                 .read_to_string(&mut input)

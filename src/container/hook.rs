@@ -32,13 +32,24 @@ struct State {
     id: String,
     pid: Option<i64>,
     bundle: PathBuf,
+    /// The OCI lifecycle's `status`: `creating`, `created`, `running` or
+    /// `stopped`.
+    status: String,
 }
 
 /// Runs the hook stage `args` names (without `argv[0]`). The state folder
 /// is the one the bundle names, else the context's (the runtime's).
+///
+/// Registered as genv 1.4.3's hook was, a `prestart` hook with no
+/// argument, the stage is the one the container's state says: `stopped`
+/// after it ran, before it runs otherwise.
 pub fn main(args: Vec<OsString>, ctx: &mut Context) -> Result<Exit> {
-    let stage = args.first().and_then(|a| a.to_str()).unwrap_or_default();
     let state = read_state()?;
+    let stage = match args.first() {
+        Some(stage) => stage.to_str().unwrap_or_default(),
+        None if state.status == "stopped" => "poststop",
+        None => "prestart",
+    };
     match stage {
         "prestart" | "createRuntime" => prestart(&state, &ctx.dir)?,
         "poststop" => poststop(&state, &ctx.dir)?,
@@ -66,6 +77,7 @@ fn read_state() -> Result<State> {
         id: field("id").unwrap_or_default(),
         pid: json.get("pid").and_then(Value::as_i64).filter(|&p| p > 0),
         bundle: field("bundle").map_or_else(|| PathBuf::from("."), PathBuf::from),
+        status: field("status").unwrap_or_default(),
     })
 }
 

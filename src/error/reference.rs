@@ -108,7 +108,18 @@ pub fn docker_unsupported_gpus(value: &str) -> Error {
 /// genv 1.4.3 does (`genv/enforce/execute.py`,
 /// `genv/entities/core/processes.py`).
 pub mod log {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
     use crate::messages::raw_line;
+
+    static VERBOSE: AtomicBool = AtomicBool::new(false);
+
+    /// Whether the `[DEBUG]` lines are printed (`--verbose`): genv 1.4.3
+    /// prints them always, which fills an enforcement daemon's log with a
+    /// line for every process that ended by itself.
+    pub fn verbose(on: bool) {
+        VERBOSE.store(on, Ordering::Relaxed);
+    }
 
     pub fn no_permission_to_query(pid: impl std::fmt::Display) {
         raw_line(&format!(
@@ -123,6 +134,9 @@ pub mod log {
     }
 
     pub fn already_terminated(pid: impl std::fmt::Display) {
+        if !VERBOSE.load(Ordering::Relaxed) {
+            return;
+        }
         raw_line(&format!("[DEBUG] Process {pid} already terminated"));
     }
 }

@@ -63,6 +63,9 @@ pub struct Activated {
     pub config: Config,
     /// The devices it is attached to.
     pub indices: Vec<u32>,
+    /// Whether the environment was made by this activation (it did not
+    /// exist before).
+    pub created: bool,
 }
 
 /// Creates (or joins) environment `eid` for a process, configures it and
@@ -162,7 +165,11 @@ pub fn activate(
             let mut tx = dir.transaction(LoadOptions::default())?;
             let indices = attached(&mut tx, eid);
             tx.commit()?;
-            return Ok(Activated { config, indices });
+            return Ok(Activated {
+                config,
+                indices,
+                created: new,
+            });
         }
         match &survey {
             Some(survey) => tx.reconcile(survey)?,
@@ -183,7 +190,11 @@ pub fn activate(
     }
     let indices = attached(&mut tx, eid);
     tx.commit()?;
-    Ok(Activated { config, indices })
+    Ok(Activated {
+        config,
+        indices,
+        created: new,
+    })
 }
 
 /// The devices `eid` is attached to; none when they cannot be read (the

@@ -72,6 +72,7 @@ genv() {
         command genv "$@"
         return
         ;;
+      *) ;;
       esac
     done
     __genv_code="$(command genv "$1" --shell "$$" "${@:2}")" || return

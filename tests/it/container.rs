@@ -494,6 +494,54 @@ fn the_hook_acts_on_the_state_folder_the_bundle_names() {
     assert!(!devices.contains("cid"), "released: {devices}");
 }
 
+/// Registered as genv 1.4.3 registered its hook (a `prestart` hook with no
+/// argument), the hook takes its stage from the container's state: it
+/// makes the environment while the container is `created`, and releases
+/// it once it is `stopped`.
+#[test]
+fn a_hook_without_a_stage_argument_takes_it_from_the_containers_state() {
+    let sandbox = Sandbox::new();
+    let folder = sandbox.dir.path().join("named");
+    std::fs::create_dir(&folder).unwrap();
+    let init = crate::common::Sleeper::new();
+    let hook = |status: &str, bundle: &Path| {
+        let mut cmd = Command::new(linked(&sandbox, "genv-container-runtime-hook"));
+        sandbox.apply(&mut cmd);
+        let state = serde_json::json!({
+            "ociVersion": "1.0.2", "id": "old-style", "status": status,
+            "pid": init.pid(), "bundle": bundle,
+        });
+        cmd.stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        let mut child = cmd.spawn().unwrap();
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(state.to_string().as_bytes())
+            .unwrap();
+        Run::from(child.wait_with_output().unwrap())
+    };
+    let (bundle, _) = bundle_naming(
+        &sandbox,
+        folder.to_str().unwrap(),
+        &["GENV_GPUS=1", "GENV_MOUNT_DEVICE_LOCKS=0"],
+    );
+    let mut devices = sandbox.cmd(&["devices", "ps", "--format", "csv", "--no-header"]);
+    devices.env("GENV_TMPDIR", &folder);
+    hook("created", &bundle).ok();
+    let attached = Run::from(devices.output().unwrap()).ok().stdout;
+    assert!(
+        attached.lines().any(|l| l.contains(",old-style,")),
+        "{attached}"
+    );
+    hook("stopped", &bundle).ok();
+    let released = Run::from(devices.output().unwrap()).ok().stdout;
+    assert!(!released.contains("old-style"), "released: {released}");
+}
+
 /// The statically linked genv that scripts/test builds next to genv.
 fn static_genv() -> PathBuf {
     let path = Path::new(GENV).with_file_name("genv-static");

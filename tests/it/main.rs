@@ -19,6 +19,7 @@ mod crash_concurrency;
 mod enforce;
 mod errors;
 mod extensions;
+mod first_hour;
 mod hostile_text;
 mod llm;
 mod lock_cli;

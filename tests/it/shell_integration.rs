@@ -295,8 +295,9 @@ fn activate_and_deactivate_need_the_shell_function() {
             .starts_with("Your shell is not properly initialized"),
         "{run:?}"
     );
-    // Help is printed where the shell function does not eval it.
-    let run = sb.run(&["activate", "--help"]).ok();
+    // Help called by a shell function (`--shell`) is printed where the
+    // function does not eval it.
+    let run = sb.run(&["activate", "--shell", "1", "--help"]).ok();
     assert_eq!(run.stdout, "");
     assert!(run.stderr.contains("--gpu-memory"), "{run:?}");
 }
