@@ -46,6 +46,23 @@ pub(crate) fn parse_grace(value: &str) -> std::result::Result<f64, String> {
     }
 }
 
+/// `genv enforce --interval`: whole seconds, 0 for one cycle.
+pub(crate) fn parse_enforce_interval(value: &str) -> std::result::Result<u64, String> {
+    value.trim().parse().map_err(|_| {
+        format!("expected a whole number of seconds between cycles, or 0 to run one cycle: {value}")
+    })
+}
+
+/// `genv monitor --interval`: whole seconds, at least one.
+pub(crate) fn parse_monitor_interval(value: &str) -> std::result::Result<u64, String> {
+    match value.trim().parse::<u64>() {
+        Ok(seconds) if seconds >= 1 => Ok(seconds),
+        _ => Err(format!(
+            "expected a whole number of seconds between collections, 1 or more: {value}"
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -94,22 +111,5 @@ mod tests {
         for bad in ["-1", "86401", "inf", "NaN", "soon"] {
             assert!(parse_grace(bad).is_err(), "{bad}");
         }
-    }
-}
-
-/// `genv enforce --interval`: whole seconds, 0 for one cycle.
-pub(crate) fn parse_enforce_interval(value: &str) -> std::result::Result<u64, String> {
-    value.trim().parse().map_err(|_| {
-        format!("expected a whole number of seconds between cycles, or 0 to run one cycle: {value}")
-    })
-}
-
-/// `genv monitor --interval`: whole seconds, at least one.
-pub(crate) fn parse_monitor_interval(value: &str) -> std::result::Result<u64, String> {
-    match value.trim().parse::<u64>() {
-        Ok(seconds) if seconds >= 1 => Ok(seconds),
-        _ => Err(format!(
-            "expected a whole number of seconds between collections, 1 or more: {value}"
-        )),
     }
 }
