@@ -111,10 +111,10 @@ pub fn run(args: ConfigArgs, ctx: &mut Context) -> Result<Exit> {
     if !detached.is_empty() {
         crate::messages::note(detached_note(&detached, config.gpus.unwrap_or(0)));
     }
-    if args.save {
-        if let Some(home) = home {
-            session::save_config(&home, &config)?;
-        }
+    if args.save
+        && let Some(home) = home
+    {
+        session::save_config(&home, &config)?;
     }
     Ok(Exit::SUCCESS)
 }
