@@ -134,6 +134,23 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// the container runtime and its hook) and returns its exit code: genv
 /// 1.4.3's texts as they are, genv's own as `genv: error: …` and `hint: …`,
 /// nothing for an interrupted wait.
+/// An error of a program that a container engine runs (the runtime and
+/// its hook): the engine folds what they print into one line of its own
+/// (`OCI runtime error: …`, a newline shown as `\n`), so the part that
+/// failed, the message and its hint are printed as one line.
+pub fn report_in_line(e: &Error, part: &str) -> i32 {
+    if !matches!(e, Error::Interrupted) {
+        let mut line = format!("{part}: {e}");
+        if let Some(hint) = e.hint() {
+            line.push_str(" (hint: ");
+            line.push_str(&hint);
+            line.push(')');
+        }
+        messages::error(line.trim_end(), None);
+    }
+    e.exit_code()
+}
+
 pub fn report(e: &Error) -> i32 {
     match e {
         Error::Interrupted => {}

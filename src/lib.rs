@@ -67,6 +67,14 @@ pub fn main() -> i32 {
     // They run another program or pass its output on as it comes.
     let mut ctx = Context::printing(StateDir::from_env(), Printing::Stream);
     let result = program(args.collect(), &mut ctx);
+    let part = name.unwrap_or_default();
+    if part == container::runtime::PROGRAM || part == container::hook::PROGRAM {
+        let _ = ctx.flush();
+        return match result {
+            Ok(Exit(code)) => code,
+            Err(e) => error::report_in_line(&e, part),
+        };
+    }
     finish(result, &mut ctx)
 }
 
