@@ -25,7 +25,7 @@ use crate::error::{Error, Result};
 use crate::provision::{self, Activation, Attach, Configure};
 use crate::state::{Config, LoadOptions, StateDir};
 
-pub const PROGRAM: &str = "genv-container-runtime-hook";
+pub(crate) const PROGRAM: &str = "genv-container-runtime-hook";
 
 /// What the runtime says of the container on the hook's stdin.
 struct State {
@@ -36,7 +36,7 @@ struct State {
 
 /// Runs the hook stage `args` names (without `argv[0]`). The state folder
 /// is the one the bundle names, else the context's (the runtime's).
-pub fn main(args: Vec<OsString>, ctx: &mut Context) -> Result<Exit> {
+pub(crate) fn main(args: Vec<OsString>, ctx: &mut Context) -> Result<Exit> {
     let stage = args.first().and_then(|a| a.to_str()).unwrap_or_default();
     let state = read_state()?;
     match stage {
