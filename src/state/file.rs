@@ -46,10 +46,6 @@ impl Dir {
         self.fd.as_fd()
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     /// The path of an entry, for messages only (never opened).
     pub fn join(&self, name: &str) -> PathBuf {
         self.path.join(name)

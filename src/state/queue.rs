@@ -102,10 +102,6 @@ impl Queue {
         self.waiters.retain(|w| w.pid != pid);
     }
 
-    pub fn remove(&mut self, ticket: u64) {
-        self.waiters.retain(|w| w.ticket != ticket);
-    }
-
     pub fn contains(&self, ticket: u64) -> bool {
         self.waiters.iter().any(|w| w.ticket == ticket)
     }
