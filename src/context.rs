@@ -79,6 +79,7 @@ pub struct LazyBackend(OnceCell<Box<dyn DeviceBackend>>);
 
 impl LazyBackend {
     /// A backend of the caller's choosing (tests).
+    #[cfg(test)]
     pub fn with(backend: Box<dyn DeviceBackend>) -> Self {
         LazyBackend(OnceCell::from(backend))
     }

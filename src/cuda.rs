@@ -22,7 +22,7 @@ use std::fmt;
 
 /// One entry of `CUDA_VISIBLE_DEVICES`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum VisibleDevice {
+pub(crate) enum VisibleDevice {
     /// A GPU's index, as `nvidia-smi` numbers them.
     Index(u32),
     /// A UUID or a prefix of one, with its `GPU-` or `MIG-` prefix.
@@ -52,7 +52,7 @@ impl VisibleDevice {
     }
 
     /// Whether this entry names the GPU with `index` and `uuid`.
-    pub fn names(&self, index: u32, uuid: &str) -> bool {
+    pub(crate) fn names(&self, index: u32, uuid: &str) -> bool {
         match self {
             VisibleDevice::Index(i) => *i == index,
             VisibleDevice::Uuid(prefix) => uuid.starts_with(prefix.as_str()),
@@ -63,7 +63,7 @@ impl VisibleDevice {
 /// The GPUs `value` (the text of `CUDA_VISIBLE_DEVICES`) makes visible, in
 /// CUDA's order, without knowing the machine's GPUs: the entries up to the
 /// first one CUDA would reject.
-pub fn visible_devices(value: &str) -> Vec<VisibleDevice> {
+pub(crate) fn visible_devices(value: &str) -> Vec<VisibleDevice> {
     let mut devices: Vec<VisibleDevice> = Vec::new();
     for entry in value.split(',').map(str::trim) {
         let Some(device) = VisibleDevice::parse(entry) else {
@@ -87,7 +87,7 @@ pub fn visible_devices(value: &str) -> Vec<VisibleDevice> {
 /// (each GPU's index and UUID), in CUDA's order: reading stops at an entry
 /// that names no GPU or that more than one UUID starts with, and a GPU
 /// named twice (by index and UUID prefix alike) hides every GPU.
-pub fn visible_indices<'a>(
+pub(crate) fn visible_indices<'a>(
     value: &str,
     gpus: impl IntoIterator<Item = (u32, &'a str)> + Clone,
 ) -> Vec<u32> {

@@ -3,7 +3,7 @@
 //! arguments an option of `run`/`create` spans.
 
 /// Docker's global options that take a value (`docker -H host run …`).
-pub const GLOBAL_WITH_VALUE: [&str; 10] = [
+pub(crate) const GLOBAL_WITH_VALUE: [&str; 10] = [
     "--config",
     "-c",
     "--context",
@@ -39,7 +39,7 @@ const RUN_BOOLEAN_SHORT: [char; 5] = ['d', 'i', 't', 'P', 'q'];
 
 /// How many arguments an option of `run`/`create` spans: 1 when it takes
 /// no value or holds it (`--name=x`, `-eX=1`), 2 when its value follows.
-pub fn option_width(arg: &str) -> usize {
+pub(crate) fn option_width(arg: &str) -> usize {
     if let Some(long) = arg.strip_prefix("--") {
         if long.contains('=') || RUN_BOOLEAN_LONG.contains(&arg) {
             1

@@ -3,7 +3,7 @@
 //! `genv: error: <message>` (and `hint: <hint>`), genv 1.4.3's texts
 //! ([`Error::Reference`], made only in [`reference`]) as they are.
 
-pub mod reference;
+pub(crate) mod reference;
 
 use std::io;
 use std::path::PathBuf;

@@ -20,7 +20,7 @@ fn is_unsafe(c: char) -> bool {
 
 /// `text` safe for a terminal: unchanged (borrowed) unless it holds an
 /// unsafe character.
-pub fn terminal(text: &str) -> Cow<'_, str> {
+pub(crate) fn terminal(text: &str) -> Cow<'_, str> {
     // Printable ASCII (nearly every name) needs no decoding to be safe.
     if text.bytes().all(|b| (b' '..b'\x7f').contains(&b)) || !text.chars().any(is_unsafe) {
         return Cow::Borrowed(text);
@@ -39,7 +39,7 @@ pub fn terminal(text: &str) -> Cow<'_, str> {
 /// `text` as one CSV field of genv's unquoted CSV: safe for a terminal,
 /// and with commas escaped too, so that every line keeps exactly its
 /// number of fields (the JupyterLab extension splits on commas).
-pub fn csv_field(text: &str) -> Cow<'_, str> {
+pub(crate) fn csv_field(text: &str) -> Cow<'_, str> {
     let safe = terminal(text);
     if !safe.contains(',') {
         return safe;

@@ -9,14 +9,14 @@ use crate::env_vars::{self as ev, get};
 
 /// The ledger's name and binary layout, the library's own file.
 #[path = "../crates/genv-memcap/src/layout.rs"]
-pub mod layout;
+pub(crate) mod layout;
 
 /// The library's file name.
-pub const LIBRARY: &str = "libgenv_memcap.so";
+pub(crate) const LIBRARY: &str = "libgenv_memcap.so";
 
 /// The installed library: next to the running `genv`, else in
 /// `<prefix>/lib/genv/` for `<prefix>/bin/genv` (the wheel's data).
-pub fn library() -> Option<PathBuf> {
+pub(crate) fn library() -> Option<PathBuf> {
     let exe = std::env::current_exe().ok()?;
     candidates(exe.parent()?)
         .into_iter()
@@ -34,12 +34,12 @@ fn candidates(bin: &std::path::Path) -> Vec<PathBuf> {
 
 /// Whether a path can stand in `LD_PRELOAD`, which splits at spaces and
 /// colons.
-pub fn preloadable(path: &str) -> bool {
+pub(crate) fn preloadable(path: &str) -> bool {
     !path.is_empty() && !path.contains([' ', ':', '\t', '\n'])
 }
 
 /// The library as this process's `LD_PRELOAD` names it, if it does.
-pub fn preloaded() -> Option<String> {
+pub(crate) fn preloaded() -> Option<String> {
     let value = get(ev::LD_PRELOAD)?;
     value
         .split([' ', ':'])
@@ -50,7 +50,7 @@ pub fn preloaded() -> Option<String> {
 /// The name of an environment's ledger in the state folder, as the
 /// library names it ([`layout`]): `memcap-<uid>-<eid>`, or the eid's
 /// FNV-1a hash when it is not one plain short name.
-pub fn ledger_name(uid: u32, eid: &str) -> String {
+pub(crate) fn ledger_name(uid: u32, eid: &str) -> String {
     let prefix = layout::NAME_PREFIX;
     if layout::name_is_plain(eid.as_bytes()) {
         format!("{prefix}{uid}-{eid}")

@@ -14,7 +14,7 @@ const UNITS: [(&str, u64); 7] = [
 ];
 
 /// Parses a memory string into bytes.
-pub fn to_bytes(value: &str) -> Result<u64, Error> {
+pub(crate) fn to_bytes(value: &str) -> Result<u64, Error> {
     let invalid = || Error::InvalidMemory(value.to_owned());
     let (digits, multiplier) = UNITS
         .iter()
@@ -31,12 +31,12 @@ pub fn to_bytes(value: &str) -> Result<u64, Error> {
 }
 
 /// Checks a memory string and returns it unchanged, as it is stored.
-pub fn validate(value: &str) -> Result<String, Error> {
+pub(crate) fn validate(value: &str) -> Result<String, Error> {
     to_bytes(value).map(|_| value.to_owned())
 }
 
 /// Bytes in whole MiB, as nvidia-smi and genv's tables print them.
-pub fn to_mib(bytes: u64) -> u64 {
+pub(crate) fn to_mib(bytes: u64) -> u64 {
     bytes >> 20
 }
 

@@ -21,12 +21,12 @@ use std::io::Write;
 const PREFIX: &str = "genv";
 
 /// `genv: warning: …`, with a `hint:` line when a fix is known.
-pub fn warn(message: impl Display) {
+pub(crate) fn warn(message: impl Display) {
     say(&format!("{PREFIX}: warning: {message}"), None);
 }
 
 /// `genv: warning: …` followed by `hint: …`.
-pub fn warn_hint(message: impl Display, hint: impl Display) {
+pub(crate) fn warn_hint(message: impl Display, hint: impl Display) {
     say(
         &format!("{PREFIX}: warning: {message}"),
         Some(&hint.to_string()),
@@ -36,18 +36,18 @@ pub fn warn_hint(message: impl Display, hint: impl Display) {
 /// `genv: error: …`, with a `hint:` line when a fix is known. For errors
 /// that do not end the command; those that do are returned as errors and
 /// printed by `error::report`.
-pub fn error(message: impl Display, hint: Option<&str>) {
+pub(crate) fn error(message: impl Display, hint: Option<&str>) {
     say(&format!("{PREFIX}: error: {message}"), hint);
 }
 
 /// What clap made (the help of `activate` and `deactivate`, which the
 /// shell function evals), on stderr as it is.
-pub fn clap_error(text: impl Display) {
+pub(crate) fn clap_error(text: impl Display) {
     let _ = write!(std::io::stderr().lock(), "{text}");
 }
 
 /// `genv: …`: progress a user waiting on genv wants to see.
-pub fn note(message: impl Display) {
+pub(crate) fn note(message: impl Display) {
     say(&format!("{PREFIX}: {message}"), None);
 }
 
@@ -59,7 +59,7 @@ pub(crate) fn raw_line(line: &str) {
 /// A line said elsewhere, passed on as it is: what a remote host printed
 /// on stderr (prefixed with its name), the decisions of a remote
 /// enforcement in genv 1.4.3's words.
-pub fn relay(line: impl Display) {
+pub(crate) fn relay(line: impl Display) {
     say(&line.to_string(), None);
 }
 

@@ -10,7 +10,7 @@ use crate::state::{Config, Transaction};
 
 /// The configuration folder, as genv 1.4.3's `genv.sdk.home()` finds it:
 /// `.genv` in the working directory, else in `$HOME`.
-pub fn home() -> Option<PathBuf> {
+pub(crate) fn home() -> Option<PathBuf> {
     let cwd = std::env::current_dir().ok();
     let home = std::env::var_os("HOME").map(PathBuf::from);
     [cwd, home]
@@ -21,18 +21,18 @@ pub fn home() -> Option<PathBuf> {
 }
 
 /// The current environment's identifier, if any.
-pub fn eid() -> Option<String> {
+pub(crate) fn eid() -> Option<String> {
     get(ev::GENV_ENVIRONMENT_ID).filter(|e| !e.is_empty())
 }
 
-pub fn require_eid() -> Result<String> {
+pub(crate) fn require_eid() -> Result<String> {
     eid().ok_or_else(crate::error::reference::not_active)
 }
 
 /// The folder of `nvidia-smi` and `docker` links to this executable that
 /// activation puts first on `PATH`. Per user (never in the shared state
 /// folder, where another user could replace the links).
-pub fn shims_dir() -> Result<PathBuf> {
+pub(crate) fn shims_dir() -> Result<PathBuf> {
     let base = get("XDG_CACHE_HOME")
         .filter(|d| !d.is_empty())
         .map(PathBuf::from)
@@ -51,10 +51,10 @@ pub fn shims_dir() -> Result<PathBuf> {
 /// of a shell goes to every program it starts: a name of a megabyte (which
 /// another user can write into the shared state) would make every later
 /// command of that shell fail with "Argument list too long".
-pub const MAX_NAME_BYTES: usize = 256;
+pub(crate) const MAX_NAME_BYTES: usize = 256;
 
 /// Checks an environment name a user gives on the command line.
-pub fn validate_name(name: &str) -> Result<()> {
+pub(crate) fn validate_name(name: &str) -> Result<()> {
     match name_problem(name) {
         None => Ok(()),
         Some(problem) => Err(Error::hinted(
@@ -78,7 +78,7 @@ fn name_problem(name: &str) -> Option<String> {
 /// from the shared state, where any local user may have written anything:
 /// one that the command line would refuse is not exported (a warning says
 /// so) rather than put into the shell.
-pub fn config_actions(config: &Config) -> Vec<Action> {
+pub(crate) fn config_actions(config: &Config) -> Vec<Action> {
     let mut actions = Vec::new();
     let mut field = |name: &'static str, value: Option<String>, problem: Option<String>| {
         actions.push(match (value, problem) {
@@ -159,12 +159,12 @@ fn preload_action(capped: bool) -> Option<Action> {
 
 /// The devices attached to an environment, as the state says; none when
 /// the devices cannot be known (no driver and no `devices.json`).
-pub fn attached(tx: &mut Transaction<'_>, eid: &str) -> Vec<u32> {
+pub(crate) fn attached(tx: &mut Transaction<'_>, eid: &str) -> Vec<u32> {
     tx.devices().map(|d| d.indices_of(eid)).unwrap_or_default()
 }
 
 /// `CUDA_VISIBLE_DEVICES` for the attached devices, `-1` for none.
-pub fn devices_action(indices: &[u32]) -> Action {
+pub(crate) fn devices_action(indices: &[u32]) -> Action {
     let value = if indices.is_empty() {
         "-1".to_owned()
     } else {
@@ -184,7 +184,7 @@ pub fn devices_action(indices: &[u32]) -> Action {
 /// each entry is read only when it is a regular file reached without a
 /// link and no larger than [`MAX_CONFIG_ENTRY`]; anything else (a FIFO
 /// that would block, a link to `/dev/zero`) is refused with one line.
-pub fn load_config(dir: &std::path::Path) -> Result<Config> {
+pub(crate) fn load_config(dir: &std::path::Path) -> Result<Config> {
     let folder = config_folder(dir, false)?;
     let field = |name: &str| read_config_entry(&folder, dir, name);
     let gpu_memory = field("gpu-memory")?
@@ -208,7 +208,7 @@ pub fn load_config(dir: &std::path::Path) -> Result<Config> {
 
 /// The largest `.genv` entry genv reads: a name, a memory amount or a
 /// count are a few bytes.
-pub const MAX_CONFIG_ENTRY: u64 = 4096;
+pub(crate) const MAX_CONFIG_ENTRY: u64 = 4096;
 
 /// `.genv` itself, opened once; for saving, not through a link.
 fn config_folder(dir: &std::path::Path, save: bool) -> Result<std::os::fd::OwnedFd> {
@@ -280,7 +280,7 @@ fn read_config_entry(
 /// place by rename, so that whatever was there (a link to one of the
 /// user's files, planted in a shared working folder) is replaced, never
 /// written through.
-pub fn save_config(dir: &std::path::Path, config: &Config) -> Result<()> {
+pub(crate) fn save_config(dir: &std::path::Path, config: &Config) -> Result<()> {
     use rustix::fs::{AtFlags, Mode, OFlags};
     use rustix::io::Errno;
     let folder = config_folder(dir, true)?;

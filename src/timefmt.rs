@@ -3,9 +3,9 @@
 use chrono::{Local, NaiveDateTime};
 use std::fmt::Write;
 
-pub const DATETIME_FMT: &str = "%d/%m/%Y %H:%M:%S";
+pub(crate) const DATETIME_FMT: &str = "%d/%m/%Y %H:%M:%S";
 
-pub fn now() -> String {
+pub(crate) fn now() -> String {
     Local::now().format(DATETIME_FMT).to_string()
 }
 
@@ -14,7 +14,7 @@ pub fn now() -> String {
 /// without a format-string interpreter (tables print one per row); any
 /// other shape that Python's strptime accepts (unpadded fields) goes
 /// through chrono's parser.
-pub fn parse(value: &str) -> Option<NaiveDateTime> {
+pub(crate) fn parse(value: &str) -> Option<NaiveDateTime> {
     parse_fixed(value.as_bytes())
         .or_else(|| NaiveDateTime::parse_from_str(value, DATETIME_FMT).ok())
 }
@@ -46,21 +46,21 @@ fn parse_fixed(b: &[u8]) -> Option<NaiveDateTime> {
 /// timestamp that does not parse, or that lies in the future (another
 /// host's clock, a hand-edited file), is printed as it is rather than as a
 /// negative age.
-pub fn since(value: &str, now: NaiveDateTime) -> String {
+pub(crate) fn since(value: &str, now: NaiveDateTime) -> String {
     let mut out = String::new();
     write_since(&mut out, value, now);
     out
 }
 
 /// [`since`] appended to `out` (a table row).
-pub fn write_since(out: &mut String, value: &str, now: NaiveDateTime) {
+pub(crate) fn write_since(out: &mut String, value: &str, now: NaiveDateTime) {
     match parse(value) {
         Some(then) if then <= now => ago(out, (now - then).num_seconds()),
         _ => out.push_str(value),
     }
 }
 
-pub fn local_now() -> NaiveDateTime {
+pub(crate) fn local_now() -> NaiveDateTime {
     Local::now().naive_local()
 }
 

@@ -52,7 +52,7 @@ fn number<T: std::str::FromStr>(field: &str, line: &str) -> Result<T> {
 }
 
 /// Parses `index, uuid, memory.total, name` lines.
-pub fn parse_gpus(text: &str) -> Result<Vec<GpuInfo>> {
+pub(super) fn parse_gpus(text: &str) -> Result<Vec<GpuInfo>> {
     let mut gpus = text
         .lines()
         .filter(|l| !l.trim().is_empty())
@@ -74,7 +74,10 @@ pub fn parse_gpus(text: &str) -> Result<Vec<GpuInfo>> {
 }
 
 /// Parses `gpu_uuid, pid, used_gpu_memory` lines, mapping uuids to indices.
-pub fn parse_processes(text: &str, uuids: &HashMap<String, u32>) -> Result<Vec<ComputeProcess>> {
+pub(super) fn parse_processes(
+    text: &str,
+    uuids: &HashMap<String, u32>,
+) -> Result<Vec<ComputeProcess>> {
     text.lines()
         .filter(|l| !l.trim().is_empty())
         .filter_map(|line| {
@@ -96,7 +99,7 @@ pub fn parse_processes(text: &str, uuids: &HashMap<String, u32>) -> Result<Vec<C
 
 /// Parses `index, utilization.gpu, temperature.gpu, memory.used,
 /// memory.total` lines; `[N/A]` (or anything not a number) is unknown.
-pub fn parse_statuses(text: &str) -> Result<Vec<GpuStatus>> {
+pub(super) fn parse_statuses(text: &str) -> Result<Vec<GpuStatus>> {
     let mut statuses = text
         .lines()
         .filter(|l| !l.trim().is_empty())

@@ -10,7 +10,7 @@ use crate::session;
 use crate::shell::{Action, Shell};
 use crate::state::Config;
 
-pub fn run(mut args: ActivateArgs, ctx: &mut Context) -> Result<Exit> {
+pub(crate) fn run(mut args: ActivateArgs, ctx: &mut Context) -> Result<Exit> {
     let shell_pid = args.shell.ok_or_else(reference::not_initialized)?;
     if session::eid().is_some() {
         return Err(reference::already_active());

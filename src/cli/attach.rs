@@ -6,7 +6,7 @@ use crate::provision::{self, Request};
 use crate::session;
 use crate::state::LoadOptions;
 
-pub fn run(args: AttachArgs, ctx: &mut Context) -> Result<Exit> {
+pub(crate) fn run(args: AttachArgs, ctx: &mut Context) -> Result<Exit> {
     let eid = session::require_eid()?;
     if args.refresh {
         return Ok(Exit::SUCCESS);

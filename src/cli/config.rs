@@ -8,7 +8,7 @@ use crate::provision;
 use crate::session;
 use crate::state::{Config, LoadOptions};
 
-pub fn run(args: ConfigArgs, ctx: &mut Context) -> Result<Exit> {
+pub(crate) fn run(args: ConfigArgs, ctx: &mut Context) -> Result<Exit> {
     let out = &mut ctx.out;
     let eid = session::require_eid()?;
     // Check what the user typed before touching the state.

@@ -8,7 +8,7 @@ use crate::session;
 use crate::shell::{Action, Shell};
 use crate::state::LoadOptions;
 
-pub fn run(args: DeactivateArgs, ctx: &mut Context) -> Result<Exit> {
+pub(crate) fn run(args: DeactivateArgs, ctx: &mut Context) -> Result<Exit> {
     let shell_pid = args.shell.ok_or_else(reference::not_initialized)?;
     session::require_eid()?;
     let mut tx = ctx.dir.transaction(LoadOptions::default())?;

@@ -6,7 +6,7 @@ use crate::provision;
 use crate::session;
 use crate::state::LoadOptions;
 
-pub fn run(args: DetachArgs, ctx: &mut Context) -> Result<Exit> {
+pub(crate) fn run(args: DetachArgs, ctx: &mut Context) -> Result<Exit> {
     let eid = session::require_eid()?;
     let mut tx = ctx.dir.transaction(LoadOptions::default())?;
     if let Some(index) = args.index

@@ -9,11 +9,11 @@ use crate::provision;
 use crate::state::{Devices, Env, StateDir, Transaction};
 use crate::{escape, timefmt};
 
-pub use crate::provision::Request;
+pub(crate) use crate::provision::Request;
 
-pub const QUERIES: [&str; 4] = ["index", "eids", "total_memory", "attachments"];
+pub(crate) const QUERIES: [&str; 4] = ["index", "eids", "total_memory", "attachments"];
 
-pub fn run(args: DevicesArgs, ctx: &mut Context) -> Result<Exit> {
+pub(crate) fn run(args: DevicesArgs, ctx: &mut Context) -> Result<Exit> {
     let out = &mut ctx.out;
     let dir = &ctx.dir;
     if let Some(DevicesCommand::Attach {
@@ -128,7 +128,7 @@ pub fn run(args: DevicesArgs, ctx: &mut Context) -> Result<Exit> {
     Ok(Exit::SUCCESS)
 }
 
-pub fn print_indices(devices: &Devices, eid: &str, out: &mut String) {
+pub(crate) fn print_indices(devices: &Devices, eid: &str, out: &mut String) {
     // Indices only: nothing from the state reaches the terminal.
     let indices: Vec<String> = devices.indices_of(eid).iter().map(u32::to_string).collect();
     out.push_str(&indices.join(","));
@@ -253,7 +253,11 @@ impl Listing for DevicesTable<'_> {
 
 /// `genv devices queue`: the line of `--wait` requests, in the padded
 /// table only.
-pub fn print_queue(envs: &crate::state::Envs, queue: &crate::state::Queue, out: &mut String) {
+pub(crate) fn print_queue(
+    envs: &crate::state::Envs,
+    queue: &crate::state::Queue,
+    out: &mut String,
+) {
     const COLUMNS: &[Column] = &[
         column("PLACE", 8),
         column("ENV ID", 12),

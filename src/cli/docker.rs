@@ -3,6 +3,6 @@
 use super::{Context, DockerArgs, Exit};
 use crate::error::Result;
 
-pub fn run(args: DockerArgs, ctx: &mut Context) -> Result<Exit> {
+pub(crate) fn run(args: DockerArgs, ctx: &mut Context) -> Result<Exit> {
     crate::container::docker::main(args.args, ctx)
 }

@@ -34,7 +34,7 @@ impl EnforceArgs {
     }
 }
 
-pub fn run(args: EnforceArgs, ctx: &mut Context) -> Result<Exit> {
+pub(crate) fn run(args: EnforceArgs, ctx: &mut Context) -> Result<Exit> {
     crate::error::reference::log::verbose(args.verbose);
     let rules = args.rules();
     let dry_run = args.dry_run || args.report;

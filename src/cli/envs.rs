@@ -6,7 +6,7 @@ use crate::output::{self, Column, Layout, Listing, Table, column};
 use crate::state::{Env, Envs};
 use crate::{escape, memory, timefmt};
 
-pub const QUERIES: [&str; 9] = [
+pub(crate) const QUERIES: [&str; 9] = [
     "eid",
     "creation",
     "uid",
@@ -39,7 +39,7 @@ fn query(env: &Env, name: &str) -> String {
     }
 }
 
-pub fn run(args: EnvsArgs, ctx: &mut Context) -> Result<Exit> {
+pub(crate) fn run(args: EnvsArgs, ctx: &mut Context) -> Result<Exit> {
     let out = &mut ctx.out;
     // Check what the user typed before touching the state.
     if let Some(EnvsCommand::Config {

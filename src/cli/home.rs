@@ -4,7 +4,7 @@ use super::{Context, Exit, HomeArgs};
 use crate::error::Result;
 use crate::session;
 
-pub fn run(args: HomeArgs, ctx: &mut Context) -> Result<Exit> {
+pub(crate) fn run(args: HomeArgs, ctx: &mut Context) -> Result<Exit> {
     match session::home() {
         Some(path) => {
             ctx.out.push_str(&path.to_string_lossy());

@@ -27,7 +27,7 @@ const NO_OLLAMA: &str = "Could not find ollama.
 You should install it if it's not already installed.
 Otherwise, $PATH is probably not configured properly.";
 
-pub fn run(args: LlmArgs, ctx: &mut Context) -> Result<Exit> {
+pub(crate) fn run(args: LlmArgs, ctx: &mut Context) -> Result<Exit> {
     match args.command.unwrap_or(LlmCommand::Ps(PsArgs::default())) {
         LlmCommand::Serve {
             model,

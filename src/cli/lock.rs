@@ -14,7 +14,7 @@ mod table;
 
 use std::time::Instant;
 
-pub use table::print_locks;
+pub(crate) use table::print_locks;
 
 use super::{Context, Exit, LockArgs};
 use crate::env_vars as ev;
@@ -28,7 +28,7 @@ const LOCKS_HINT: &str = "`genv devices locks` shows who holds and who waits for
 
 /// Runs the command under the locks; streams (the command's output is its
 /// own, on the same stdout).
-pub fn run(args: LockArgs, ctx: &mut Context) -> Result<Exit> {
+pub(crate) fn run(args: LockArgs, ctx: &mut Context) -> Result<Exit> {
     let dir = &ctx.dir;
     let eid = ev::get(ev::GENV_ENVIRONMENT_ID).filter(|e| !e.is_empty());
     let (requests, source) = match &eid {
@@ -281,7 +281,7 @@ fn describe(envs: &Envs, holder: &Holder) -> String {
 
 /// The environments as they are, for names and users; empty when the
 /// state cannot be read.
-pub fn load_envs(dir: &StateDir) -> Envs {
+pub(crate) fn load_envs(dir: &StateDir) -> Envs {
     let options = LoadOptions {
         cleanup: false,
         reset: false,

@@ -1,25 +1,25 @@
 //! The command line: clap types here, one file per verb with its `run`.
 
-pub mod activate;
-pub mod attach;
-pub mod config;
-pub mod deactivate;
-pub mod detach;
-pub mod devices;
-pub mod docker;
-pub mod enforce;
-pub mod envs;
-pub mod home;
-pub mod llm;
-pub mod lock;
-pub mod monitor;
+pub(crate) mod activate;
+pub(crate) mod attach;
+pub(crate) mod config;
+pub(crate) mod deactivate;
+pub(crate) mod detach;
+pub(crate) mod devices;
+pub(crate) mod docker;
+pub(crate) mod enforce;
+pub(crate) mod envs;
+pub(crate) mod home;
+pub(crate) mod llm;
+pub(crate) mod lock;
+pub(crate) mod monitor;
 mod parse;
-pub mod remote;
-pub mod sdk;
+pub(crate) mod remote;
+pub(crate) mod sdk;
 pub mod shell;
-pub mod status;
-pub mod top;
-pub mod usage;
+pub(crate) mod status;
+pub(crate) mod top;
+pub(crate) mod usage;
 pub mod version;
 
 pub use crate::context::{Context, Exit};

@@ -9,7 +9,7 @@ use crate::monitor::snapshot::Snapshot;
 use crate::monitor::{metrics, publish, server};
 use crate::os::signals::Blocked;
 
-pub fn run(args: MonitorArgs, ctx: &mut Context) -> Result<Exit> {
+pub(crate) fn run(args: MonitorArgs, ctx: &mut Context) -> Result<Exit> {
     // Before any thread starts, so that all of them leave the signals to
     // the collection loop.
     let signals = Blocked::block();
@@ -37,7 +37,7 @@ pub fn run(args: MonitorArgs, ctx: &mut Context) -> Result<Exit> {
 
 /// Where Prometheus on this machine reaches the exporter: `localhost` when
 /// it listens on every address, as genv 1.4.3 publishes it.
-pub fn exporter_address(host: &str, port: u16) -> String {
+pub(crate) fn exporter_address(host: &str, port: u16) -> String {
     match host {
         "0.0.0.0" | "::" | "" => format!("localhost:{port}"),
         h if h.contains(':') => format!("[{h}]:{port}"),

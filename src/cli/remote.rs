@@ -28,7 +28,7 @@ use crate::remote::ssh::{Answer, Ssh};
 use crate::remote::{self, Host, quote};
 use crate::state::{Devices, Envs};
 
-pub fn run(args: RemoteArgs, ctx: &mut Context) -> Result<Exit> {
+pub(crate) fn run(args: RemoteArgs, ctx: &mut Context) -> Result<Exit> {
     let hostfile = match &args.hostfile {
         Some(path) => Some(std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?),
         None => None,
@@ -131,7 +131,7 @@ pub fn run(args: RemoteArgs, ctx: &mut Context) -> Result<Exit> {
 /// genv 1.4.3 also takes `genv remote -host …` and `-hostfile …`
 /// (argparse); clap would read `-host` as `-h -o -s -t`, so those two
 /// words, before the subcommand, are given their two dashes.
-pub fn single_dash_options(mut args: Vec<OsString>) -> Vec<OsString> {
+pub(crate) fn single_dash_options(mut args: Vec<OsString>) -> Vec<OsString> {
     if args.get(1).is_none_or(|a| a != "remote") {
         return args;
     }

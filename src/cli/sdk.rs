@@ -17,7 +17,7 @@ use crate::provision::{self, Activation, Attach, Configure};
 use crate::session;
 use crate::state::{Config, LoadOptions, Transaction};
 
-pub fn run(args: SdkArgs, ctx: &mut Context) -> Result<Exit> {
+pub(crate) fn run(args: SdkArgs, ctx: &mut Context) -> Result<Exit> {
     let answer = match args.command {
         SdkCommand::Activate { eid, pid, config } => {
             let config = config.as_deref().map(parse_config).transpose()?;

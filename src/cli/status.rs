@@ -8,7 +8,7 @@ use crate::escape::{self, terminal};
 use crate::session;
 use crate::state::{Config, LoadOptions};
 
-pub fn run(ctx: &mut Context) -> Result<Exit> {
+pub(crate) fn run(ctx: &mut Context) -> Result<Exit> {
     let out = &mut ctx.out;
     let dir = &ctx.dir;
     let Some(eid) = session::eid() else {

@@ -7,7 +7,7 @@ use crate::error::{Error, Result};
 use crate::monitor::Snapshot;
 use crate::top::{frame, live};
 
-pub fn run(args: TopArgs, ctx: &mut Context) -> Result<Exit> {
+pub(crate) fn run(args: TopArgs, ctx: &mut Context) -> Result<Exit> {
     if args.once {
         let snapshot = Snapshot::take(&ctx.dir, ctx.backend.get())?;
         ctx.out

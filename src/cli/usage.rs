@@ -12,7 +12,7 @@ use crate::error::{Error, Result};
 use crate::output::json::to_json;
 use crate::state::{Devices, Envs, LoadOptions, StateDir};
 
-pub fn run(args: UsageArgs, ctx: &mut Context) -> Result<Exit> {
+pub(crate) fn run(args: UsageArgs, ctx: &mut Context) -> Result<Exit> {
     match args.command {
         UsageCommand::Snapshot { kind, .. } => {
             snapshot(kind.as_deref(), &ctx.dir, ctx.backend.get(), &mut ctx.out)?

@@ -7,9 +7,9 @@ use crate::error::Result;
 
 /// This implementation's release: genv 1.4.3's interface, with a fourth
 /// number counting its own releases (the Python wheel's version too).
-pub const RELEASE: &str = "1.4.3.1";
+pub(crate) const RELEASE: &str = "1.4.3.1";
 
-pub fn run(ctx: &mut Context) -> Result<Exit> {
+pub(crate) fn run(ctx: &mut Context) -> Result<Exit> {
     ctx.out.push_str(env!("CARGO_PKG_VERSION"));
     ctx.out.push('\n');
     Ok(Exit::SUCCESS)

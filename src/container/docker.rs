@@ -16,14 +16,14 @@ use crate::error::{Error, Result};
 use crate::os::exec;
 use crate::state::StateDir;
 
-pub const PROGRAM: &str = "genv-docker";
+pub(crate) const PROGRAM: &str = "genv-docker";
 
 /// The runtime name `--runtime=` gets unless `GENV_CONTAINER_RUNTIME` says.
 const RUNTIME_NAME: &str = "genv";
 
 /// What genv-docker runs: the engine, its arguments, and what to do first.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Plan {
+pub(crate) struct Plan {
     pub engine: OsString,
     pub args: Vec<OsString>,
     /// Print the command instead of running it.
@@ -54,7 +54,7 @@ struct Options {
 
 /// Runs genv-docker with `args` (without `argv[0]`); returns only when it
 /// did not replace itself with the engine.
-pub fn main(args: Vec<OsString>, ctx: &mut Context) -> Result<Exit> {
+pub(crate) fn main(args: Vec<OsString>, ctx: &mut Context) -> Result<Exit> {
     let engine = std::env::var_os(ev::GENV_DOCKER)
         .filter(|e| !e.is_empty())
         .unwrap_or_else(|| "docker".into());
@@ -104,7 +104,7 @@ fn caller_state(dir: &StateDir, look_only: bool) -> Result<String> {
 /// into the runtime and its variables, with the state folder (from
 /// `state`, told whether to look only) for a container that is an
 /// environment; everything else as given.
-pub fn plan(
+pub(crate) fn plan(
     args: Vec<OsString>,
     engine: OsString,
     runtime: &str,
@@ -303,7 +303,7 @@ fn parse_gpu_memory(value: &OsStr) -> Result<String> {
 }
 
 /// The command as one line a POSIX shell reads back as the same words.
-pub fn command_line(plan: &Plan) -> String {
+pub(crate) fn command_line(plan: &Plan) -> String {
     std::iter::once(&plan.engine)
         .chain(&plan.args)
         .map(|word| shell_word(&word.to_string_lossy()))
@@ -323,7 +323,7 @@ fn shell_word(word: &str) -> String {
 }
 
 /// genv's options of `run`, printed before the engine's own help.
-pub fn usage() -> &'static str {
+pub(crate) fn usage() -> &'static str {
     "\
 Genv Usage: genv-docker run ...
 

@@ -25,7 +25,7 @@ use crate::error::{Error, Result};
 use crate::provision::{self, Activation, Attach, Configure};
 use crate::state::{Config, LoadOptions, StateDir};
 
-pub const PROGRAM: &str = "genv-container-runtime-hook";
+pub(crate) const PROGRAM: &str = "genv-container-runtime-hook";
 
 /// What the runtime says of the container on the hook's stdin.
 struct State {
@@ -43,7 +43,7 @@ struct State {
 /// Registered as genv 1.4.3's hook was, a `prestart` hook with no
 /// argument, the stage is the one the container's state says: `stopped`
 /// after it ran, before it runs otherwise.
-pub fn main(args: Vec<OsString>, ctx: &mut Context) -> Result<Exit> {
+pub(crate) fn main(args: Vec<OsString>, ctx: &mut Context) -> Result<Exit> {
     let state = read_state()?;
     let stage = match args.first() {
         Some(stage) => stage.to_str().unwrap_or_default(),

@@ -28,14 +28,14 @@ const TMPFS_MAGIC: u64 = 0x0102_1994;
 
 /// A host file to mount at `name` inside the container's state folder
 /// (`devices/0.lock`, `memcap-0-…`).
-pub struct File {
+pub(super) struct File {
     pub fd: OwnedFd,
     pub name: String,
 }
 
 /// Mounts `files` into the mount namespace of `pid` (the container's init
 /// process, from the runtime), beneath the container root `root`.
-pub fn mount(pid: i64, root: &Path, files: Vec<File>) -> Result<()> {
+pub(super) fn mount(pid: i64, root: &Path, files: Vec<File>) -> Result<()> {
     if files.is_empty() {
         return Ok(());
     }

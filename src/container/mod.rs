@@ -14,16 +14,14 @@
 //! ([`state_folder`]), since engines hand runtimes none of the caller's
 //! variables.
 
-pub mod docker;
-pub mod hook;
+pub(crate) mod docker;
+pub(crate) mod hook;
 mod inject;
-pub mod runtime;
-pub mod spec;
-pub mod state_folder;
+pub(crate) mod runtime;
+pub(crate) mod spec;
+pub(crate) mod state_folder;
 
-pub use docker::PROGRAM as DOCKER_PROGRAM;
-pub use hook::PROGRAM as HOOK_PROGRAM;
-pub use runtime::PROGRAM as RUNTIME_PROGRAM;
+pub(crate) use hook::PROGRAM as HOOK_PROGRAM;
 
 use std::path::{Path, PathBuf};
 
@@ -31,25 +29,25 @@ use crate::error::{Error, Result};
 
 /// Where the `nvidia-smi` shim is mounted inside a container, first on its
 /// `PATH` (as genv 1.4.3 does).
-pub const SHIMS_IN_CONTAINER: &str = "/opt/genv/shims";
+pub(crate) const SHIMS_IN_CONTAINER: &str = "/opt/genv/shims";
 
 /// The state folder inside a container, genv 1.4.3's default: a tmpfs of
 /// the container's own, into which the hook mounts the attached devices'
 /// lock files (`devices/<index>.lock`) and the memory cap's ledger.
-pub const STATE_IN_CONTAINER: &str = "/var/tmp/genv";
+pub(crate) const STATE_IN_CONTAINER: &str = "/var/tmp/genv";
 
 /// Where the memory cap library is mounted inside a container.
-pub const MEMCAP_IN_CONTAINER: &str = "/opt/genv/lib/libgenv_memcap.so";
+pub(crate) const MEMCAP_IN_CONTAINER: &str = "/opt/genv/lib/libgenv_memcap.so";
 
 /// The statically linked genv installed next to `genv`, mounted into
 /// containers (whatever their C library) as `nvidia-smi` and `genv`.
-pub const STATIC_GENV: &str = "genv-static";
+pub(crate) const STATIC_GENV: &str = "genv-static";
 
 /// The genv to mount into a container: `genv-static` next to the running
 /// executable, else the running executable when it is itself statically
 /// linked; an error when neither is, since a dynamically linked genv runs
 /// only in images with the host's C library.
-pub fn static_genv() -> Result<PathBuf> {
+pub(crate) fn static_genv() -> Result<PathBuf> {
     let exe = std::env::current_exe().map_err(|e| Error::io("/proc/self/exe", e))?;
     let beside = exe.with_file_name(STATIC_GENV);
     if beside.is_file() && is_static(&beside) {
@@ -70,7 +68,7 @@ pub fn static_genv() -> Result<PathBuf> {
 
 /// Whether an executable is statically linked: an ELF file without a
 /// program interpreter (`PT_INTERP`).
-pub fn is_static(path: &Path) -> bool {
+pub(crate) fn is_static(path: &Path) -> bool {
     use std::io::Read;
     let mut bytes = Vec::new();
     let read = std::fs::File::open(path).and_then(|f| f.take(64 * 1024).read_to_end(&mut bytes));
@@ -109,7 +107,7 @@ pub fn is_static(path: &Path) -> bool {
 
 /// A variable of an OCI process environment (`NAME=value` entries); the
 /// last one wins, as runtimes apply them.
-pub fn env_get<'a>(env: &'a [String], name: &str) -> Option<&'a str> {
+pub(crate) fn env_get<'a>(env: &'a [String], name: &str) -> Option<&'a str> {
     env.iter()
         .rev()
         .find_map(|entry| entry.strip_prefix(name)?.strip_prefix('='))

@@ -20,7 +20,7 @@ use crate::env_vars as ev;
 use crate::error::{Error, Result};
 use crate::os::exec;
 
-pub const PROGRAM: &str = "genv-container-runtime";
+pub(crate) const PROGRAM: &str = "genv-container-runtime";
 
 /// The real runtimes, in the order they are looked for on `PATH`.
 const REAL_RUNTIMES: [&str; 3] = ["nvidia-container-runtime", "runc", "crun"];
@@ -38,7 +38,7 @@ const GLOBAL_WITH_VALUE: [&str; 6] = [
 /// Runs the runtime with `args` (without `argv[0]`); returns only when it
 /// did not replace itself with the real runtime. Its state folder is the
 /// one the bundle names, not the context's.
-pub fn main(args: Vec<OsString>, _: &mut Context) -> Result<Exit> {
+pub(crate) fn main(args: Vec<OsString>, _: &mut Context) -> Result<Exit> {
     let text: Vec<String> = args
         .iter()
         .map(|a| a.to_string_lossy().into_owned())
@@ -174,7 +174,7 @@ fn capped(env: &[String]) -> bool {
 /// genv's changes go into the JSON as read, so every field genv does not
 /// read is kept. Refused, with the bundle untouched, when something to
 /// mount is not installed.
-pub fn rewrite_config(path: &Path, id: &str) -> Result<()> {
+pub(crate) fn rewrite_config(path: &Path, id: &str) -> Result<()> {
     let (mut json, spec): (Value, Spec) = read(path)?;
     let given = spec
         .process()
@@ -283,7 +283,7 @@ fn state_tmpfs() -> Value {
 }
 
 /// Adds genv's variables to the process JSON of `exec`.
-pub fn rewrite_process(path: &Path, id: &str) -> Result<()> {
+pub(crate) fn rewrite_process(path: &Path, id: &str) -> Result<()> {
     let (mut json, process): (Value, Process) = read(path)?;
     // The container's variables come with the process: `LD_PRELOAD` is
     // there when the container has the library.
@@ -354,7 +354,7 @@ fn push(json: &mut Value, keys: &[&str], item: Value) {
 }
 
 /// A JSON file as a value and as the typed form that checks it.
-pub fn read<T: serde::de::DeserializeOwned>(path: &Path) -> Result<(Value, T)> {
+pub(crate) fn read<T: serde::de::DeserializeOwned>(path: &Path) -> Result<(Value, T)> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
     let invalid = |e: serde_json::Error| {
         Error::new(format!("{} is not a valid OCI file: {e}", path.display()))
@@ -365,7 +365,7 @@ pub fn read<T: serde::de::DeserializeOwned>(path: &Path) -> Result<(Value, T)> {
 }
 
 /// Replaces `path` with `json`: a new file beside it renamed over it.
-pub fn write(path: &Path, json: &Value) -> Result<()> {
+pub(crate) fn write(path: &Path, json: &Value) -> Result<()> {
     let bytes = serde_json::to_vec(json).map_err(|e| Error::new(e.to_string()))?;
     let name = path.file_name().unwrap_or_default().to_string_lossy();
     let temporary = path.with_file_name(format!(".{name}.genv-{}", std::process::id()));

@@ -12,7 +12,7 @@ use serde::Deserialize;
 
 /// A bundle's `config.json`.
 #[derive(Debug, Default, Deserialize)]
-pub struct Spec {
+pub(crate) struct Spec {
     #[serde(default)]
     process: Option<Process>,
     #[serde(default)]
@@ -24,19 +24,19 @@ pub struct Spec {
 }
 
 impl Spec {
-    pub fn process(&self) -> &Option<Process> {
+    pub(crate) fn process(&self) -> &Option<Process> {
         &self.process
     }
 
-    pub fn root(&self) -> &Option<Root> {
+    pub(crate) fn root(&self) -> &Option<Root> {
         &self.root
     }
 
-    pub fn annotations(&self) -> &Option<HashMap<String, String>> {
+    pub(crate) fn annotations(&self) -> &Option<HashMap<String, String>> {
         &self.annotations
     }
 
-    pub fn linux(&self) -> &Option<Linux> {
+    pub(crate) fn linux(&self) -> &Option<Linux> {
         &self.linux
     }
 }
@@ -45,7 +45,7 @@ impl Spec {
 /// process JSON of `exec`). `user` and `cwd` are required, as the
 /// specification says.
 #[derive(Debug, Deserialize)]
-pub struct Process {
+pub(crate) struct Process {
     user: User,
     #[serde(default)]
     env: Option<Vec<String>>,
@@ -54,48 +54,48 @@ pub struct Process {
 }
 
 impl Process {
-    pub fn user(&self) -> &User {
+    pub(crate) fn user(&self) -> &User {
         &self.user
     }
 
-    pub fn env(&self) -> &Option<Vec<String>> {
+    pub(crate) fn env(&self) -> &Option<Vec<String>> {
         &self.env
     }
 }
 
 #[derive(Debug, Deserialize)]
-pub struct User {
+pub(crate) struct User {
     #[serde(default)]
     uid: u32,
 }
 
 impl User {
-    pub fn uid(&self) -> u32 {
+    pub(crate) fn uid(&self) -> u32 {
         self.uid
     }
 }
 
 /// The container's root file system.
 #[derive(Debug, Deserialize)]
-pub struct Root {
+pub(crate) struct Root {
     path: PathBuf,
 }
 
 impl Root {
-    pub fn path(&self) -> &PathBuf {
+    pub(crate) fn path(&self) -> &PathBuf {
         &self.path
     }
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct Linux {
+pub(crate) struct Linux {
     #[serde(default)]
     uid_mappings: Option<Vec<IdMapping>>,
 }
 
 impl Linux {
-    pub fn uid_mappings(&self) -> &Option<Vec<IdMapping>> {
+    pub(crate) fn uid_mappings(&self) -> &Option<Vec<IdMapping>> {
         &self.uid_mappings
     }
 }
@@ -103,7 +103,7 @@ impl Linux {
 /// A range of ids of a user namespace: `size` ids from `containerID`
 /// inside are `hostID` onwards outside.
 #[derive(Clone, Copy, Debug, Deserialize)]
-pub struct IdMapping {
+pub(crate) struct IdMapping {
     #[serde(default, rename = "containerID")]
     container_id: u32,
     #[serde(default, rename = "hostID")]
@@ -113,15 +113,15 @@ pub struct IdMapping {
 }
 
 impl IdMapping {
-    pub fn container_id(&self) -> u32 {
+    pub(crate) fn container_id(&self) -> u32 {
         self.container_id
     }
 
-    pub fn host_id(&self) -> u32 {
+    pub(crate) fn host_id(&self) -> u32 {
         self.host_id
     }
 
-    pub fn size(&self) -> u32 {
+    pub(crate) fn size(&self) -> u32 {
         self.size
     }
 }

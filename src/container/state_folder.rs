@@ -23,11 +23,11 @@ use crate::error::{Error, Result};
 use crate::escape::terminal;
 
 /// The bundle's annotation that names the caller's state folder.
-pub const ANNOTATION: &str = "io.genv.tmpdir";
+pub(crate) const ANNOTATION: &str = "io.genv.tmpdir";
 
 /// The state folder the bundle at `bundle` names, checked; `None` when it
 /// names none (the runtime's own `GENV_TMPDIR`, or the default, counts).
-pub fn from_bundle(spec: &Spec, bundle: &Path) -> Result<Option<PathBuf>> {
+pub(crate) fn from_bundle(spec: &Spec, bundle: &Path) -> Result<Option<PathBuf>> {
     let Some(value) = spec.annotations().as_ref().and_then(|a| a.get(ANNOTATION)) else {
         return Ok(None);
     };
@@ -42,7 +42,7 @@ pub fn from_bundle(spec: &Spec, bundle: &Path) -> Result<Option<PathBuf>> {
 /// `bundle_owner`. A runtime that is not root in the machine's own user
 /// namespace (a rootless engine) can do nothing its user cannot: it takes
 /// any real folder without links on the way.
-pub fn check(value: &str, bundle_owner: Option<u32>) -> Result<PathBuf> {
+pub(crate) fn check(value: &str, bundle_owner: Option<u32>) -> Result<PathBuf> {
     let refuse = |why: String| {
         Error::hinted(
             format!(

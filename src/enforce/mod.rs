@@ -9,7 +9,7 @@
 pub mod execute;
 pub mod rules;
 pub mod snapshot;
-pub mod survey;
+pub(crate) mod survey;
 
 pub use execute::execute;
 

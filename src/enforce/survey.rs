@@ -53,6 +53,7 @@ impl<'a> Survey<'a> {
         self.pids.extend(pids);
     }
 
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.pids.is_empty() && self.detach.is_empty()
     }
@@ -94,10 +95,5 @@ impl<'a> Survey<'a> {
             terminate: Processes { processes },
             detach,
         }
-    }
-
-    /// The device indices in the order the rules detached from them.
-    pub fn detach_order(&self) -> Vec<u32> {
-        self.detach.iter().map(|(i, _)| *i).collect()
     }
 }

@@ -26,7 +26,7 @@ use super::server::Shared;
 
 /// What one client may take.
 #[derive(Debug, Clone, Copy)]
-pub struct Limits {
+pub(crate) struct Limits {
     /// Connections held at once; at the limit a new one sheds the one that
     /// has waited longest (for a request, or for a client to read).
     pub connections: usize,
@@ -47,7 +47,7 @@ pub struct Limits {
 impl Limits {
     /// The limits for this process: at most a quarter of its open-files
     /// limit in connections (never raised), at most 256.
-    pub fn for_this_process() -> Limits {
+    pub(crate) fn for_this_process() -> Limits {
         let files = rustix::process::getrlimit(rustix::process::Resource::Nofile)
             .current
             .unwrap_or(u64::MAX);
@@ -74,14 +74,14 @@ const LINGER_BYTES: usize = 64 * 1024;
 const LINGER: Duration = Duration::from_secs(1);
 
 /// A listening socket and the pipe that stops it.
-pub struct Listener {
+pub(crate) struct Listener {
     socket: TcpListener,
     wake: OwnedFd,
     stop: Arc<OwnedFd>,
 }
 
 impl Listener {
-    pub fn new(socket: TcpListener) -> std::io::Result<Listener> {
+    pub(crate) fn new(socket: TcpListener) -> std::io::Result<Listener> {
         socket.set_nonblocking(true)?;
         let (wake, stop) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
         Ok(Listener {
@@ -92,12 +92,12 @@ impl Listener {
     }
 
     /// What ends [`Listener::serve`] from another thread.
-    pub fn stopper(&self) -> Stopper {
+    pub(crate) fn stopper(&self) -> Stopper {
         Stopper(Arc::clone(&self.stop))
     }
 
     /// Accepts and answers until stopped; then closes every connection.
-    pub fn serve(self, shared: Shared, limits: Limits) {
+    pub(crate) fn serve(self, shared: Shared, limits: Limits) {
         let open = Arc::new(Connections::new(limits.connections));
         loop {
             let mut fds = [
@@ -148,10 +148,10 @@ impl Listener {
 }
 
 /// Stops a [`Listener`]'s loop.
-pub struct Stopper(Arc<OwnedFd>);
+pub(crate) struct Stopper(Arc<OwnedFd>);
 
 impl Stopper {
-    pub fn stop(&self) {
+    pub(crate) fn stop(&self) {
         let _ = rustix::io::write(&*self.0, b"x");
     }
 }

@@ -60,6 +60,7 @@ impl Family {
     }
 
     /// The name a series of this family has in the text formats.
+    #[cfg(test)]
     pub fn series_name(&self) -> String {
         match self.kind {
             Kind::Gauge => self.name.to_owned(),
@@ -70,6 +71,7 @@ impl Family {
 
 /// Every metric name `genv monitor` serves (counters with `_total`), for
 /// checks of dashboards and documentation.
+#[cfg(test)]
 pub fn series_names() -> Vec<String> {
     collect(&Snapshot::default())
         .iter()

@@ -11,11 +11,11 @@
 //! - `signals.rs`: SIGINT, SIGTERM and SIGHUP, taken synchronously;
 //! - `publish.rs` and `export/`: the Prometheus and Grafana files.
 
-pub mod http;
+pub(crate) mod http;
 pub mod metrics;
-pub mod publish;
-pub mod server;
+pub(crate) mod publish;
+pub(crate) mod server;
 
-pub mod snapshot;
+pub(crate) mod snapshot;
 
 pub use snapshot::{DeviceLocks, Process, Snapshot};

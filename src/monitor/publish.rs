@@ -15,14 +15,14 @@ const GRAFANA_INI: &str = include_str!("export/grafana/grafana.ini");
 const DATASOURCES_YML: &str = include_str!("export/grafana/provisioning/datasources/default.yml");
 const DASHBOARDS_YML: &str = include_str!("export/grafana/provisioning/dashboards/default.yml");
 /// The dashboard, for tests and checks.
-pub const OVERVIEW_JSON: &str = include_str!("export/grafana/dashboards/overview.json");
+pub(crate) const OVERVIEW_JSON: &str = include_str!("export/grafana/dashboards/overview.json");
 
 /// Where Grafana finds Prometheus, as genv 1.4.3 publishes it.
 const PROMETHEUS_URL: &str = "http://localhost:9090";
 
 /// The files for an exporter at `exporter` (`host:port`), as (path under
 /// the configuration folder, content).
-pub fn render(config_dir: &Path, exporter: &str) -> Result<Vec<(PathBuf, String)>> {
+pub(crate) fn render(config_dir: &Path, exporter: &str) -> Result<Vec<(PathBuf, String)>> {
     let grafana = config_dir.join("grafana");
     let dashboards = grafana.join("dashboards");
     let provisioning = grafana.join("provisioning");
@@ -96,7 +96,7 @@ fn ini(path: &Path) -> Result<&str> {
 /// like `$GENV_TMPDIR`, and created 0755 when missing. Holds the global
 /// lock so two monitors starting at once do not trip over each other's
 /// temporaries.
-pub fn publish(dir: &StateDir, config_dir: &Path, exporter: &str) -> Result<()> {
+pub(crate) fn publish(dir: &StateDir, config_dir: &Path, exporter: &str) -> Result<()> {
     let files = render(config_dir, exporter)?;
     let _lock = dir.transaction(LoadOptions::default())?;
     let root = if config_dir == dir.path("metrics") {

@@ -16,20 +16,20 @@ use crate::os::signals::Blocked;
 
 /// The encoded metrics, both formats, replaced whole after each look.
 #[derive(Default)]
-pub struct Published {
+pub(crate) struct Published {
     text: String,
     openmetrics: String,
 }
 
 impl Published {
-    pub fn from_families(families: Vec<Family>) -> Published {
+    pub(crate) fn from_families(families: Vec<Family>) -> Published {
         Published {
             text: metrics::encode(families.clone(), Format::Text),
             openmetrics: metrics::encode(families, Format::OpenMetrics),
         }
     }
 
-    pub fn body(&self, format: Format) -> &str {
+    pub(crate) fn body(&self, format: Format) -> &str {
         match format {
             Format::Text => &self.text,
             Format::OpenMetrics => &self.openmetrics,
@@ -37,10 +37,10 @@ impl Published {
     }
 }
 
-pub type Shared = Arc<RwLock<Arc<Published>>>;
+pub(crate) type Shared = Arc<RwLock<Arc<Published>>>;
 
 /// Listens on `host:port`; a port in use is a clear error.
-pub fn bind(host: &str, port: u16) -> Result<Listener> {
+pub(crate) fn bind(host: &str, port: u16) -> Result<Listener> {
     let failed = |e: std::io::Error| {
         if e.kind() == std::io::ErrorKind::AddrInUse {
             Error::hinted(
@@ -60,7 +60,7 @@ pub fn bind(host: &str, port: u16) -> Result<Listener> {
 }
 
 /// How the exporter runs.
-pub struct Options {
+pub(crate) struct Options {
     pub interval: Duration,
     /// Said on stderr once the first metrics are ready to serve.
     pub announce: String,
@@ -69,7 +69,7 @@ pub struct Options {
 /// Looks every interval (`look`: the metric families now) and publishes
 /// the metrics until SIGINT or SIGTERM; a look that fails keeps the last
 /// metrics and warns (once until looks succeed again).
-pub fn run(
+pub(crate) fn run(
     server: Listener,
     signals: &Blocked,
     options: &Options,

@@ -22,12 +22,6 @@ pub struct Process {
     pub usage: Vec<(u32, u64)>,
 }
 
-impl Process {
-    pub fn used_bytes(&self) -> u64 {
-        self.usage.iter().map(|&(_, mib)| mib << 20).sum()
-    }
-}
-
 /// Who holds and who waits for one device's lock.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeviceLocks {
@@ -123,14 +117,5 @@ impl Snapshot {
         names.sort_unstable();
         names.dedup();
         names
-    }
-
-    /// The lock holders and waiters of a device.
-    pub fn locks_of(&self, index: u32) -> &[Holder] {
-        self.locks
-            .iter()
-            .find(|l| l.index == index)
-            .map(|l| l.holders.as_slice())
-            .unwrap_or(&[])
     }
 }

@@ -14,7 +14,7 @@ use crate::os::signals::Forwarding;
 /// `flock(1)` do). SIGINT, SIGTERM, SIGHUP and SIGQUIT sent to us go on to
 /// the command while it runs; our own dispositions come back afterwards.
 /// `started` is told the child's pid before it is waited for.
-pub fn run(command: &mut std::process::Command, started: impl FnOnce(u32)) -> i32 {
+pub(crate) fn run(command: &mut std::process::Command, started: impl FnOnce(u32)) -> i32 {
     let forwarding = match Forwarding::install() {
         Ok(forwarding) => Some(forwarding),
         Err(e) => {

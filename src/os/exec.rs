@@ -21,7 +21,7 @@ const MAX_DEPTH: u32 = 8;
 /// The real `program`: the first one on `PATH` that is not genv itself
 /// (compared by device and inode, so links and hard links to genv, and the
 /// shims folder, are all skipped).
-pub fn find_real(program: &str) -> Result<PathBuf> {
+pub(crate) fn find_real(program: &str) -> Result<PathBuf> {
     let me = std::env::current_exe()
         .and_then(std::fs::metadata)
         .map(|m| (m.dev(), m.ino()))
@@ -50,7 +50,7 @@ pub fn find_real(program: &str) -> Result<PathBuf> {
 
 /// `program` with `args`, one level deeper than this process; an error
 /// when genv's programs already run one another in a loop.
-pub fn command(program: &Path, args: &[OsString]) -> Result<Command> {
+pub(crate) fn command(program: &Path, args: &[OsString]) -> Result<Command> {
     let depth = get(ev::GENV_SHIM_DEPTH)
         .and_then(|v| v.parse::<u32>().ok())
         .unwrap_or(0);
@@ -66,7 +66,7 @@ pub fn command(program: &Path, args: &[OsString]) -> Result<Command> {
 
 /// Replaces this process with `program` run with `args`; returns only on
 /// failure, with the error.
-pub fn exec(program: &Path, args: &[OsString]) -> Error {
+pub(crate) fn exec(program: &Path, args: &[OsString]) -> Error {
     match command(program, args) {
         Ok(mut command) => Error::Exec {
             program: program.to_owned(),

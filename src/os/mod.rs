@@ -1,7 +1,7 @@
 //! The platform layer: what genv asks of the operating system about
 //! processes, users and signals, and the children it runs.
 
-pub mod child;
-pub mod exec;
+pub(crate) mod child;
+pub(crate) mod exec;
 pub mod procs;
-pub mod signals;
+pub(crate) mod signals;

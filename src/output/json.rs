@@ -6,14 +6,17 @@ use crate::error::{Error, Result};
 
 /// `value` with a two-space indent and DEL and non-ASCII characters
 /// escaped, so both implementations write the same bytes.
-pub fn to_json<T: serde::Serialize + ?Sized>(value: &T) -> Result<Vec<u8>> {
+pub(crate) fn to_json<T: serde::Serialize + ?Sized>(value: &T) -> Result<Vec<u8>> {
     to_json_sized(value, 0)
 }
 
 /// [`to_json`] into a buffer of `capacity` bytes to begin with: a state
 /// file rewritten is about the size it was read, and growing a buffer of
 /// megabytes by doubling copies it again and again.
-pub fn to_json_sized<T: serde::Serialize + ?Sized>(value: &T, capacity: usize) -> Result<Vec<u8>> {
+pub(crate) fn to_json_sized<T: serde::Serialize + ?Sized>(
+    value: &T,
+    capacity: usize,
+) -> Result<Vec<u8>> {
     let mut bytes = Vec::with_capacity(capacity);
     serde_json::to_writer_pretty(&mut bytes, value).map_err(|e| Error::Serialize(e.to_string()))?;
     // serde_json leaves DEL and non-ASCII characters as they are; Python
@@ -37,7 +40,7 @@ pub fn to_json_sized<T: serde::Serialize + ?Sized>(value: &T, capacity: usize) -
 }
 
 /// `value` as [`to_json`] writes it, and a newline, appended to `out`.
-pub fn push<T: serde::Serialize + ?Sized>(out: &mut String, value: &T) -> Result<()> {
+pub(crate) fn push<T: serde::Serialize + ?Sized>(out: &mut String, value: &T) -> Result<()> {
     let bytes = to_json(value)?;
     // Escaped as above, the bytes are ASCII.
     out.push_str(&String::from_utf8_lossy(&bytes));

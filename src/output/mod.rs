@@ -4,12 +4,12 @@
 //! [`print`]; and the Python-identical JSON encoder ([`json`]) that the
 //! state files use too.
 
-pub mod json;
-pub mod table;
+pub(crate) mod json;
+pub(crate) mod table;
 
 use clap::ValueEnum;
 
-pub use table::{Column, Row, Table, column};
+pub(crate) use table::{Column, Table, column};
 
 use crate::error::Result;
 
@@ -27,7 +27,7 @@ pub enum Format {
 /// whether the line of titles and the totals line (`genv remote`'s) come
 /// with the rows.
 #[derive(Debug, Clone, Copy)]
-pub struct Layout {
+pub(crate) struct Layout {
     pub format: Format,
     pub header: bool,
     pub summary: bool,
@@ -35,7 +35,7 @@ pub struct Layout {
 
 impl Layout {
     /// `format`, with the line of titles unless `no_header`, and no totals.
-    pub fn new(format: Format, no_header: bool) -> Self {
+    pub(crate) fn new(format: Format, no_header: bool) -> Self {
         Layout {
             format,
             header: !no_header,
@@ -46,7 +46,7 @@ impl Layout {
 
 /// Something genv lists: the columns and rows of its table, and the
 /// document its `--format json` prints.
-pub trait Listing {
+pub(crate) trait Listing {
     /// The table's columns, with genv 1.4.3's widths.
     const COLUMNS: &'static [Column];
 
@@ -64,7 +64,7 @@ pub trait Listing {
 
 /// `listing` laid out as `layout` says, appended to `out`; nothing is
 /// appended when its JSON cannot be written.
-pub fn print<L: Listing>(listing: &L, layout: Layout, out: &mut String) -> Result<()> {
+pub(crate) fn print<L: Listing>(listing: &L, layout: Layout, out: &mut String) -> Result<()> {
     if layout.format == Format::Json {
         return json::push(out, &listing.json());
     }

@@ -8,18 +8,18 @@ use crate::escape;
 /// A column of a table: its title, and its width in the padded table
 /// (`{:<width}`); the last column is not padded (width 0).
 #[derive(Debug, Clone, Copy)]
-pub struct Column {
+pub(crate) struct Column {
     pub title: &'static str,
     pub width: usize,
 }
 
 /// A column titled `title`, `width` characters wide in the padded table.
-pub const fn column(title: &'static str, width: usize) -> Column {
+pub(crate) const fn column(title: &'static str, width: usize) -> Column {
     Column { title, width }
 }
 
 /// A table being written into `out`, in CSV or padded.
-pub struct Table<'o> {
+pub(crate) struct Table<'o> {
     out: &'o mut String,
     columns: &'static [Column],
     csv: bool,
@@ -27,12 +27,12 @@ pub struct Table<'o> {
 
 impl<'o> Table<'o> {
     /// A table of `columns`, genv's unquoted CSV when `csv`, else padded.
-    pub fn new(out: &'o mut String, columns: &'static [Column], csv: bool) -> Self {
+    pub(crate) fn new(out: &'o mut String, columns: &'static [Column], csv: bool) -> Self {
         Table { out, columns, csv }
     }
 
     /// The line of column titles.
-    pub fn header(&mut self) {
+    pub(crate) fn header(&mut self) {
         let columns = self.columns;
         let mut row = self.row();
         for column in columns {
@@ -42,7 +42,7 @@ impl<'o> Table<'o> {
     }
 
     /// The next row; its cells fill the columns in order.
-    pub fn row(&mut self) -> Row<'_> {
+    pub(crate) fn row(&mut self) -> Row<'_> {
         Row {
             out: &mut *self.out,
             columns: self.columns.iter(),
@@ -53,7 +53,7 @@ impl<'o> Table<'o> {
 }
 
 /// One line of a table, written in place.
-pub struct Row<'t> {
+pub(crate) struct Row<'t> {
     out: &'t mut String,
     /// The columns the next cells fill.
     columns: std::slice::Iter<'static, Column>,
@@ -64,7 +64,7 @@ pub struct Row<'t> {
 impl Row<'_> {
     /// A cell of state text, shown as data (see [`escape`]): in the
     /// padded table padded to its column's width as `{:<width}` would.
-    pub fn cell(&mut self, text: &str) -> &mut Self {
+    pub(crate) fn cell(&mut self, text: &str) -> &mut Self {
         let width = self.start_cell();
         // Printable ASCII (nearly every cell) is shown as it is, one
         // character a byte, and has no comma to escape in CSV.
@@ -93,7 +93,7 @@ impl Row<'_> {
 
     /// A cell of numbers joined by `sep` (not state text: nothing to
     /// escape), padded like [`Row::cell`].
-    pub fn numbers<N: std::fmt::Display>(&mut self, numbers: &[N], sep: char) -> &mut Self {
+    pub(crate) fn numbers<N: std::fmt::Display>(&mut self, numbers: &[N], sep: char) -> &mut Self {
         use std::fmt::Write;
         let width = self.start_cell();
         let start = self.out.len();
@@ -112,12 +112,12 @@ impl Row<'_> {
     }
 
     /// A cell of one number.
-    pub fn number<N: std::fmt::Display>(&mut self, n: N) -> &mut Self {
+    pub(crate) fn number<N: std::fmt::Display>(&mut self, n: N) -> &mut Self {
         self.numbers(&[n], ' ')
     }
 
     /// Ends the line.
-    pub fn end(&mut self) {
+    pub(crate) fn end(&mut self) {
         self.out.push('\n');
     }
 

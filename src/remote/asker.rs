@@ -13,7 +13,7 @@ use crate::escape;
 use crate::messages::{warn, warn_hint};
 
 /// Asks every host in parallel and reports the hosts that did not answer.
-pub struct Asker<'a> {
+pub(crate) struct Asker<'a> {
     pub ssh: Ssh,
     pub hosts: &'a [Host],
     /// `--quiet`: a host that failed is not reported.
@@ -24,7 +24,7 @@ pub struct Asker<'a> {
 
 impl Asker<'_> {
     /// Says that a host failed, as `--quiet` and `--exit-on-error` ask.
-    pub fn failed(&self, message: String, hint: Option<String>) -> Result<()> {
+    pub(crate) fn failed(&self, message: String, hint: Option<String>) -> Result<()> {
         if self.throw_on_error {
             return Err(match hint {
                 Some(hint) => Error::hinted(message, hint),
@@ -43,7 +43,7 @@ impl Asker<'_> {
     /// The hosts that answered (`answers` in the order of `hosts`) with
     /// what they said read by `read`; the others reported. Also whether
     /// all answered. What a host said on stderr is shown with its name.
-    pub fn read<T>(
+    pub(crate) fn read<T>(
         &self,
         hosts: &[Host],
         answers: Vec<Answer>,
@@ -79,7 +79,7 @@ impl Asker<'_> {
     /// `genv usage snapshot --type KIND` (all of it without a kind) on
     /// every host (genv 1.4.3's protocol): the hosts that answered with
     /// their snapshots, and whether all did.
-    pub fn snapshots<T: DeserializeOwned>(
+    pub(crate) fn snapshots<T: DeserializeOwned>(
         &self,
         kind: Option<&str>,
     ) -> Result<(bool, Vec<(Host, T)>)> {
@@ -94,7 +94,7 @@ impl Asker<'_> {
     }
 
     /// `sh -c SCRIPT` on every host.
-    pub fn script(&self, script: &str) -> Vec<Answer> {
+    pub(crate) fn script(&self, script: &str) -> Vec<Answer> {
         let line = command_line(&["sh", "-c", script]);
         self.ssh.run_all(self.hosts, |_| Some((line.clone(), None)))
     }
@@ -102,14 +102,14 @@ impl Asker<'_> {
     /// Replaces this process with `ssh -tt host LINE`: a terminal there
     /// even when this one has none, so that the remote command ends with
     /// the connection.
-    pub fn exec_on(&self, host: &Host, args: &[String]) -> Error {
+    pub(crate) fn exec_on(&self, host: &Host, args: &[String]) -> Error {
         let err = self.ssh.terminal_command(host, &command_line(args)).exec();
         Error::new(format!("cannot run {}: {err}", self.ssh.program[0]))
     }
 }
 
 /// A failed host's message, and a hint when genv is not on its PATH.
-pub fn failure(hostname: &str, code: Option<i32>, stderr: &str) -> (String, Option<String>) {
+pub(crate) fn failure(hostname: &str, code: Option<i32>, stderr: &str) -> (String, Option<String>) {
     let reason: Vec<&str> = stderr
         .lines()
         .map(str::trim)

@@ -22,7 +22,7 @@ use crate::state::{Devices, Envs};
 /// What `genv usage snapshot` (no `--type`) answers, ours and genv
 /// 1.4.3's alike.
 #[derive(Debug, Clone, Default, Deserialize)]
-pub struct Usage {
+pub(crate) struct Usage {
     #[serde(default)]
     pub processes: Processes,
     #[serde(default)]
@@ -214,19 +214,19 @@ fn merge(report: &mut Report, extra: Report) {
     }
 }
 
-pub fn is_empty(report: &Report) -> bool {
+pub(crate) fn is_empty(report: &Report) -> bool {
     report.terminate.processes.is_empty() && report.detach.is_empty()
 }
 
 /// What one cycle over many hosts decided: the rules' lines, in genv
 /// 1.4.3's order, and a report for each host (in the hosts' order).
-pub struct Decision {
+pub(crate) struct Decision {
     pub lines: Vec<String>,
     pub reports: Vec<Report>,
 }
 
 /// Runs `rules` over the hosts' answers, named by `hostnames`.
-pub fn decide(hosts: &[(&str, &Usage)], rules: &Rules) -> Decision {
+pub(crate) fn decide(hosts: &[(&str, &Usage)], rules: &Rules) -> Decision {
     let mut users = Users::default();
     let snapshots: Vec<Snapshot> = hosts
         .iter()

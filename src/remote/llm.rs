@@ -17,11 +17,12 @@ use crate::state::Envs;
 use crate::timefmt;
 
 /// The remote command (for `sh -c`).
-pub const SCRIPT: &str = "genv llm ps --format json 2>/dev/null || genv usage snapshot --type envs";
+pub(crate) const SCRIPT: &str =
+    "genv llm ps --format json 2>/dev/null || genv usage snapshot --type envs";
 
 /// One served model on one host.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-pub struct Server {
+pub(crate) struct Server {
     pub model: String,
     pub port: Option<u16>,
     pub created: String,
@@ -40,7 +41,7 @@ enum Answer {
 }
 
 /// The servers in a host's answer to [`SCRIPT`].
-pub fn parse(answer: &str) -> Result<Vec<Server>, String> {
+pub(crate) fn parse(answer: &str) -> Result<Vec<Server>, String> {
     match serde_json::from_str::<Answer>(answer) {
         Ok(Answer::Llms { llms }) => Ok(llms),
         Ok(Answer::Envs(envs)) => Ok(envs
@@ -69,7 +70,7 @@ pub fn parse(answer: &str) -> Result<Vec<Server>, String> {
 /// The host (an index into `hosts`) to attach to for `model`: of the
 /// servers of that model, the one with the fewest clients (unknown
 /// counts as none), the first host's on a tie.
-pub fn pick(hosts: &[&[Server]], model: &str) -> Option<usize> {
+pub(crate) fn pick(hosts: &[&[Server]], model: &str) -> Option<usize> {
     hosts
         .iter()
         .enumerate()
@@ -84,7 +85,7 @@ pub fn pick(hosts: &[&[Server]], model: &str) -> Option<usize> {
 }
 
 /// `genv remote llm ps`: a row per server of every host, the host first.
-pub fn ps(
+pub(crate) fn ps(
     rows: &[(&str, &[Server])],
     layout: Layout,
     timestamp: bool,

@@ -4,26 +4,26 @@
 //! fleet may mix this genv and genv 1.4.3; what is printed is made from
 //! the answers by pure functions ([`report`]).
 
-pub mod asker;
-pub mod enforce;
-pub mod llm;
-pub mod monitor;
-pub mod report;
-pub mod ssh;
+pub(crate) mod asker;
+pub(crate) mod enforce;
+pub(crate) mod llm;
+pub(crate) mod monitor;
+pub(crate) mod report;
+pub(crate) mod ssh;
 
 use crate::error::{Error, Result};
 
 /// One host to ask: as written on the command line or in the host file,
 /// with the login name from `user@host` or `-l`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Host {
+pub(crate) struct Host {
     pub hostname: String,
     pub username: Option<String>,
 }
 
 /// The hosts of `-H a,user@b` (`spec`) or of a host file's text (one a
 /// line, blank lines and `#` comments skipped); `user@` wins over `-l`.
-pub fn parse_hosts(
+pub(crate) fn parse_hosts(
     spec: Option<&str>,
     hostfile: Option<&str>,
     username: Option<&str>,
@@ -69,7 +69,7 @@ pub fn parse_hosts(
 
 /// `arg` as one word for a POSIX shell: ssh joins its arguments into one
 /// command line for the remote login shell, so every word is quoted.
-pub fn quote(arg: &str) -> String {
+pub(crate) fn quote(arg: &str) -> String {
     let plain = !arg.is_empty()
         && arg
             .bytes()
@@ -81,7 +81,7 @@ pub fn quote(arg: &str) -> String {
 }
 
 /// A remote command line made of quoted words.
-pub fn command_line<S: AsRef<str>>(args: &[S]) -> String {
+pub(crate) fn command_line<S: AsRef<str>>(args: &[S]) -> String {
     args.iter()
         .map(|a| quote(a.as_ref()))
         .collect::<Vec<_>>()

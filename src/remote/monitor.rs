@@ -21,7 +21,7 @@ const MARK: &str = "--genv-remote-monitor--";
 
 /// The remote command (for `sh -c`): the snapshot, or `none` when genv is
 /// not installed, then the GPUs as genv 1.4.3 queries them.
-pub fn script() -> String {
+pub(crate) fn script() -> String {
     format!(
         "if command -v genv >/dev/null 2>&1; then genv usage snapshot || exit $?; else echo none; fi; \
          echo {MARK}; \
@@ -37,7 +37,7 @@ fn number<T: std::str::FromStr>(field: &str) -> Option<T> {
 
 /// One host's answer to [`script`]: its snapshot for the metrics, and
 /// whether genv is installed there.
-pub fn parse(answer: &str) -> Result<(Snapshot, bool), String> {
+pub(crate) fn parse(answer: &str) -> Result<(Snapshot, bool), String> {
     let (head, gpus) = answer
         .split_once(MARK)
         .ok_or_else(|| "the answer is not in the expected shape".to_owned())?;
@@ -106,7 +106,7 @@ const LOCAL_ONLY: [&str; 3] = [
 
 /// The families of every host that answered, each series labelled with
 /// its host first; families in the local monitor's order.
-pub fn families(hosts: &[(&str, &Snapshot, bool)]) -> Vec<Family> {
+pub(crate) fn families(hosts: &[(&str, &Snapshot, bool)]) -> Vec<Family> {
     let mut merged: Vec<Family> = Vec::new();
     let mut at: BTreeMap<&'static str, usize> = BTreeMap::new();
     for (hostname, snapshot, installed) in hosts {

@@ -30,7 +30,7 @@ fn unreserved(device: &Device) -> u64 {
 
 /// Devices a new environment could take: unattached ones (genv 1.4.3),
 /// or with `gpu_memory` (bytes), those with that much unreserved memory.
-pub fn available(devices: &Devices, gpu_memory: Option<u64>) -> usize {
+pub(crate) fn available(devices: &Devices, gpu_memory: Option<u64>) -> usize {
     devices
         .devices
         .iter()
@@ -43,7 +43,7 @@ pub fn available(devices: &Devices, gpu_memory: Option<u64>) -> usize {
 
 /// The first host (an index into `snapshots`) with `gpus` available
 /// devices; without `gpus`, the first host that answered.
-pub fn find_host(
+pub(crate) fn find_host(
     snapshots: &[&Devices],
     gpus: Option<u32>,
     gpu_memory: Option<u64>,
@@ -55,7 +55,7 @@ pub fn find_host(
 }
 
 /// `genv remote devices`: a row per host and the totals line.
-pub fn devices(rows: &[(&str, &Devices)], layout: Layout) -> Result<String> {
+pub(crate) fn devices(rows: &[(&str, &Devices)], layout: Layout) -> Result<String> {
     let listing = DevicesTable {
         rows: rows
             .iter()
@@ -107,7 +107,7 @@ impl Listing for DevicesTable<'_> {
 }
 
 /// `genv remote envs`: a row per environment of every host.
-pub fn envs(
+pub(crate) fn envs(
     rows: &[(&str, &Envs)],
     layout: Layout,
     timestamp: bool,
@@ -189,11 +189,11 @@ impl Listing for EnvsTable<'_> {
 }
 
 /// The fields `genv remote query --query` knows.
-pub const QUERIES: [&str; 3] = ["hostname", "eid", "creation"];
+pub(crate) const QUERIES: [&str; 3] = ["hostname", "eid", "creation"];
 
 /// `genv remote query`: the asked fields of every environment named
 /// `name`, comma-separated, a line each.
-pub fn query(rows: &[(&str, &Envs)], name: &str, queries: &[String]) -> String {
+pub(crate) fn query(rows: &[(&str, &Envs)], name: &str, queries: &[String]) -> String {
     let mut out = String::new();
     for (host, envs) in rows {
         for env in envs

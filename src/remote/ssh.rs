@@ -9,7 +9,7 @@ use crate::env_vars::GENV_SSH;
 /// How `ssh` is run: the program and its own options (`GENV_SSH`, split
 /// on whitespace, default `ssh`) and the connection timeout.
 #[derive(Debug, Clone)]
-pub struct Ssh {
+pub(crate) struct Ssh {
     pub program: Vec<String>,
     pub timeout: Option<u64>,
 }
@@ -21,13 +21,13 @@ const DEFAULT_CONNECT_TIMEOUT: u64 = 10;
 /// What one host answered: its stdout when the command exited 0, or why
 /// not.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Answer {
+pub(crate) enum Answer {
     Ok { stdout: String, stderr: String },
     Failed { code: Option<i32>, stderr: String },
 }
 
 impl Ssh {
-    pub fn from_env(timeout: Option<u64>) -> Self {
+    pub(crate) fn from_env(timeout: Option<u64>) -> Self {
         let program = std::env::var(GENV_SSH)
             .ok()
             .map(|s| s.split_whitespace().map(str::to_owned).collect::<Vec<_>>())
@@ -39,14 +39,14 @@ impl Ssh {
     /// `ssh … host LINE`, LINE a command line for the remote shell made
     /// of quoted words; `interactive` asks for a terminal and allows
     /// password prompts, otherwise ssh never waits on the user.
-    pub fn command(&self, host: &Host, line: &str, interactive: bool) -> Command {
+    pub(crate) fn command(&self, host: &Host, line: &str, interactive: bool) -> Command {
         self.command_with(host, line, if interactive { Some("-t") } else { None })
     }
 
     /// `ssh -tt … host LINE`: a terminal on the host even when this side
     /// has none, so that the remote command ends (SIGHUP) with the
     /// connection.
-    pub fn terminal_command(&self, host: &Host, line: &str) -> Command {
+    pub(crate) fn terminal_command(&self, host: &Host, line: &str) -> Command {
         self.command_with(host, line, Some("-tt"))
     }
 
@@ -68,7 +68,7 @@ impl Ssh {
     }
 
     /// Runs `args` on every host at once; the answers in the hosts' order.
-    pub fn ask_all(&self, hosts: &[Host], args: &[String]) -> Vec<Answer> {
+    pub(crate) fn ask_all(&self, hosts: &[Host], args: &[String]) -> Vec<Answer> {
         let line = command_line(args);
         self.run_all(hosts, |_| Some((line.clone(), None)))
     }
@@ -76,7 +76,7 @@ impl Ssh {
     /// Runs on every host at once the remote command line (and standard
     /// input) that `job` gives for its index, skipping hosts it gives
     /// `None` for (their answer is `None`).
-    pub fn run_all_some(
+    pub(crate) fn run_all_some(
         &self,
         hosts: &[Host],
         job: impl Fn(usize) -> Option<(String, Option<String>)> + Sync,
@@ -105,7 +105,7 @@ impl Ssh {
     }
 
     /// [`Ssh::run_all_some`] for every host.
-    pub fn run_all(
+    pub(crate) fn run_all(
         &self,
         hosts: &[Host],
         job: impl Fn(usize) -> Option<(String, Option<String>)> + Sync,

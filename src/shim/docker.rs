@@ -11,7 +11,7 @@ use crate::error::reference;
 use crate::error::{Error, Result};
 use crate::os::exec;
 
-pub const PROGRAM: &str = "docker";
+pub(crate) const PROGRAM: &str = "docker";
 
 /// Where the options of `run`/`create` start, or `None` for other commands.
 fn run_options_start(args: &[String]) -> Option<usize> {
@@ -58,7 +58,7 @@ fn find_gpus(args: &[String], start: usize) -> Option<(usize, bool)> {
 }
 
 /// The arguments to run the real docker with, or the error to print.
-pub fn rewrite(
+pub(crate) fn rewrite(
     args: &[String],
     eid: &str,
     attached: impl FnOnce() -> Attached,
@@ -132,7 +132,7 @@ pub fn rewrite(
 
 /// The shim's entry point: returns only when the real docker could not
 /// be run, or the command line not rewritten.
-pub fn run(args: Vec<OsString>, ctx: &mut Context) -> Result<Exit> {
+pub(crate) fn run(args: Vec<OsString>, ctx: &mut Context) -> Result<Exit> {
     let real = exec::find_real(PROGRAM)?;
     let (Some(eid), false) = (super::environment_id(), super::bypass()) else {
         return Err(exec::exec(&real, &args));

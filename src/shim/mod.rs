@@ -6,8 +6,8 @@
 //! (`main` in `lib.rs`) chooses them by `argv[0]`; `os::exec` finds
 //! and runs the real program.
 
-pub mod docker;
-pub mod nvidia_smi;
+pub(crate) mod docker;
+pub(crate) mod nvidia_smi;
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -17,15 +17,15 @@ use crate::error::{Error, Result};
 use crate::state::{LoadOptions, StateDir};
 
 /// The programs genv stands in for.
-pub const PROGRAMS: [&str; 2] = [nvidia_smi::PROGRAM, docker::PROGRAM];
+pub(crate) const PROGRAMS: [&str; 2] = [nvidia_smi::PROGRAM, docker::PROGRAM];
 
 /// The active environment's identifier, when in one.
-pub fn environment_id() -> Option<String> {
+pub(crate) fn environment_id() -> Option<String> {
     get(ev::GENV_ENVIRONMENT_ID).filter(|eid| !eid.is_empty())
 }
 
 /// `GENV_BYPASS` set to a non-zero number.
-pub fn bypass() -> bool {
+pub(crate) fn bypass() -> bool {
     get(ev::GENV_BYPASS)
         .and_then(|v| v.trim().parse::<i64>().ok())
         .is_some_and(|v| v != 0)
@@ -33,7 +33,7 @@ pub fn bypass() -> bool {
 
 /// Which GPUs the environment may use.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Attached {
+pub(crate) enum Attached {
     /// Nothing tells (no `CUDA_VISIBLE_DEVICES`, no state): no filter.
     Unknown,
     /// These GPUs (indices, or UUIDs as `CUDA_VISIBLE_DEVICES` may list);
@@ -43,7 +43,7 @@ pub enum Attached {
 
 /// The environment's GPUs: `CUDA_VISIBLE_DEVICES` when set (activation
 /// keeps it current), otherwise the attachments in the state folder.
-pub fn attached(dir: &StateDir, eid: &str) -> Attached {
+pub(crate) fn attached(dir: &StateDir, eid: &str) -> Attached {
     match get(ev::CUDA_VISIBLE_DEVICES) {
         Some(value) => Attached::Devices(
             crate::cuda::visible_devices(&value)
@@ -69,7 +69,7 @@ fn attached_from_state(dir: &StateDir, eid: &str) -> Option<Attached> {
 
 /// Creates (or repairs) `dir` with links named `nvidia-smi` and `docker` to
 /// the running genv executable, for activation to put first on `PATH`.
-pub fn ensure_shims_dir(dir: &Path) -> Result<PathBuf> {
+pub(crate) fn ensure_shims_dir(dir: &Path) -> Result<PathBuf> {
     let exe = std::env::current_exe().map_err(|e| Error::io("/proc/self/exe", e))?;
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     for name in PROGRAMS {
@@ -94,13 +94,13 @@ pub fn ensure_shims_dir(dir: &Path) -> Result<PathBuf> {
 /// given. An argument that is not UTF-8 (a file name, a container's
 /// command) is read with U+FFFD where its bytes are not text, and passed on
 /// as given when the rules leave it as it is.
-pub struct Args {
+pub(crate) struct Args {
     given: Vec<OsString>,
     text: Vec<String>,
 }
 
 impl Args {
-    pub fn new(given: Vec<OsString>) -> Self {
+    pub(crate) fn new(given: Vec<OsString>) -> Self {
         let text = given
             .iter()
             .map(|a| a.to_string_lossy().into_owned())
@@ -108,7 +108,7 @@ impl Args {
         Args { given, text }
     }
 
-    pub fn text(&self) -> &[String] {
+    pub(crate) fn text(&self) -> &[String] {
         &self.text
     }
 
@@ -116,7 +116,7 @@ impl Args {
     /// from [`Args::text`]): each one that is an argument as read comes back
     /// as it was given. An argument the rules changed that still holds
     /// bytes that were not text cannot be given back: an error.
-    pub fn given(&self, planned: &[String]) -> Result<Vec<OsString>> {
+    pub(crate) fn given(&self, planned: &[String]) -> Result<Vec<OsString>> {
         let mut taken = vec![false; self.given.len()];
         planned
             .iter()

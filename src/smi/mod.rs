@@ -3,9 +3,9 @@
 //! project's stand-in for `nvidia-smi` (`nvidia-smi-sim`) renders them for
 //! the simulated GPUs; the shim reads the same layouts.
 
-pub mod query;
+pub(crate) mod query;
 pub mod sim;
-pub mod table;
+pub(crate) mod table;
 
 /// The program's name: the shim stands in for it, containers get it.
 pub const PROGRAM: &str = "nvidia-smi";

@@ -5,14 +5,14 @@ use super::{SimGpu, SimProcess};
 
 /// The options of `--format=`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct CsvFormat {
+pub(crate) struct CsvFormat {
     pub header: bool,
     pub units: bool,
 }
 
 impl CsvFormat {
     /// Parses the value of `--format=`; `None` unless it is CSV.
-    pub fn parse(value: &str) -> Option<Self> {
+    pub(crate) fn parse(value: &str) -> Option<Self> {
         let mut parts = value.split(',').map(str::trim);
         if parts.next()? != "csv" {
             return None;
@@ -84,7 +84,7 @@ fn process_field(field: &str, process: &SimProcess) -> Option<Value> {
 
 /// What a query prints, or the message nvidia-smi gives for a field it
 /// does not know.
-pub fn render_gpus(
+pub(crate) fn render_gpus(
     fields: &[&str],
     format: CsvFormat,
     gpus: &[SimGpu],
@@ -108,7 +108,7 @@ pub fn render_gpus(
     )
 }
 
-pub fn render_processes(
+pub(crate) fn render_processes(
     fields: &[&str],
     format: CsvFormat,
     processes: &[SimProcess],

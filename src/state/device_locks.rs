@@ -42,9 +42,9 @@ use crate::error::{Error, Result};
 use crate::os::procs;
 use crate::state::Envs;
 use admission::{Entry, Ledger, admit};
-pub use admission::{Need, Request};
-pub use attached::attached_requests;
-pub use holders::{Holder, lock_holders};
+pub(crate) use admission::{Need, Request};
+pub(crate) use attached::attached_requests;
+pub(crate) use holders::{Holder, lock_holders};
 
 const DEVICES_FOLDER: &str = "devices";
 /// A safety net: waiters look again this often even when nothing told them
@@ -53,7 +53,7 @@ const RECHECK: Duration = Duration::from_millis(500);
 
 /// How to wait.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct WaitOptions {
+pub(crate) struct WaitOptions {
     /// Fail with [`LockError::Busy`] at once instead of waiting.
     pub nonblock: bool,
     /// Give up with [`LockError::TimedOut`] at this time.
@@ -62,7 +62,7 @@ pub struct WaitOptions {
 
 /// Why a lock was not taken.
 #[derive(Debug)]
-pub enum LockError {
+pub(crate) enum LockError {
     /// `nonblock` and the device is in use; who holds it.
     Busy {
         index: u32,
@@ -84,7 +84,7 @@ impl From<Error> for LockError {
 
 /// Device locks held until dropped; dropping releases them and removes
 /// this process from the ledgers.
-pub struct HeldLocks {
+pub(crate) struct HeldLocks {
     dir: StateDir,
     held: Vec<Held>,
 }
@@ -96,7 +96,7 @@ struct Held {
 }
 
 impl HeldLocks {
-    pub fn indices(&self) -> Vec<u32> {
+    pub(crate) fn indices(&self) -> Vec<u32> {
         self.held.iter().map(|h| h.index).collect()
     }
 }
@@ -129,7 +129,7 @@ fn devices_dir(dir: &StateDir) -> Result<Dir> {
 /// a link), for the container runtime's hook to mount into a container:
 /// the descriptor is what gets mounted, so nothing can be swapped in
 /// between the check and the mount.
-pub fn open_lock_file(dir: &StateDir, index: u32) -> Result<OwnedFd> {
+pub(crate) fn open_lock_file(dir: &StateDir, index: u32) -> Result<OwnedFd> {
     let fd = devices_dir(dir)?.open_lock(&lock_name(index))?;
     // genv never links lock files: another link may be any file at all.
     let links = rustix::fs::fstat(&fd).map(|s| s.st_nlink).unwrap_or(0);
@@ -174,7 +174,7 @@ fn existing_devices_dir(dir: &StateDir) -> Option<Dir> {
 
 /// `devices/<index>.lock`, the file genv 1.4.3 locks (the path, for
 /// messages; opened through [`devices_dir`]).
-pub fn lock_path(dir: &StateDir, index: u32) -> PathBuf {
+pub(crate) fn lock_path(dir: &StateDir, index: u32) -> PathBuf {
     devices_folder(dir).join(lock_name(index))
 }
 
@@ -192,7 +192,7 @@ fn guard_name(index: u32) -> String {
 
 /// The indices that have a lock file, as genv 1.4.3 finds a container's
 /// devices (only the attached ones are mounted into it).
-pub fn lockable(dir: &StateDir) -> Vec<u32> {
+pub(crate) fn lockable(dir: &StateDir) -> Vec<u32> {
     let Some(devices) = existing_devices_dir(dir) else {
         return Vec::new();
     };
@@ -209,7 +209,7 @@ pub fn lockable(dir: &StateDir) -> Vec<u32> {
 /// processes never hold one each and wait for the other's. `on_wait` is
 /// called once per device that this has to wait for, with those in the
 /// way (credited to their environments in `envs`).
-pub fn acquire(
+pub(crate) fn acquire(
     dir: &StateDir,
     requests: &[Request],
     eid: Option<&str>,

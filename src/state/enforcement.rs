@@ -22,7 +22,11 @@ pub struct EnforcementCounts {
 
 /// Adds actions to the record. Takes the transaction so that it runs under
 /// the global lock, which keeps concurrent enforcers from losing counts.
-pub fn record(tx: &Transaction<'_>, terminated: u64, detached: u64) -> crate::error::Result<()> {
+pub(crate) fn record(
+    tx: &Transaction<'_>,
+    terminated: u64,
+    detached: u64,
+) -> crate::error::Result<()> {
     if terminated == 0 && detached == 0 {
         return Ok(());
     }
@@ -34,7 +38,7 @@ pub fn record(tx: &Transaction<'_>, terminated: u64, detached: u64) -> crate::er
 
 /// The record, without the lock: it is replaced by rename, so a reader sees
 /// one whole version. A missing or damaged file counts as nothing done.
-pub fn read(dir: &super::StateDir) -> EnforcementCounts {
+pub(crate) fn read(dir: &super::StateDir) -> EnforcementCounts {
     parse(dir.root_dir().ok().and_then(|root| root.peek(FILE)))
 }
 

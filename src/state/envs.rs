@@ -6,7 +6,7 @@ use serde_json::Value;
 /// A short text of the state (an eid, a name, a timestamp): kept inline
 /// up to 24 bytes, so that reading 10,000 environments does not allocate
 /// and free a string for each of their fields.
-pub type Text = compact_str::CompactString;
+pub(super) type Text = compact_str::CompactString;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Config {

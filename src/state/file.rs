@@ -18,16 +18,16 @@ use crate::error::{Error, Result};
 use crate::escape;
 use crate::messages;
 
-pub const FILE_MODE: u32 = 0o666;
+pub(crate) const FILE_MODE: u32 = 0o666;
 /// Folders open to every user, whatever the umask: 0777 without the sticky
 /// bit, so one user may rename over a file another user wrote last.
-pub const DIR_MODE: u32 = 0o777;
+pub(crate) const DIR_MODE: u32 = 0o777;
 
 /// Folders and files published for other programs to read (the
 /// monitor's configuration for Prometheus and Grafana): the publisher's,
 /// readable by everyone and writable by no one else.
-pub const PUBLISHED_DIR_MODE: u32 = 0o755;
-pub const PUBLISHED_FILE_MODE: u32 = 0o644;
+pub(crate) const PUBLISHED_DIR_MODE: u32 = 0o755;
+pub(crate) const PUBLISHED_FILE_MODE: u32 = 0o644;
 
 /// How often to retry when another process removes or replaces an entry
 /// between two of our system calls.
@@ -44,10 +44,6 @@ pub struct Dir {
 impl Dir {
     pub fn fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
     }
 
     /// The path of an entry, for messages only (never opened).
@@ -695,7 +691,7 @@ pub enum Read {
 
 /// The largest state file genv reads: 64 MiB, twice `envs.json` at
 /// 100,000 environments. A larger one is moved aside like a damaged one.
-pub const MAX_STATE_FILE: u64 = 64 << 20;
+pub(crate) const MAX_STATE_FILE: u64 = 64 << 20;
 
 const TOO_LARGE: &str = "larger than genv's 64 MiB limit for a state file";
 
@@ -718,7 +714,7 @@ impl Version {
 }
 
 /// The name of the last good copy of state file `name`.
-pub fn good_name(name: &str) -> String {
+pub(crate) fn good_name(name: &str) -> String {
     format!(".{name}.good")
 }
 
@@ -807,7 +803,7 @@ fn stamp() -> String {
 }
 
 /// A path for a message on a terminal.
-pub fn shown(path: &Path) -> String {
+pub(crate) fn shown(path: &Path) -> String {
     escape::terminal(&path.display().to_string()).into_owned()
 }
 

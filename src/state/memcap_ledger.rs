@@ -23,13 +23,13 @@ use crate::memcap::layout::{
 };
 
 /// Bytes held per GPU index by an environment's live processes.
-pub type Usage = BTreeMap<u32, u64>;
+pub(crate) type Usage = BTreeMap<u32, u64>;
 
 /// What an environment's live processes hold, per GPU, by its ledger;
 /// `None` when there is no ledger that can be trusted (no process of the
 /// environment ever ran under the library, or the file is not the
 /// user's own).
-pub fn usage(dir: &Dir, uid: u32, eid: &str) -> Option<Usage> {
+pub(crate) fn usage(dir: &Dir, uid: u32, eid: &str) -> Option<Usage> {
     let name = crate::memcap::ledger_name(uid, eid);
     let flags =
         OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC;

@@ -3,13 +3,13 @@
 //! a [`Transaction`], which holds the global `genv.lock` as genv 1.4.3 does.
 
 mod cursor;
-pub mod device_locks;
+pub(crate) mod device_locks;
 mod devices;
-pub mod enforcement;
+pub(crate) mod enforcement;
 mod envs;
 pub mod envs_json;
-pub mod file;
-pub mod memcap_ledger;
+pub(crate) mod file;
+pub(crate) mod memcap_ledger;
 mod queue;
 mod salvage;
 mod watch;

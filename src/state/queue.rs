@@ -24,7 +24,7 @@ use crate::os::procs::{self, FileId};
 /// request and start again at 1 whenever the line empties; when the next
 /// one would pass this, the line is numbered again from 1 in its order
 /// (waiters know their entry by pid), so tickets never run out or wrap.
-pub const MAX_TICKET: u64 = u32::MAX as u64;
+pub(super) const MAX_TICKET: u64 = u32::MAX as u64;
 
 /// The file waiters hold a shared `flock` on while they wait.
 const GUARD_FILE: &str = "queue.guard";
@@ -100,10 +100,6 @@ impl Queue {
     /// Takes process `pid` out of the line.
     pub fn leave(&mut self, pid: i64) {
         self.waiters.retain(|w| w.pid != pid);
-    }
-
-    pub fn remove(&mut self, ticket: u64) {
-        self.waiters.retain(|w| w.ticket != ticket);
     }
 
     pub fn contains(&self, ticket: u64) -> bool {

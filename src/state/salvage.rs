@@ -15,7 +15,7 @@ use crate::error::Result;
 use crate::messages;
 
 /// A state file made of a list of entries under one key.
-pub trait Entries: Serialize + DeserializeOwned + Default {
+pub(super) trait Entries: Serialize + DeserializeOwned + Default {
     /// The key of the list: `{"envs": [...]}`.
     const KEY: &'static str;
 
@@ -58,13 +58,17 @@ fn parse_whole<T: Entries>(bytes: &[u8]) -> Option<T> {
 
 /// What a loaded file holds, and the bytes it held (the file is rewritten
 /// only when the new bytes differ).
-pub type Loaded<T> = (T, Option<Vec<u8>>);
+pub(super) type Loaded<T> = (T, Option<Vec<u8>>);
 
 /// Reads and parses state file `name`. Entries that do not parse are saved
 /// beside it and the file is rewritten without them; a torn file is
 /// rebuilt from what can be read of it and its last good copy. Each with
 /// one warning. `Ok(None)` when there is no file.
-pub fn load<T: Entries>(dir: &Dir, name: &str, keep_good: bool) -> Result<Option<Loaded<T>>> {
+pub(super) fn load<T: Entries>(
+    dir: &Dir,
+    name: &str,
+    keep_good: bool,
+) -> Result<Option<Loaded<T>>> {
     let (bytes, version) = match dir.read_or_set_aside(name)? {
         file::Read::Bytes(bytes, version) => (bytes, version),
         file::Read::Missing => return Ok(None),
@@ -182,7 +186,7 @@ fn list(key: &str, items: Vec<Value>) -> Value {
 
 /// The complete items of the list under `key` in a JSON document that may
 /// be cut short: `{"envs": [{...}, {...}, {..` gives the first two.
-pub fn items(bytes: &[u8], key: &str) -> Option<Vec<Value>> {
+pub(super) fn items(bytes: &[u8], key: &str) -> Option<Vec<Value>> {
     let mut p = Cursor::new(bytes);
     p.expect(b'{')?;
     loop {

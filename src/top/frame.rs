@@ -71,7 +71,7 @@ fn process_mib(p: &Process) -> u64 {
 }
 
 /// The frame's lines, sorted as asked.
-pub fn lines(s: &Snapshot, sort: TopSort) -> Vec<Line<'static>> {
+pub(crate) fn lines(s: &Snapshot, sort: TopSort) -> Vec<Line<'static>> {
     let mut out = Vec::new();
     out.push(Line::from(vec![
         Span::styled("genv top", Style::new().add_modifier(Modifier::BOLD)),
@@ -274,7 +274,7 @@ fn locks(s: &Snapshot, out: &mut Vec<Line<'static>>) {
 }
 
 /// The frame as plain text, without trailing spaces.
-pub fn plain(lines: &[Line<'_>]) -> String {
+pub(crate) fn plain(lines: &[Line<'_>]) -> String {
     let mut text = String::new();
     for line in lines {
         let content: String = line.spans.iter().map(|s| s.content.as_ref()).collect();

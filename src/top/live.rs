@@ -42,7 +42,7 @@ impl Drop for Restore {
     }
 }
 
-pub fn run(
+pub(crate) fn run(
     dir: &StateDir,
     backend: &dyn DeviceBackend,
     delay: Duration,

@@ -3,8 +3,8 @@
 //! a [`Snapshot`] into lines (pure, so `--once` and the tests see exactly
 //! what the screen shows); `live.rs` runs the full-screen loop.
 
-pub mod frame;
-pub mod live;
+pub(crate) mod frame;
+pub(crate) mod live;
 
 use clap::ValueEnum;
 

@@ -5,6 +5,9 @@
 // Tests may call libc directly (kill, mkfifo, umask); each block says why
 // it is sound.
 #![allow(unsafe_code)]
+// A test binary has no outside users: `pub` in its modules marks what
+// the other modules call, not an interface.
+#![allow(unreachable_pub)]
 
 mod common;
 mod lock_support;

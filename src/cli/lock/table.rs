@@ -8,7 +8,7 @@ use crate::state::{Envs, StateDir};
 
 /// `genv devices locks`: a row per holder or waiter of each device's lock,
 /// a free device as a row with empty fields.
-pub fn print_locks(
+pub(crate) fn print_locks(
     dir: &StateDir,
     envs: &Envs,
     indices: &[u32],

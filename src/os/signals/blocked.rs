@@ -11,7 +11,7 @@ use rustix::event::{PollFd, PollFlags, Timespec};
 
 /// Signals blocked in this thread (and the threads it starts from now on)
 /// so that [`Blocked::wait`] receives them.
-pub struct Blocked {
+pub(crate) struct Blocked {
     /// None when no signalfd could be made: the signals were unblocked
     /// again and keep their usual effect.
     fd: Option<SignalFd>,
@@ -19,12 +19,12 @@ pub struct Blocked {
 
 impl Blocked {
     /// SIGINT, SIGTERM and SIGHUP.
-    pub fn block() -> Blocked {
+    pub(crate) fn block() -> Blocked {
         Blocked::of(&[Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP])
     }
 
     /// `signals`, blocked.
-    pub fn of(signals: &[Signal]) -> Blocked {
+    pub(crate) fn of(signals: &[Signal]) -> Blocked {
         let mut set = SigSet::empty();
         for &signal in signals {
             set.add(signal);
@@ -43,7 +43,7 @@ impl Blocked {
     }
 
     /// Waits up to `timeout`; the signal that came, if one did.
-    pub fn wait(&self, timeout: Duration) -> Option<i32> {
+    pub(crate) fn wait(&self, timeout: Duration) -> Option<i32> {
         let Some(fd) = &self.fd else {
             std::thread::sleep(timeout);
             return None;
@@ -68,7 +68,7 @@ impl Blocked {
     }
 
     /// The name of a signal [`Blocked::wait`] returned.
-    pub fn name(signal: i32) -> &'static str {
+    pub(crate) fn name(signal: i32) -> &'static str {
         match Signal::try_from(signal) {
             Ok(Signal::SIGINT) => "SIGINT",
             Ok(Signal::SIGHUP) => "SIGHUP",

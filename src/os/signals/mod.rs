@@ -19,7 +19,7 @@
 
 mod blocked;
 
-pub use blocked::Blocked;
+pub(crate) use blocked::Blocked;
 
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicI32, Ordering};
@@ -30,9 +30,9 @@ use nix::unistd::Pid;
 use crate::error::{Error, Result};
 
 /// The signals that end a wait.
-pub const WAIT_SIGNALS: [Signal; 3] = [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP];
+pub(crate) const WAIT_SIGNALS: [Signal; 3] = [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP];
 /// The signals `genv lock` passes on to its command.
-pub const FORWARDED: [Signal; 4] = [
+pub(crate) const FORWARDED: [Signal; 4] = [
     Signal::SIGINT,
     Signal::SIGTERM,
     Signal::SIGHUP,
@@ -95,14 +95,14 @@ extern "C" fn to_pipe(_: libc::c_int) {
 }
 
 /// [`WAIT_SIGNALS`] turned into a readable pipe while this lives.
-pub struct SignalPipe {
+pub(crate) struct SignalPipe {
     read: OwnedFd,
     _write: OwnedFd,
     saved: Option<Saved>,
 }
 
 impl SignalPipe {
-    pub fn install() -> Result<Self> {
+    pub(crate) fn install() -> Result<Self> {
         let (read, write) = rustix::pipe::pipe_with(
             rustix::pipe::PipeFlags::CLOEXEC | rustix::pipe::PipeFlags::NONBLOCK,
         )
@@ -121,7 +121,7 @@ impl SignalPipe {
     }
 
     /// Readable once one of the signals came.
-    pub fn fd(&self) -> BorrowedFd<'_> {
+    pub(crate) fn fd(&self) -> BorrowedFd<'_> {
         use std::os::fd::AsFd;
         self.read.as_fd()
     }
@@ -162,12 +162,12 @@ extern "C" fn forward(signal: libc::c_int, info: *mut libc::siginfo_t, _: *mut l
 /// Passes [`FORWARDED`] signals on to a child while this lives. Signals
 /// that come before the child is known are kept and sent by
 /// [`Forwarding::child_started`].
-pub struct Forwarding {
+pub(crate) struct Forwarding {
     saved: Option<Saved>,
 }
 
 impl Forwarding {
-    pub fn install() -> Result<Self> {
+    pub(crate) fn install() -> Result<Self> {
         CHILD.store(0, Ordering::SeqCst);
         PENDING.store(0, Ordering::SeqCst);
         let saved = Saved::install(
@@ -179,7 +179,7 @@ impl Forwarding {
     }
 
     /// From now on signals go to `pid`; one that came before goes now.
-    pub fn child_started(&self, pid: u32) {
+    pub(crate) fn child_started(&self, pid: u32) {
         let Ok(pid) = i32::try_from(pid) else {
             return;
         };

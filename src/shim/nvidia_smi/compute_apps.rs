@@ -3,7 +3,7 @@
 
 /// How to run the query and read its lines.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ComputeAppsFilter {
+pub(crate) struct ComputeAppsFilter {
     pub args: Vec<String>,
     /// Where `pid` is among the fields.
     pub pid_field: usize,
@@ -16,7 +16,7 @@ impl ComputeAppsFilter {
     /// The filter for `rest` (the arguments other than the ids) run after
     /// `prefix` (the ids), with `pid` added to the query when it is not
     /// asked for; `None` when `rest` is no CSV compute-apps query.
-    pub fn from_args(rest: &[String], prefix: &[String]) -> Option<Self> {
+    pub(crate) fn from_args(rest: &[String], prefix: &[String]) -> Option<Self> {
         let mut args = prefix.to_vec();
         let mut found = None;
         let mut header = true;
@@ -61,7 +61,7 @@ impl ComputeAppsFilter {
     }
 
     /// The line as the environment sees it, or `None` to drop it.
-    pub fn line(
+    pub(crate) fn line(
         &self,
         line: &str,
         first: bool,

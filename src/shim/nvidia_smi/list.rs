@@ -4,13 +4,13 @@
 //! visible GPUs (and the MIG devices listed under them).
 
 /// Keeps what `-L` prints for the visible GPUs, named by index or UUID.
-pub struct ListFilter {
+pub(crate) struct ListFilter {
     visible: Vec<String>,
     keeping: bool,
 }
 
 impl ListFilter {
-    pub fn new(visible: Vec<String>) -> Self {
+    pub(crate) fn new(visible: Vec<String>) -> Self {
         ListFilter {
             visible,
             keeping: false,
@@ -19,7 +19,7 @@ impl ListFilter {
 
     /// Whether to print this line: a `GPU N: … (UUID: GPU-…)` line when its
     /// index or UUID is visible, and the indented lines under a kept GPU.
-    pub fn keep(&mut self, line: &str) -> bool {
+    pub(crate) fn keep(&mut self, line: &str) -> bool {
         if let Some(rest) = line.strip_prefix("GPU ") {
             let index = rest.split(':').next().unwrap_or_default();
             let uuid = rest

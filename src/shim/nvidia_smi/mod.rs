@@ -3,10 +3,10 @@
 //! decides what to run, [`compute_apps`] and [`rewrite`] change what the
 //! real program prints; this file runs it.
 
-pub mod compute_apps;
-pub mod list;
-pub mod plan;
-pub mod rewrite;
+pub(crate) mod compute_apps;
+pub(crate) mod list;
+pub(crate) mod plan;
+pub(crate) mod rewrite;
 
 use std::collections::HashMap;
 use std::ffi::OsString;
@@ -23,7 +23,7 @@ use list::ListFilter;
 use plan::{Plan, plan};
 use rewrite::{Cap, rewrite_frame};
 
-pub use crate::smi::PROGRAM;
+pub(crate) use crate::smi::PROGRAM;
 const NO_DEVICES: &str = "No devices were found";
 /// nvidia-smi's exit code when no GPU matches.
 const EXIT_NOT_FOUND: i32 = 6;
@@ -32,7 +32,7 @@ const EXIT_NOT_FOUND: i32 = 6;
 /// `GENV_ENVIRONMENT_ID`, or the environment's pids in `envs.json` (genv
 /// 1.4.3's `genv.sdk.activate()` registers a process there without the
 /// variable).
-pub struct Membership<'a> {
+pub(crate) struct Membership<'a> {
     dir: &'a StateDir,
     eid: String,
     known: HashMap<u32, bool>,
@@ -40,7 +40,7 @@ pub struct Membership<'a> {
 }
 
 impl<'a> Membership<'a> {
-    pub fn new(dir: &'a StateDir, eid: &str) -> Self {
+    pub(crate) fn new(dir: &'a StateDir, eid: &str) -> Self {
         Membership {
             dir,
             eid: eid.to_owned(),
@@ -49,7 +49,7 @@ impl<'a> Membership<'a> {
         }
     }
 
-    pub fn contains(&mut self, pid: u32) -> bool {
+    pub(crate) fn contains(&mut self, pid: u32) -> bool {
         if let Some(&known) = self.known.get(&pid) {
             return known;
         }
@@ -84,7 +84,7 @@ fn accounted(dir: &StateDir, eid: &str) -> Option<crate::state::memcap_ledger::U
 
 /// The shim's entry point: the real nvidia-smi run (or become) with the
 /// environment's GPUs, what it prints narrowed to the environment.
-pub fn run(args: Vec<OsString>, ctx: &mut Context) -> Result<Exit> {
+pub(crate) fn run(args: Vec<OsString>, ctx: &mut Context) -> Result<Exit> {
     let real = exec::find_real(PROGRAM)?;
     let (Some(eid), false) = (super::environment_id(), super::bypass()) else {
         return Err(exec::exec(&real, &args));

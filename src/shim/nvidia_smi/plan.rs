@@ -6,7 +6,7 @@ use crate::shim::Attached;
 
 /// What the shim does with a command line.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Plan {
+pub(crate) enum Plan {
     /// Run the real program with these arguments.
     Exec(Vec<String>),
     /// Run it and keep only the environment's rows of `--query-compute-apps`.
@@ -70,7 +70,7 @@ fn only_loop_options(args: &[String]) -> bool {
 }
 
 /// Decides what to run for `args` in an environment attached to `attached`.
-pub fn plan(args: &[String], attached: &Attached) -> Plan {
+pub(crate) fn plan(args: &[String], attached: &Attached) -> Plan {
     if takes_no_id(args) {
         return Plan::Exec(args.to_vec());
     }

@@ -15,19 +15,19 @@ const MISSING_PROCESSES: &str = "Missing information about running processes. Ca
 /// The GPU memory cap of the environment (`GENV_GPU_MEMORY`): its text and
 /// its size in MiB.
 #[derive(Debug, Clone)]
-pub struct Cap {
+pub(crate) struct Cap {
     pub text: String,
     pub mib: u64,
 }
 
 impl Cap {
-    pub fn from_env() -> Option<Self> {
+    pub(crate) fn from_env() -> Option<Self> {
         Self::parse(&get(ev::GENV_GPU_MEMORY)?)
     }
 
     /// The cap for a `GENV_GPU_MEMORY` value; `None` when it is empty or no
     /// memory string.
-    pub fn parse(text: &str) -> Option<Self> {
+    pub(crate) fn parse(text: &str) -> Option<Self> {
         if text.is_empty() {
             return None;
         }
@@ -46,7 +46,7 @@ impl Cap {
 /// memory cap's ledger, asked only when the driver lists no processes (in
 /// a container without the host's pid namespace): then the memory column
 /// shows it instead of N/A.
-pub fn rewrite_frame(
+pub(crate) fn rewrite_frame(
     lines: &[String],
     ours: &mut impl FnMut(u32) -> bool,
     cap: Option<&Cap>,

@@ -4,7 +4,7 @@
 //! later (91 columns, 570's wider PID column included), and the MIG
 //! devices table (see tests/fixtures/nvidia-smi for published outputs).
 
-pub mod parse;
+pub(crate) mod parse;
 mod render;
 
-pub use render::{no_running_processes, render};
+pub(crate) use render::{no_running_processes, render};

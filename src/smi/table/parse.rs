@@ -5,7 +5,7 @@
 
 /// One row of the processes table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ProcessRow {
+pub(crate) struct ProcessRow {
     pub gpu: u32,
     pub pid: u32,
     /// The GPU memory it uses, `None` when the driver shows `N/A`.
@@ -14,7 +14,7 @@ pub struct ProcessRow {
 
 /// Parses a row of the processes table, with or without the GI and CI
 /// columns (drivers before 450 have none; MIG rows have numbers there).
-pub fn parse_process_row(line: &str) -> Option<ProcessRow> {
+pub(crate) fn parse_process_row(line: &str) -> Option<ProcessRow> {
     let inner = line.strip_prefix('|')?.strip_suffix('|')?;
     let tokens: Vec<&str> = inner.split_whitespace().collect();
     let gpu = tokens.first()?.parse().ok()?;
@@ -60,7 +60,7 @@ fn memory_cell(line: &str) -> Option<(usize, usize, usize)> {
 /// `total` (or the total as printed), at the same width and positions as
 /// the driver printed it. A number too wide for its column leaves the line
 /// as it was rather than shift the table.
-pub fn set_memory(line: &str, used: Option<u64>, total: Option<u64>) -> String {
+pub(crate) fn set_memory(line: &str, used: Option<u64>, total: Option<u64>) -> String {
     let Some((start, end, at)) = memory_cell(line) else {
         return line.to_owned();
     };
@@ -86,7 +86,7 @@ pub fn set_memory(line: &str, used: Option<u64>, total: Option<u64>) -> String {
 
 /// Where things are in one frame of the default table (line numbers).
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct Frame {
+pub(crate) struct Frame {
     /// The GPU lines with a memory cell, and the GPU each belongs to.
     pub memory_lines: Vec<(usize, Option<u32>)>,
     /// The rows of the processes table.
@@ -107,7 +107,7 @@ enum Section {
 
 /// Reads one frame. The MIG devices table has memory cells too; they are
 /// the MIG devices' own and are not reported.
-pub fn parse_frame(lines: &[String]) -> Frame {
+pub(crate) fn parse_frame(lines: &[String]) -> Frame {
     let mut frame = Frame::default();
     let mut section = Section::Other;
     let mut gpu = None;
@@ -164,7 +164,7 @@ pub fn parse_frame(lines: &[String]) -> Frame {
 /// Cuts the default table into frames: a frame ends with the border under
 /// the processes table (with `-l` the driver prints one frame after another).
 #[derive(Debug, Default)]
-pub struct Frames {
+pub(crate) struct Frames {
     lines: Vec<String>,
     in_processes: bool,
     in_rows: bool,
@@ -172,7 +172,7 @@ pub struct Frames {
 
 impl Frames {
     /// Adds a line; returns the frame when the line completes one.
-    pub fn push(&mut self, line: String) -> Option<Vec<String>> {
+    pub(crate) fn push(&mut self, line: String) -> Option<Vec<String>> {
         if line.contains("| Processes:") {
             self.in_processes = true;
         } else if self.in_processes && line.starts_with("|=") {
@@ -189,7 +189,7 @@ impl Frames {
     }
 
     /// What is left after the last complete frame (a table cut short).
-    pub fn finish(&mut self) -> Vec<String> {
+    pub(crate) fn finish(&mut self) -> Vec<String> {
         std::mem::take(&mut self.lines)
     }
 }

@@ -36,7 +36,7 @@ impl Layout {
 }
 
 /// The default view: header, one block per GPU, and the processes.
-pub fn render(
+pub(crate) fn render(
     layout: Layout,
     timestamp: &str,
     driver: &str,
@@ -218,7 +218,7 @@ pub fn render(
 }
 
 /// The row nvidia-smi prints in an empty processes table `width` wide.
-pub fn no_running_processes(width: usize) -> String {
+pub(crate) fn no_running_processes(width: usize) -> String {
     let text = "  No running processes found";
     format!("|{text:<w$}|", w = width.saturating_sub(2))
 }

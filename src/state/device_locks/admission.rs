@@ -19,7 +19,7 @@ pub enum Need {
 
 /// One device to lock and what for.
 #[derive(Debug, Clone)]
-pub struct Request {
+pub(crate) struct Request {
     pub index: u32,
     pub need: Need,
     /// The device's memory, against which fractions are counted.
@@ -29,7 +29,7 @@ pub struct Request {
 impl Request {
     /// The need of an environment with this capacity (`None`: the whole
     /// device). A capacity beyond the device's memory needs all of it.
-    pub fn for_capacity(index: u32, capacity: Option<u64>, total_bytes: u64) -> Self {
+    pub(crate) fn for_capacity(index: u32, capacity: Option<u64>, total_bytes: u64) -> Self {
         let need = match capacity {
             Some(bytes) if bytes <= total_bytes && total_bytes > 0 => Need::Fraction(bytes),
             _ => Need::Exclusive,
@@ -61,7 +61,7 @@ pub(super) struct Entry {
 }
 
 impl Entry {
-    pub fn need(&self) -> Need {
+    pub(super) fn need(&self) -> Need {
         match (self.mode.as_str(), self.bytes) {
             ("fraction", Some(bytes)) => Need::Fraction(bytes),
             ("shared", _) => Need::Shared,
@@ -69,7 +69,7 @@ impl Entry {
         }
     }
 
-    pub fn alive(&self) -> bool {
+    pub(super) fn alive(&self) -> bool {
         procs::pid_alive(i64::from(self.pid))
             && match (self.start, procs::start_time(self.pid)) {
                 (Some(recorded), Some(now)) => recorded == now,

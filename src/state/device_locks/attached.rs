@@ -22,7 +22,7 @@ use crate::state::{DEVICES_FILE, Dir, ENVS_FILE, LoadOptions, StateDir, file};
 /// file, is not a state file (not JSON, or not an object with its list)
 /// and has no good copy, or was damaged and what was recovered lacks the
 /// environment or its devices.
-pub fn attached_requests(dir: &StateDir, eid: &str) -> Result<Option<Vec<Request>>> {
+pub(crate) fn attached_requests(dir: &StateDir, eid: &str) -> Result<Option<Vec<Request>>> {
     let mut tx = dir.transaction(LoadOptions::default())?;
     let root = dir.root_dir()?;
     // Looked at before the transaction loads them, under the same lock.

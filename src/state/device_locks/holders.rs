@@ -46,7 +46,7 @@ impl Holder {
 /// `devices/<index>.lock` the kernel lists in `/proc/locks` (ours, genv
 /// 1.4.3's, `flock(1)`'s), plus the ledger's entries not holding it yet.
 /// Holders come first, then waiters in arrival order.
-pub fn lock_holders(dir: &StateDir, index: u32, envs: &Envs) -> Vec<Holder> {
+pub(crate) fn lock_holders(dir: &StateDir, index: u32, envs: &Envs) -> Vec<Holder> {
     let ledger = read_ledger(dir, index);
     let entries: Vec<&Entry> = ledger.entries.iter().filter(|e| e.alive()).collect();
     let mut holders = Vec::new();
