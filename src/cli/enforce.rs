@@ -69,7 +69,7 @@ pub(crate) fn run(args: EnforceArgs, ctx: &mut Context) -> Result<Exit> {
             Err(e) if signals.is_none() => return Err(e),
             Err(e) => messages::warn(format!("cycle {cycle} failed: {e}")),
         }
-        flush(&mut ctx.out);
+        let _ = ctx.flush();
         let Some(signals) = &signals else {
             return Ok(Exit::SUCCESS);
         };
@@ -115,13 +115,4 @@ fn summary(done: Done, dry_run: bool) -> String {
     parts.push(format!("{} left alone", done.refused));
     parts.push(format!("{} environment(s) detached", done.detached));
     parts.join(", ")
-}
-
-/// Prints what a cycle said now, not when the daemon exits.
-fn flush(out: &mut String) {
-    let mut stdout = std::io::stdout().lock();
-    let _ = stdout
-        .write_all(out.as_bytes())
-        .and_then(|()| stdout.flush());
-    out.clear();
 }

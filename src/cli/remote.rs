@@ -4,7 +4,6 @@
 //! and attach to LLMs on them.
 
 use std::ffi::OsString;
-use std::io::Write;
 use std::os::unix::process::CommandExt;
 use std::time::Duration;
 
@@ -230,7 +229,7 @@ fn enforce(asker: &Asker<'_>, args: EnforceArgs, ctx: &mut Context) -> Result<Ex
                 all_answered &= execute(asker, &hosts, &decision.reports, &mut ctx.out)?;
             }
         }
-        flush(&mut ctx.out);
+        let _ = ctx.flush();
         let Some(signals) = &signals else {
             return Ok(if all_answered { Exit::SUCCESS } else { Exit(1) });
         };
@@ -283,15 +282,6 @@ fn execute(
         }
     }
     Ok(all)
-}
-
-/// Prints what a cycle said now, not when the command ends.
-fn flush(out: &mut String) {
-    let mut stdout = std::io::stdout().lock();
-    let _ = stdout
-        .write_all(out.as_bytes())
-        .and_then(|()| stdout.flush());
-    out.clear();
 }
 
 /// `genv remote monitor`: one exporter for all hosts, each collection

@@ -7,7 +7,7 @@
 //! `devices attach|detach|find`, `genv lock`), which already print what
 //! the SDK needs.
 
-use std::io::{Read, Write};
+use std::io::Read;
 
 use serde_json::{Value, json};
 
@@ -62,7 +62,7 @@ pub(crate) fn run(args: SdkArgs, ctx: &mut Context) -> Result<Exit> {
             json!({ "devices": devices })
         }
         SdkCommand::Attached => attached(ctx)?,
-        SdkCommand::Hold => return hold(),
+        SdkCommand::Hold => return hold(ctx),
     };
     ctx.out.push_str(&answer.to_string());
     ctx.out.push('\n');
@@ -143,13 +143,10 @@ fn describe(tx: &mut Transaction<'_>, eid: &str) -> Result<Value> {
 /// alone: a process forked inside the block keeps the pipe open. Writes at
 /// once, not through `main`: the SDK waits for this line before it
 /// returns.
-fn hold() -> Result<Exit> {
-    let mut stdout = std::io::stdout().lock();
-    stdout
-        .write_all(b"held\n")
-        .and_then(|()| stdout.flush())
+fn hold(ctx: &mut Context) -> Result<Exit> {
+    ctx.out.push_str("held\n");
+    ctx.flush()
         .map_err(|e| Error::new(format!("could not say the locks are held: {e}")))?;
-    drop(stdout);
     let mut byte = [0u8; 1];
     let mut stdin = std::io::stdin().lock();
     loop {
