@@ -100,7 +100,16 @@ fn genv() -> i32 {
                 messages::clap_error(e.render());
                 return 0;
             }
-            let _ = e.print();
+            let text = e.render().to_string();
+            match text.strip_prefix("error: ") {
+                // A usage error in genv's voice, like every other error.
+                Some(rest) if e.use_stderr() => {
+                    messages::clap_error(format!("genv: error: {rest}"))
+                }
+                _ => {
+                    let _ = e.print();
+                }
+            }
             return e.exit_code();
         }
     };

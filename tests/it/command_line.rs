@@ -39,7 +39,8 @@ fn an_ambiguous_prefix_is_refused_and_nothing_changes() {
     let run = sb.run(&["activate", "--shell", "1", "--no"]).fails();
     assert_eq!(run.code, 2, "{run:?}");
     assert!(
-        run.stderr.starts_with("error: unexpected argument '--no'"),
+        run.stderr
+            .starts_with("genv: error: unexpected argument '--no'"),
         "{run:?}"
     );
     assert_eq!(sb.snapshot_files(), before);
