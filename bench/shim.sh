@@ -22,7 +22,7 @@ set -euo pipefail
 
 runs=${1:-500}
 root=$(cd "$(dirname "$0")/.." && pwd)
-ref_shim=${REF_SHIM:-$(find "$root/target/genv-ref" /tmp/ref-shim -path "*site-packages/genv/shims/nvidia-smi" 2>/dev/null | head -n1 || true)}
+ref_shim=${REF_SHIM:-$(find -H "$root/target/genv-ref" /tmp/ref-shim -path "*site-packages/genv/shims/nvidia-smi" 2>/dev/null | head -n1 || true)}
 
 cargo build --quiet --release --bins --example interleave --manifest-path "$root/Cargo.toml"
 "$root/scripts/build-static" --release >/dev/null
