@@ -5,6 +5,12 @@ use std::path::PathBuf;
 use rustix::io::Errno;
 use rustix::process::Pid;
 
+/// The start-time reader the memory cap library uses for its ledger's
+/// slots, the same file: one reading of `/proc/<pid>/stat` for both.
+#[path = "../../crates/genv-memcap/src/procstat.rs"]
+mod procstat;
+use procstat::start_time_of_stat;
+
 /// A process is alive while `kill(pid, 0)` succeeds or is refused for
 /// permission (it belongs to another user). Never probes pid 0 or negative
 /// pids, which would mean process groups.
@@ -264,18 +270,6 @@ pub fn identity(pid: u32) -> Result<Identity, ProcError> {
     }
     let start_time = start_time_of_stat(&buf[..filled]).ok_or(ProcError::Unreadable)?;
     Ok(Identity { uid, start_time })
-}
-
-/// Field 22 of `/proc/<pid>/stat`, genv's one reading of a start time
-/// (the memory cap library, which may use libc only, has its own). The
-/// command name (field 2) is in parentheses and may hold spaces,
-/// parentheses and bytes that are not UTF-8, so the fields are counted
-/// from the last `)`.
-fn start_time_of_stat(stat: &[u8]) -> Option<u64> {
-    let close = stat.iter().rposition(|&b| b == b')')?;
-    let rest = std::str::from_utf8(&stat[close + 1..]).ok()?;
-    // After `)` come field 3 (state), 4, ...: field 22 is the 20th.
-    rest.split_ascii_whitespace().nth(19)?.parse().ok()
 }
 
 /// One variable of another process's environment, telling an unset

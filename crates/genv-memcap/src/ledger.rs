@@ -293,14 +293,7 @@ fn start_time(pid: u32) -> Option<u64> {
         libc::close(fd);
         n
     };
-    let text = buf.get(..usize::try_from(n).ok()?)?;
-    // The command name may hold spaces and parentheses: fields start after
-    // the last ')'.
-    let after = text.iter().rposition(|&b| b == b')')? + 2;
-    let field = text.get(after..)?.split(|&b| b == b' ').nth(22 - 3)?;
-    field.iter().try_fold(0u64, |n, &d| {
-        d.is_ascii_digit().then(|| n * 10 + u64::from(d - b'0'))
-    })
+    crate::procstat::start_time_of_stat(buf.get(..usize::try_from(n).ok()?)?)
 }
 
 fn map_private() -> *mut u8 {

@@ -23,6 +23,7 @@ mod config;
 mod hooks;
 mod layout;
 mod ledger;
+mod procstat;
 mod real;
 mod unwind;
 
