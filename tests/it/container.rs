@@ -455,25 +455,7 @@ fn the_hook_acts_on_the_state_folder_the_bundle_names() {
     std::fs::create_dir(&other).unwrap();
     let init = crate::common::Sleeper::new();
     let hook = |stage: &str, bundle: &Path| {
-        let mut cmd = Command::new(linked(&sandbox, "genv-container-runtime-hook"));
-        cmd.arg(stage);
-        sandbox.apply(&mut cmd);
-        let state = serde_json::json!({
-            "ociVersion": "1.0.2", "id": "cid", "status": "created",
-            "pid": init.pid(), "bundle": bundle,
-        });
-        cmd.stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped());
-        let mut child = cmd.spawn().unwrap();
-        use std::io::Write;
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(state.to_string().as_bytes())
-            .unwrap();
-        Run::from(child.wait_with_output().unwrap())
+        run_hook(&sandbox, Some(stage), "cid", "created", init.pid(), bundle)
     };
     let env = ["GENV_GPUS=1", "GENV_MOUNT_DEVICE_LOCKS=0"];
     let (bundle, _) = bundle_naming(&sandbox, mallorys.to_str().unwrap(), &env);
@@ -505,24 +487,7 @@ fn a_hook_without_a_stage_argument_takes_it_from_the_containers_state() {
     std::fs::create_dir(&folder).unwrap();
     let init = crate::common::Sleeper::new();
     let hook = |status: &str, bundle: &Path| {
-        let mut cmd = Command::new(linked(&sandbox, "genv-container-runtime-hook"));
-        sandbox.apply(&mut cmd);
-        let state = serde_json::json!({
-            "ociVersion": "1.0.2", "id": "old-style", "status": status,
-            "pid": init.pid(), "bundle": bundle,
-        });
-        cmd.stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped());
-        let mut child = cmd.spawn().unwrap();
-        use std::io::Write;
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(state.to_string().as_bytes())
-            .unwrap();
-        Run::from(child.wait_with_output().unwrap())
+        run_hook(&sandbox, None, "old-style", status, init.pid(), bundle)
     };
     let (bundle, _) = bundle_naming(
         &sandbox,
@@ -540,6 +505,37 @@ fn a_hook_without_a_stage_argument_takes_it_from_the_containers_state() {
     hook("stopped", &bundle).ok();
     let released = Run::from(devices.output().unwrap()).ok().stdout;
     assert!(!released.contains("old-style"), "released: {released}");
+}
+
+/// The hook run as the runtime runs it: `stage` as its argument (none, as
+/// genv 1.4.3 registered it), the container's state on stdin.
+fn run_hook(
+    sandbox: &Sandbox,
+    stage: Option<&str>,
+    id: &str,
+    status: &str,
+    pid: u32,
+    bundle: &Path,
+) -> Run {
+    let mut cmd = Command::new(linked(sandbox, "genv-container-runtime-hook"));
+    cmd.args(stage);
+    sandbox.apply(&mut cmd);
+    let state = serde_json::json!({
+        "ociVersion": "1.0.2", "id": id, "status": status,
+        "pid": pid, "bundle": bundle,
+    });
+    cmd.stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(state.to_string().as_bytes())
+        .unwrap();
+    Run::from(child.wait_with_output().unwrap())
 }
 
 /// The statically linked genv that scripts/test builds next to genv.

@@ -6,6 +6,23 @@ use std::process::Command;
 
 use crate::common::{Run, Sandbox, Sleeper};
 
+/// `script` in a real bash, the built genv first on `PATH`; it must succeed.
+fn bash(sb: &Sandbox, script: &str) -> Run {
+    let mut bash = Command::new("bash");
+    bash.arg("-c").arg(script);
+    sb.apply(&mut bash);
+    let genv = std::path::Path::new(crate::common::GENV);
+    bash.env(
+        "PATH",
+        format!(
+            "{}:{}",
+            genv.parent().unwrap().display(),
+            std::env::var("PATH").unwrap_or_default()
+        ),
+    );
+    Run::from(bash.output().unwrap()).ok()
+}
+
 #[test]
 fn version_flags_name_this_build_and_genv_version_stays_1_4_3() {
     let sb = Sandbox::new();
@@ -45,19 +62,10 @@ fn genv_init_dash_is_the_shell_initialisation() {
     );
 
     // As jupyterlab-genv's terminal does it, in a real bash.
-    let mut bash = Command::new("bash");
-    bash.arg("-c").arg(
+    let run = bash(
+        &sb,
         "eval \"$(genv init -)\" && genv activate --id jl --no-prompt && echo \"$GENV_ENVIRONMENT_ID\" && genv deactivate",
     );
-    sb.apply(&mut bash);
-    let genv = std::path::Path::new(crate::common::GENV);
-    let path = format!(
-        "{}:{}",
-        genv.parent().unwrap().display(),
-        std::env::var("PATH").unwrap_or_default()
-    );
-    bash.env("PATH", path);
-    let run = Run::from(bash.output().unwrap()).ok();
     assert_eq!(run.stdout, "jl\n", "{run:?}");
 }
 
@@ -80,22 +88,10 @@ fn activate_help_goes_to_stdout_unless_a_shell_function_evaluates_it() {
         );
     }
     // Today's shell function runs help itself, so it can be piped.
-    let mut bash = Command::new("bash");
-    bash.arg("-c").arg(format!(
-        "eval \"$({} shell --init bash)\" && genv activate --help | grep -c '^Usage: genv activate'",
-        crate::common::GENV
-    ));
-    sb.apply(&mut bash);
-    let genv = std::path::Path::new(crate::common::GENV);
-    bash.env(
-        "PATH",
-        format!(
-            "{}:{}",
-            genv.parent().unwrap().display(),
-            std::env::var("PATH").unwrap_or_default()
-        ),
+    let run = bash(
+        &sb,
+        "eval \"$(genv shell --init bash)\" && genv activate --help | grep -c '^Usage: genv activate'",
     );
-    let run = Run::from(bash.output().unwrap()).ok();
     assert_eq!(run.stdout, "1\n", "{run:?}");
 }
 
