@@ -46,9 +46,14 @@ pub(crate) const LD_PRELOAD: &str = "LD_PRELOAD";
 /// attached devices are the `devices/<index>.lock` files mounted into it.
 pub(crate) const GENV_CONTAINER: &str = "GENV_CONTAINER";
 
-/// A variable, treating unset and non-UTF-8 alike.
+/// A variable, treating unset and non-UTF-8 alike: the process's, or
+/// inside the daemon the client's (for those it may decide,
+/// [`crate::caller::daemon_owns`]).
 pub(crate) fn get(name: &str) -> Option<String> {
-    std::env::var(name).ok()
+    match crate::caller::var(name) {
+        Some(value) => value,
+        None => std::env::var(name).ok(),
+    }
 }
 
 /// The container engine `genv-docker` runs (`docker` by default).

@@ -44,6 +44,11 @@ pub enum Error {
         hint: Option<String>,
     },
 
+    /// A change the daemon's ownership rules refuse (who owns an
+    /// environment, whose a process is); nothing was written.
+    #[error("{0}")]
+    Refused(String),
+
     /// A shim or the container runtime found no real program to run.
     #[error(
         "genv's {program} shim could not find the real {program} on PATH (other than the shim itself)"
@@ -107,6 +112,10 @@ impl Error {
         match self {
             Error::Genv { hint, .. } => hint.clone(),
             Error::Conflict { hint, .. } => Some((*hint).to_owned()),
+            Error::Refused(_) => Some(
+                "genv daemon keeps the state on this machine: only an environment's owner or root changes it; nothing was changed"
+                    .to_owned(),
+            ),
             Error::RealNotFound { program } => Some(format!("install {program} or fix PATH")),
             Error::ShimLoop { .. } => Some(format!(
                 "a copy of genv is installed as the real program on PATH: remove it, or set {}=1",

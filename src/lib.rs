@@ -9,10 +9,12 @@
 #![warn(clippy::print_stdout, clippy::print_stderr, clippy::exit)]
 
 pub mod backend;
+pub(crate) mod caller;
 pub mod cli;
 pub(crate) mod container;
 pub(crate) mod context;
 pub(crate) mod cuda;
+pub(crate) mod daemon;
 pub(crate) mod docker_args;
 pub mod enforce;
 pub(crate) mod env_vars;
@@ -78,39 +80,21 @@ pub fn main() -> i32 {
     finish(result, &mut ctx)
 }
 
-/// genv as itself: the command line parsed, the verb run.
+/// genv as itself: the command line parsed, the verb run, here or, when
+/// a daemon serves the state folder, by the daemon.
 fn genv() -> i32 {
     let args = cli::remote::single_dash_options(std::env::args_os().collect());
-    let cli = match command()
-        .try_get_matches_from(args)
-        .and_then(|matches| Cli::from_arg_matches(&matches))
-    {
+    let words: Vec<String> = args
+        .iter()
+        .skip(1)
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    let mut out = String::new();
+    let cli = match parse(args, &mut out) {
         Ok(cli) => cli,
-        Err(e) => {
-            // A shell function evals what `activate` and `deactivate`
-            // print when it passes `--shell`: their help goes to stderr
-            // then (today's function runs `--help` itself; one from an
-            // older init script may not). Otherwise help goes to stdout,
-            // as every verb's does.
-            let evaluated = std::env::args_os()
-                .nth(1)
-                .is_some_and(|a| a == "activate" || a == "deactivate")
-                && std::env::args_os().any(|a| a == "--shell");
-            if evaluated && e.kind() == clap::error::ErrorKind::DisplayHelp {
-                messages::clap_error(e.render());
-                return 0;
-            }
-            let text = e.render().to_string();
-            match text.strip_prefix("error: ") {
-                // A usage error in genv's voice, like every other error.
-                Some(rest) if e.use_stderr() => {
-                    messages::clap_error(format!("genv: error: {rest}"))
-                }
-                _ => {
-                    let _ = e.print();
-                }
-            }
-            return e.exit_code();
+        Err(code) => {
+            let _ = std::io::Write::write_all(&mut std::io::stdout().lock(), out.as_bytes());
+            return code;
         }
     };
     // `genv lock` runs a command under the locks: its output is the
@@ -120,8 +104,50 @@ fn genv() -> i32 {
         _ => Printing::Buffer,
     };
     let mut ctx = Context::printing(StateDir::from_env(), printing);
+    if daemon::client::forwards(&cli)
+        && let Some(socket) = daemon::client::find(&ctx.dir)
+    {
+        let result = daemon::client::run(&socket, &cli, words, &mut ctx).map(Exit);
+        return finish(result, &mut ctx);
+    }
     let result = run(cli, &mut ctx);
     finish(result, &mut ctx)
+}
+
+/// The command line parsed; or what clap said (help into `out`, for
+/// stdout; an error on stderr) and the exit code.
+pub(crate) fn parse(args: Vec<OsString>, out: &mut String) -> std::result::Result<Cli, i32> {
+    let evaluated = args
+        .get(1)
+        .is_some_and(|a| a == "activate" || a == "deactivate")
+        && args.iter().any(|a| a == "--shell");
+    match command()
+        .try_get_matches_from(args)
+        .and_then(|matches| Cli::from_arg_matches(&matches))
+    {
+        Ok(cli) => Ok(cli),
+        Err(e) => {
+            // A shell function evals what `activate` and `deactivate`
+            // print when it passes `--shell`: their help goes to stderr
+            // then (today's function runs `--help` itself; one from an
+            // older init script may not). Otherwise help goes to stdout,
+            // as every verb's does.
+            if evaluated && e.kind() == clap::error::ErrorKind::DisplayHelp {
+                messages::clap_error(e.render());
+                return Err(0);
+            }
+            let text = e.render().to_string();
+            match text.strip_prefix("error: ") {
+                // A usage error in genv's voice, like every other error.
+                Some(rest) if e.use_stderr() => {
+                    messages::clap_error(format!("genv: error: {rest}"))
+                }
+                _ if e.use_stderr() => messages::clap_error(text),
+                _ => out.push_str(&text),
+            }
+            Err(e.exit_code())
+        }
+    }
 }
 
 /// Prints what was produced, even when an error follows, as the reference
@@ -146,7 +172,7 @@ pub fn command() -> clap::Command {
 
 /// Every verb has the same shape: its arguments and the context in, an
 /// exit status out.
-fn run(cli: Cli, ctx: &mut Context) -> Result<Exit> {
+pub(crate) fn run(cli: Cli, ctx: &mut Context) -> Result<Exit> {
     if cli.version {
         return cli::version::long(ctx);
     }
@@ -159,6 +185,7 @@ fn run(cli: Cli, ctx: &mut Context) -> Result<Exit> {
         Command::Activate(args) => cli::activate::run(args, ctx),
         Command::Attach(args) => cli::attach::run(args, ctx),
         Command::Config(args) => cli::config::run(args, ctx),
+        Command::Daemon => daemon::run(ctx),
         Command::Deactivate(args) => cli::deactivate::run(args, ctx),
         Command::Detach(args) => cli::detach::run(args, ctx),
         Command::Docker(args) => cli::docker::run(args, ctx),

@@ -43,6 +43,9 @@ pub(crate) fn error(message: impl Display, hint: Option<&str>) {
 /// What clap made (the help of `activate` and `deactivate`, which the
 /// shell function evals), on stderr as it is.
 pub(crate) fn clap_error(text: impl Display) {
+    if crate::caller::say(&text.to_string()) {
+        return;
+    }
     let _ = write!(std::io::stderr().lock(), "{text}");
 }
 
@@ -63,6 +66,15 @@ pub(crate) fn relay(line: impl Display) {
     say(&line.to_string(), None);
 }
 
+/// Text said elsewhere, whole lines with their newlines, passed on as it
+/// is: what the daemon's verb said on stderr.
+pub(crate) fn relay_raw(text: &str) {
+    if crate::caller::say(text) {
+        return;
+    }
+    let _ = std::io::stderr().lock().write_all(text.as_bytes());
+}
+
 fn say(line: &str, hint: Option<&str>) {
     let mut text = String::with_capacity(line.len() + 1);
     text.push_str(line);
@@ -71,6 +83,10 @@ fn say(line: &str, hint: Option<&str>) {
         text.push_str("hint: ");
         text.push_str(hint);
         text.push('\n');
+    }
+    // A verb run by the daemon: in the client's answer.
+    if crate::caller::say(&text) {
+        return;
     }
     // Unit tests: through the test harness, which keeps a passing test's
     // messages out of the run's output.

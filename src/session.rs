@@ -11,6 +11,10 @@ use crate::state::{Config, Transaction};
 /// The configuration folder, as genv 1.4.3's `genv.sdk.home()` finds it:
 /// `.genv` in the working directory, else in `$HOME`.
 pub(crate) fn home() -> Option<PathBuf> {
+    // In the daemon: the client looked, in its own folders.
+    if let Some(found) = crate::caller::dotgenv() {
+        return found.map(|_| PathBuf::from(".genv"));
+    }
     let cwd = std::env::current_dir().ok();
     let home = std::env::var_os("HOME").map(PathBuf::from);
     [cwd, home]
@@ -44,7 +48,13 @@ pub(crate) fn shims_dir() -> Result<PathBuf> {
         .ok_or_else(|| {
             Error::new("cannot place the shims folder: neither XDG_CACHE_HOME nor HOME is set")
         })?;
-    crate::shim::ensure_shims_dir(&base.join("genv").join("shims"))
+    let dir = base.join("genv").join("shims");
+    if crate::caller::remote() {
+        // In the daemon: the client made it, as itself; root never
+        // writes under a user's home.
+        return Ok(dir);
+    }
+    crate::shim::ensure_shims_dir(&dir)
 }
 
 /// The longest environment name genv accepts and exports. Every variable
@@ -185,6 +195,9 @@ pub(crate) fn devices_action(indices: &[u32]) -> Action {
 /// link and no larger than [`MAX_CONFIG_ENTRY`]; anything else (a FIFO
 /// that would block, a link to `/dev/zero`) is refused with one line.
 pub(crate) fn load_config(dir: &std::path::Path) -> Result<Config> {
+    if let Some(Some(found)) = crate::caller::dotgenv() {
+        return found.map_err(Error::new);
+    }
     let folder = config_folder(dir, false)?;
     let field = |name: &str| read_config_entry(&folder, dir, name);
     let gpu_memory = field("gpu-memory")?
@@ -281,6 +294,10 @@ fn read_config_entry(
 /// user's files, planted in a shared working folder) is replaced, never
 /// written through.
 pub(crate) fn save_config(dir: &std::path::Path, config: &Config) -> Result<()> {
+    // In the daemon: the client saves it, as itself, after the answer.
+    if crate::caller::save(config) {
+        return Ok(());
+    }
     use rustix::fs::{AtFlags, Mode, OFlags};
     use rustix::io::Errno;
     let folder = config_folder(dir, true)?;

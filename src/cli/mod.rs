@@ -54,6 +54,9 @@ pub enum Command {
     Attach(AttachArgs),
     /// Configure the current environment
     Config(ConfigArgs),
+    /// Serve the state folder as root: only an environment's owner (or
+    /// root) may change it (locked-down machines)
+    Daemon,
     /// Deactivate shell environment
     Deactivate(DeactivateArgs),
     /// Detach devices from this environment

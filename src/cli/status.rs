@@ -52,7 +52,7 @@ pub(crate) fn run(ctx: &mut Context) -> Result<Exit> {
         or_na(config.gpu_memory.map(String::from))
     );
     if capped {
-        let uid = uid.unwrap_or_else(crate::os::procs::current_uid);
+        let uid = uid.unwrap_or_else(crate::caller::uid);
         let usage = dir
             .root_dir()
             .ok()

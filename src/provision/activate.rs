@@ -76,6 +76,22 @@ pub fn activate(
     backend: &LazyBackend,
     activation: Activation<'_>,
 ) -> Result<Activated> {
+    let eid = activation.eid;
+    let activated = activate_in_one(dir, backend, activation)?;
+    if crate::caller::remote() && activated.config.gpu_memory.is_some() {
+        // In the daemon's folder only root makes files: the memory cap
+        // library of the environment's processes finds its ledger made
+        // for it, the user's own and private (0600).
+        let _ = dir.memcap_ledger(crate::caller::uid(), eid);
+    }
+    Ok(activated)
+}
+
+fn activate_in_one(
+    dir: &StateDir,
+    backend: &LazyBackend,
+    activation: Activation<'_>,
+) -> Result<Activated> {
     let Activation {
         eid,
         pid,
@@ -87,7 +103,7 @@ pub fn activate(
     if eid.is_empty() {
         return Err(Error::new("the environment identifier must not be empty"));
     }
-    let uid = crate::os::procs::current_uid();
+    let uid = crate::caller::uid();
     let username = crate::os::procs::username(uid);
     // Asked before the lock, as every verb does; whether devices are
     // attached depends on the configuration in the state, so a failure

@@ -54,8 +54,7 @@ pub fn attach_waiting(
     let signals = crate::os::signals::SignalPipe::install()?;
     let start = Instant::now();
     let me: i64 = std::process::id().into();
-    let uid = crate::os::procs::owner(std::process::id())
-        .unwrap_or_else(|_| crate::os::procs::current_uid());
+    let uid = crate::os::procs::owner(std::process::id()).unwrap_or_else(|_| crate::caller::uid());
     let mut told: Option<usize> = None;
     // The driver is asked (when needed) once, before the first lock.
     let survey = dir.survey(backend, false)?;

@@ -18,10 +18,57 @@ use crate::error::{Error, Result};
 use crate::escape;
 use crate::messages;
 
-pub(crate) const FILE_MODE: u32 = 0o666;
+/// Files every user may write, whatever the umask (file mode).
+const SHARED_FILE_MODE: u32 = 0o666;
 /// Folders open to every user, whatever the umask: 0777 without the sticky
 /// bit, so one user may rename over a file another user wrote last.
-pub(crate) const DIR_MODE: u32 = 0o777;
+const SHARED_DIR_MODE: u32 = 0o777;
+
+/// Whether this process is `genv daemon`, which owns the state folder:
+/// what it makes is root's and only readable by others (0644, 0755).
+static LOCKED_DOWN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Makes everything this process creates in the state folder its own
+/// alone to write (`genv daemon`).
+pub(crate) fn lock_down() {
+    LOCKED_DOWN.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
+fn locked_down() -> bool {
+    LOCKED_DOWN.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// The mode of a state file made now: 0666, or 0644 in the daemon.
+pub(crate) fn file_mode() -> u32 {
+    if locked_down() {
+        PUBLISHED_FILE_MODE
+    } else {
+        SHARED_FILE_MODE
+    }
+}
+
+/// The lock files that in the daemon only root may open (whoever opens a
+/// lock file can hold it): the global lock and the line's guard.
+pub(crate) const PRIVATE_LOCKS: [&str; 2] = ["genv.lock", "queue.guard"];
+
+/// The mode of a lock file made now: [`file_mode`], or 0600 for the
+/// daemon's [`PRIVATE_LOCKS`].
+fn lock_mode(name: &str) -> u32 {
+    if locked_down() && PRIVATE_LOCKS.contains(&name) {
+        0o600
+    } else {
+        file_mode()
+    }
+}
+
+/// The mode of a state folder made now: 0777, or 0755 in the daemon.
+pub(crate) fn dir_mode() -> u32 {
+    if locked_down() {
+        PUBLISHED_DIR_MODE
+    } else {
+        SHARED_DIR_MODE
+    }
+}
 
 /// Folders and files published for other programs to read (the
 /// monitor's configuration for Prometheus and Grafana): the publisher's,
@@ -110,7 +157,8 @@ impl Dir {
     pub fn subdir(&self, name: &str) -> Result<Dir> {
         let path = self.join(name);
         for _ in 0..ATTEMPTS {
-            let created = match rustix::fs::mkdirat(&self.fd, name, Mode::from_raw_mode(DIR_MODE)) {
+            let created = match rustix::fs::mkdirat(&self.fd, name, Mode::from_raw_mode(dir_mode()))
+            {
                 Ok(()) => true,
                 Err(Errno::EXIST) => false,
                 Err(e) => return Err(Error::io(&path, e.into())),
@@ -374,7 +422,7 @@ impl Dir {
     pub fn keep_good(&self, name: &str, bytes: &[u8], version: Option<Version>) {
         let good = good_name(name);
         let good_tmp = format!("{good}.tmp");
-        let mode = version.map_or(FILE_MODE, |v| v.mode & FILE_MODE);
+        let mode = version.map_or(file_mode(), |v| v.mode & file_mode());
         if self.write_new_mode(&good_tmp, bytes, true, mode).is_ok()
             && self.replace(&good_tmp, &good).is_err()
         {
@@ -459,7 +507,7 @@ impl Dir {
     /// `replace`, whatever is already there is removed first (never
     /// written through).
     fn write_new(&self, name: &str, bytes: &[u8], replace: bool) -> Result<()> {
-        self.write_new_mode(name, bytes, replace, FILE_MODE)
+        self.write_new_mode(name, bytes, replace, file_mode())
     }
 
     fn write_new_mode(&self, name: &str, bytes: &[u8], replace: bool, mode: u32) -> Result<()> {
@@ -504,7 +552,7 @@ impl Dir {
             } else {
                 format!("{base}-{n}")
             };
-            match self.write_new_mode(&candidate, bytes, false, version.mode & FILE_MODE) {
+            match self.write_new_mode(&candidate, bytes, false, version.mode & file_mode()) {
                 Ok(()) => return Ok(self.join(&candidate)),
                 Err(e) => last = Some(e),
             }
@@ -567,9 +615,9 @@ impl Dir {
         for _ in 0..ATTEMPTS {
             let create =
                 OFlags::RDWR | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-            match rustix::fs::openat(&self.fd, name, create, Mode::from_raw_mode(FILE_MODE)) {
+            match rustix::fs::openat(&self.fd, name, create, Mode::from_raw_mode(lock_mode(name))) {
                 Ok(fd) => {
-                    rustix::fs::fchmod(&fd, Mode::from_raw_mode(FILE_MODE))
+                    rustix::fs::fchmod(&fd, Mode::from_raw_mode(lock_mode(name)))
                         .map_err(|e| Error::io(&path, e.into()))?;
                     return Ok(fd);
                 }
@@ -749,14 +797,14 @@ fn create_exclusive(dir: BorrowedFd<'_>, name: &str, mode: u32) -> rustix::io::R
 /// its mode widened to 0777, through a descriptor that did not follow a
 /// link.
 fn make_folder(path: &Path) -> Result<()> {
-    match rustix::fs::mkdir(path, Mode::from_raw_mode(DIR_MODE)) {
+    match rustix::fs::mkdir(path, Mode::from_raw_mode(dir_mode())) {
         Ok(()) => widen_new_folder(path),
         Err(Errno::EXIST) => Ok(()),
         Err(Errno::NOENT) => {
             if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
                 make_folder(parent)?;
             }
-            match rustix::fs::mkdir(path, Mode::from_raw_mode(DIR_MODE)) {
+            match rustix::fs::mkdir(path, Mode::from_raw_mode(dir_mode())) {
                 Ok(()) => widen_new_folder(path),
                 Err(Errno::EXIST) => Ok(()),
                 Err(e) => Err(Error::io(path, e.into())),
@@ -783,7 +831,7 @@ fn widen_own_folder(fd: &OwnedFd) -> rustix::io::Result<()> {
     if stat.st_uid != rustix::process::geteuid().as_raw() {
         return Ok(());
     }
-    rustix::fs::fchmod(fd, Mode::from_raw_mode(DIR_MODE))
+    rustix::fs::fchmod(fd, Mode::from_raw_mode(dir_mode()))
 }
 
 /// The refusal to replace another user's folder that only she may change.

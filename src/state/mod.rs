@@ -2,6 +2,7 @@
 //! is the only one that touches it: every read-modify-write happens inside
 //! a [`Transaction`], which holds the global `genv.lock` as genv 1.4.3 does.
 
+mod authorize;
 mod cursor;
 pub(crate) mod device_locks;
 mod devices;
@@ -42,6 +43,8 @@ const LOCK_FILE: &str = "genv.lock";
 const HARDWARE_FILE: &str = "hardware.json";
 /// Requests waiting for GPUs; our own file too.
 const QUEUE_FILE: &str = "queue.json";
+/// Where `genv daemon` listens, when it serves the folder.
+pub(crate) const DAEMON_SOCKET: &str = "genv.sock";
 
 #[derive(Debug, Clone)]
 pub struct StateDir {
@@ -168,10 +171,24 @@ impl StateDir {
         })
     }
 
-    /// Takes the global lock and starts a transaction.
+    /// Takes the global lock and starts a transaction. Where a daemon
+    /// owns the folder ([`StateDir::daemon_socket`]) and this process may
+    /// not take the lock, a transaction that only reads: the daemon puts
+    /// each file in place whole, so a read without the lock sees one
+    /// state or the next, never half of one; a change is refused at
+    /// commit.
     pub fn transaction(&self, options: LoadOptions) -> Result<Transaction<'_>> {
         let root = self.root_dir()?;
-        let lock = StateDir::lock_file(root, LOCK_FILE, FlockOperation::LockExclusive)?;
+        let lock = match StateDir::lock_file(root, LOCK_FILE, FlockOperation::LockExclusive) {
+            Ok(lock) => Some(lock),
+            Err(Error::Io { source, .. })
+                if source.kind() == std::io::ErrorKind::PermissionDenied
+                    && self.daemon_socket().is_some() =>
+            {
+                None
+            }
+            Err(e) => return Err(e),
+        };
         Ok(Transaction {
             root,
             _lock: lock,
@@ -182,7 +199,28 @@ impl StateDir {
             now: None,
             reconciled: false,
             alive: std::collections::HashMap::new(),
+            peer: crate::caller::restricted(),
+            before: Before::default(),
+            changing: false,
         })
+    }
+
+    /// The socket of a daemon that serves this folder, when one is there
+    /// to be believed: a socket owned by root, in a folder owned by root
+    /// that no one else may write (so no one could have put it there or
+    /// swapped it since).
+    pub fn daemon_socket(&self) -> Option<PathBuf> {
+        use rustix::fs::FileType;
+        let socket = self.root.join(DAEMON_SOCKET);
+        let stat = rustix::fs::lstat(&socket).ok()?;
+        if FileType::from_raw_mode(stat.st_mode) != FileType::Socket || stat.st_uid != 0 {
+            return None;
+        }
+        let folder = rustix::fs::lstat(&self.root).ok()?;
+        let trusted = FileType::from_raw_mode(folder.st_mode) == FileType::Directory
+            && folder.st_uid == 0
+            && folder.st_mode & 0o022 == 0;
+        trusted.then_some(socket)
     }
 
     /// Watches the state folder, to wake up when another process commits.
@@ -209,7 +247,9 @@ struct Tracked<T> {
 /// writes back what changed.
 pub struct Transaction<'a> {
     root: &'a Dir,
-    _lock: OwnedFd,
+    /// The global lock; `None` in a process that only reads a folder the
+    /// daemon owns.
+    _lock: Option<OwnedFd>,
     options: LoadOptions,
     envs: Option<Tracked<Envs>>,
     devices: Option<Tracked<Devices>>,
@@ -219,6 +259,20 @@ pub struct Transaction<'a> {
     reconciled: bool,
     /// Each pid's liveness, asked once per transaction.
     alive: std::collections::HashMap<i64, bool>,
+    /// A client of the daemon that is not root: its changes are checked
+    /// at commit ([`authorize`]).
+    peer: Option<crate::caller::Peer>,
+    /// For that check: the state as it was when first handed out to
+    /// change.
+    before: Before,
+    /// Whether a file was handed out to change.
+    changing: bool,
+}
+
+#[derive(Default)]
+struct Before {
+    envs: Option<Envs>,
+    devices: Option<Devices>,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -257,6 +311,10 @@ impl Transaction<'_> {
         self.load_envs()?;
         let tracked = self.envs.as_mut().expect("loaded above");
         tracked.touched = true;
+        self.changing = true;
+        if self.peer.is_some() && self.before.envs.is_none() {
+            self.before.envs = Some(tracked.value.clone());
+        }
         Ok(&mut tracked.value)
     }
 
@@ -301,6 +359,10 @@ impl Transaction<'_> {
         self.load_devices()?;
         let tracked = self.devices.as_mut().expect("loaded above");
         tracked.touched = true;
+        self.changing = true;
+        if self.peer.is_some() && self.before.devices.is_none() {
+            self.before.devices = Some(tracked.value.clone());
+        }
         Ok(&mut tracked.value)
     }
 
@@ -404,6 +466,7 @@ impl Transaction<'_> {
     /// The line of waiting requests, to change.
     pub fn queue_mut(&mut self) -> Result<&mut Queue> {
         self.load_queue()?;
+        self.changing = true;
         let tracked = self.queue.as_mut().expect("loaded above");
         tracked.touched = true;
         Ok(&mut tracked.value)
@@ -432,7 +495,36 @@ impl Transaction<'_> {
     }
 
     /// Writes back the files whose content changed.
-    pub fn commit(self) -> Result<()> {
+    pub fn commit(mut self) -> Result<()> {
+        if self._lock.is_none() {
+            return self.read_only();
+        }
+        if let Some(peer) = self.peer {
+            // The devices' owners are read from the environments, changed
+            // or not.
+            self.load_envs()?;
+            let envs = self
+                .before
+                .envs
+                .as_ref()
+                .zip(self.envs.as_ref().map(|t| &t.value));
+            let devices = self
+                .before
+                .devices
+                .as_ref()
+                .zip(self.devices.as_ref().map(|t| &t.value));
+            let unchanged;
+            let envs = match envs {
+                Some(pair) => Some(pair),
+                None if devices.is_some() => {
+                    let now = &self.envs.as_ref().expect("loaded above").value;
+                    unchanged = now;
+                    Some((unchanged, now))
+                }
+                None => None,
+            };
+            authorize::check(peer, envs, devices)?;
+        }
         if let Some(tracked) = self.envs.as_ref().filter(|t| t.touched) {
             save(self.root, ENVS_FILE, &tracked.value, tracked.original, true)?;
         }
@@ -464,6 +556,24 @@ impl Transaction<'_> {
                     false,
                 )?;
             }
+        }
+        Ok(())
+    }
+}
+
+impl Transaction<'_> {
+    /// The end of a transaction without the lock: nothing is written (what
+    /// cleanup dropped, the daemon drops on its next change); a change is
+    /// refused.
+    fn read_only(self) -> Result<()> {
+        if self.changing {
+            return Err(Error::hinted(
+                format!(
+                    "genv daemon owns the state folder {}; this change must go through it",
+                    file::shown(&self.root.join(""))
+                ),
+                "genv's own commands do; genv 1.4.3 and other tools that write the files cannot",
+            ));
         }
         Ok(())
     }

@@ -1,0 +1,133 @@
+//! The client's side: whether a trustworthy daemon serves the state
+//! folder, and a command line run by it.
+//!
+//! The socket is believed only when it is a socket owned by root, in a
+//! state folder owned by root that no one else may write (so that no one
+//! could have put it there or swapped it since), and when the process
+//! that answers is root's (`SO_PEERCRED`). When such a socket is there and
+//! nobody answers, the command fails: it never goes back to writing the
+//! files, which the daemon owns.
+
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+
+use super::protocol::{self, Answer, DotGenv, MAX_ANSWER, Request};
+use crate::cli::{Cli, Command, EnvsArgs, SdkCommand, UsageCommand};
+use crate::context::Context;
+use crate::error::{Error, Result};
+use crate::session;
+use crate::state::StateDir;
+
+/// Whether the daemon runs this verb (it reads or changes the state and
+/// runs nothing of the user's), rather than the caller's own process.
+pub(crate) fn forwards(cli: &Cli) -> bool {
+    if cli.version {
+        return false;
+    }
+    match &cli.command {
+        Some(
+            Command::Activate(_)
+            | Command::Attach(_)
+            | Command::Config(_)
+            | Command::Deactivate(_)
+            | Command::Detach(_)
+            | Command::Devices(_)
+            | Command::Status,
+        ) => true,
+        Some(Command::Envs(EnvsArgs { .. })) => true,
+        // `hold` keeps the locks in the caller's process.
+        Some(Command::Sdk(args)) => !matches!(args.command, SdkCommand::Hold),
+        // `execute` signals processes: root runs it, as itself.
+        Some(Command::Usage(args)) => matches!(args.command, UsageCommand::Snapshot { .. }),
+        _ => false,
+    }
+}
+
+/// The daemon's socket for `dir`, when one is there to be believed
+/// ([`StateDir::daemon_socket`]).
+pub(crate) fn find(dir: &StateDir) -> Option<PathBuf> {
+    dir.daemon_socket()
+}
+
+/// Connects to the daemon, which must be root's.
+pub(crate) fn connect(socket: &Path) -> Result<UnixStream> {
+    let shown = crate::state::file::shown(socket);
+    let stream = UnixStream::connect(socket).map_err(|e| {
+        Error::hinted(
+            format!("genv daemon does not answer on {shown} ({e}); nothing was done"),
+            "start it (sudo systemctl start genv-daemon.socket, or sudo genv daemon); genv does not change the state without it while its socket is there",
+        )
+    })?;
+    let peer =
+        rustix::net::sockopt::socket_peercred(&stream).map_err(|e| Error::io(socket, e.into()))?;
+    if peer.uid.as_raw() != 0 {
+        return Err(Error::new(format!(
+            "the process answering on {shown} is not root's; genv does not believe it"
+        )));
+    }
+    Ok(stream)
+}
+
+/// Runs the command line `args` (without `genv`) in the daemon, prints
+/// what it answers, saves a `.genv` configuration it asks for, and
+/// returns the exit code.
+pub(crate) fn run(socket: &Path, cli: &Cli, args: Vec<String>, ctx: &mut Context) -> Result<i32> {
+    if matches!(cli.command, Some(Command::Activate(_))) {
+        // The shims folder is the user's, under their home: made here, as
+        // them (the daemon only names it).
+        let _ = session::shims_dir();
+    }
+    let home = session::home();
+    let dotgenv = home.as_ref().map(|home| match session::load_config(home) {
+        Ok(config) => DotGenv::Config(config),
+        Err(e) => DotGenv::Error(e.to_string()),
+    });
+    let request = Request {
+        argv: args,
+        env: variables(),
+        dotgenv,
+    };
+    let mut stream = connect(socket)?;
+    let body = serde_json::to_vec(&request).map_err(|e| Error::new(e.to_string()))?;
+    let lost = |e: &dyn std::fmt::Display| {
+        Error::new(format!(
+            "genv daemon stopped answering on {} ({e}); the command may or may not have been done",
+            crate::state::file::shown(socket)
+        ))
+    };
+    protocol::write_frame(&mut stream, &body).map_err(|e| lost(&e))?;
+    loop {
+        let frame = protocol::read_frame(&mut stream, MAX_ANSWER).map_err(|e| lost(&e))?;
+        let answer: Answer = serde_json::from_slice(&frame).map_err(|e| lost(&e))?;
+        if !answer.stderr.is_empty() {
+            crate::messages::relay_raw(&answer.stderr);
+        }
+        let Some(code) = answer.code else {
+            continue;
+        };
+        ctx.out.push_str(&answer.stdout);
+        if let (Some(config), Some(home)) = (answer.save, home) {
+            session::save_config(&home, &config)?;
+        }
+        return Ok(code);
+    }
+}
+
+/// The variables a verb may read that are the caller's to decide: genv's
+/// own, the devices a process sees, where its shims and `.genv` are.
+fn variables() -> std::collections::HashMap<String, String> {
+    std::env::vars()
+        .filter(|(name, _)| {
+            name.starts_with("GENV_")
+                || matches!(
+                    name.as_str(),
+                    "CUDA_VISIBLE_DEVICES"
+                        | "NVIDIA_VISIBLE_DEVICES"
+                        | "LD_PRELOAD"
+                        | "HOME"
+                        | "XDG_CACHE_HOME"
+                )
+        })
+        .filter(|(name, _)| !crate::caller::daemon_owns(name))
+        .collect()
+}

@@ -1,0 +1,314 @@
+//! The daemon's side: the socket, one thread a connection, each request
+//! run as the verb it names, for the client the kernel says it is.
+//!
+//! Bounded against clients that misbehave: connections in all and per
+//! uid, the size of a request, the time a request may take to arrive and
+//! an answer to be taken, the time a connection may sit idle. A client
+//! that breaks a bound loses its own connection, nobody else's.
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::os::fd::AsFd;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use super::protocol::{self, Answer, DotGenv, FrameError, MAX_REQUEST, Request};
+use crate::caller::{self, Caller};
+use crate::context::Context;
+use crate::error::Error;
+use crate::messages;
+use crate::state::StateDir;
+
+/// Connections served at once, from everyone.
+const MAX_CONNECTIONS: usize = 1024;
+/// Connections served at once from one uid other than root's.
+const MAX_PER_UID: usize = 64;
+/// How long a request may take to arrive once it began, and an answer to
+/// be read by the client.
+const TRANSFER_TIME: Duration = Duration::from_secs(10);
+/// How long a connection may wait for its next request.
+const IDLE_TIME: Duration = Duration::from_secs(60);
+/// Each connection's thread: the verbs need little stack.
+const STACK: usize = 1 << 20;
+
+/// Who is connected: per uid, and the flag that stops the daemon.
+struct Shared {
+    dir: StateDir,
+    per_uid: Mutex<HashMap<u32, usize>>,
+    stopping: AtomicBool,
+}
+
+/// Serves `listener` until `stop` is set and the listener shut down.
+pub(crate) fn serve(dir: StateDir, listener: UnixListener, stop: &StopHandle) {
+    let shared = Arc::new(Shared {
+        dir,
+        per_uid: Mutex::new(HashMap::new()),
+        stopping: AtomicBool::new(false),
+    });
+    *stop.shared.lock().unwrap_or_else(|e| e.into_inner()) = Some(shared.clone());
+    loop {
+        let stream = match listener.accept() {
+            Ok((stream, _)) => stream,
+            Err(_) if shared.stopping.load(Ordering::Relaxed) => return,
+            Err(e) if e.raw_os_error() == Some(libc::EMFILE) => {
+                // Out of descriptors: let connections end.
+                std::thread::sleep(Duration::from_millis(10));
+                continue;
+            }
+            Err(_) => continue,
+        };
+        if shared.stopping.load(Ordering::Relaxed) {
+            return;
+        }
+        let Ok(peer) = rustix::net::sockopt::socket_peercred(&stream) else {
+            continue;
+        };
+        let uid = peer.uid.as_raw();
+        let pid = peer.pid.as_raw_nonzero().get() as u32;
+        if let Err(why) = admit(&shared, uid) {
+            refuse(stream, &why);
+            continue;
+        }
+        let worker = shared.clone();
+        let started = std::thread::Builder::new()
+            .name("genv-daemon-connection".into())
+            .stack_size(STACK)
+            .spawn(move || {
+                connection(&worker, stream, uid, pid);
+                leave(&worker, uid);
+            });
+        if started.is_err() {
+            leave(&shared, uid);
+        }
+    }
+}
+
+/// Counts a new connection of `uid`, or says why it is one too many.
+fn admit(shared: &Shared, uid: u32) -> std::result::Result<(), String> {
+    let mut per_uid = shared.per_uid.lock().unwrap_or_else(|e| e.into_inner());
+    let total: usize = per_uid.values().sum();
+    let mine = per_uid.get(&uid).copied().unwrap_or(0);
+    if total >= MAX_CONNECTIONS {
+        return Err(format!(
+            "genv daemon serves {MAX_CONNECTIONS} connections already; try again"
+        ));
+    }
+    if uid != 0 && mine >= MAX_PER_UID {
+        return Err(format!(
+            "uid {uid} has {MAX_PER_UID} connections to genv daemon open already; close some"
+        ));
+    }
+    *per_uid.entry(uid).or_insert(0) += 1;
+    Ok(())
+}
+
+fn leave(shared: &Shared, uid: u32) {
+    let mut per_uid = shared.per_uid.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(count) = per_uid.get_mut(&uid) {
+        *count -= 1;
+        if *count == 0 {
+            per_uid.remove(&uid);
+        }
+    }
+}
+
+/// Answers a connection that is one too many with its reason, without a
+/// thread: the write goes to the socket's buffer or nowhere.
+fn refuse(stream: UnixStream, why: &str) {
+    let _ = stream.set_nonblocking(true);
+    let answer = Answer {
+        code: Some(1),
+        stderr: format!("genv: error: {why}\n"),
+        ..Answer::default()
+    };
+    if let Ok(body) = serde_json::to_vec(&answer) {
+        let _ = protocol::write_frame(&mut &stream, &body);
+    }
+}
+
+/// One connection: requests answered in turn until the client closes it,
+/// breaks a bound, or the daemon stops.
+fn connection(shared: &Shared, stream: UnixStream, uid: u32, pid: u32) {
+    loop {
+        if shared.stopping.load(Ordering::Relaxed) {
+            return;
+        }
+        let body = match read_request(&stream) {
+            Ok(body) => body,
+            Err(FrameError::Closed) => return,
+            Err(e @ FrameError::TooLong(_)) => {
+                let _ = send(&stream, &malformed(&e.to_string()));
+                return;
+            }
+            // Cut short, too slow or gone: nothing to answer.
+            Err(FrameError::Io(_)) => return,
+        };
+        let answer = match serde_json::from_slice::<Request>(&body) {
+            Ok(request) => answer(shared, request, uid, pid),
+            Err(e) => malformed(&e.to_string()),
+        };
+        if send(&stream, &answer).is_err() {
+            return;
+        }
+    }
+}
+
+fn malformed(why: &str) -> Answer {
+    Answer {
+        code: Some(2),
+        stderr: format!("genv: error: genv daemon: a malformed request: {why}\n"),
+        ..Answer::default()
+    }
+}
+
+/// The next request: up to [`IDLE_TIME`] for it to begin, then
+/// [`TRANSFER_TIME`] for the rest.
+fn read_request(stream: &UnixStream) -> std::result::Result<Vec<u8>, FrameError> {
+    let mut reader = Deadline {
+        stream,
+        first: Some(IDLE_TIME),
+        deadline: None,
+    };
+    protocol::read_frame(&mut reader, MAX_REQUEST)
+}
+
+/// Reads with a deadline for the whole: each read waits only for the time
+/// left, however slowly the bytes trickle in.
+struct Deadline<'a> {
+    stream: &'a UnixStream,
+    /// How long to wait for the first byte.
+    first: Option<Duration>,
+    deadline: Option<Instant>,
+}
+
+impl Read for Deadline<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let wait = match (self.first.take(), self.deadline) {
+            (Some(first), _) => first,
+            (None, Some(deadline)) => deadline.saturating_duration_since(Instant::now()),
+            (None, None) => TRANSFER_TIME,
+        };
+        if wait.is_zero() {
+            return Err(std::io::ErrorKind::TimedOut.into());
+        }
+        self.stream.set_read_timeout(Some(wait))?;
+        let n = (&*self.stream).read(buf)?;
+        self.deadline
+            .get_or_insert_with(|| Instant::now() + TRANSFER_TIME);
+        Ok(n)
+    }
+}
+
+/// Sends an answer, which the client must take within [`TRANSFER_TIME`].
+fn send(stream: &UnixStream, answer: &Answer) -> std::io::Result<()> {
+    let body = serde_json::to_vec(answer).map_err(std::io::Error::other)?;
+    let mut frame = Vec::with_capacity(body.len() + 4);
+    protocol::write_frame(&mut frame, &body)?;
+    let deadline = Instant::now() + TRANSFER_TIME;
+    let mut rest = frame.as_slice();
+    while !rest.is_empty() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(std::io::ErrorKind::TimedOut.into());
+        }
+        stream.set_write_timeout(Some(left))?;
+        match (&*stream).write(rest) {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(n) => rest = &rest[n..],
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Runs a request's command line for the client `uid`/`pid`.
+fn answer(shared: &Shared, request: Request, uid: u32, pid: u32) -> Answer {
+    let Request { argv, env, dotgenv } = request;
+    let caller = Caller {
+        uid,
+        pid,
+        env,
+        dotgenv: dotgenv.map(|d| match d {
+            DotGenv::Config(config) => Ok(config),
+            DotGenv::Error(why) => Err(why),
+        }),
+        ..Caller::default()
+    };
+    let mut ctx = Context::new(shared.dir.clone());
+    let (code, caller) = caller::serve(caller, || {
+        let args = std::iter::once("genv".to_owned())
+            .chain(argv)
+            .map(Into::into)
+            .collect();
+        let cli = match crate::parse(args, &mut ctx.out) {
+            Ok(cli) => cli,
+            Err(code) => return code,
+        };
+        if !super::client::forwards(&cli) {
+            return crate::error::report(&Error::new(
+                "genv daemon runs the verbs that read or change the state; this one runs in your own process",
+            ));
+        }
+        match crate::run(cli, &mut ctx) {
+            Ok(crate::context::Exit(code)) => code,
+            Err(e) => {
+                // What the verb printed before its change was refused
+                // (an index it meant to attach) did not happen.
+                if matches!(e, Error::Refused(_)) {
+                    ctx.out.clear();
+                }
+                crate::error::report(&e)
+            }
+        }
+    });
+    Answer {
+        code: Some(code),
+        stdout: std::mem::take(&mut ctx.out),
+        stderr: caller.stderr,
+        save: caller.save,
+    }
+}
+
+/// What stops the daemon from another thread: the listener shut down,
+/// connections told to end after their request.
+#[derive(Default)]
+pub(crate) struct StopHandle {
+    shared: Mutex<Option<Arc<Shared>>>,
+}
+
+impl StopHandle {
+    pub(crate) fn stop(&self, listener: &impl AsFd) {
+        if let Some(shared) = &*self.shared.lock().unwrap_or_else(|e| e.into_inner()) {
+            shared.stopping.store(true, Ordering::Relaxed);
+        }
+        let _ = rustix::net::shutdown(listener, rustix::net::Shutdown::Both);
+    }
+
+    /// How many connections are open.
+    pub(crate) fn open(&self) -> usize {
+        self.shared
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map_or(0, |s| {
+                s.per_uid
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .values()
+                    .sum()
+            })
+    }
+}
+
+/// Says the daemon is serving, on stderr (journald keeps it).
+pub(crate) fn ready(socket: &std::path::Path, activated: bool) {
+    messages::note(format_args!(
+        "daemon serving {} on {}{}",
+        crate::state::file::shown(socket.parent().unwrap_or(socket)),
+        crate::state::file::shown(socket),
+        if activated { " (from systemd)" } else { "" }
+    ));
+}
