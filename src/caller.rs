@@ -17,7 +17,7 @@ use std::collections::HashMap;
 use crate::state::Config;
 
 /// A client of the daemon, for the length of one request.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub(crate) struct Caller {
     /// From the kernel, never from the request.
     pub uid: u32,
@@ -34,6 +34,12 @@ pub(crate) struct Caller {
     pub save: Option<Config>,
     /// What the verb said on stderr.
     pub stderr: String,
+    /// The connection, to notice the client hanging up while the verb
+    /// waits.
+    pub connection: Option<std::os::fd::OwnedFd>,
+    /// Sends what was said so far as progress (a place in line) before
+    /// the verb waits; `false` when the client is gone.
+    pub progress: Option<Box<dyn FnMut(&str) -> bool>>,
 }
 
 thread_local! {
@@ -120,6 +126,34 @@ pub(crate) fn say(text: &str) -> bool {
         }
     })
     .is_some()
+}
+
+/// Sends what the verb said so far to the client now, before it waits
+/// (never while it holds the global lock: a client that does not read
+/// would hold everyone up).
+pub(crate) fn progress() {
+    with(|c| {
+        if c.stderr.is_empty() {
+            return;
+        }
+        let text = std::mem::take(&mut c.stderr);
+        if let Some(send) = &mut c.progress
+            && !send(&text)
+        {
+            c.progress = None;
+        }
+    });
+}
+
+/// The client's connection, readable when it hangs up (a waiting client
+/// sends nothing); `None` outside the daemon.
+pub(crate) fn hangup() -> Option<std::os::fd::OwnedFd> {
+    with(|c| c.connection.as_ref().and_then(|fd| fd.try_clone().ok())).flatten()
+}
+
+/// The client's pid, as the kernel gave it; `None` outside the daemon.
+pub(crate) fn pid() -> Option<u32> {
+    with(|c| c.pid)
 }
 
 /// The client's `.genv`, as it read it: `Some(found)` in the daemon.

@@ -156,9 +156,13 @@ fn remove_socket(root: &Path) {
     }
 }
 
+/// genv 1.4.3's global lock, which its read commands open to write: left
+/// open to everyone (the daemon and root's tools lock `.daemon.lock`).
+const SHARED_LOCK: &str = "genv.lock";
+
 /// Makes the state folder root's: the folder 0755, the state files 0644,
-/// the global lock and the line's guard 0600, `devices/` and its files
-/// alike. Users' memory cap ledgers stay theirs; nothing is followed
+/// the daemon's lock and the line's guard 0600, genv 1.4.3's `genv.lock`
+/// 0666, `devices/` and its files alike. Users' memory cap ledgers stay theirs; nothing is followed
 /// through a link, and from now on what this process makes is 0644/0755.
 fn take_over(root: &Path) -> Result<()> {
     rustix::process::umask(Mode::from_raw_mode(0o022));
@@ -181,11 +185,11 @@ fn take_over(root: &Path) -> Result<()> {
         own(&devices, 0o755).map_err(|e| Error::io(root.join("devices"), e.into()))?;
         own_entries(&devices, &root.join("devices"))?;
     }
-    for name in PRIVATE_LOCKS {
+    for name in PRIVATE_LOCKS.into_iter().chain([SHARED_LOCK]) {
         let create = OFlags::RDWR | OFlags::CREATE | OFlags::NOFOLLOW | OFlags::CLOEXEC;
         let fd = rustix::fs::openat(&folder, name, create, Mode::from_raw_mode(0o600))
             .map_err(|e| Error::io(root.join(name), e.into()))?;
-        own(&fd, 0o600).map_err(|e| Error::io(root.join(name), e.into()))?;
+        own(&fd, mode_of(name)).map_err(|e| Error::io(root.join(name), e.into()))?;
     }
     Ok(())
 }
@@ -212,14 +216,20 @@ fn own_entries(folder: &OwnedFd, path: &Path) -> Result<()> {
         let Ok(fd) = rustix::fs::openat(folder, name.as_str(), flags, Mode::empty()) else {
             continue;
         };
-        let mode = if PRIVATE_LOCKS.contains(&name.as_str()) {
-            0o600
-        } else {
-            0o644
-        };
-        own(&fd, mode).map_err(|e| Error::io(path.join(&name), e.into()))?;
+        own(&fd, mode_of(&name)).map_err(|e| Error::io(path.join(&name), e.into()))?;
     }
     Ok(())
+}
+
+/// The mode of a state file in the daemon's folder.
+fn mode_of(name: &str) -> u32 {
+    if PRIVATE_LOCKS.contains(&name) {
+        0o600
+    } else if name == SHARED_LOCK {
+        0o666
+    } else {
+        0o644
+    }
 }
 
 /// Makes an open file or folder root's with `mode`, when it is a regular

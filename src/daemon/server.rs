@@ -146,7 +146,7 @@ fn connection(shared: &Shared, stream: UnixStream, uid: u32, pid: u32) {
             Err(FrameError::Io(_)) => return,
         };
         let answer = match serde_json::from_slice::<Request>(&body) {
-            Ok(request) => answer(shared, request, uid, pid),
+            Ok(request) => answer(shared, request, &stream, uid, pid),
             Err(e) => malformed(&e.to_string()),
         };
         if send(&stream, &answer).is_err() {
@@ -225,7 +225,7 @@ fn send(stream: &UnixStream, answer: &Answer) -> std::io::Result<()> {
 }
 
 /// Runs a request's command line for the client `uid`/`pid`.
-fn answer(shared: &Shared, request: Request, uid: u32, pid: u32) -> Answer {
+fn answer(shared: &Shared, request: Request, stream: &UnixStream, uid: u32, pid: u32) -> Answer {
     let Request { argv, env, dotgenv } = request;
     let caller = Caller {
         uid,
@@ -234,6 +234,16 @@ fn answer(shared: &Shared, request: Request, uid: u32, pid: u32) -> Answer {
         dotgenv: dotgenv.map(|d| match d {
             DotGenv::Config(config) => Ok(config),
             DotGenv::Error(why) => Err(why),
+        }),
+        connection: stream.try_clone().ok().map(Into::into),
+        progress: stream.try_clone().ok().map(|stream| {
+            Box::new(move |text: &str| {
+                let frame = Answer {
+                    stderr: text.to_owned(),
+                    ..Answer::default()
+                };
+                send(&stream, &frame).is_ok()
+            }) as Box<dyn FnMut(&str) -> bool>
         }),
         ..Caller::default()
     };

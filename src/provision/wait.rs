@@ -51,10 +51,23 @@ pub fn attach_waiting(
     wait: Wait,
 ) -> Result<()> {
     let watch = dir.watch()?;
-    let signals = crate::os::signals::SignalPipe::install()?;
+    // Inside the daemon the client waits: it is the one in line, and its
+    // hanging up (not a signal to the daemon) ends the wait.
+    let (me, uid, _served, wake) = match crate::caller::pid() {
+        Some(pid) => (
+            i64::from(pid),
+            crate::caller::uid(),
+            Some(Queue::served(pid)),
+            crate::caller::hangup().map(Wake::HangUp),
+        ),
+        None => (
+            i64::from(std::process::id()),
+            crate::os::procs::owner(std::process::id()).unwrap_or_else(|_| crate::caller::uid()),
+            None,
+            Some(Wake::Signal(crate::os::signals::SignalPipe::install()?)),
+        ),
+    };
     let start = Instant::now();
-    let me: i64 = std::process::id().into();
-    let uid = crate::os::procs::owner(std::process::id()).unwrap_or_else(|_| crate::caller::uid());
     let mut told: Option<usize> = None;
     // The driver is asked (when needed) once, before the first lock.
     let survey = dir.survey(backend, false)?;
@@ -141,9 +154,28 @@ pub fn attach_waiting(
             },
             None => RECHECK,
         };
-        if watch.wait(left, &[signals.fd()]) == crate::state::WatchWake::Other {
+        crate::caller::progress();
+        let interrupt: Vec<_> = wake.iter().map(Wake::fd).collect();
+        if watch.wait(left, &interrupt) == crate::state::WatchWake::Other {
             leave(dir, me)?;
             return Err(Error::Interrupted);
+        }
+    }
+}
+
+/// What ends a wait early: a signal to this process, or the daemon's
+/// client hanging up.
+enum Wake {
+    Signal(crate::os::signals::SignalPipe),
+    HangUp(std::os::fd::OwnedFd),
+}
+
+impl Wake {
+    fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        use std::os::fd::AsFd;
+        match self {
+            Wake::Signal(pipe) => pipe.fd(),
+            Wake::HangUp(fd) => fd.as_fd(),
         }
     }
 }

@@ -34,7 +34,8 @@ pub(crate) fn lock_down() {
     LOCKED_DOWN.store(true, std::sync::atomic::Ordering::Relaxed);
 }
 
-fn locked_down() -> bool {
+/// Whether this process is `genv daemon`.
+pub(crate) fn locked_down() -> bool {
     LOCKED_DOWN.load(std::sync::atomic::Ordering::Relaxed)
 }
 
@@ -48,8 +49,8 @@ pub(crate) fn file_mode() -> u32 {
 }
 
 /// The lock files that in the daemon only root may open (whoever opens a
-/// lock file can hold it): the global lock and the line's guard.
-pub(crate) const PRIVATE_LOCKS: [&str; 2] = ["genv.lock", "queue.guard"];
+/// lock file can hold it): the daemon's global lock and the line's guard.
+pub(crate) const PRIVATE_LOCKS: [&str; 2] = [".daemon.lock", "queue.guard"];
 
 /// The mode of a lock file made now: [`file_mode`], or 0600 for the
 /// daemon's [`PRIVATE_LOCKS`].

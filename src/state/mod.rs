@@ -38,6 +38,10 @@ use salvage::{Loaded, load};
 const ENVS_FILE: &str = "envs.json";
 const DEVICES_FILE: &str = "devices.json";
 const LOCK_FILE: &str = "genv.lock";
+/// The global lock where a daemon owns the folder: only root may open it
+/// (whoever opens a lock file can hold it, and hold everyone up), so
+/// `genv.lock` is left to genv 1.4.3's readers, which open it to write.
+const DAEMON_LOCK_FILE: &str = ".daemon.lock";
 /// What the hardware looked like when `devices.json` was last reconciled.
 /// Our own file, so that `devices.json` keeps exactly genv 1.4.3's keys.
 const HARDWARE_FILE: &str = "hardware.json";
@@ -179,7 +183,12 @@ impl StateDir {
     /// commit.
     pub fn transaction(&self, options: LoadOptions) -> Result<Transaction<'_>> {
         let root = self.root_dir()?;
-        let lock = match StateDir::lock_file(root, LOCK_FILE, FlockOperation::LockExclusive) {
+        let name = if file::locked_down() || self.daemon_socket().is_some() {
+            DAEMON_LOCK_FILE
+        } else {
+            LOCK_FILE
+        };
+        let lock = match StateDir::lock_file(root, name, FlockOperation::LockExclusive) {
             Ok(lock) => Some(lock),
             Err(Error::Io { source, .. })
                 if source.kind() == std::io::ErrorKind::PermissionDenied

@@ -57,7 +57,31 @@ pub struct Queue {
     pub waiters: Vec<Waiter>,
 }
 
+/// The clients `genv daemon` is waiting for, by pid: in a folder the
+/// daemon owns, the entries that count (a daemon started again serves
+/// none of those its predecessor left).
+static SERVED: std::sync::Mutex<Vec<u32>> = std::sync::Mutex::new(Vec::new());
+
+/// A client in the daemon's line, until dropped.
+pub struct Served(u32);
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let mut served = SERVED.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(at) = served.iter().position(|&p| p == self.0) {
+            served.swap_remove(at);
+        }
+    }
+}
+
 impl Queue {
+    /// Counts the daemon's client `pid` as waiting, until the result is
+    /// dropped.
+    pub fn served(pid: u32) -> Served {
+        SERVED.lock().unwrap_or_else(|e| e.into_inner()).push(pid);
+        Served(pid)
+    }
+
     /// Takes a ticket at the end of the line. When the tickets would pass
     /// [`MAX_TICKET`], the line is numbered again from 1 first, in its
     /// order.
@@ -132,6 +156,14 @@ impl Queue {
     }
 
     fn keep_holders_of(&mut self, guard: FileId) {
+        if super::file::locked_down() {
+            // In the daemon, which alone writes the line: those it serves.
+            let served = SERVED.lock().unwrap_or_else(|e| e.into_inner());
+            self.retain_waiting(|pid, uid| {
+                served.contains(&pid) && procs::owner(pid).is_ok_and(|owner| owner == uid)
+            });
+            return;
+        }
         let holders = || {
             procs::flocks(guard)
                 .into_iter()
