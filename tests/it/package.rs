@@ -1,6 +1,7 @@
 //! The Debian package (scripts/build-deb, from the suite's static genv):
 //! what it holds, genv run from a scratch root it was installed into, its
-//! man pages rendered and its completions loaded by real shells.
+//! man pages rendered, its completions loaded by real shells, and the
+//! daemon's systemd units.
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -111,6 +112,9 @@ fn the_package_holds_genv_its_links_library_man_pages_and_completions() {
     has("-rw-r--r-- root/root ./usr/share/fish/vendor_completions.d/genv.fish");
     has("-rw-r--r-- root/root ./usr/lib/tmpfiles.d/genv.conf");
     has("-rw-r--r-- root/root ./usr/share/doc/genv/copyright");
+    has("-rw-r--r-- root/root ./usr/share/doc/genv/DAEMON.md");
+    has("-rw-r--r-- root/root ./lib/systemd/system/genv-daemon.service");
+    has("-rw-r--r-- root/root ./lib/systemd/system/genv-daemon.socket");
     // Nothing else runs: the one program is genv, and no hidden verb
     // (`genv sdk`) has a page.
     let programs: Vec<&String> = contents
@@ -300,4 +304,71 @@ fn installing_makes_a_state_folder_genv_accepts() {
         "{run:?}"
     );
     assert_eq!(run.stderr, "", "{run:?}");
+}
+
+/// The value of `key` in a unit file, the first time it is set.
+fn unit_value<'a>(unit: &'a str, key: &str) -> &'a str {
+    unit.lines()
+        .find_map(|line| line.strip_prefix(key)?.strip_prefix('='))
+        .unwrap_or_else(|| panic!("no {key}= in\n{unit}"))
+}
+
+/// The daemon's units, installed but not enabled: the service runs the
+/// packaged genv, the socket is the state folder's that the package
+/// makes, and systemd accepts both.
+#[test]
+fn the_daemon_units_run_the_packaged_genv_and_are_not_enabled() {
+    let root = &package().root;
+    let units = root.join("lib/systemd/system");
+    let read = |name: &str| std::fs::read_to_string(units.join(name)).unwrap();
+    let service = read("genv-daemon.service");
+    let socket = read("genv-daemon.socket");
+
+    let start: Vec<&str> = unit_value(&service, "ExecStart").split(' ').collect();
+    assert_eq!(start[1..], ["daemon"], "{service}");
+    let program = start[0].strip_prefix('/').unwrap();
+    assert!(
+        contents()
+            .iter()
+            .any(|line| *line == format!("lrwxrwxrwx root/root ./{program} -> ../lib/genv/genv")),
+        "{program} is not the packaged genv"
+    );
+    assert_eq!(
+        unit_value(&service, "Environment"),
+        "GENV_TMPDIR=/var/tmp/genv"
+    );
+    assert_eq!(unit_value(&service, "ReadWritePaths"), "/var/tmp/genv");
+    assert_eq!(unit_value(&service, "Requires"), "genv-daemon.socket");
+
+    let tmpfiles = std::fs::read_to_string(root.join("usr/lib/tmpfiles.d/genv.conf")).unwrap();
+    assert!(tmpfiles.contains("\nd /var/tmp/genv "), "{tmpfiles}");
+    assert_eq!(
+        unit_value(&socket, "ListenStream"),
+        "/var/tmp/genv/genv.sock"
+    );
+    assert_eq!(unit_value(&socket, "SocketMode"), "0666");
+    assert_eq!(unit_value(&socket, "SocketUser"), "root");
+    assert_eq!(unit_value(&socket, "DirectoryMode"), "0755");
+    assert_eq!(unit_value(&socket, "RemoveOnStop"), "yes");
+
+    // Installing enabled nothing: locked-down is the administrator's choice.
+    assert!(!root.join("etc/systemd").exists());
+
+    // systemd's own reading of the units: copies beside each other, the
+    // service running the installed root's genv.
+    let copies = tempfile::tempdir().unwrap();
+    std::fs::write(copies.path().join("genv-daemon.socket"), &socket).unwrap();
+    let service = service.replace(
+        "ExecStart=/usr/bin/genv ",
+        &format!("ExecStart={} ", root.join(program).display()),
+    );
+    std::fs::write(copies.path().join("genv-daemon.service"), service).unwrap();
+    let verify = Command::new("systemd-analyze")
+        .args(["verify", "--man=no"])
+        .arg(copies.path().join("genv-daemon.socket"))
+        .arg(copies.path().join("genv-daemon.service"))
+        .output()
+        .expect("systemd-analyze (systemd)");
+    let verify = Run::from(verify).ok();
+    assert_eq!(verify.stderr, "", "{verify:?}");
 }
