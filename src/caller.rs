@@ -37,9 +37,10 @@ pub(crate) struct Caller {
     /// The connection, to notice the client hanging up while the verb
     /// waits.
     pub connection: Option<std::os::fd::OwnedFd>,
-    /// Sends what was said so far as progress (a place in line) before
-    /// the verb waits; `false` when the client is gone.
-    pub progress: Option<Box<dyn FnMut(&str) -> bool>>,
+    /// Sends progress before the verb waits: what was said so far (a
+    /// place in line), or that the locks it asked for are held; `false`
+    /// when the client is gone.
+    pub progress: Option<Box<dyn FnMut(Progress<'_>) -> bool>>,
 }
 
 thread_local! {
@@ -128,6 +129,15 @@ pub(crate) fn say(text: &str) -> bool {
     .is_some()
 }
 
+/// What a verb tells its client before it answers.
+pub(crate) enum Progress<'a> {
+    /// Lines for stderr.
+    Said(&'a str),
+    /// The device locks are held for it: run the command, and hang up to
+    /// let them go.
+    Held,
+}
+
 /// Sends what the verb said so far to the client now, before it waits
 /// (never while it holds the global lock: a client that does not read
 /// would hold everyone up).
@@ -138,7 +148,7 @@ pub(crate) fn progress() {
         }
         let text = std::mem::take(&mut c.stderr);
         if let Some(send) = &mut c.progress
-            && !send(&text)
+            && !send(Progress::Said(&text))
         {
             c.progress = None;
         }
@@ -149,6 +159,39 @@ pub(crate) fn progress() {
 /// sends nothing); `None` outside the daemon.
 pub(crate) fn hangup() -> Option<std::os::fd::OwnedFd> {
     with(|c| c.connection.as_ref().and_then(|fd| fd.try_clone().ok())).flatten()
+}
+
+/// Tells the client its locks are held (after what was said so far), and
+/// waits for it to hang up; `false` when it is gone already.
+pub(crate) fn hold_until_hangup() -> bool {
+    progress();
+    let told =
+        with(|c| c.progress.as_mut().is_some_and(|send| send(Progress::Held))).unwrap_or(false);
+    if told && let Some(fd) = hangup() {
+        let mut fds = [rustix::event::PollFd::new(
+            &fd,
+            rustix::event::PollFlags::IN,
+        )];
+        while let Err(rustix::io::Errno::INTR) = rustix::event::poll(&mut fds, None) {}
+    }
+    told
+}
+
+/// Whether the daemon's client hung up (or sent something, which a
+/// waiting client does not).
+pub(crate) fn hung_up() -> bool {
+    let Some(fd) = hangup() else {
+        return false;
+    };
+    let mut fds = [rustix::event::PollFd::new(
+        &fd,
+        rustix::event::PollFlags::IN,
+    )];
+    let zero = rustix::event::Timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    matches!(rustix::event::poll(&mut fds, Some(&zero)), Ok(n) if n > 0)
 }
 
 /// The client's pid, as the kernel gave it; `None` outside the daemon.

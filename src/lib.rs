@@ -104,10 +104,23 @@ fn genv() -> i32 {
         _ => Printing::Buffer,
     };
     let mut ctx = Context::printing(StateDir::from_env(), printing);
-    if daemon::client::forwards(&cli)
+    if cli.runs_in_daemon()
         && let Some(socket) = daemon::client::find(&ctx.dir)
     {
-        let result = daemon::client::run(&socket, &cli, words, &mut ctx).map(Exit);
+        use daemon::client::Around;
+        let around = match cli.command {
+            Some(Command::Activate(_)) => Around::Shims,
+            Some(Command::Lock(args)) => {
+                Around::Held(Box::new(move || match args.command.split_first() {
+                    Some((program, rest)) => {
+                        os::child::run(std::process::Command::new(program).args(rest), |_| {})
+                    }
+                    None => 0,
+                }))
+            }
+            _ => Around::Nothing,
+        };
+        let result = daemon::client::run(&socket, words, around, &mut ctx).map(Exit);
         return finish(result, &mut ctx);
     }
     let result = run(cli, &mut ctx);

@@ -44,6 +44,13 @@ pub(crate) fn run(args: LockArgs, ctx: &mut Context) -> Result<Exit> {
         }
         Some(locks)
     };
+    if crate::caller::remote() {
+        // In the daemon: the locks are the client's until it hangs up;
+        // the command runs in the client, as the user.
+        crate::caller::hold_until_hangup();
+        drop(locks);
+        return Ok(Exit::SUCCESS);
+    }
     let code = match args.command.split_first() {
         Some((program, rest)) => {
             crate::os::child::run(std::process::Command::new(program).args(rest), |_| {})

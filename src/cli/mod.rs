@@ -102,6 +102,36 @@ pub enum Command {
     Version,
 }
 
+impl Cli {
+    /// Whether `genv daemon`, where one serves the state folder, runs this
+    /// command line: the verbs that read or change the state and run
+    /// nothing of the user's, and `genv lock`, whose locks the daemon
+    /// takes and keeps for the caller while the caller runs the command.
+    pub fn runs_in_daemon(&self) -> bool {
+        if self.version {
+            return false;
+        }
+        match &self.command {
+            Some(
+                Command::Activate(_)
+                | Command::Attach(_)
+                | Command::Config(_)
+                | Command::Deactivate(_)
+                | Command::Detach(_)
+                | Command::Devices(_)
+                | Command::Envs(_)
+                | Command::Lock(_)
+                | Command::Status,
+            ) => true,
+            // `hold` keeps the locks in the caller's process.
+            Some(Command::Sdk(args)) => !matches!(args.command, SdkCommand::Hold),
+            // `execute` signals processes: root runs it, as itself.
+            Some(Command::Usage(args)) => matches!(args.command, UsageCommand::Snapshot { .. }),
+            _ => false,
+        }
+    }
+}
+
 // `--no-cleanup` and `--reset`, which `envs` and `devices` take before
 // their subcommand.
 #[derive(Debug, Args, Clone, Copy)]

@@ -12,36 +12,10 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 
 use super::protocol::{self, Answer, DotGenv, MAX_ANSWER, Request};
-use crate::cli::{Cli, Command, EnvsArgs, SdkCommand, UsageCommand};
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::session;
 use crate::state::StateDir;
-
-/// Whether the daemon runs this verb (it reads or changes the state and
-/// runs nothing of the user's), rather than the caller's own process.
-pub(crate) fn forwards(cli: &Cli) -> bool {
-    if cli.version {
-        return false;
-    }
-    match &cli.command {
-        Some(
-            Command::Activate(_)
-            | Command::Attach(_)
-            | Command::Config(_)
-            | Command::Deactivate(_)
-            | Command::Detach(_)
-            | Command::Devices(_)
-            | Command::Status,
-        ) => true,
-        Some(Command::Envs(EnvsArgs { .. })) => true,
-        // `hold` keeps the locks in the caller's process.
-        Some(Command::Sdk(args)) => !matches!(args.command, SdkCommand::Hold),
-        // `execute` signals processes: root runs it, as itself.
-        Some(Command::Usage(args)) => matches!(args.command, UsageCommand::Snapshot { .. }),
-        _ => false,
-    }
-}
 
 /// The daemon's socket for `dir`, when one is there to be believed
 /// ([`StateDir::daemon_socket`]).
@@ -68,14 +42,34 @@ pub(crate) fn connect(socket: &Path) -> Result<UnixStream> {
     Ok(stream)
 }
 
+/// What the client does around a request.
+pub(crate) enum Around {
+    /// Nothing more.
+    Nothing,
+    /// Makes the user's shims folder first, as the user (the daemon only
+    /// names it): `genv activate`.
+    Shims,
+    /// Runs this once the daemon says the device locks are held, and
+    /// gives its exit code: `genv lock`'s command.
+    Held(Box<dyn FnOnce() -> i32>),
+}
+
 /// Runs the command line `args` (without `genv`) in the daemon, prints
 /// what it answers, saves a `.genv` configuration it asks for, and
 /// returns the exit code.
-pub(crate) fn run(socket: &Path, cli: &Cli, args: Vec<String>, ctx: &mut Context) -> Result<i32> {
-    if matches!(cli.command, Some(Command::Activate(_))) {
-        // The shims folder is the user's, under their home: made here, as
-        // them (the daemon only names it).
-        let _ = session::shims_dir();
+pub(crate) fn run(
+    socket: &Path,
+    args: Vec<String>,
+    around: Around,
+    ctx: &mut Context,
+) -> Result<i32> {
+    let mut held = None;
+    match around {
+        Around::Nothing => {}
+        Around::Shims => {
+            let _ = session::shims_dir();
+        }
+        Around::Held(command) => held = Some(command),
     }
     let home = session::home();
     let dotgenv = home.as_ref().map(|home| match session::load_config(home) {
@@ -101,6 +95,14 @@ pub(crate) fn run(socket: &Path, cli: &Cli, args: Vec<String>, ctx: &mut Context
         let answer: Answer = serde_json::from_slice(&frame).map_err(|e| lost(&e))?;
         if !answer.stderr.is_empty() {
             crate::messages::relay_raw(&answer.stderr);
+        }
+        if answer.held
+            && let Some(command) = held.take()
+        {
+            // The locks are ours while the connection is open.
+            let code = command();
+            drop(stream);
+            return Ok(code);
         }
         let Some(code) = answer.code else {
             continue;

@@ -67,6 +67,10 @@ pub(crate) struct Answer {
     /// A configuration for the client to save into its `.genv`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub save: Option<Config>,
+    /// In a progress frame of `genv lock`: the device locks are held for
+    /// the client, until it closes the connection.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub held: bool,
 }
 
 /// Why a frame could not be read.

@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::protocol::{self, Answer, DotGenv, FrameError, MAX_REQUEST, Request};
-use crate::caller::{self, Caller};
+use crate::caller::{self, Caller, Progress};
 use crate::context::Context;
 use crate::error::Error;
 use crate::messages;
@@ -237,13 +237,19 @@ fn answer(shared: &Shared, request: Request, stream: &UnixStream, uid: u32, pid:
         }),
         connection: stream.try_clone().ok().map(Into::into),
         progress: stream.try_clone().ok().map(|stream| {
-            Box::new(move |text: &str| {
-                let frame = Answer {
-                    stderr: text.to_owned(),
-                    ..Answer::default()
+            Box::new(move |progress: Progress<'_>| {
+                let frame = match progress {
+                    Progress::Said(text) => Answer {
+                        stderr: text.to_owned(),
+                        ..Answer::default()
+                    },
+                    Progress::Held => Answer {
+                        held: true,
+                        ..Answer::default()
+                    },
                 };
                 send(&stream, &frame).is_ok()
-            }) as Box<dyn FnMut(&str) -> bool>
+            }) as Box<dyn FnMut(Progress<'_>) -> bool>
         }),
         ..Caller::default()
     };
@@ -257,7 +263,7 @@ fn answer(shared: &Shared, request: Request, stream: &UnixStream, uid: u32, pid:
             Ok(cli) => cli,
             Err(code) => return code,
         };
-        if !super::client::forwards(&cli) {
+        if !cli.runs_in_daemon() {
             return crate::error::report(&Error::new(
                 "genv daemon runs the verbs that read or change the state; this one runs in your own process",
             ));
@@ -279,6 +285,7 @@ fn answer(shared: &Shared, request: Request, stream: &UnixStream, uid: u32, pid:
         stdout: std::mem::take(&mut ctx.out),
         stderr: caller.stderr,
         save: caller.save,
+        ..Answer::default()
     }
 }
 

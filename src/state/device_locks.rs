@@ -251,7 +251,8 @@ fn acquire_one(
     } else {
         Watch::ledgers(&devices_folder(dir)).ok()
     };
-    let pid = std::process::id();
+    // In the daemon the client is the holder: the locks are kept for it.
+    let pid = crate::caller::pid().unwrap_or_else(std::process::id);
     let (mode, bytes) = match request.need {
         Need::Exclusive => ("exclusive", None),
         Need::Shared => ("shared", None),
@@ -296,7 +297,11 @@ fn acquire_one(
             told = true;
             on_wait(index, &others(&|h| pids.contains(&h.pid)));
         }
+        crate::caller::progress();
         wait_for_change(watcher.as_ref(), &pids, options.deadline);
+        if crate::caller::hung_up() {
+            return Err(release(LockError::Other(Error::Interrupted)));
+        }
         blockers = with_ledger(dir, index, |ledger| {
             if !ledger.entries.iter().any(|e| e.seq == seq) {
                 // The ledger was lost (removed by hand, or unreadable):
@@ -321,6 +326,7 @@ fn acquire_one(
             if !told {
                 on_wait(index, &others(&holding));
             }
+            crate::caller::progress();
             match flock_until(lock, exclusive, options.deadline) {
                 Ok(Some(lock)) => lock,
                 Ok(None) => {
@@ -423,7 +429,7 @@ fn read_ledger(dir: &StateDir, index: u32) -> Ledger {
 }
 
 fn deregister(dir: &StateDir, index: u32, seq: u64) -> Result<()> {
-    let pid = std::process::id();
+    let pid = crate::caller::pid().unwrap_or_else(std::process::id);
     with_ledger(dir, index, |ledger| {
         ledger.entries.retain(|e| !(e.seq == seq && e.pid == pid));
     })
@@ -440,7 +446,9 @@ fn wait_for_change(watcher: Option<&Watch>, pids: &[u32], deadline: Option<Insta
             rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()).ok()
         })
         .collect();
-    let fds: Vec<BorrowedFd<'_>> = pidfds.iter().map(AsFd::as_fd).collect();
+    // The daemon's client hanging up wakes it too.
+    let hangup = crate::caller::hangup();
+    let fds: Vec<BorrowedFd<'_>> = pidfds.iter().chain(&hangup).map(AsFd::as_fd).collect();
     let timeout = deadline.map_or(RECHECK, |d| {
         d.saturating_duration_since(Instant::now()).min(RECHECK)
     });

@@ -52,6 +52,10 @@ pub(crate) fn lock_holders(dir: &StateDir, index: u32, envs: &Envs) -> Vec<Holde
     let mut holders = Vec::new();
     if let Some(file) = FileId::of(&lock_path(dir, index)) {
         for lock in procs::flocks(file) {
+            // The daemon's own flocks are its clients', in the ledger.
+            if crate::state::file::locked_down() && lock.pid == std::process::id() {
+                continue;
+            }
             let entry = entries.iter().find(|e| e.pid == lock.pid);
             let need = match entry.map(|e| e.need()) {
                 Some(need @ Need::Fraction(_)) if !lock.exclusive => need,
