@@ -40,7 +40,7 @@ pub(crate) struct Caller {
     /// Sends progress before the verb waits: what was said so far (a
     /// place in line), or that the locks it asked for are held; `false`
     /// when the client is gone.
-    pub progress: Option<Box<dyn FnMut(Progress<'_>) -> bool>>,
+    pub progress: Option<SendProgress>,
 }
 
 thread_local! {
@@ -128,6 +128,9 @@ pub(crate) fn say(text: &str) -> bool {
     })
     .is_some()
 }
+
+/// How progress reaches the client: `false` when it is gone.
+pub(crate) type SendProgress = Box<dyn FnMut(Progress<'_>) -> bool>;
 
 /// What a verb tells its client before it answers.
 pub(crate) enum Progress<'a> {

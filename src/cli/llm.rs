@@ -292,7 +292,31 @@ fn serve(
         over_subscribe: false,
         survey_always: false,
     };
-    let indices = provision::activate(&ctx.dir, &ctx.backend, activation)?.indices;
+    let indices = match ctx.dir.daemon_socket() {
+        // The daemon makes the environment, for this process.
+        Some(socket) => {
+            let config = serde_json::to_string(&activation_config(&activation))
+                .map_err(|e| Error::new(e.to_string()))?;
+            let answer = crate::daemon::client::ask(
+                &socket,
+                &[
+                    "sdk",
+                    "activate",
+                    "--eid",
+                    &eid,
+                    "--pid",
+                    &pid.to_string(),
+                    "--config",
+                    &config,
+                ],
+            )?;
+            serde_json::from_str::<serde_json::Value>(&answer)
+                .ok()
+                .and_then(|v| serde_json::from_value(v.get("indices")?.clone()).ok())
+                .unwrap_or_default()
+        }
+        None => provision::activate(&ctx.dir, &ctx.backend, activation)?.indices,
+    };
     let visible = if indices.is_empty() {
         "-1".to_owned()
     } else {
@@ -324,7 +348,23 @@ fn serve(
     Ok(Exit(code))
 }
 
+/// The configuration an activation replaces the environment's with.
+fn activation_config(activation: &Activation<'_>) -> Config {
+    match &activation.config {
+        Configure::Replace(config) => config.clone(),
+        _ => Config::default(),
+    }
+}
+
 fn register(ctx: &Context, eid: &str, pid: u32) -> Result<()> {
+    if let Some(socket) = ctx.dir.daemon_socket() {
+        let uid = procs::current_uid().to_string();
+        let pid = pid.to_string();
+        let args = [
+            "envs", "activate", "--eid", eid, "--uid", &uid, "--pid", &pid,
+        ];
+        return crate::daemon::client::ask(&socket, &args).map(drop);
+    }
     let mut tx = ctx.dir.transaction(LoadOptions::default())?;
     if let Some(env) = tx.envs_mut()?.get_mut(eid) {
         env.pids.push(pid.into());
@@ -333,6 +373,12 @@ fn register(ctx: &Context, eid: &str, pid: u32) -> Result<()> {
 }
 
 fn release(ctx: &Context, eid: &str) -> Result<()> {
+    if let Some(socket) = ctx.dir.daemon_socket() {
+        // This process leaves; the environment goes with its last one.
+        let pid = std::process::id().to_string();
+        let args = ["envs", "deactivate", "--pid", &pid];
+        return crate::daemon::client::ask(&socket, &args).map(drop);
+    }
     let mut tx = ctx.dir.transaction(LoadOptions::default())?;
     tx.envs_mut()?.envs.retain(|env| env.eid != eid);
     provision::detach(tx.devices_mut()?, eid, None);

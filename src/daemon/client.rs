@@ -115,6 +115,42 @@ pub(crate) fn run(
     }
 }
 
+/// Runs the command line `args` (without `genv`) in the daemon for a
+/// part of genv that needs one change made (`genv llm serve`'s
+/// environment): its stdout, or its stderr as the error.
+pub(crate) fn ask(socket: &Path, args: &[&str]) -> Result<String> {
+    let request = Request {
+        argv: args.iter().map(|a| (*a).to_owned()).collect(),
+        env: variables(),
+        dotgenv: None,
+    };
+    let mut stream = connect(socket)?;
+    let body = serde_json::to_vec(&request).map_err(|e| Error::new(e.to_string()))?;
+    let lost = |e: &dyn std::fmt::Display| {
+        Error::new(format!(
+            "genv daemon stopped answering on {} ({e})",
+            crate::state::file::shown(socket)
+        ))
+    };
+    protocol::write_frame(&mut stream, &body).map_err(|e| lost(&e))?;
+    loop {
+        let frame = protocol::read_frame(&mut stream, MAX_ANSWER).map_err(|e| lost(&e))?;
+        let answer: Answer = serde_json::from_slice(&frame).map_err(|e| lost(&e))?;
+        match answer.code {
+            None => crate::messages::relay_raw(&answer.stderr),
+            Some(0) => {
+                crate::messages::relay_raw(&answer.stderr);
+                return Ok(answer.stdout);
+            }
+            Some(_) => {
+                let said = answer.stderr.trim_end();
+                let said = said.strip_prefix("genv: error: ").unwrap_or(said);
+                return Err(Error::new(said.to_owned()));
+            }
+        }
+    }
+}
+
 /// The variables a verb may read that are the caller's to decide: genv's
 /// own, the devices a process sees, where its shims and `.genv` are.
 fn variables() -> std::collections::HashMap<String, String> {

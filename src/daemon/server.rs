@@ -249,7 +249,7 @@ fn answer(shared: &Shared, request: Request, stream: &UnixStream, uid: u32, pid:
                     },
                 };
                 send(&stream, &frame).is_ok()
-            }) as Box<dyn FnMut(Progress<'_>) -> bool>
+            }) as caller::SendProgress
         }),
         ..Caller::default()
     };

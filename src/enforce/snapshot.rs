@@ -147,6 +147,30 @@ pub fn membership(inspection: &Inspection, envs: &Envs) -> Option<String> {
         .map(|_| eid.clone())
 }
 
+/// [`membership`], and where `genv daemon` keeps the state (`attested`):
+/// the environment of the process's owner that lists its pid, as the
+/// daemon added it only for its owner (genv 1.4.3's SDK registers a
+/// process so, without setting its variable). A pid reused since by
+/// another user's process is not that user's environment's.
+pub fn membership_attested(
+    pid: u32,
+    inspection: &Inspection,
+    envs: &Envs,
+    attested: bool,
+) -> Option<String> {
+    if let Some(eid) = membership(inspection, envs) {
+        return Some(eid);
+    }
+    if !attested {
+        return None;
+    }
+    let identity = inspection.identity.as_ref().ok()?;
+    envs.envs
+        .iter()
+        .find(|env| env.uid == i64::from(identity.uid) && env.pids.contains(&i64::from(pid)))
+        .map(|env| env.eid.to_string())
+}
+
 /// The order in which CPython 3 iterates a `set` of the given pids added
 /// in this order: genv 1.4.3 lists GPU processes by iterating such a set,
 /// and `--env-memory` terminates them greedily in that order. (An int's
@@ -257,6 +281,7 @@ pub fn assemble(
     list: &[ComputeProcess],
     envs: Envs,
     devices: Devices,
+    attested: bool,
     mut inspect: impl FnMut(u32) -> Inspection,
 ) -> Snapshot {
     let mut names = BTreeMap::new();
@@ -266,7 +291,7 @@ pub fn assemble(
         .into_iter()
         .map(|(pid, usage)| {
             let inspection = inspect(pid);
-            let eid = membership(&inspection, &envs);
+            let eid = membership_attested(pid, &inspection, &envs, attested);
             if let Some(pidfd) = inspection.pidfd {
                 pidfds.insert(i64::from(pid), pidfd);
             }
@@ -335,7 +360,9 @@ pub fn take(dir: &StateDir, backend: &dyn DeviceBackend) -> Result<Snapshot> {
     let envs = tx.envs()?.clone();
     let devices = tx.devices()?.clone();
     tx.commit()?;
-    Ok(assemble(&list, envs, devices, inspect))
+    // Where the daemon owns the state, the pids it lists were checked.
+    let attested = dir.daemon_socket().is_some();
+    Ok(assemble(&list, envs, devices, attested, inspect))
 }
 
 /// Memory in bytes, as genv 1.4.3 reads a memory string; `None` when it
