@@ -105,6 +105,11 @@ impl Devices {
             .collect()
     }
 
+    /// The environments of every attachment, once per attachment.
+    pub fn eids_of_all(&self) -> impl Iterator<Item = &str> {
+        self.devices.iter().flat_map(Device::eids)
+    }
+
     /// Drops attachments of environments that no longer exist.
     /// Drops the attachments of environments that are gone; says whether
     /// there were any.

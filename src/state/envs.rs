@@ -134,6 +134,20 @@ impl Envs {
         changed || self.envs.len() != count
     }
 
+    /// Whether [`Envs::cleanup`] would drop anything, asking each pid and
+    /// kernel at most once (the predicates may remember their answers).
+    pub fn stale(
+        &self,
+        mut pid_alive: impl FnMut(i64) -> bool,
+        mut kernel_alive: impl FnMut(&Env, &str) -> bool,
+    ) -> bool {
+        self.envs.iter().any(|env| {
+            !env.active()
+                || env.pids.iter().any(|&pid| !pid_alive(pid))
+                || env.kernel_ids.iter().any(|k| !kernel_alive(env, k))
+        })
+    }
+
     pub fn find(&self, pid: Option<i64>, kernel_id: Option<&str>) -> impl Iterator<Item = &Env> {
         self.envs.iter().filter(move |env| {
             pid.is_some_and(|pid| env.pids.contains(&pid))

@@ -3,6 +3,7 @@
 //! a [`Transaction`], which holds the global `genv.lock` as genv 1.4.3 does.
 
 mod authorize;
+mod cache;
 mod cursor;
 pub(crate) mod device_locks;
 mod devices;
@@ -241,7 +242,8 @@ impl StateDir {
 }
 
 struct Tracked<T> {
-    value: T,
+    /// Shared with the daemon's cache until changed.
+    value: Arc<T>,
     /// How many bytes the file held when loaded (`None`: no file; `0`: an
     /// older layout, to be written back). The bytes themselves are not
     /// kept (30 MB at 100,000 environments): at commit the new bytes are
@@ -322,27 +324,41 @@ impl Transaction<'_> {
         tracked.touched = true;
         self.changing = true;
         if self.peer.is_some() && self.before.envs.is_none() {
-            self.before.envs = Some(tracked.value.clone());
+            self.before.envs = Some((*tracked.value).clone());
         }
-        Ok(&mut tracked.value)
+        Ok(Arc::make_mut(&mut tracked.value))
     }
 
     fn load_envs(&mut self) -> Result<()> {
         if self.envs.is_none() {
-            let (mut envs, original) = if self.options.reset {
-                (Envs::default(), self.root.read(ENVS_FILE)?)
-            } else {
-                load(self.root, ENVS_FILE, true)?.unwrap_or_default()
+            let cached = self.cached::<Envs>(ENVS_FILE);
+            let (mut envs, original) = match cached {
+                Some(hit) => hit,
+                None => {
+                    let key = self.cache_key(ENVS_FILE);
+                    let (envs, original) = if self.options.reset {
+                        (Envs::default(), self.root.read(ENVS_FILE)?)
+                    } else {
+                        load(self.root, ENVS_FILE, true)?.unwrap_or_default()
+                    };
+                    let envs = Arc::new(envs);
+                    if let Some(key) = key.filter(|_| original.is_some()) {
+                        cache::put(key, envs.clone());
+                    }
+                    (envs, original.map(|bytes| bytes.len()))
+                }
             };
-            let original = original.map(|bytes| bytes.len());
             // New, or converted from an older layout (empty original).
             let mut touched = original.is_none_or(|len| len == 0) || self.options.reset;
             if self.options.cleanup {
                 let alive = &mut self.alive;
-                touched |= envs.cleanup(
-                    |pid| *alive.entry(pid).or_insert_with(|| procs::pid_alive(pid)),
-                    |env, kernel| procs::kernel_alive(env.uid, kernel),
-                );
+                let mut pid_alive =
+                    |pid| *alive.entry(pid).or_insert_with(|| procs::pid_alive(pid));
+                let kernel_alive = |env: &Env, kernel: &str| procs::kernel_alive(env.uid, kernel);
+                // Copied (from the daemon's cache) only when something goes.
+                if envs.stale(&mut pid_alive, kernel_alive) {
+                    touched |= Arc::make_mut(&mut envs).cleanup(&mut pid_alive, kernel_alive);
+                }
             }
             self.envs = Some(Tracked {
                 value: envs,
@@ -351,6 +367,31 @@ impl Transaction<'_> {
             });
         }
         Ok(())
+    }
+
+    /// In the daemon: the file `name` as last parsed, when it has not
+    /// been replaced since, with its size.
+    fn cached<T: cache::Cached>(&self, name: &str) -> Option<(Arc<T>, Option<usize>)> {
+        if self.options.reset {
+            return None;
+        }
+        let key = self.cache_key(name)?;
+        cache::get::<T>(key).map(|value| (value, Some(key.size())))
+    }
+
+    /// In the daemon: keeps what was just written as the file's content.
+    fn keep<T: cache::Cached>(&self, name: &str, value: &Arc<T>) {
+        if let Some(key) = self.cache_key(name) {
+            cache::put(key, value.clone());
+        }
+    }
+
+    /// In the daemon, the identity of the file `name` now.
+    fn cache_key(&self, name: &str) -> Option<cache::Key> {
+        if !file::locked_down() {
+            return None;
+        }
+        cache::Key::of(self.root, name)
     }
 
     /// The devices as recorded, without attachments of environments that
@@ -370,9 +411,9 @@ impl Transaction<'_> {
         tracked.touched = true;
         self.changing = true;
         if self.peer.is_some() && self.before.devices.is_none() {
-            self.before.devices = Some(tracked.value.clone());
+            self.before.devices = Some((*tracked.value).clone());
         }
-        Ok(&mut tracked.value)
+        Ok(Arc::make_mut(&mut tracked.value))
     }
 
     /// The environments and the devices together (as [`Transaction::envs`]
@@ -389,24 +430,37 @@ impl Transaction<'_> {
 
     fn load_devices(&mut self) -> Result<()> {
         if self.devices.is_none() {
-            let loaded = if self.options.reset {
-                None
-            } else {
-                load(self.root, DEVICES_FILE, true)?
+            let (mut devices, original) = match self.cached::<Devices>(DEVICES_FILE) {
+                Some(hit) => hit,
+                None => {
+                    let key = self.cache_key(DEVICES_FILE);
+                    let loaded = if self.options.reset {
+                        None
+                    } else {
+                        load(self.root, DEVICES_FILE, true)?
+                    };
+                    let (mut devices, original) = match loaded {
+                        Some(loaded) => loaded,
+                        None => (Devices::default(), self.root.read(DEVICES_FILE)?),
+                    };
+                    devices.devices.sort_by_key(|d| d.index);
+                    let devices = Arc::new(devices);
+                    if let Some(key) = key.filter(|_| original.is_some()) {
+                        cache::put(key, devices.clone());
+                    }
+                    (devices, original.map(|bytes| bytes.len()))
+                }
             };
-            let (mut devices, original) = match loaded {
-                Some(loaded) => loaded,
-                None => (Devices::default(), self.root.read(DEVICES_FILE)?),
-            };
-            let original = original.map(|bytes| bytes.len());
-            devices.devices.sort_by_key(|d| d.index);
             // Converted from an older layout (empty original): written back.
             let mut touched = self.options.reset || original == Some(0);
             if self.options.cleanup {
                 let envs = self.envs()?;
                 let alive: std::collections::HashSet<&str> =
                     envs.envs.iter().map(|e| e.eid.as_str()).collect();
-                touched |= devices.cleanup(|eid| alive.contains(eid));
+                let gone = devices.eids_of_all().any(|eid| !alive.contains(eid));
+                if gone {
+                    touched |= Arc::make_mut(&mut devices).cleanup(|eid| alive.contains(eid));
+                }
             }
             self.devices = Some(Tracked {
                 value: devices,
@@ -448,7 +502,7 @@ impl Transaction<'_> {
                         &asked
                     }
                 };
-                apply_inventory(&mut tracked.value, gpus);
+                apply_inventory(Arc::make_mut(&mut tracked.value), gpus);
                 tracked.touched = true;
                 let record = Hardware {
                     fingerprint: survey.fingerprint.clone(),
@@ -478,7 +532,7 @@ impl Transaction<'_> {
         self.changing = true;
         let tracked = self.queue.as_mut().expect("loaded above");
         tracked.touched = true;
-        Ok(&mut tracked.value)
+        Ok(Arc::make_mut(&mut tracked.value))
     }
 
     fn load_queue(&mut self) -> Result<()> {
@@ -496,7 +550,7 @@ impl Transaction<'_> {
             queue.waiters.sort_by_key(|w| w.ticket);
             self.queue = Some(Tracked {
                 touched: queue.waiters.len() != waiting,
-                value: queue,
+                value: Arc::new(queue),
                 original,
             });
         }
@@ -516,17 +570,17 @@ impl Transaction<'_> {
                 .before
                 .envs
                 .as_ref()
-                .zip(self.envs.as_ref().map(|t| &t.value));
+                .zip(self.envs.as_ref().map(|t| &*t.value));
             let devices = self
                 .before
                 .devices
                 .as_ref()
-                .zip(self.devices.as_ref().map(|t| &t.value));
+                .zip(self.devices.as_ref().map(|t| &*t.value));
             let unchanged;
             let envs = match envs {
                 Some(pair) => Some(pair),
                 None if devices.is_some() => {
-                    let now = &self.envs.as_ref().expect("loaded above").value;
+                    let now = &*self.envs.as_ref().expect("loaded above").value;
                     unchanged = now;
                     Some((unchanged, now))
                 }
@@ -535,7 +589,14 @@ impl Transaction<'_> {
             authorize::check(peer, envs, devices)?;
         }
         if let Some(tracked) = self.envs.as_ref().filter(|t| t.touched) {
-            save(self.root, ENVS_FILE, &tracked.value, tracked.original, true)?;
+            save(
+                self.root,
+                ENVS_FILE,
+                &*tracked.value,
+                tracked.original,
+                true,
+            )?;
+            self.keep(ENVS_FILE, &tracked.value);
         }
         // Devices nobody surveyed are not recorded: a configuration change
         // before the first survey would otherwise record a machine with
@@ -549,10 +610,11 @@ impl Transaction<'_> {
             save(
                 self.root,
                 DEVICES_FILE,
-                &tracked.value,
+                &*tracked.value,
                 tracked.original,
                 true,
             )?;
+            self.keep(DEVICES_FILE, &tracked.value);
         }
         if let Some(tracked) = self.queue.as_ref().filter(|t| t.touched) {
             // An empty line and no file are the same; don't create one.
@@ -560,7 +622,7 @@ impl Transaction<'_> {
                 save(
                     self.root,
                     QUEUE_FILE,
-                    &tracked.value,
+                    &*tracked.value,
                     tracked.original,
                     false,
                 )?;
