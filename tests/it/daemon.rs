@@ -1,0 +1,448 @@
+//! `genv daemon` as its users meet it: root serving a state folder that
+//! alice uses through it, and mallory, another user of the machine,
+//! trying to change alice's environments or hold the daemon up.
+
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use crate::common::daemon::{Daemon, NOT_ANSWERING, RULES_HINT, bash_as, read_frame, write_frame};
+use crate::common::users::{ALICE, MALLORY, ROOT, sleeper_as};
+use crate::common::{Run, Sandbox, Sleeper};
+
+const SLEEP: &str = "/bin/sleep";
+
+/// A terminal of `uid`'s.
+fn terminal(uid: u32) -> Sleeper {
+    sleeper_as(uid, Path::new(SLEEP), &[])
+}
+
+/// Owner uid and permission bits of a path (not followed).
+fn owner_mode(path: &Path) -> (u32, u32) {
+    let meta = std::fs::symlink_metadata(path).unwrap_or_else(|e| panic!("{path:?}: {e}"));
+    (meta.uid(), meta.permissions().mode() & 0o7777)
+}
+
+/// The two state files, to show that a refused command wrote nothing.
+fn state_files(sb: &Sandbox) -> (Vec<u8>, Vec<u8>) {
+    (
+        std::fs::read(sb.file("envs.json")).unwrap_or_default(),
+        std::fs::read(sb.file("devices.json")).unwrap_or_default(),
+    )
+}
+
+/// `genv envs activate --eid eid --uid uid --pid pid` as `uid`.
+fn activate_as(sb: &Sandbox, uid: u32, eid: &str, pid: u32) -> Run {
+    sb.run_as(
+        uid,
+        &[
+            "envs",
+            "activate",
+            "--eid",
+            eid,
+            "--uid",
+            &uid.to_string(),
+            "--pid",
+            &pid.to_string(),
+        ],
+    )
+}
+
+/// The eids `genv envs` lists, as `uid` sees them.
+fn eids_as(sb: &Sandbox, uid: u32) -> Vec<String> {
+    let run = sb
+        .run_as(uid, &["envs", "ps", "--format", "csv", "--no-header"])
+        .ok();
+    run.stdout
+        .lines()
+        .map(|l| l.split(',').next().unwrap_or_default().to_owned())
+        .collect()
+}
+
+/// A multi-user sandbox served by a daemon, with alice's environment
+/// `a1` (her terminal in it) attached to GPU 0.
+struct Served {
+    sb: Sandbox,
+    daemon: Daemon,
+    alice: Sleeper,
+}
+
+fn served() -> Served {
+    let sb = Sandbox::multi_user();
+    let daemon = Daemon::start(&sb);
+    let alice = terminal(ALICE);
+    activate_as(&sb, ALICE, "a1", alice.pid()).ok();
+    sb.run_as(ALICE, &["devices", "attach", "--eid", "a1", "--index", "0"])
+        .ok();
+    Served { sb, daemon, alice }
+}
+
+#[test]
+fn taking_over_a_file_mode_folder_keeps_alices_state() {
+    let sb = Sandbox::multi_user();
+    let job = terminal(ALICE);
+    activate_as(&sb, ALICE, "a1", job.pid()).ok();
+    sb.run_as(ALICE, &["devices", "attach", "--eid", "a1", "--count", "1"])
+        .ok();
+    assert_eq!(owner_mode(&sb.file("envs.json")).0, ALICE);
+    let before = state_files(&sb);
+
+    let _daemon = Daemon::start(&sb);
+
+    assert_eq!(owner_mode(&sb.state()), (ROOT, 0o755));
+    for entry in std::fs::read_dir(sb.state()).unwrap() {
+        let entry = entry.unwrap();
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let expected = match name.as_str() {
+            "genv.sock" => 0o666,
+            "genv.lock" | "queue.guard" => 0o600,
+            _ => 0o644,
+        };
+        assert_eq!(owner_mode(&entry.path()), (ROOT, expected), "{name}");
+    }
+    let socket = std::fs::symlink_metadata(sb.file("genv.sock")).unwrap();
+    assert!(
+        std::os::unix::fs::FileTypeExt::is_socket(&socket.file_type()),
+        "genv.sock is a socket"
+    );
+    for name in ["genv.lock", "queue.guard"] {
+        assert!(sb.file(name).is_file(), "{name}");
+    }
+    assert_eq!(state_files(&sb), before, "taking over changes no content");
+    assert_eq!(eids_as(&sb, ALICE), ["a1"]);
+    let devices = sb
+        .run_as(ALICE, &["devices", "ps", "--format", "csv", "--no-header"])
+        .ok();
+    assert!(devices.stdout.starts_with("0,a1,"), "{devices:?}");
+}
+
+#[test]
+fn alice_works_in_her_shell_through_the_daemon() {
+    let sb = Sandbox::multi_user();
+    let _daemon = Daemon::start(&sb);
+    std::fs::create_dir(sb.home_of(ALICE).join(".genv")).unwrap();
+    std::os::unix::fs::chown(sb.home_of(ALICE).join(".genv"), Some(ALICE), Some(ALICE)).unwrap();
+    let run = bash_as(
+        &sb,
+        ALICE,
+        r#"set -e
+eval "$(genv shell --init)"
+genv activate --gpus 1 --gpu-memory 1g
+echo "eid=$GENV_ENVIRONMENT_ID cuda=$CUDA_VISIBLE_DEVICES"
+genv attach --count 2
+echo "cuda=$CUDA_VISIBLE_DEVICES"
+genv config name train
+genv config gpu-memory 2g
+genv config gpus 2
+genv config --save
+genv status
+ls -ln "$GENV_TMPDIR" | grep " memcap-" | awk '{print $1, $3, $9}'
+genv detach --index 1
+echo "cuda=$CUDA_VISIBLE_DEVICES"
+genv envs ps --format csv --no-header | cut -d, -f1-3
+genv devices ps --format csv --no-header | cut -d, -f1-3
+genv config name other
+genv config --load
+genv config name
+genv deactivate
+echo "after=${GENV_ENVIRONMENT_ID:-none}"
+"#,
+    );
+    let run = run.ok();
+    let out: Vec<&str> = run.stdout.lines().collect();
+    let eid = out[0]
+        .strip_prefix("eid=")
+        .and_then(|l| l.split(' ').next())
+        .unwrap_or_else(|| panic!("{run:?}"));
+    assert!(!eid.is_empty(), "{run:?}");
+    assert_eq!(out[0], format!("eid={eid} cuda=0"), "{run:?}");
+    assert_eq!(out[1], "cuda=0,1", "{run:?}");
+    assert!(run.stdout.contains("Name: train"), "{run:?}");
+    assert!(run.stdout.contains("Device count: 2"), "{run:?}");
+    assert!(run.stdout.contains("GPU memory capacity: 2g"), "{run:?}");
+    assert!(
+        run.stdout.contains(&format!(
+            "-rw------- {ALICE} {ALICE} memcap-{ALICE}-{eid}\n"
+        )),
+        "her ledger is hers, 0600: {run:?}"
+    );
+    assert!(run.stdout.contains("cuda=0\n"), "{run:?}");
+    assert!(
+        run.stdout.contains(&format!("{eid},{ALICE},train\n")),
+        "{run:?}"
+    );
+    assert!(
+        run.stdout.contains(&format!("0,{eid},train\n1,,\n")),
+        "{run:?}"
+    );
+    assert!(run.stdout.ends_with("train\nafter=none\n"), "{run:?}");
+    let saved = sb.home_of(ALICE).join(".genv");
+    let mut saved_files = 0;
+    for entry in std::fs::read_dir(&saved).unwrap() {
+        let entry = entry.unwrap();
+        assert_eq!(owner_mode(&entry.path()).0, ALICE, "{entry:?}");
+        saved_files += 1;
+    }
+    assert!(saved_files >= 3, "config --save wrote her .genv");
+    assert_eq!(
+        std::fs::read_to_string(saved.join("name")).unwrap().trim(),
+        "train"
+    );
+    assert!(eids_as(&sb, ALICE).is_empty());
+    let devices = sb.read("devices.json");
+    assert!(!devices.contains(eid), "{devices}");
+}
+
+/// The memory cap library cannot make its ledger in root's folder: a cap
+/// set after activation needs one made for it, as activation does.
+#[test]
+fn a_memory_cap_set_after_activation_has_her_ledger() {
+    let sb = Sandbox::multi_user();
+    let _daemon = Daemon::start(&sb);
+    let run = bash_as(
+        &sb,
+        ALICE,
+        r#"set -e
+eval "$(genv shell --init)"
+genv activate --gpus 1
+genv config gpu-memory 2g
+echo "$GENV_ENVIRONMENT_ID"
+"#,
+    )
+    .ok();
+    let eid = run.stdout.lines().last().unwrap_or_default();
+    let ledger = sb.file(&format!("memcap-{ALICE}-{eid}"));
+    assert!(ledger.exists(), "no ledger {ledger:?}: {run:?}");
+    assert_eq!(owner_mode(&ledger), (ALICE, 0o600));
+}
+
+#[test]
+fn root_may_change_alices_environment() {
+    let s = served();
+    let sb = &s.sb;
+    sb.run_as(
+        ROOT,
+        &["envs", "config", "--eid", "a1", "name", "--name", "by-root"],
+    )
+    .ok();
+    sb.run_as(ROOT, &["devices", "attach", "--eid", "a1", "--index", "1"])
+        .ok();
+    sb.run_as(ROOT, &["devices", "detach", "--eid", "a1"]).ok();
+    assert!(!sb.read("devices.json").contains("a1"));
+    let run = sb
+        .run_as(ALICE, &["envs", "ps", "--format", "csv", "--no-header"])
+        .ok();
+    assert!(
+        run.stdout.starts_with(&format!("a1,{ALICE},by-root,")),
+        "{run:?}"
+    );
+    sb.run_as(
+        ROOT,
+        &["envs", "deactivate", "--pid", &s.alice.pid().to_string()],
+    )
+    .ok();
+    assert!(eids_as(sb, ALICE).is_empty());
+}
+
+/// What mallory tries against alice's environment `a1`; each must be
+/// refused naming the rule (`says`), print nothing and write nothing.
+#[test]
+fn mallory_cannot_touch_alices_environment() {
+    let s = served();
+    let sb = &s.sb;
+    let mine = terminal(MALLORY);
+    let (alice_pid, mallory_pid) = (s.alice.pid().to_string(), mine.pid().to_string());
+    let mallory = MALLORY.to_string();
+    let devices_rule = "genv: error: environment 'a1' belongs to uid 47101; only its owner or root may attach or detach its devices\n";
+    let change_rule = "genv: error: environment 'a1' belongs to uid 47101; only its owner or root may change it\n";
+    let remove_rule = "genv: error: environment 'a1' belongs to uid 47101; only its owner or root may deactivate it\n";
+    let for_alice = "genv: error: only root may make an environment for another user (uid 47101); you are uid 47102\n";
+    let not_hers = format!(
+        "genv: error: process {alice_pid} belongs to uid 47101, not to you: only its owner or root may add it to an environment\n"
+    );
+    let config = r#"{"name": "x", "gpu_memory": null, "gpus": 2}"#;
+    let cases: Vec<(Vec<&str>, bool, &str)> = vec![
+        (
+            vec!["devices", "attach", "--eid", "a1", "--index", "1"],
+            false,
+            devices_rule,
+        ),
+        (
+            vec!["devices", "detach", "--eid", "a1"],
+            false,
+            devices_rule,
+        ),
+        (
+            vec!["envs", "config", "--eid", "a1", "name", "--name", "x"],
+            false,
+            change_rule,
+        ),
+        (
+            vec!["envs", "deactivate", "--pid", &alice_pid],
+            false,
+            remove_rule,
+        ),
+        (
+            vec![
+                "envs",
+                "activate",
+                "--eid",
+                "a1",
+                "--uid",
+                &mallory,
+                "--pid",
+                &mallory_pid,
+            ],
+            false,
+            change_rule,
+        ),
+        (
+            vec![
+                "envs", "activate", "--eid", "new", "--uid", "47101", "--pid", &alice_pid,
+            ],
+            false,
+            for_alice,
+        ),
+        (
+            vec![
+                "envs", "activate", "--eid", "m", "--uid", &mallory, "--pid", &alice_pid,
+            ],
+            false,
+            &not_hers,
+        ),
+        (vec!["attach", "--index", "1"], true, devices_rule),
+        (vec!["detach"], true, devices_rule),
+        (vec!["config", "gpus", "2"], true, change_rule),
+        (vec!["deactivate", "--shell", &alice_pid], true, remove_rule),
+        (
+            vec!["sdk", "activate", "--eid", "a1", "--pid", &mallory_pid],
+            false,
+            change_rule,
+        ),
+        (
+            vec!["sdk", "configure", "--eid", "a1", "--config", config],
+            false,
+            change_rule,
+        ),
+    ];
+    for (args, in_env, says) in cases {
+        let before = state_files(sb);
+        let run = if in_env {
+            sb.run_as_in(MALLORY, "a1", &args)
+        } else {
+            sb.run_as(MALLORY, &args)
+        };
+        assert_eq!(run.code, 1, "{args:?}: {run:?}");
+        assert_eq!(run.stdout, "", "{args:?}: {run:?}");
+        assert!(
+            run.stderr.starts_with(says) && run.stderr.contains(RULES_HINT),
+            "{args:?}: {run:?}"
+        );
+        assert_eq!(state_files(sb), before, "{args:?} wrote");
+    }
+    // Her own shell leaving changes nothing of alice's.
+    let before = state_files(sb);
+    sb.run_as_in(MALLORY, "a1", &["deactivate", "--shell", &mallory_pid]);
+    assert_eq!(state_files(sb), before);
+    assert_eq!(eids_as(sb, ALICE), ["a1"]);
+    drop(s.daemon);
+}
+
+#[test]
+fn mallory_cannot_hold_up_the_daemon_or_write_the_state() {
+    let s = served();
+    let sb = &s.sb;
+    let probe = |path: &Path, write: bool| -> std::io::Result<()> {
+        let mut cmd = crate::common::users::command_as(MALLORY, "sh");
+        let redirect = if write { ">>" } else { "<" };
+        cmd.arg("-c")
+            .arg(format!("exec 3{redirect}\"$0\"",))
+            .arg(path);
+        let out = cmd.output()?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(std::io::Error::other(
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+            ))
+        }
+    };
+    for name in ["genv.lock", "queue.guard"] {
+        let err = probe(&sb.file(name), false).expect_err(name);
+        assert!(
+            err.to_string().contains("Permission denied"),
+            "{name}: {err}"
+        );
+    }
+    for entry in std::fs::read_dir(sb.state()).unwrap() {
+        let path = entry.unwrap().path();
+        if path.file_name().is_some_and(|n| n == "genv.sock") {
+            continue;
+        }
+        let err = probe(&path, true).expect_err(&path.display().to_string());
+        assert!(
+            err.to_string().contains("Permission denied"),
+            "{path:?}: {err}"
+        );
+    }
+    // Nor make a file in the folder.
+    assert!(probe(&sb.file("planted"), true).is_err());
+    assert!(!sb.file("planted").exists());
+}
+
+#[test]
+fn a_socket_planted_in_a_file_mode_folder_is_ignored() {
+    let sb = Sandbox::multi_user();
+    // Mallory listens on genv.sock in the open folder.
+    let planted = sb.file("genv.sock");
+    let listener = {
+        let planted = planted.clone();
+        std::thread::spawn(move || {
+            // SAFETY: raw set*id on this thread only.
+            unsafe {
+                assert_eq!(
+                    libc::syscall(libc::SYS_setresgid, MALLORY, MALLORY, MALLORY),
+                    0
+                );
+                assert_eq!(
+                    libc::syscall(libc::SYS_setresuid, MALLORY, MALLORY, MALLORY),
+                    0
+                );
+            }
+            std::os::unix::net::UnixListener::bind(&planted).unwrap()
+        })
+        .join()
+        .unwrap()
+    };
+    assert_eq!(owner_mode(&planted).0, MALLORY);
+    let job = terminal(ALICE);
+    activate_as(&sb, ALICE, "a1", job.pid()).ok();
+    sb.run_as(ALICE, &["devices", "attach", "--eid", "a1", "--count", "1"])
+        .ok();
+    assert_eq!(eids_as(&sb, ALICE), ["a1"]);
+    assert_eq!(owner_mode(&sb.file("envs.json")).0, ALICE);
+    listener.set_nonblocking(true).unwrap();
+    assert!(listener.accept().is_err(), "alice's genv never connected");
+}
+
+#[test]
+fn a_stopped_daemon_makes_alices_commands_fail_and_write_nothing() {
+    let mut s = served();
+    let sb = &s.sb;
+    s.daemon.kill9();
+    assert!(sb.file("genv.sock").exists());
+    let before = sb.snapshot_files();
+    for args in [
+        vec!["envs"],
+        vec!["devices", "attach", "--eid", "a1", "--index", "1"],
+    ] {
+        let run = sb.run_as(ALICE, &args);
+        assert_eq!(run.code, 1, "{run:?}");
+        assert_eq!(run.stdout, "", "{run:?}");
+        assert!(run.stderr.starts_with(NOT_ANSWERING), "{run:?}");
+    }
+    assert_eq!(sb.snapshot_files(), before);
+    // Started again, it serves what was there.
+    let _again = Daemon::start(sb);
+    assert_eq!(eids_as(sb, ALICE), ["a1"]);
+}
