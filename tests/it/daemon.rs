@@ -2,6 +2,7 @@
 //! alice uses through it, and mallory, another user of the machine,
 //! trying to change alice's environments or hold the daemon up.
 
+use std::io::{Read, Write};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -161,9 +162,8 @@ echo "after=${GENV_ENVIRONMENT_ID:-none}"
     assert!(run.stdout.contains("Device count: 2"), "{run:?}");
     assert!(run.stdout.contains("GPU memory capacity: 2g"), "{run:?}");
     assert!(
-        run.stdout.contains(&format!(
-            "-rw------- {ALICE} {ALICE} memcap-{ALICE}-{eid}\n"
-        )),
+        run.stdout
+            .contains(&format!("-rw------- {ALICE} memcap-{ALICE}-{eid}\n")),
         "her ledger is hers, 0600: {run:?}"
     );
     assert!(run.stdout.contains("cuda=0\n"), "{run:?}");
@@ -445,4 +445,187 @@ fn a_stopped_daemon_makes_alices_commands_fail_and_write_nothing() {
     // Started again, it serves what was there.
     let _again = Daemon::start(sb);
     assert_eq!(eids_as(sb, ALICE), ["a1"]);
+}
+
+/// How long alice's command may take while mallory misbehaves.
+const BOUND: Duration = Duration::from_secs(5);
+
+/// Alice's `genv envs` works, in bounded time, and lists `a1`.
+#[track_caller]
+fn alice_still_works(sb: &Sandbox) {
+    let started = Instant::now();
+    assert_eq!(eids_as(sb, ALICE), ["a1"]);
+    assert!(started.elapsed() < BOUND, "took {:?}", started.elapsed());
+}
+
+/// The final answer's code and stderr.
+fn code_and_stderr(answer: &serde_json::Value) -> (i64, String) {
+    (
+        answer["code"].as_i64().unwrap_or(-1),
+        answer["stderr"].as_str().unwrap_or_default().to_owned(),
+    )
+}
+
+#[test]
+fn malformed_frames_are_answered_or_cut_and_alice_goes_on() {
+    let s = served();
+    let sb = &s.sb;
+    let mut conns = s.daemon.connect_as(MALLORY, 4);
+    // A frame announcing 2 GiB.
+    conns[0].write_all(&(2u32 << 30).to_be_bytes()).unwrap();
+    if let Some(answer) = read_frame(&mut conns[0]) {
+        let (code, stderr) = code_and_stderr(&answer);
+        assert_ne!(code, 0, "{answer}");
+        assert!(stderr.starts_with("genv: error: "), "{answer}");
+    }
+    alice_still_works(sb);
+    // A frame cut short, then closed.
+    let mut cut = conns.remove(1);
+    cut.write_all(&100u32.to_be_bytes()).unwrap();
+    cut.write_all(br#"{"argv": ["en"#).unwrap();
+    drop(cut);
+    alice_still_works(sb);
+    // Not JSON; then, on the same connection, an unknown field.
+    let stream = &mut conns[1];
+    write_frame(stream, b"{not json").unwrap();
+    let (code, stderr) = code_and_stderr(&read_frame(stream).expect("an answer"));
+    assert_eq!(code, 2);
+    assert!(
+        stderr.starts_with("genv: error: genv daemon: a malformed request: "),
+        "{stderr}"
+    );
+    write_frame(stream, br#"{"argv": ["envs"], "uid": 0}"#).unwrap();
+    let (code, stderr) = code_and_stderr(&read_frame(stream).expect("an answer"));
+    assert_eq!(code, 2);
+    assert!(stderr.contains("unknown field `uid`"), "{stderr}");
+    // The connection still serves a good request.
+    let answer =
+        crate::common::daemon::request(stream, &["envs", "ps", "--format", "csv", "--no-header"]);
+    assert_eq!(code_and_stderr(&answer).0, 0, "{answer}");
+    assert!(
+        answer["stdout"].as_str().unwrap().starts_with("a1,"),
+        "{answer}"
+    );
+    alice_still_works(sb);
+}
+
+#[test]
+fn ten_thousand_connections_of_mallory_do_not_stop_alice() {
+    let s = served();
+    let sb = &s.sb;
+    let mut conns = s.daemon.connect_as(MALLORY, 10_000);
+    alice_still_works(sb);
+    // Her first 64 are served (they wait for a request); every other one
+    // is refused with the per-uid line, then closed.
+    let per_uid =
+        "genv: error: uid 47102 has 64 connections to genv daemon open already; close some\n";
+    let mut refused = 0;
+    for (i, conn) in conns.iter_mut().enumerate().skip(64) {
+        let answer = read_frame(conn).unwrap_or_else(|| panic!("connection {i}: no answer"));
+        assert_eq!(code_and_stderr(&answer), (1, per_uid.to_owned()), "{i}");
+        let mut rest = Vec::new();
+        conn.read_to_end(&mut rest).unwrap();
+        assert!(rest.is_empty());
+        refused += 1;
+    }
+    assert_eq!(refused, 10_000 - 64);
+    for conn in &mut conns[..64] {
+        conn.set_read_timeout(Some(Duration::from_millis(1)))
+            .unwrap();
+        let mut byte = [0u8];
+        let err = conn
+            .read(&mut byte)
+            .expect_err("nothing to read on a served connection");
+        assert_eq!(err.kind(), std::io::ErrorKind::WouldBlock);
+    }
+    alice_still_works(sb);
+    // Each served connection still answers her.
+    let answer = crate::common::daemon::request(
+        &mut conns[0],
+        &["envs", "ps", "--format", "csv", "--no-header"],
+    );
+    assert_eq!(code_and_stderr(&answer).0, 0, "{answer}");
+}
+
+/// `count` environments of alice's, all with her terminal `pid`, written
+/// as genv writes them, before the daemon starts.
+fn big_state(sb: &Sandbox, count: usize, pid: u32) {
+    let envs: Vec<String> = (0..count)
+        .map(|i| {
+            format!(
+                r#"    {{
+      "eid": "big-{i:06}",
+      "uid": {ALICE},
+      "creation": "03/12/2026 03:13:57",
+      "username": null,
+      "config": {{
+        "name": "a rather long name for environment number {i:06}",
+        "gpu_memory": null,
+        "gpus": null
+      }},
+      "pids": [
+        {pid}
+      ],
+      "kernel_ids": []
+    }}"#
+            )
+        })
+        .collect();
+    sb.write(
+        "envs.json",
+        &format!("{{\n  \"envs\": [\n{}\n  ]\n}}", envs.join(",\n")),
+    );
+}
+
+#[test]
+fn a_client_that_never_reads_its_answer_does_not_stop_alice() {
+    let sb = Sandbox::multi_user();
+    let alice = terminal(ALICE);
+    big_state(&sb, 10_000, alice.pid());
+    let _daemon = Daemon::start(&sb);
+    let mut stalled = _daemon.connect_as(MALLORY, 8);
+    for conn in &mut stalled {
+        let body = serde_json::json!({ "argv": ["envs"] }).to_string();
+        write_frame(conn, body.as_bytes()).unwrap();
+    }
+    let started = Instant::now();
+    let run = sb
+        .run_as(ALICE, &["envs", "ps", "--format", "csv", "--no-header"])
+        .ok();
+    assert!(started.elapsed() < BOUND, "took {:?}", started.elapsed());
+    assert_eq!(run.stdout.lines().count(), 10_000);
+    let started = Instant::now();
+    activate_as(&sb, ALICE, "a1", alice.pid()).ok();
+    assert!(started.elapsed() < BOUND, "took {:?}", started.elapsed());
+    drop(stalled);
+}
+
+#[test]
+fn a_client_that_trickles_is_cut_off() {
+    let s = served();
+    let sb = &s.sb;
+    let mut slow = s.daemon.connect_as(MALLORY, 1).remove(0);
+    let trickle = std::thread::spawn(move || {
+        let frame = [&100u32.to_be_bytes()[..], &[b' '; 100]].concat();
+        let started = Instant::now();
+        for byte in frame {
+            if slow.write_all(&[byte]).is_err() {
+                return Some(started.elapsed());
+            }
+            std::thread::sleep(Duration::from_secs(1));
+        }
+        None
+    });
+    // Alice works all along.
+    while !trickle.is_finished() {
+        alice_still_works(sb);
+    }
+    let cut = trickle
+        .join()
+        .unwrap()
+        .expect("the daemon never cut it off");
+    assert!(
+        cut >= Duration::from_secs(9) && cut < Duration::from_secs(13),
+        "cut off after {cut:?}"
+    );
 }
