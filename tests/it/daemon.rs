@@ -511,6 +511,7 @@ fn malformed_frames_are_answered_or_cut_and_alice_goes_on() {
 
 #[test]
 fn ten_thousand_connections_of_mallory_do_not_stop_alice() {
+    raise_open_files();
     let s = served();
     let sb = &s.sb;
     let mut conns = s.daemon.connect_as(MALLORY, 10_000);
@@ -545,6 +546,26 @@ fn ten_thousand_connections_of_mallory_do_not_stop_alice() {
         &["envs", "ps", "--format", "csv", "--no-header"],
     );
     assert_eq!(code_and_stderr(&answer).0, 0, "{answer}");
+}
+
+/// Lets this process hold 10,000 connections: the soft limit on open
+/// files raised to the hard one (root's to raise).
+fn raise_open_files() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit with a valid struct of ours.
+    unsafe {
+        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit), 0);
+        limit.rlim_cur = limit.rlim_max;
+        assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &limit), 0);
+    }
+    assert!(
+        limit.rlim_cur > 12_000,
+        "open files limited to {}",
+        limit.rlim_cur
+    );
 }
 
 /// `count` environments of alice's, all with her terminal `pid`, written
@@ -628,4 +649,183 @@ fn a_client_that_trickles_is_cut_off() {
         cut >= Duration::from_secs(9) && cut < Duration::from_secs(13),
         "cut off after {cut:?}"
     );
+}
+
+#[test]
+fn kill_9_during_a_storm_loses_no_acknowledged_change() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex};
+    const THREADS: usize = 8;
+    const EACH: usize = 25;
+    let sb = Arc::new(Sandbox::multi_user());
+    let mut daemon = Daemon::start(&sb);
+    let terminals: Vec<Sleeper> = (0..THREADS).map(|_| terminal(ALICE)).collect();
+    let acknowledged = Arc::new(AtomicUsize::new(0));
+    let killed: Arc<Mutex<Option<Instant>>> = Arc::new(Mutex::new(None));
+    let storm: Vec<_> = terminals
+        .iter()
+        .enumerate()
+        .map(|(t, job)| {
+            let (sb, acknowledged, killed, pid) =
+                (sb.clone(), acknowledged.clone(), killed.clone(), job.pid());
+            std::thread::spawn(move || {
+                (0..EACH)
+                    .map(|i| {
+                        let eid = format!("s{t}-{i}");
+                        let started = Instant::now();
+                        let run = activate_as(&sb, ALICE, &eid, pid);
+                        let after_kill = killed.lock().unwrap().is_some_and(|at| at < started);
+                        if run.code == 0 {
+                            acknowledged.fetch_add(1, Ordering::SeqCst);
+                        }
+                        (eid, after_kill, run)
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    while acknowledged.load(Ordering::SeqCst) < 40 {
+        std::thread::yield_now();
+    }
+    daemon.kill9();
+    *killed.lock().unwrap() = Some(Instant::now());
+    let results: Vec<_> = storm.into_iter().flat_map(|t| t.join().unwrap()).collect();
+    let envs = sb.read("envs.json");
+    let mut refused_after = 0;
+    for (eid, after_kill, run) in &results {
+        match run.code {
+            0 => assert!(
+                envs.contains(&format!("\"eid\": \"{eid}\"")),
+                "{eid} was acknowledged but is not in envs.json"
+            ),
+            1 if *after_kill => {
+                assert!(run.stderr.starts_with(NOT_ANSWERING), "{eid}: {run:?}");
+                assert_eq!(run.stdout, "", "{run:?}");
+                refused_after += 1;
+            }
+            // In flight when the daemon died: it may or may not be done.
+            1 => assert!(
+                run.stderr.starts_with(NOT_ANSWERING)
+                    || run
+                        .stderr
+                        .starts_with("genv: error: genv daemon stopped answering on "),
+                "{eid}: {run:?}"
+            ),
+            _ => panic!("{eid}: {run:?}"),
+        }
+    }
+    assert!(refused_after > 0, "the storm ended before the kill");
+    // Until it is started again, nothing works, and nothing is written.
+    let before = sb.snapshot_files();
+    let run = activate_as(&sb, ALICE, "late", terminals[0].pid());
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(run.stderr.starts_with(NOT_ANSWERING), "{run:?}");
+    assert_eq!(sb.snapshot_files(), before);
+    let _again = Daemon::start(&sb);
+    activate_as(&sb, ALICE, "late", terminals[0].pid()).ok();
+    let listed = eids_as(&sb, ALICE);
+    for (eid, _, run) in &results {
+        if run.code == 0 {
+            assert!(listed.contains(eid), "{eid} lost after the restart");
+        }
+    }
+    assert!(listed.contains(&"late".to_owned()));
+}
+
+/// genv 1.4.3 as alice, from the reference's packages with the system's
+/// Python 3.11 (the reference's own interpreter sits in root's home).
+fn reference_as(sb: &Sandbox, uid: u32, args: &[&str]) -> Run {
+    let packages =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("target/genv-ref/lib/python3.11/site-packages");
+    assert!(
+        packages.join("genv").is_dir(),
+        "genv 1.4.3 is not installed in target/genv-ref"
+    );
+    let mut cmd = crate::common::users::command_as(uid, "/usr/bin/python3.11");
+    cmd.args(["-m", "genv.cli"]).args(args);
+    sb.apply(&mut cmd);
+    cmd.env("PYTHONPATH", packages)
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .env("HOME", sb.home_of(uid))
+        .current_dir(sb.home_of(uid));
+    Run::from(cmd.output().expect("run genv 1.4.3"))
+}
+
+#[test]
+fn genv_1_4_3_reads_the_daemons_folder() {
+    let s = served();
+    let envs = reference_as(
+        &s.sb,
+        ALICE,
+        &["envs", "ps", "--format", "csv", "--no-header"],
+    );
+    assert!(envs.stdout.starts_with("a1,"), "{envs:?}");
+    let devices = reference_as(
+        &s.sb,
+        ALICE,
+        &["devices", "ps", "--format", "csv", "--no-header"],
+    );
+    assert!(devices.stdout.starts_with("0,a1,"), "{devices:?}");
+}
+
+#[test]
+fn genv_1_4_3_cannot_write_the_daemons_folder() {
+    let s = served();
+    let sb = &s.sb;
+    let pid = s.alice.pid().to_string();
+    for args in [
+        vec![
+            "envs", "activate", "--eid", "x", "--uid", "47101", "--pid", &pid,
+        ],
+        vec!["devices", "attach", "--eid", "a1", "--index", "1"],
+    ] {
+        let before = sb.snapshot_files();
+        let run = reference_as(sb, ALICE, &args);
+        assert_ne!(run.code, 0, "{args:?}: {run:?}");
+        assert!(run.stderr.contains("PermissionError"), "{args:?}: {run:?}");
+        assert_eq!(sb.snapshot_files(), before, "{args:?}");
+    }
+    assert_eq!(eids_as(sb, ALICE), ["a1"]);
+}
+
+#[test]
+fn the_nvidia_smi_shim_shows_alice_only_her_devices() {
+    use crate::shim_support::SIM;
+    let s = served();
+    let sb = &s.sb;
+    let (shims, real) = (sb.dir.path().join("shims"), sb.dir.path().join("real"));
+    for dir in [&shims, &real] {
+        std::fs::create_dir(dir).unwrap();
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    std::os::unix::fs::symlink(crate::common::GENV, shims.join("nvidia-smi")).unwrap();
+    std::os::unix::fs::symlink(SIM, real.join("nvidia-smi")).unwrap();
+    // Alice's a1 moves to GPU 1 only.
+    sb.run_as(ALICE, &["devices", "attach", "--eid", "a1", "--index", "1"])
+        .ok();
+    sb.run_as(ALICE, &["devices", "detach", "--eid", "a1", "--index", "0"])
+        .ok();
+    let smi = |eid: &str, args: &[&str]| {
+        let mut cmd = crate::common::users::command_as(ALICE, shims.join("nvidia-smi"));
+        cmd.args(args);
+        sb.apply(&mut cmd);
+        cmd.env("GENV_ENVIRONMENT_ID", eid)
+            .env(
+                "PATH",
+                format!("{}:{}:/usr/bin:/bin", shims.display(), real.display()),
+            )
+            .env("HOME", sb.home_of(ALICE))
+            .current_dir(sb.home_of(ALICE));
+        Run::from(cmd.output().expect("run the nvidia-smi shim"))
+    };
+    let run = smi("a1", &["--query-gpu=index,uuid", "--format=csv,noheader"]).ok();
+    assert_eq!(
+        run.stdout, "1, GPU-00000000-0000-0000-0000-000000000001\n",
+        "{run:?}"
+    );
+    let table = smi("a1", &[]).ok();
+    assert_eq!(table.stdout.matches("MiB /").count(), 1, "{table:?}");
+    // Outside her environment, the machine as it is.
+    let run = smi("", &["--query-gpu=index", "--format=csv,noheader"]).ok();
+    assert_eq!(run.stdout, "0\n1\n", "{run:?}");
 }
