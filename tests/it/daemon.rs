@@ -829,3 +829,127 @@ fn the_nvidia_smi_shim_shows_alice_only_her_devices() {
     let run = smi("", &["--query-gpu=index", "--format=csv,noheader"]).ok();
     assert_eq!(run.stdout, "0\n1\n", "{run:?}");
 }
+
+/// A Python process of mallory's that opens `files` in the state folder
+/// (read and write, made if missing) while it is still open to all,
+/// takes `flock`s on those named in `locks`, says `held`, then, on each
+/// line of its stdin, writes that line's JSON text over the first file
+/// through the descriptor it kept and says `written`.
+struct Holder {
+    child: std::process::Child,
+    out: std::io::BufReader<std::process::ChildStdout>,
+}
+
+impl Holder {
+    fn start(sb: &Sandbox, files: &[&str], locks: &[&str]) -> Holder {
+        let script = r#"
+import fcntl, json, os, sys
+folder, files, locks = sys.argv[1], json.loads(sys.argv[2]), json.loads(sys.argv[3])
+fds = [os.open(os.path.join(folder, f), os.O_RDWR | os.O_CREAT, 0o666) for f in files]
+for f, fd in zip(files, fds):
+    if f in locks:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+print("held", flush=True)
+for line in sys.stdin:
+    os.ftruncate(fds[0], 0)
+    os.pwrite(fds[0], json.loads(line).encode(), 0)
+    print("written", flush=True)
+"#;
+        let mut cmd = crate::common::users::command_as(MALLORY, "/usr/bin/python3");
+        cmd.arg("-c")
+            .arg(script)
+            .arg(sb.state())
+            .arg(serde_json::to_string(files).unwrap())
+            .arg(serde_json::to_string(locks).unwrap())
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped());
+        let mut child = cmd.spawn().expect("python3 as mallory");
+        let out = std::io::BufReader::new(child.stdout.take().unwrap());
+        let mut holder = Holder { child, out };
+        holder.expect("held");
+        holder
+    }
+
+    fn expect(&mut self, word: &str) {
+        use std::io::BufRead;
+        let mut line = String::new();
+        self.out.read_line(&mut line).unwrap();
+        assert_eq!(line.trim(), word, "mallory's holder");
+    }
+
+    /// Writes `text` over the first file through the old descriptor.
+    fn write(&mut self, text: &str) {
+        let stdin = self.child.stdin.as_mut().unwrap();
+        writeln!(stdin, "{}", serde_json::to_string(text).unwrap()).unwrap();
+        self.expect("written");
+    }
+}
+
+impl Drop for Holder {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `genv args` as `uid`, killed when it takes longer than [`BOUND`].
+fn run_bounded(sb: &Sandbox, uid: u32, args: &[&str]) -> Option<Run> {
+    let mut child = sb
+        .cmd_as(uid, args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run genv");
+    let deadline = Instant::now() + BOUND;
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Some(Run::from(child.wait_with_output().unwrap()))
+}
+
+/// Locks mallory took while the folder was open to all must not hold the
+/// daemon up once it is root's.
+#[test]
+fn locks_mallory_held_before_the_takeover_do_not_hold_up_the_daemon() {
+    let sb = Sandbox::multi_user();
+    let job = terminal(ALICE);
+    activate_as(&sb, ALICE, "a1", job.pid()).ok();
+    let _holder = Holder::start(
+        &sb,
+        &["genv.lock", "queue.guard"],
+        &["genv.lock", "queue.guard"],
+    );
+    let _daemon = Daemon::start(&sb);
+    let run = run_bounded(
+        &sb,
+        ALICE,
+        &["envs", "ps", "--format", "csv", "--no-header"],
+    );
+    let run = run.expect("alice's genv envs waits on mallory's genv.lock");
+    assert!(run.ok().stdout.starts_with("a1,"));
+}
+
+/// A state file mallory opened while the folder was open to all must
+/// not let her write the state once it is root's.
+#[test]
+fn a_state_file_mallory_opened_before_the_takeover_is_not_hers_to_write() {
+    let sb = Sandbox::multi_user();
+    let job = terminal(ALICE);
+    activate_as(&sb, ALICE, "a1", job.pid()).ok();
+    let mut holder = Holder::start(&sb, &["envs.json"], &[]);
+    let _daemon = Daemon::start(&sb);
+    // Alice's environment, said to be mallory's.
+    let stolen = sb
+        .read("envs.json")
+        .replace("\"uid\": 47101", "\"uid\": 47102");
+    holder.write(&stolen);
+    let run = sb
+        .run_as(ALICE, &["envs", "ps", "--format", "csv", "--no-header"])
+        .ok();
+    assert!(run.stdout.starts_with("a1,47101,"), "{run:?}");
+}
