@@ -310,6 +310,18 @@ fn mallory_cannot_touch_alices_environment() {
             false,
             &not_hers,
         ),
+        (
+            vec![
+                "activate",
+                "--eid",
+                "a1",
+                "--shell",
+                &mallory_pid,
+                "--no-load",
+            ],
+            false,
+            change_rule,
+        ),
         (vec!["attach", "--index", "1"], true, devices_rule),
         (vec!["detach"], true, devices_rule),
         (vec!["config", "gpus", "2"], true, change_rule),
@@ -952,4 +964,43 @@ fn a_state_file_mallory_opened_before_the_takeover_is_not_hers_to_write() {
         .run_as(ALICE, &["envs", "ps", "--format", "csv", "--no-header"])
         .ok();
     assert!(run.stdout.starts_with("a1,47101,"), "{run:?}");
+}
+
+/// Where the state is and which GPUs exist stay the daemon's, whatever
+/// variables a client sends.
+#[test]
+fn a_client_cannot_choose_the_daemons_folder_or_gpus() {
+    let s = served();
+    let elsewhere = s.sb.dir.path().join("elsewhere");
+    let mine = terminal(MALLORY);
+    let mut conn = s.daemon.connect_as(MALLORY, 1).remove(0);
+    let env = serde_json::json!({
+        "GENV_TMPDIR": elsewhere,
+        "GENV_MOCK_DEVICE_COUNT": "8",
+    });
+    let ask = |conn: &mut std::os::unix::net::UnixStream, argv: &[&str]| {
+        let body = serde_json::json!({ "argv": argv, "env": env }).to_string();
+        write_frame(conn, body.as_bytes()).unwrap();
+        read_frame(conn).expect("an answer")
+    };
+    let answer = ask(
+        &mut conn,
+        &["devices", "ps", "--format", "csv", "--no-header"],
+    );
+    assert_eq!(answer["code"], 0, "{answer}");
+    assert_eq!(
+        answer["stdout"].as_str().unwrap().lines().count(),
+        2,
+        "{answer}"
+    );
+    let pid = mine.pid().to_string();
+    let answer = ask(
+        &mut conn,
+        &[
+            "envs", "activate", "--eid", "m1", "--uid", "47102", "--pid", &pid,
+        ],
+    );
+    assert_eq!(answer["code"], 0, "{answer}");
+    assert!(!elsewhere.exists());
+    assert!(s.sb.read("envs.json").contains("\"eid\": \"m1\""));
 }
