@@ -19,6 +19,7 @@ mod compat_ref;
 mod container;
 mod core_cli;
 mod crash_concurrency;
+mod daemon;
 mod enforce;
 mod errors;
 mod extensions;

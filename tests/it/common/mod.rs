@@ -1,6 +1,7 @@
 //! Shared by the integration tests: a sandbox with its own state folder and
 //! simulated GPUs, driving the real `genv` binary.
 
+pub mod daemon;
 pub mod users;
 
 use std::fmt::Display;
