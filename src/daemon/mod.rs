@@ -15,6 +15,7 @@ pub(crate) mod client;
 pub(crate) mod protocol;
 mod server;
 
+use std::io::Read;
 use std::os::fd::{AsFd, FromRawFd, OwnedFd};
 use std::os::unix::net::UnixListener;
 use std::path::Path;
@@ -185,6 +186,7 @@ fn take_over(root: &Path) -> Result<()> {
         own(&devices, 0o755).map_err(|e| Error::io(root.join("devices"), e.into()))?;
         own_entries(&devices, &root.join("devices"))?;
     }
+    // Made new above when they were there (so no one holds them now).
     for name in PRIVATE_LOCKS.into_iter().chain([SHARED_LOCK]) {
         let create = OFlags::RDWR | OFlags::CREATE | OFlags::NOFOLLOW | OFlags::CLOEXEC;
         let fd = rustix::fs::openat(&folder, name, create, Mode::from_raw_mode(0o600))
@@ -194,30 +196,64 @@ fn take_over(root: &Path) -> Result<()> {
     Ok(())
 }
 
-/// The regular files of a folder made root's, 0644 (the private locks
-/// 0600); ledgers, links and anything else left as they are.
+/// The regular files of a folder made root's and new: each copied into a
+/// new file of root's (0644; the private locks 0600, genv 1.4.3's lock
+/// 0666) put in its place, so that a descriptor someone opened on the old
+/// one while the folder was everyone's (to write it, or to hold its lock)
+/// reaches nothing of the daemon's. Users' ledgers, links and anything
+/// else are left as they are.
 fn own_entries(folder: &OwnedFd, path: &Path) -> Result<()> {
     let dir = rustix::fs::Dir::read_from(folder).map_err(|e| Error::io(path, e.into()))?;
+    let mut names = Vec::new();
     for entry in dir {
         let entry = entry.map_err(|e| Error::io(path, e.into()))?;
-        let Ok(name) = entry.file_name().to_str().map(str::to_owned) else {
-            continue;
-        };
+        if let Ok(name) = entry.file_name().to_str() {
+            names.push(name.to_owned());
+        }
+    }
+    for name in names {
         if name == "." || name == ".." || name == SOCKET || name.starts_with("memcap-") {
             continue;
         }
-        let Ok(stat) = rustix::fs::statat(folder, name.as_str(), AtFlags::SYMLINK_NOFOLLOW) else {
-            continue;
-        };
-        if FileType::from_raw_mode(stat.st_mode) != FileType::RegularFile {
-            continue;
-        }
-        let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
-        let Ok(fd) = rustix::fs::openat(folder, name.as_str(), flags, Mode::empty()) else {
-            continue;
-        };
-        own(&fd, mode_of(&name)).map_err(|e| Error::io(path.join(&name), e.into()))?;
+        renew(folder, path, &name)?;
     }
+    Ok(())
+}
+
+/// Replaces the regular file `name` with a copy of root's (see
+/// [`own_entries`]).
+fn renew(folder: &OwnedFd, path: &Path, name: &str) -> Result<()> {
+    let shown = path.join(name);
+    let Ok(stat) = rustix::fs::statat(folder, name, AtFlags::SYMLINK_NOFOLLOW) else {
+        return Ok(());
+    };
+    if FileType::from_raw_mode(stat.st_mode) != FileType::RegularFile {
+        return Ok(());
+    }
+    let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
+    let Ok(old) = rustix::fs::openat(folder, name, flags, Mode::empty()) else {
+        return Ok(());
+    };
+    let mut bytes = Vec::new();
+    std::io::Read::take(std::fs::File::from(old), file::MAX_STATE_FILE)
+        .read_to_end(&mut bytes)
+        .map_err(|e| Error::io(&shown, e))?;
+    let temporary = format!(".{name}.daemon");
+    let _ = rustix::fs::unlinkat(folder, temporary.as_str(), AtFlags::empty());
+    let create =
+        OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let new = rustix::fs::openat(
+        folder,
+        temporary.as_str(),
+        create,
+        Mode::from_raw_mode(0o600),
+    )
+    .map_err(|e| Error::io(&shown, e.into()))?;
+    let mut new = std::fs::File::from(new);
+    std::io::Write::write_all(&mut new, &bytes).map_err(|e| Error::io(&shown, e))?;
+    own(&new, mode_of(name)).map_err(|e| Error::io(&shown, e.into()))?;
+    rustix::fs::renameat(folder, temporary.as_str(), folder, name)
+        .map_err(|e| Error::io(&shown, e.into()))?;
     Ok(())
 }
 

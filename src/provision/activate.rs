@@ -76,22 +76,6 @@ pub fn activate(
     backend: &LazyBackend,
     activation: Activation<'_>,
 ) -> Result<Activated> {
-    let eid = activation.eid;
-    let activated = activate_in_one(dir, backend, activation)?;
-    if crate::caller::remote() && activated.config.gpu_memory.is_some() {
-        // In the daemon's folder only root makes files: the memory cap
-        // library of the environment's processes finds its ledger made
-        // for it, the user's own and private (0600).
-        let _ = dir.memcap_ledger(crate::caller::uid(), eid);
-    }
-    Ok(activated)
-}
-
-fn activate_in_one(
-    dir: &StateDir,
-    backend: &LazyBackend,
-    activation: Activation<'_>,
-) -> Result<Activated> {
     let Activation {
         eid,
         pid,

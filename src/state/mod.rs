@@ -183,6 +183,13 @@ impl StateDir {
     /// state or the next, never half of one; a change is refused at
     /// commit.
     pub fn transaction(&self, options: LoadOptions) -> Result<Transaction<'_>> {
+        let peer = crate::caller::restricted();
+        if options.reset && peer.is_some() {
+            // Starting the state over drops everyone's environments.
+            return Err(Error::Refused(
+                "only root may reset the state (--reset) where genv daemon keeps it".into(),
+            ));
+        }
         let root = self.root_dir()?;
         let name = if file::locked_down() || self.daemon_socket().is_some() {
             DAEMON_LOCK_FILE
@@ -209,7 +216,7 @@ impl StateDir {
             now: None,
             reconciled: false,
             alive: std::collections::HashMap::new(),
-            peer: crate::caller::restricted(),
+            peer,
             before: Before::default(),
             changing: false,
         })
@@ -597,6 +604,9 @@ impl Transaction<'_> {
                 true,
             )?;
             self.keep(ENVS_FILE, &tracked.value);
+            if file::locked_down() {
+                make_ledgers(self.root, &tracked.value);
+            }
         }
         // Devices nobody surveyed are not recorded: a configuration change
         // before the first survey would otherwise record a machine with
@@ -647,6 +657,20 @@ impl Transaction<'_> {
             ));
         }
         Ok(())
+    }
+}
+
+/// In the daemon's folder, where only root makes files: the memory cap
+/// ledger of each capped environment of the caller's, made for its owner
+/// (0600, theirs), so that the memory cap library of its processes finds
+/// one to share.
+fn make_ledgers(root: &Dir, envs: &Envs) {
+    let uid = crate::caller::uid();
+    for env in envs.envs.iter().filter(|e| e.config.gpu_memory.is_some()) {
+        if env.uid != i64::from(uid) {
+            continue;
+        }
+        let _ = root.open_private(&crate::memcap::ledger_name(uid, &env.eid), uid);
     }
 }
 

@@ -95,8 +95,9 @@ fn taking_over_a_file_mode_folder_keeps_alices_state() {
         let entry = entry.unwrap();
         let name = entry.file_name().to_string_lossy().into_owned();
         let expected = match name.as_str() {
-            "genv.sock" => 0o666,
-            "genv.lock" | "queue.guard" => 0o600,
+            // genv 1.4.3's global lock, which its commands open to write.
+            "genv.sock" | "genv.lock" => 0o666,
+            ".daemon.lock" | "queue.guard" => 0o600,
             _ => 0o644,
         };
         assert_eq!(owner_mode(&entry.path()), (ROOT, expected), "{name}");
@@ -106,7 +107,7 @@ fn taking_over_a_file_mode_folder_keeps_alices_state() {
         std::os::unix::fs::FileTypeExt::is_socket(&socket.file_type()),
         "genv.sock is a socket"
     );
-    for name in ["genv.lock", "queue.guard"] {
+    for name in ["genv.lock", ".daemon.lock", "queue.guard"] {
         assert!(sb.file(name).is_file(), "{name}");
     }
     assert_eq!(state_files(&sb), before, "taking over changes no content");
@@ -261,7 +262,12 @@ fn mallory_cannot_touch_alices_environment() {
         "genv: error: process {alice_pid} belongs to uid 47101, not to you: only its owner or root may add it to an environment\n"
     );
     let config = r#"{"name": "x", "gpu_memory": null, "gpus": 2}"#;
+    let reset_rule =
+        "genv: error: only root may reset the state (--reset) where genv daemon keeps it\n";
     let cases: Vec<(Vec<&str>, bool, &str)> = vec![
+        // Starting the state over would drop everyone's environments.
+        (vec!["envs", "--reset"], false, reset_rule),
+        (vec!["devices", "--reset"], false, reset_rule),
         (
             vec!["devices", "attach", "--eid", "a1", "--index", "1"],
             false,
@@ -379,16 +385,47 @@ fn mallory_cannot_hold_up_the_daemon_or_write_the_state() {
             ))
         }
     };
-    for name in ["genv.lock", "queue.guard"] {
+    for name in [".daemon.lock", "queue.guard"] {
         let err = probe(&sb.file(name), false).expect_err(name);
         assert!(
             err.to_string().contains("Permission denied"),
             "{name}: {err}"
         );
     }
+    // genv.lock is genv 1.4.3's: holding it holds up no one of ours.
+    let mut holder = crate::common::users::command_as(MALLORY, "flock");
+    holder
+        .args(["-x"])
+        .arg(sb.file("genv.lock"))
+        .args(["sleep", "30"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null());
+    let mut holder = holder.spawn().expect("flock");
+    let holding = || {
+        std::fs::read_to_string("/proc/locks")
+            .unwrap()
+            .lines()
+            .any(|l| l.contains("FLOCK") && l.contains(&format!(" {} ", holder.id())))
+    };
+    let since = std::time::Instant::now();
+    while !holding() {
+        assert!(
+            since.elapsed() < std::time::Duration::from_secs(10),
+            "flock never held"
+        );
+        std::thread::yield_now();
+    }
+    let started = std::time::Instant::now();
+    assert_eq!(eids_as(sb, ALICE), ["a1"]);
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    let _ = holder.kill();
+    let _ = holder.wait();
     for entry in std::fs::read_dir(sb.state()).unwrap() {
         let path = entry.unwrap().path();
-        if path.file_name().is_some_and(|n| n == "genv.sock") {
+        if path
+            .file_name()
+            .is_some_and(|n| n == "genv.sock" || n == "genv.lock")
+        {
             continue;
         }
         let err = probe(&path, true).expect_err(&path.display().to_string());
@@ -766,12 +803,34 @@ fn reference_as(sb: &Sandbox, uid: u32, args: &[&str]) -> Run {
 #[test]
 fn genv_1_4_3_reads_the_daemons_folder() {
     let s = served();
+    // Its library's snapshots, which its SDK and monitoring read.
+    let packages =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("target/genv-ref/lib/python3.11/site-packages");
+    let mut cmd = crate::common::users::command_as(ALICE, "/usr/bin/python3.11");
+    cmd.args([
+        "-c",
+        "import genv.core.envs as e, genv.core.devices as d; \
+         print(e.snapshot().eids, [x.eids for x in d.snapshot()])",
+    ]);
+    s.sb.apply(&mut cmd);
+    cmd.env("PYTHONPATH", &packages)
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .current_dir(s.sb.home_of(ALICE));
+    let snapshot = Run::from(cmd.output().expect("run genv 1.4.3"));
+    assert_eq!(snapshot.code, 0, "{snapshot:?}");
+    assert_eq!(snapshot.stdout, "['a1'] [['a1'], []]\n", "{snapshot:?}");
+    // Its command line prints, then writes the file back as it ends,
+    // reads included, which the daemon's folder refuses (docs/DAEMON.md).
     let envs = reference_as(
         &s.sb,
         ALICE,
         &["envs", "ps", "--format", "csv", "--no-header"],
     );
     assert!(envs.stdout.starts_with("a1,"), "{envs:?}");
+    assert!(
+        envs.stderr.contains("PermissionError") && envs.stderr.contains("envs.json"),
+        "{envs:?}"
+    );
     let devices = reference_as(
         &s.sb,
         ALICE,
