@@ -17,6 +17,7 @@ root's process answering on it (``SO_PEERCRED``).
 
 import json
 import os
+import select
 import socket
 import stat
 import struct
@@ -168,7 +169,7 @@ class _Connection:
         self.path = path
         self.pid = os.getpid()
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
-        self.buffer = bytearray()
+        self.buffer = b""
         self.used = time.monotonic()
         try:
             self.sock.connect(path)
@@ -189,6 +190,10 @@ class _Connection:
             raise RuntimeError(
                 f"the process answering on {shown(path)} is not root's; genv does not believe it"
             )
+        # Readable between answers means closed: the daemon sends nothing
+        # unasked.
+        self.closed = select.poll()
+        self.closed.register(self.sock, select.POLLIN)
 
     def reusable(self, path: str) -> bool:
         """Whether this connection can carry the next request to ``path``:
@@ -200,13 +205,7 @@ class _Connection:
             return False
         if time.monotonic() - self.used > _IDLE_REUSE or self.buffer:
             return False
-        try:
-            self.sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
-        except (BlockingIOError, InterruptedError):
-            return True
-        except OSError:
-            return False
-        return False
+        return not self.closed.poll(0)
 
     def close(self) -> None:
         self.sock.close()
@@ -237,23 +236,25 @@ class _Connection:
             raise _Lost(str(e)) from e
 
     def _frame(self) -> bytes:
-        head = self._read(_HEAD.size, first=True)
-        (length,) = _HEAD.unpack(head)
-        if length > MAX_ANSWER:
-            raise _Lost(f"a frame of {length} bytes is too long")
-        return self._read(length, first=False)
+        """The next frame's body (usually one recv holds the whole frame)."""
 
-    def _read(self, n: int, first: bool) -> bytes:
-        while len(self.buffer) < n:
-            chunk = self.sock.recv(max(65536, n - len(self.buffer)))
+        while True:
+            have = len(self.buffer)
+            if have >= _HEAD.size:
+                (length,) = _HEAD.unpack_from(self.buffer)
+                if length > MAX_ANSWER:
+                    raise _Lost(f"a frame of {length} bytes is too long")
+                end = _HEAD.size + length
+                if have >= end:
+                    body, self.buffer = self.buffer[_HEAD.size : end], self.buffer[end:]
+                    return body
+                wanted = end - have
+            else:
+                wanted = _HEAD.size - have
+            chunk = self.sock.recv(max(wanted, 16384))
             if not chunk:
-                if first and not self.buffer:
-                    raise _Lost("the connection was closed")
-                raise _Lost("unexpected end of file")
-            self.buffer += chunk
-        data = bytes(self.buffer[:n])
-        del self.buffer[:n]
-        return data
+                raise _Lost("the connection was closed" if not have else "unexpected end of file")
+            self.buffer = self.buffer + chunk if self.buffer else chunk
 
 
 # The process's connection while no request uses it. A request takes it

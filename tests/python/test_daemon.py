@@ -405,3 +405,15 @@ def test_progress_goes_to_logging_and_errors_read_as_the_binarys(
         assert str(raised.value) == "it failed\nhint: do this"
     finally:
         fake.close()
+
+
+def test_a_long_answer_is_read_whole(fake_state: Path) -> None:
+    many = ",".join(["1"] * 200_000)
+    fake = FakeDaemon(fake_state, [[{"code": 0, "stdout": many + "\n"}], [{"code": 0}]])
+    try:
+        assert genv.sdk.refresh_attached() == [1] * 200_000
+        # The connection is in step for the next answer.
+        assert genv.sdk.refresh_attached() == []
+        assert fake.connections == 1
+    finally:
+        fake.close()
