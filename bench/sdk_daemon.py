@@ -185,7 +185,7 @@ def run_rounds(args: argparse.Namespace, daemon: int, served: Path, files: Path)
         try:
             action()
         finally:
-            _daemon.forwards = forwards  # type: ignore[assignment]
+            _daemon.forwards = forwards
             binary_only = False
 
     socket = Row("socket (SDK -> daemon)", 2, "pairs/s")

@@ -417,3 +417,36 @@ def test_a_long_answer_is_read_whole(fake_state: Path) -> None:
         assert fake.connections == 1
     finally:
         fake.close()
+
+
+def test_a_thread_waiting_in_line_holds_up_no_other(
+    daemon: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("INFO", logger="genv")
+    sleeper = subprocess.Popen(["sleep", "600"])
+    try:
+        genv_cmd("envs", "activate", "--eid", "other", "--uid", "0", "--pid", str(sleeper.pid))
+        genv_cmd("devices", "attach", "--eid", "other", "--index", "0")
+        with genv.sdk.activate(eid="waiter"):
+            waited: List[Any] = []
+            waiting = threading.Thread(
+                target=lambda: waited.append(genv.sdk.attach(index=0, wait=True, timeout=60))
+            )
+            waiting.start()
+            # While the waiter is in line (queue.json names it), this
+            # thread's own calls are answered at once, on a connection of
+            # its own.
+            while "waiter" not in str(state_file(daemon, "queue.json")):
+                assert waiting.is_alive(), waited
+                assert genv.sdk.refresh_attached() == []
+            assert genv.sdk.refresh_attached() == []
+            genv_cmd("devices", "detach", "--eid", "other")
+            waiting.join(timeout=60)
+            assert waited == [[0]]
+            # The daemon's line about waiting, to logging.
+            assert any(
+                r.getMessage().startswith("genv: waiting for device 0") for r in caplog.records
+            )
+    finally:
+        sleeper.kill()
+        sleeper.wait()
