@@ -450,3 +450,49 @@ def test_a_thread_waiting_in_line_holds_up_no_other(
     finally:
         sleeper.kill()
         sleeper.wait()
+
+
+LISTENER = """
+import socket, sys
+listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+listener.bind(sys.argv[1])
+listener.listen()
+print("listening", flush=True)
+sys.stdin.read()
+"""
+
+
+def test_a_socket_answered_by_another_user_is_not_believed(
+    fake_state: Path, open_top: Path
+) -> None:
+    # Mallory listens on a socket of hers, which then stands in the root
+    # folder as root's: only SO_PEERCRED tells.
+    hers = open_top / "mallory"
+    hers.mkdir()
+    os.chown(hers, MALLORY, MALLORY)
+    listener = subprocess.Popen(
+        ["setpriv", f"--reuid={MALLORY}", f"--regid={MALLORY}", "--clear-groups", "--"]
+        + [sys.executable, "-c", LISTENER, str(hers / "genv.sock")],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert listener.stdout is not None and listener.stdout.readline() == "listening\n"
+        os.rename(hers / "genv.sock", fake_state / "genv.sock")
+        os.chown(fake_state / "genv.sock", 0, 0)
+        assert _daemon.socket_path() is not None
+
+        binary = genv_cmd("devices", "find", "--eid", "e", check=False)
+        assert binary.returncode == 1
+        expected = str(_command.failure([], 1, binary.stderr))
+        assert expected == (
+            f"the process answering on {fake_state / 'genv.sock'} is not root's; "
+            "genv does not believe it"
+        )
+        with pytest.raises(RuntimeError) as raised:
+            genv.sdk.refresh_attached()
+        assert str(raised.value) == expected
+    finally:
+        listener.kill()
+        listener.wait()
