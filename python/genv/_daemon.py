@@ -215,9 +215,9 @@ class _Connection:
         handing each progress frame's stderr to ``progress`` as it comes.
         :class:`_Lost` when the connection fails after sending."""
 
-        body = json.dumps(
-            {"argv": list(argv), "env": variables()}, separators=(",", ":"), ensure_ascii=False
-        ).encode()
+        # ASCII: a variable that is not UTF-8 goes as escapes the daemon
+        # refuses, as it refuses any malformed request.
+        body = json.dumps({"argv": list(argv), "env": variables()}, separators=(",", ":")).encode()
         try:
             self.sock.sendall(_HEAD.pack(len(body)) + body, socket.MSG_NOSIGNAL)
             while True:
@@ -236,25 +236,32 @@ class _Connection:
             raise _Lost(str(e)) from e
 
     def _frame(self) -> bytes:
-        """The next frame's body (usually one recv holds the whole frame)."""
+        """The next frame's body: usually one recv holds the whole frame;
+        the rest of a long one is read straight into a buffer of its size."""
 
-        while True:
-            have = len(self.buffer)
-            if have >= _HEAD.size:
-                (length,) = _HEAD.unpack_from(self.buffer)
-                if length > MAX_ANSWER:
-                    raise _Lost(f"a frame of {length} bytes is too long")
-                end = _HEAD.size + length
-                if have >= end:
-                    body, self.buffer = self.buffer[_HEAD.size : end], self.buffer[end:]
-                    return body
-                wanted = end - have
-            else:
-                wanted = _HEAD.size - have
-            chunk = self.sock.recv(max(wanted, 16384))
+        while len(self.buffer) < _HEAD.size:
+            chunk = self.sock.recv(65536)
             if not chunk:
-                raise _Lost("the connection was closed" if not have else "unexpected end of file")
-            self.buffer = self.buffer + chunk if self.buffer else chunk
+                raise _Lost("unexpected end of file" if self.buffer else "the connection was closed")
+            self.buffer += chunk
+        (length,) = _HEAD.unpack_from(self.buffer)
+        if length > MAX_ANSWER:
+            raise _Lost(f"a frame of {length} bytes is too long")
+        end = _HEAD.size + length
+        if len(self.buffer) >= end:
+            body, self.buffer = self.buffer[_HEAD.size : end], self.buffer[end:]
+            return body
+        whole = bytearray(length)
+        have = len(self.buffer) - _HEAD.size
+        whole[:have] = self.buffer[_HEAD.size :]
+        self.buffer = b""
+        view = memoryview(whole)
+        while have < length:
+            got = self.sock.recv_into(view[have:])
+            if not got:
+                raise _Lost("unexpected end of file")
+            have += got
+        return bytes(whole)
 
 
 # The process's connection while no request uses it. A request takes it
