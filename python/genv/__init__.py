@@ -4,7 +4,8 @@ The Python side of genv: :mod:`genv.sdk` puts the running process in an
 environment (devices, memory capacity, access locks) and :mod:`genv.ray`
 does it for Ray tasks. Every call goes through the ``genv`` command that
 this package installs, which owns the state shared with every other genv
-process on the machine (and with genv 1.4.3)::
+process on the machine (and with genv 1.4.3); where root's ``genv daemon``
+serves that state, the calls it runs go straight to its socket::
 
     import genv
 

@@ -5,6 +5,10 @@ state under its global lock, and answers on stdout (one line of JSON for
 the ``genv sdk`` plumbing, device indices such as ``0,1`` for ``genv
 devices``). A failure is its message on stderr and exit code 1, raised here
 as :class:`RuntimeError` with that message.
+
+When root's ``genv daemon`` serves the state folder, the calls it runs go
+to its socket instead (:mod:`genv._daemon`), answered the same way without
+a process per call.
 """
 
 import logging
@@ -15,6 +19,8 @@ import sys
 import sysconfig
 from pathlib import Path
 from typing import List, Optional, Sequence
+
+from . import _daemon
 
 #: Overrides which ``genv`` binary the SDK runs (tests, unusual installs).
 BINARY_VAR = "GENV_SDK_BINARY"
@@ -87,7 +93,9 @@ def failure(args: Sequence[str], returncode: int, stderr: str) -> RuntimeError:
     return RuntimeError(message)
 
 
-def _log_progress(stderr: str) -> None:
+def log_progress(stderr: str) -> None:
+    """genv's progress lines (waiting, warnings) to the ``genv`` logger."""
+
     for line in stderr.splitlines():
         if line.startswith(PROGRESS):
             logger.info("%s", line)
@@ -101,6 +109,10 @@ def run(args: Sequence[str]) -> str:
     interruption goes on.
     """
 
+    if _daemon.forwards(args):
+        socket = _daemon.socket_path()
+        if socket is not None:
+            return _run_in_daemon(socket, args)
     command = [binary(), *args]
     try:
         process = subprocess.Popen(
@@ -118,9 +130,26 @@ def run(args: Sequence[str]) -> str:
     except BaseException:
         stop(process)
         raise
-    _log_progress(stderr)
+    log_progress(stderr)
     if process.returncode != 0:
         raise failure(args, process.returncode, stderr)
+    return stdout
+
+
+def _run_in_daemon(socket: str, args: Sequence[str]) -> str:
+    """``run`` through the daemon's socket: its answer taken as the
+    binary's exit code, stdout and stderr."""
+
+    said: List[str] = []
+
+    def progress(text: str) -> None:
+        said.append(text)
+        log_progress(text)
+
+    code, stdout, stderr = _daemon.run(socket, args, progress)
+    log_progress(stderr)
+    if code != 0:
+        raise failure(args, code, "".join(said) + stderr)
     return stdout
 
 
