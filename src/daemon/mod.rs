@@ -52,6 +52,8 @@ pub(crate) fn run(ctx: &mut Context) -> Result<Exit> {
     let activated = systemd_listener()?;
     let from_systemd = activated.is_some();
     take_over(&root)?;
+    // Opened once, here: every request's context shares the descriptor.
+    ctx.dir.root_dir()?;
     let socket = root.join(SOCKET);
     let listener = match activated {
         Some(listener) => listener,

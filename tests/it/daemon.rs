@@ -1063,3 +1063,85 @@ fn a_client_cannot_choose_the_daemons_folder_or_gpus() {
     assert!(!elsewhere.exists());
     assert!(s.sb.read("envs.json").contains("\"eid\": \"m1\""));
 }
+
+/// Where the daemon keeps the state, root's enforcement counts a process
+/// in the environment its owner registered it in (as genv 1.4.3's SDK
+/// registers one, without `GENV_ENVIRONMENT_ID`), and mallory can get
+/// root to act on none of alice's processes: she can neither register
+/// them in an environment of hers, nor detach alice, nor put her own
+/// stray process in alice's environment to shield it.
+#[test]
+fn enforcement_credits_what_the_daemon_registered_and_no_more() {
+    let sb = Sandbox::multi_user();
+    // A GPU program of a unique name (the simulated GPUs list processes by
+    // name), at most 15 characters.
+    let name = format!("dmnenf{}", std::process::id() % 100_000);
+    let program = sb.dir.path().join(&name);
+    std::fs::copy(SLEEP, &program).unwrap();
+    std::fs::set_permissions(&program, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let _daemon = Daemon::start(&sb);
+    let holder = terminal(ALICE);
+    activate_as(&sb, ALICE, "a1", holder.pid()).ok();
+    sb.run_as(ALICE, &["devices", "attach", "--eid", "a1", "--index", "0"])
+        .ok();
+    let on_gpu_0 = [("CUDA_VISIBLE_DEVICES", "0")];
+    let registered = sleeper_as(ALICE, &program, &on_gpu_0);
+    activate_as(&sb, ALICE, "a1", registered.pid()).ok();
+    // Mallory's own GPU process, outside environments; she can put it in
+    // none of alice's, nor put alice's process in one of hers.
+    let stray = sleeper_as(MALLORY, &program, &on_gpu_0);
+    let shield = activate_as(&sb, MALLORY, "a1", stray.pid());
+    assert_eq!(shield.code, 1, "{shield:?}");
+    let mine = terminal(MALLORY);
+    activate_as(&sb, MALLORY, "m1", mine.pid()).ok();
+    let steal = sb.run_as(
+        MALLORY,
+        &[
+            "envs",
+            "activate",
+            "--eid",
+            "m1",
+            "--uid",
+            "47102",
+            "--pid",
+            &registered.pid().to_string(),
+        ],
+    );
+    assert_eq!(steal.code, 1, "{steal:?}");
+    let detach = sb.run_as(MALLORY, &["devices", "detach", "--eid", "a1"]);
+    assert_eq!(detach.code, 1, "{detach:?}");
+
+    // Root's enforcement: processes outside environments are terminated.
+    let run = Run::from(
+        sb.cmd(&["enforce", "--interval", "0", "--non-env-processes"])
+            .env("GENV_MOCK_COMPUTE_APPS_PROCESS_NAME", &name)
+            .output()
+            .unwrap(),
+    )
+    .ok();
+    assert!(
+        run.stdout.contains(&stray.pid().to_string()),
+        "the stray process is named: {run:?}"
+    );
+    assert!(
+        !run.stdout.contains(&registered.pid().to_string()),
+        "alice's registered process is hers: {run:?}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::path::Path::new(&format!("/proc/{}/comm", stray.pid())).exists()
+        && std::fs::read_to_string(format!("/proc/{}/stat", stray.pid()))
+            .is_ok_and(|s| !s.contains(") Z "))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the stray process was not terminated"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        std::fs::read_to_string(format!("/proc/{}/stat", registered.pid()))
+            .is_ok_and(|s| !s.contains(") Z ")),
+        "alice's registered process runs on"
+    );
+    assert_eq!(eids_as(&sb, ALICE), ["a1", "m1"]);
+}
