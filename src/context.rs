@@ -73,19 +73,37 @@ impl Context {
 }
 
 /// Where the GPUs come from (simulated, NVML or `nvidia-smi`), chosen the
-/// first time a verb asks: reading the state never needs it.
+/// first time a verb asks: reading the state never needs it. In `genv
+/// daemon`, one backend shared by every request.
 #[derive(Default)]
-pub struct LazyBackend(OnceCell<Box<dyn DeviceBackend>>);
+pub struct LazyBackend {
+    own: OnceCell<Box<dyn DeviceBackend>>,
+    shared: Option<std::sync::Arc<dyn DeviceBackend + Send + Sync>>,
+}
 
 impl LazyBackend {
     /// A backend of the caller's choosing (tests).
     #[cfg(test)]
     pub fn with(backend: Box<dyn DeviceBackend>) -> Self {
-        LazyBackend(OnceCell::from(backend))
+        LazyBackend {
+            own: OnceCell::from(backend),
+            shared: None,
+        }
+    }
+
+    /// The daemon's backend, for one request.
+    pub(crate) fn shared(backend: std::sync::Arc<dyn DeviceBackend + Send + Sync>) -> Self {
+        LazyBackend {
+            own: OnceCell::new(),
+            shared: Some(backend),
+        }
     }
 
     pub fn get(&self) -> &dyn DeviceBackend {
-        self.0.get_or_init(backend::detect).as_ref()
+        match &self.shared {
+            Some(shared) => shared.as_ref(),
+            None => self.own.get_or_init(backend::detect).as_ref(),
+        }
     }
 }
 

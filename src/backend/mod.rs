@@ -67,12 +67,21 @@ pub fn detect() -> Box<dyn DeviceBackend> {
     }
 }
 
+/// [`detect`], for many threads at once: `genv daemon` asks the driver
+/// through one backend (NVML initialised once) for every request.
+pub fn detect_shared() -> std::sync::Arc<dyn DeviceBackend + Send + Sync> {
+    match MockConfig::from_env() {
+        Some(config) => std::sync::Arc::new(MockBackend::new(config)),
+        None => std::sync::Arc::new(SystemBackend::default()),
+    }
+}
+
 /// The machine's GPUs: NVML when the driver's library loads, else
 /// `nvidia-smi`. Which one is decided (and NVML initialised) once, the
 /// first time it is asked.
 #[derive(Default)]
 pub struct SystemBackend {
-    chosen: std::cell::OnceCell<Option<System>>,
+    chosen: std::sync::OnceLock<Option<System>>,
 }
 
 enum System {

@@ -36,6 +36,8 @@ const STACK: usize = 1 << 20;
 /// Who is connected: per uid, and the flag that stops the daemon.
 struct Shared {
     dir: StateDir,
+    /// The GPUs, asked through one backend for every request.
+    backend: Arc<dyn crate::backend::DeviceBackend + Send + Sync>,
     per_uid: Mutex<HashMap<u32, usize>>,
     stopping: AtomicBool,
 }
@@ -44,6 +46,7 @@ struct Shared {
 pub(crate) fn serve(dir: StateDir, listener: UnixListener, stop: &StopHandle) {
     let shared = Arc::new(Shared {
         dir,
+        backend: crate::backend::detect_shared(),
         per_uid: Mutex::new(HashMap::new()),
         stopping: AtomicBool::new(false),
     });
@@ -254,6 +257,7 @@ fn answer(shared: &Shared, request: Request, stream: &UnixStream, uid: u32, pid:
         ..Caller::default()
     };
     let mut ctx = Context::new(shared.dir.clone());
+    ctx.backend = crate::context::LazyBackend::shared(shared.backend.clone());
     let (code, caller) = caller::serve(caller, || {
         let args = std::iter::once("genv".to_owned())
             .chain(argv)
