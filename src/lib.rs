@@ -110,14 +110,7 @@ fn genv() -> i32 {
         use daemon::client::Around;
         let around = match cli.command {
             Some(Command::Activate(_)) => Around::Shims,
-            Some(Command::Lock(args)) => {
-                Around::Held(Box::new(move || match args.command.split_first() {
-                    Some((program, rest)) => {
-                        os::child::run(std::process::Command::new(program).args(rest), |_| {})
-                    }
-                    None => 0,
-                }))
-            }
+            Some(Command::Lock(args)) => Around::Held(args.command),
             _ => Around::Nothing,
         };
         let result = daemon::client::run(&socket, words, around, &mut ctx).map(Exit);

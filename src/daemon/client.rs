@@ -49,9 +49,10 @@ pub(crate) enum Around {
     /// Makes the user's shims folder first, as the user (the daemon only
     /// names it): `genv activate`.
     Shims,
-    /// Runs this once the daemon says the device locks are held, and
-    /// gives its exit code: `genv lock`'s command.
-    Held(Box<dyn FnOnce() -> i32>),
+    /// Runs this command once the daemon says the device locks are held,
+    /// and gives its exit code: `genv lock`'s command (none: the locks are
+    /// given back at once).
+    Held(Vec<std::ffi::OsString>),
 }
 
 /// Runs the command line `args` (without `genv`) in the daemon, prints
@@ -100,7 +101,7 @@ pub(crate) fn run(
             && let Some(command) = held.take()
         {
             // The locks are ours while the connection is open.
-            let code = command();
+            let code = run_held(&stream, socket, &command);
             drop(stream);
             return Ok(code);
         }
@@ -113,6 +114,63 @@ pub(crate) fn run(
         }
         return Ok(code);
     }
+}
+
+/// Runs `genv lock`'s command while the daemon holds the locks for it,
+/// watching the connection: should the daemon stop meanwhile (its locks
+/// go with it), the command is told so and stopped (SIGTERM), never left
+/// running as if it held them.
+fn run_held(stream: &UnixStream, socket: &Path, command: &[std::ffi::OsString]) -> i32 {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+    let Some((program, rest)) = command.split_first() else {
+        return 0;
+    };
+    let done = Arc::new(AtomicBool::new(false));
+    let child = Arc::new(AtomicU32::new(0));
+    let lost = Arc::new(AtomicBool::new(false));
+    let watcher = stream.try_clone().ok().map(|mut watch| {
+        let (done, child, lost) = (done.clone(), child.clone(), lost.clone());
+        let shown = crate::state::file::shown(socket);
+        std::thread::spawn(move || {
+            let mut byte = [0u8; 1];
+            // The daemon sends nothing more: a read ends when it goes.
+            let _ = std::io::Read::read(&mut watch, &mut byte);
+            if done.load(Ordering::SeqCst) {
+                return;
+            }
+            lost.store(true, Ordering::SeqCst);
+            crate::messages::error(
+                format!("genv daemon on {shown} stopped: the device locks are no longer held; stopping the command"),
+                None,
+            );
+            let pid = child.load(Ordering::SeqCst);
+            if let Some(pid) = i32::try_from(pid).ok().and_then(rustix::process::Pid::from_raw) {
+                let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+            }
+        })
+    });
+    let mut run = std::process::Command::new(program);
+    run.args(rest);
+    let code = crate::os::child::run(&mut run, |pid| {
+        child.store(pid, Ordering::SeqCst);
+        if lost.load(Ordering::SeqCst)
+            && let Some(pid) = i32::try_from(pid)
+                .ok()
+                .and_then(rustix::process::Pid::from_raw)
+        {
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+        }
+    });
+    done.store(true, Ordering::SeqCst);
+    let _ = stream.shutdown(std::net::Shutdown::Both);
+    if let Some(watcher) = watcher {
+        let _ = watcher.join();
+    }
+    if lost.load(Ordering::SeqCst) && code == 0 {
+        return 1;
+    }
+    code
 }
 
 /// Runs the command line `args` (without `genv`) in the daemon for a

@@ -1145,3 +1145,106 @@ fn enforcement_credits_what_the_daemon_registered_and_no_more() {
     );
     assert_eq!(eids_as(&sb, ALICE), ["a1", "m1"]);
 }
+
+/// `genv lock` through the daemon: the daemon holds the device's lock for
+/// alice's `genv lock` while her command runs (a second one finds the
+/// device busy), and when the daemon dies under it (its locks go with
+/// it) the command is told and stopped, never left running as if it held
+/// them.
+#[test]
+fn genv_lock_through_the_daemon_holds_for_the_command_and_fails_loudly_without_it() {
+    let mut s = served();
+    let sb = &s.sb;
+    let mut holder = sb.cmd_as(ALICE, &["lock", "sleep", "30"]);
+    holder
+        .env("GENV_ENVIRONMENT_ID", "a1")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let holder = holder.spawn().expect("genv lock");
+    // Held once `genv devices locks` names alice's `genv lock` holding.
+    let holding = format!("{}", holder.id());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let locks = sb.run_as(ALICE, &["devices", "locks"]).ok();
+        if locks
+            .stdout
+            .lines()
+            .any(|l| l.contains(&holding) && l.contains("holding"))
+        {
+            assert!(locks.stdout.contains("a1"), "{locks:?}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "never held: {locks:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let busy = sb.run_as_in(ALICE, "a1", &["lock", "-n", "true"]);
+    assert_eq!(busy.code, 1, "{busy:?}");
+    assert!(
+        busy.stderr.contains("cannot lock GPU 0 without waiting"),
+        "{busy:?}"
+    );
+    s.daemon.kill9();
+    let out = holder.wait_with_output().expect("genv lock ends");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("stopped: the device locks are no longer held; stopping the command"),
+        "{stderr}"
+    );
+}
+
+/// `--wait` through the daemon: mallory waits in line in her own name,
+/// sees her place while she waits (not at the end), and gets the devices
+/// once alice lets go; a waiter that hangs up leaves the line.
+#[test]
+fn waiting_in_line_through_the_daemon() {
+    let s = served();
+    let sb = &s.sb;
+    let mine = terminal(MALLORY);
+    activate_as(sb, MALLORY, "m1", mine.pid()).ok();
+    let mut waiter = sb.cmd_as(MALLORY, &["attach", "--count", "2", "--wait=30"]);
+    waiter
+        .env("GENV_ENVIRONMENT_ID", "m1")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut waiter = waiter.spawn().expect("genv attach --wait");
+    let mut stderr = std::io::BufReader::new(waiter.stderr.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut stderr, &mut line).unwrap();
+    assert!(
+        line.starts_with("genv: waiting for 2 devices (1st in line"),
+        "{line:?}"
+    );
+    let queue = sb.run_as(ALICE, &["devices", "queue"]).ok();
+    assert!(queue.stdout.contains("m1"), "{queue:?}");
+    // A second waiter of hers that hangs up (Ctrl-C) leaves the line.
+    let mut quitter = sb.cmd_as(MALLORY, &["attach", "--count", "2", "--wait=30"]);
+    quitter
+        .env("GENV_ENVIRONMENT_ID", "m1")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    let mut quitter = quitter.spawn().expect("second waiter");
+    let mut said = String::new();
+    let mut quitter_err = std::io::BufReader::new(quitter.stderr.take().unwrap());
+    std::io::BufRead::read_line(&mut quitter_err, &mut said).unwrap();
+    assert!(said.contains("2nd in line"), "{said:?}");
+    let _ = quitter.kill();
+    let _ = quitter.wait();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let queue = sb.run_as(ALICE, &["devices", "queue"]).ok();
+        if queue.stdout.lines().filter(|l| l.contains("m1")).count() == 1 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the quitter stays in line: {queue:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    sb.run_as(ALICE, &["devices", "detach", "--eid", "a1"]).ok();
+    let out = waiter.wait_with_output().expect("the waiter ends");
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let found = sb.run_as(MALLORY, &["devices", "find", "--eid", "m1"]).ok();
+    assert_eq!(found.stdout, "0,1\n", "{found:?}");
+}
