@@ -25,7 +25,7 @@ pub enum Genv {
 pub struct Fleet {
     // First, so the servers are gone before their folder is.
     servers: Servers,
-    pub dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
     config: PathBuf,
     hosts: Vec<(String, Sandbox)>,
 }
@@ -116,7 +116,7 @@ fn login() -> String {
 impl Fleet {
     /// One sshd per `(name, genv, gpus)`, plus the host `down` where
     /// nothing listens. Each host's sandbox is its state folder.
-    pub fn start(specs: &[(&str, Genv, u32)]) -> Fleet {
+    fn start(specs: &[(&str, Genv, u32)]) -> Fleet {
         Fleet::start_with(specs, |_, _| {})
     }
 
