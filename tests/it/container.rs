@@ -19,7 +19,7 @@ fn linked(sandbox: &Sandbox, name: &str) -> PathBuf {
     link
 }
 
-fn genv_docker(sandbox: &Sandbox, args: &[&str]) -> Run {
+pub fn genv_docker(sandbox: &Sandbox, args: &[&str]) -> Run {
     let mut cmd = Command::new(linked(sandbox, "genv-docker"));
     cmd.args(args);
     sandbox.apply(&mut cmd);
@@ -539,7 +539,7 @@ fn run_hook(
 }
 
 /// The statically linked genv that scripts/test builds next to genv.
-fn static_genv() -> PathBuf {
+pub fn static_genv() -> PathBuf {
     let path = Path::new(GENV).with_file_name("genv-static");
     assert!(
         path.is_file(),
@@ -581,7 +581,7 @@ fn without_a_static_genv_the_container_is_refused_and_the_bundle_untouched() {
 }
 
 /// Fails loudly when a tool the end-to-end test needs is missing.
-fn need(tool: &str) -> PathBuf {
+pub fn need(tool: &str) -> PathBuf {
     let found = std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
         .chain(["/usr/sbin", "/usr/bin", "/bin"].map(PathBuf::from))
         .map(|d| d.join(tool))
@@ -591,7 +591,7 @@ fn need(tool: &str) -> PathBuf {
     })
 }
 
-fn podman(conf: &Path, args: &[&str]) -> Run {
+pub fn podman(conf: &Path, args: &[&str]) -> Run {
     let run = Command::new(need("podman"))
         .args(args)
         .env("CONTAINERS_CONF", conf)
@@ -881,7 +881,7 @@ fn the_container_is_in_the_callers_state_folder() {
 /// Python, no glibc) imported as `image`, the runtime registered in
 /// podman's configuration, `genv-docker` running podman. Returns podman's
 /// configuration file and the image.
-fn podman_bed(sandbox: &mut Sandbox) -> (PathBuf, &'static str) {
+pub fn podman_bed(sandbox: &mut Sandbox) -> (PathBuf, &'static str) {
     need("runc");
     let busybox = need("busybox");
     sandbox.set("GENV_MOCK_DEVICE_TOTAL_MEMORY", "16g");
@@ -1042,7 +1042,7 @@ impl Drop for Holder {
 }
 
 /// Removes the container however the test ends.
-fn scopeguard<'a>(conf: &'a Path, name: &'a str) -> impl Drop + 'a {
+pub fn scopeguard<'a>(conf: &'a Path, name: &'a str) -> impl Drop + 'a {
     struct Guard<'a>(&'a Path, &'a str);
     impl Drop for Guard<'_> {
         fn drop(&mut self) {

@@ -20,6 +20,7 @@ mod container;
 mod core_cli;
 mod crash_concurrency;
 mod daemon;
+mod daemon_parts;
 mod enforce;
 mod errors;
 mod extensions;

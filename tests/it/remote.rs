@@ -16,13 +16,13 @@ const SSHD: &str = "/usr/sbin/sshd";
 
 /// What a host runs as `genv`.
 #[derive(Clone, Copy)]
-enum Genv {
+pub enum Genv {
     Ours,
     Reference,
     Missing,
 }
 
-struct Fleet {
+pub struct Fleet {
     // First, so the servers are gone before their folder is.
     servers: Servers,
     dir: tempfile::TempDir,
@@ -122,7 +122,10 @@ impl Fleet {
 
     /// [`Fleet::start`], each host's sandbox first given to `configure`
     /// (its variables reach the host's commands through `SetEnv`).
-    fn start_with(specs: &[(&str, Genv, u32)], configure: impl Fn(&str, &mut Sandbox)) -> Fleet {
+    pub fn start_with(
+        specs: &[(&str, Genv, u32)],
+        configure: impl Fn(&str, &mut Sandbox),
+    ) -> Fleet {
         assert!(
             Path::new(SSHD).is_file(),
             "{SSHD} is missing (scripts/test installs openssh-server)"
@@ -234,11 +237,11 @@ impl Fleet {
         }
     }
 
-    fn host(&self, name: &str) -> &Sandbox {
+    pub fn host(&self, name: &str) -> &Sandbox {
         &self.hosts.iter().find(|(n, _)| n == name).unwrap().1
     }
 
-    fn remote(&self, args: &[&str], stdin: &str) -> Run {
+    pub fn remote(&self, args: &[&str], stdin: &str) -> Run {
         let mut cmd = Command::new(GENV);
         cmd.arg("remote").args(args);
         for (name, _) in std::env::vars() {
@@ -276,7 +279,7 @@ fn gpu_name(host: &str) -> String {
 }
 
 /// A GPU process on `host`, in environment `eid`, on the GPUs `gpus`.
-fn gpu_process(fleet: &Fleet, host: &str, eid: &str, gpus: &str) -> Sleeper {
+pub fn gpu_process(fleet: &Fleet, host: &str, eid: &str, gpus: &str) -> Sleeper {
     let name = gpu_name(host);
     crate::shim_support::named_sleeper(
         fleet.dir.path(),
