@@ -39,36 +39,33 @@ pub(crate) fn locked_down() -> bool {
     LOCKED_DOWN.load(std::sync::atomic::Ordering::Relaxed)
 }
 
-/// The mode of a state file made now: 0666, or 0644 in the daemon.
-pub(crate) fn file_mode() -> u32 {
-    if locked_down() {
-        PUBLISHED_FILE_MODE
-    } else {
-        SHARED_FILE_MODE
-    }
-}
-
 /// The lock files that in the daemon only root may open (whoever opens a
 /// lock file can hold it): the daemon's global lock and the line's guard.
 pub(crate) const PRIVATE_LOCKS: [&str; 2] = [".daemon.lock", "queue.guard"];
 
-/// The mode of a lock file made now: [`file_mode`], or 0600 for the
-/// daemon's [`PRIVATE_LOCKS`].
-fn lock_mode(name: &str) -> u32 {
-    if locked_down() && PRIVATE_LOCKS.contains(&name) {
-        0o600
-    } else {
-        file_mode()
-    }
-}
-
-/// The mode of a state folder made now: 0777, or 0755 in the daemon.
-pub(crate) fn dir_mode() -> u32 {
+/// The mode of a state folder made before it is opened: 0777, or 0755
+/// in the daemon.
+fn dir_mode() -> u32 {
     if locked_down() {
         PUBLISHED_DIR_MODE
     } else {
         SHARED_DIR_MODE
     }
+}
+
+/// Whether a state folder is served by `genv daemon`: root's, writable by
+/// no one else, with root's socket in it. Then whatever anyone (root's
+/// own tools: the container hook, `genv usage execute`) makes in it is
+/// made as the daemon makes it: only root writes it.
+fn daemon_serves(folder: &OwnedFd) -> bool {
+    let Ok(stat) = rustix::fs::fstat(folder) else {
+        return false;
+    };
+    if stat.st_uid != 0 || stat.st_mode & 0o022 != 0 {
+        return false;
+    }
+    rustix::fs::statat(folder, "genv.sock", AtFlags::SYMLINK_NOFOLLOW)
+        .is_ok_and(|s| FileType::from_raw_mode(s.st_mode) == FileType::Socket && s.st_uid == 0)
 }
 
 /// Folders and files published for other programs to read (the
@@ -87,9 +84,42 @@ const ATTEMPTS: usize = 4;
 pub struct Dir {
     fd: OwnedFd,
     path: PathBuf,
+    /// In a folder the daemon serves: what is made here is root's to
+    /// write alone (0644, 0755; its private locks 0600).
+    locked: bool,
 }
 
 impl Dir {
+    /// The mode of a state file made now: 0666, or 0644 where the daemon
+    /// serves the folder.
+    fn file_mode(&self) -> u32 {
+        if self.locked {
+            PUBLISHED_FILE_MODE
+        } else {
+            SHARED_FILE_MODE
+        }
+    }
+
+    /// The mode of a lock file made now: [`Dir::file_mode`], or 0600 for
+    /// the daemon's [`PRIVATE_LOCKS`].
+    fn lock_mode(&self, name: &str) -> u32 {
+        if self.locked && PRIVATE_LOCKS.contains(&name) {
+            0o600
+        } else {
+            self.file_mode()
+        }
+    }
+
+    /// The mode of a folder made now: 0777, or 0755 where the daemon
+    /// serves.
+    fn dir_mode(&self) -> u32 {
+        if self.locked {
+            PUBLISHED_DIR_MODE
+        } else {
+            SHARED_DIR_MODE
+        }
+    }
+
     pub fn fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()
     }
@@ -146,9 +176,11 @@ impl Dir {
                 ),
             ));
         }
+        let locked = locked_down() || daemon_serves(&fd);
         Ok(Dir {
             fd,
             path: path.to_owned(),
+            locked,
         })
     }
 
@@ -158,19 +190,24 @@ impl Dir {
     pub fn subdir(&self, name: &str) -> Result<Dir> {
         let path = self.join(name);
         for _ in 0..ATTEMPTS {
-            let created = match rustix::fs::mkdirat(&self.fd, name, Mode::from_raw_mode(dir_mode()))
-            {
-                Ok(()) => true,
-                Err(Errno::EXIST) => false,
-                Err(e) => return Err(Error::io(&path, e.into())),
-            };
+            let created =
+                match rustix::fs::mkdirat(&self.fd, name, Mode::from_raw_mode(self.dir_mode())) {
+                    Ok(()) => true,
+                    Err(Errno::EXIST) => false,
+                    Err(e) => return Err(Error::io(&path, e.into())),
+                };
             let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
             match rustix::fs::openat(&self.fd, name, flags, Mode::empty()) {
                 Ok(fd) => {
                     if created {
-                        widen_own_folder(&fd).map_err(|e| Error::io(&path, e.into()))?;
+                        widen_own_folder(&fd, self.dir_mode())
+                            .map_err(|e| Error::io(&path, e.into()))?;
                     }
-                    return Ok(Dir { fd, path });
+                    return Ok(Dir {
+                        fd,
+                        path,
+                        locked: self.locked,
+                    });
                 }
                 Err(Errno::NOENT) => continue,
                 Err(Errno::LOOP | Errno::NOTDIR) => {
@@ -223,7 +260,11 @@ impl Dir {
                             rustix::fs::fchmod(&fd, mode)
                                 .map_err(|e| Error::io(&path, e.into()))?;
                         }
-                        return Ok(Dir { fd, path });
+                        return Ok(Dir {
+                            fd,
+                            path,
+                            locked: self.locked,
+                        });
                     }
                 }
                 Err(Errno::NOENT) => continue,
@@ -271,6 +312,7 @@ impl Dir {
         Ok(Dir {
             fd,
             path: path.to_owned(),
+            locked: false,
         })
     }
 
@@ -282,6 +324,7 @@ impl Dir {
         Some(Dir {
             fd,
             path: self.join(name),
+            locked: self.locked,
         })
     }
 
@@ -423,7 +466,7 @@ impl Dir {
     pub fn keep_good(&self, name: &str, bytes: &[u8], version: Option<Version>) {
         let good = good_name(name);
         let good_tmp = format!("{good}.tmp");
-        let mode = version.map_or(file_mode(), |v| v.mode & file_mode());
+        let mode = version.map_or(self.file_mode(), |v| v.mode & self.file_mode());
         if self.write_new_mode(&good_tmp, bytes, true, mode).is_ok()
             && self.replace(&good_tmp, &good).is_err()
         {
@@ -446,7 +489,9 @@ impl Dir {
     pub fn write_atomic(&self, name: &str, bytes: &[u8], keep_good: bool) -> Result<()> {
         let tmp = format!(".{name}.tmp");
         self.write_new(&tmp, bytes, true)?;
-        if keep_good {
+        // The last good copy is for files genv 1.4.3 may leave torn; in the
+        // daemon's folder only the daemon writes, always whole.
+        if keep_good && !self.locked {
             self.keep_good(name, bytes, None);
         }
         let placed = if keep_good {
@@ -508,7 +553,7 @@ impl Dir {
     /// `replace`, whatever is already there is removed first (never
     /// written through).
     fn write_new(&self, name: &str, bytes: &[u8], replace: bool) -> Result<()> {
-        self.write_new_mode(name, bytes, replace, file_mode())
+        self.write_new_mode(name, bytes, replace, self.file_mode())
     }
 
     fn write_new_mode(&self, name: &str, bytes: &[u8], replace: bool, mode: u32) -> Result<()> {
@@ -553,7 +598,7 @@ impl Dir {
             } else {
                 format!("{base}-{n}")
             };
-            match self.write_new_mode(&candidate, bytes, false, version.mode & file_mode()) {
+            match self.write_new_mode(&candidate, bytes, false, version.mode & self.file_mode()) {
                 Ok(()) => return Ok(self.join(&candidate)),
                 Err(e) => last = Some(e),
             }
@@ -616,9 +661,14 @@ impl Dir {
         for _ in 0..ATTEMPTS {
             let create =
                 OFlags::RDWR | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-            match rustix::fs::openat(&self.fd, name, create, Mode::from_raw_mode(lock_mode(name))) {
+            match rustix::fs::openat(
+                &self.fd,
+                name,
+                create,
+                Mode::from_raw_mode(self.lock_mode(name)),
+            ) {
                 Ok(fd) => {
-                    rustix::fs::fchmod(&fd, Mode::from_raw_mode(lock_mode(name)))
+                    rustix::fs::fchmod(&fd, Mode::from_raw_mode(self.lock_mode(name)))
                         .map_err(|e| Error::io(&path, e.into()))?;
                     return Ok(fd);
                 }
@@ -821,18 +871,18 @@ fn widen_new_folder(path: &Path) -> Result<()> {
     let Ok(fd) = rustix::fs::open(path, flags, Mode::empty()) else {
         return Ok(());
     };
-    widen_own_folder(&fd).map_err(|e| Error::io(path, e.into()))
+    widen_own_folder(&fd, dir_mode()).map_err(|e| Error::io(path, e.into()))
 }
 
 /// Widens a folder made just now to 0777, what the umask took away. Should
 /// someone have swapped another folder in between the `mkdir` and the
 /// `open`, it is left alone unless it is this user's own.
-fn widen_own_folder(fd: &OwnedFd) -> rustix::io::Result<()> {
+fn widen_own_folder(fd: &OwnedFd, mode: u32) -> rustix::io::Result<()> {
     let stat = rustix::fs::fstat(fd)?;
     if stat.st_uid != rustix::process::geteuid().as_raw() {
         return Ok(());
     }
-    rustix::fs::fchmod(fd, Mode::from_raw_mode(dir_mode()))
+    rustix::fs::fchmod(fd, Mode::from_raw_mode(mode))
 }
 
 /// The refusal to replace another user's folder that only she may change.

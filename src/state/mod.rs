@@ -744,8 +744,5 @@ fn save<T: salvage::Entries>(
     if original.is_some_and(|len| len == bytes.len()) && dir.holds(name, &bytes) {
         return Ok(());
     }
-    // The last good copy is for files genv 1.4.3 may leave torn; in the
-    // daemon's folder only the daemon writes, always whole.
-    let keep_good = keep_good && !file::locked_down();
     dir.write_atomic(name, &bytes, keep_good)
 }
