@@ -24,8 +24,9 @@
 #           txfloor; STORM_ROUNDS rounds (default 3) taken in turn
 #   shim    the nvidia-smi shim (bench/shim.sh's setup) in a folder the
 #           daemon serves and in one it does not, as root (who takes the
-#           daemon's lock) and as uid 47101 (who reads without it), beside
-#           the bare stand-in; SHIM_RUNS rounds (default 500)
+#           daemon's lock) and as uid 47101 through setpriv (who reads
+#           without it), beside the bare stand-in run the same way;
+#           SHIM_RUNS rounds (default 500)
 #   sdk     bench/sdk_daemon.py with this genv (SDK_PAIRS pairs a round)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -308,7 +309,7 @@ if wants shim; then
     echo "| as | bare stand-in | shim, files | shim, daemon's folder | shim adds, files | shim adds, daemon's folder |"
     echo "|---|---:|---:|---:|---:|---:|"
     for who in root user; do
-        run_as=$as_root
+        run_as=""
         [[ $who == user ]] && run_as="HOME=$work/home $as_user"
         mapfile -t t < <(GENV_ENVIRONMENT_ID=bench GENV_MOCK_COMPUTE_APPS_PROCESS_NAME=benchjob \
             PATH="$work/real:/usr/bin:/bin" GENV_TMPDIR=$shim_files INTERLEAVE_TSV=1 \
@@ -318,8 +319,8 @@ if wants shim; then
         read -r -a fil <<<"${t[1]}"
         read -r -a dae <<<"${t[2]}"
         label=root
-        [[ $who == user ]] && label="uid $USER_UID"
-        echo "| $label (setpriv) | $(cell "${bare[@]}") | $(cell "${fil[@]}") | $(cell "${dae[@]}") |" \
+        [[ $who == user ]] && label="uid $USER_UID (setpriv)"
+        echo "| $label | $(cell "${bare[@]}") | $(cell "${fil[@]}") | $(cell "${dae[@]}") |" \
             "$(minus "${fil[0]}" "${bare[0]}") ms | $(minus "${dae[0]}" "${bare[0]}") ms |"
     done
 fi
