@@ -16,8 +16,9 @@
 #           genv through `genv daemon` serving another; and `genv envs` as
 #           root and as uid 47101, both through setpriv
 #   memory  the daemon's VmRSS and VmHWM (/proc/PID/status) when started,
-#           after one `genv envs` (the state parsed and kept) and after the
-#           reads, beside file mode's peak RSS for the same `genv envs`
+#           after one `genv envs` (the state parsed and kept), a second,
+#           four at once, and after the reads, beside file mode's peak RSS
+#           for the same `genv envs`
 #   storm   64 loops at once, each running `genv devices attach` and
 #           `detach` 25 times (bench/core.sh's storm), in file mode and
 #           through the daemon, beside the same loops of /bin/true and of
@@ -160,12 +161,22 @@ if wants memory; then
     first_rss=$(vm "$big_daemon" VmRSS) first_hwm=$(vm "$big_daemon" VmHWM)
     GENV_TMPDIR=$served "$ours" envs >/dev/null
     second_rss=$(vm "$big_daemon" VmRSS) second_hwm=$(vm "$big_daemon" VmHWM)
+    # Four at once: each connection is a thread, and threads that run
+    # together allocate from malloc arenas of their own.
+    pids=()
+    for _ in 1 2 3 4; do
+        GENV_TMPDIR=$served "$ours" envs >/dev/null &
+        pids+=($!)
+    done
+    wait "${pids[@]}"
+    four_rss=$(vm "$big_daemon" VmRSS) four_hwm=$(vm "$big_daemon" VmHWM)
     echo
     echo "| memory, $n environments | VmRSS kB | VmHWM kB |"
     echo "|---|---:|---:|"
     echo "| genv daemon, started | $started_rss | $started_hwm |"
     echo "| genv daemon, after one \`genv envs\` | $first_rss | $first_hwm |"
     echo "| genv daemon, after a second \`genv envs\` | $second_rss | $second_hwm |"
+    echo "| genv daemon, after four \`genv envs\` at once | $four_rss | $four_hwm |"
     echo "| file mode \`genv envs\`, peak (/usr/bin/time -v) | | $(GENV_TMPDIR=$files peak_rss "$ours" envs) |"
     echo "| floor (\`floor\`), peak | | $(GENV_TMPDIR=$files peak_rss "$floor") |"
 fi
