@@ -10,7 +10,9 @@
 //! per command, the median, quartiles and the median's ratio to the first
 //! command's (put `/bin/true` first for the floor), in ms; with
 //! `INTERLEAVE_TSV=1`, `median q1 q3 min max` a line, tab-separated.
-//! Arguments are split at spaces (no quoting).
+//! Arguments are split at spaces (no quoting). Leading `NAME=VALUE` words
+//! set variables for that command alone (no `env` process in the timing),
+//! e.g. `GENV_TMPDIR=/a genv envs` beside `GENV_TMPDIR=/b genv envs`.
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
@@ -19,8 +21,13 @@ fn words(text: &str) -> Vec<String> {
 }
 
 fn run(command: &[String]) {
-    let status = Command::new(&command[0])
-        .args(&command[1..])
+    let program = command
+        .iter()
+        .position(|word| !word.contains('='))
+        .expect("a command after its variables");
+    let status = Command::new(&command[program])
+        .args(&command[program + 1..])
+        .envs(command[..program].iter().filter_map(|w| w.split_once('=')))
         .stdout(Stdio::null())
         .status()
         .expect("spawn");
