@@ -6,7 +6,8 @@ connection kept for the process, and handles the answer as the binary's
 exit code, stdout and stderr. The protocol (src/daemon/protocol.rs): frames
 of a 4-byte big-endian length and that many bytes of JSON; a request
 ``{"argv": [...], "env": {...}}``; answers: progress frames ``{"stderr":
-"..."}``, then the final one with ``code``, ``stdout`` and ``stderr``
+"..."}``, then the final one with ``code``, ``stdout`` and ``stderr`` (a
+long stdout follows as the next frame's bytes: ``"stdout_frame": true``)
 (empty strings left out).
 
 The socket is believed exactly as the binary believes it
@@ -225,6 +226,9 @@ class _Connection:
                 if not isinstance(answer, dict):
                     raise _Lost("an answer that is not a JSON object")
                 if "code" in answer:
+                    if answer.get("stdout_frame"):
+                        # A long stdout follows as the next frame's bytes.
+                        answer["stdout"] = self._frame().decode("utf-8", "replace")
                     self.used = time.monotonic()
                     return answer
                 stderr = answer.get("stderr")

@@ -108,6 +108,7 @@ pub(crate) fn run(
         let Some(code) = answer.code else {
             continue;
         };
+        let answer = with_stdout(answer, &mut stream).map_err(|e| lost(&e))?;
         ctx.out.push_str(&answer.stdout);
         if let (Some(config), Some(home)) = (answer.save, home) {
             session::save_config(&home, &config)?;
@@ -198,6 +199,7 @@ pub(crate) fn ask(socket: &Path, args: &[&str]) -> Result<String> {
             None => crate::messages::relay_raw(&answer.stderr),
             Some(0) => {
                 crate::messages::relay_raw(&answer.stderr);
+                let answer = with_stdout(answer, &mut stream).map_err(|e| lost(&e))?;
                 return Ok(answer.stdout);
             }
             Some(_) => {
@@ -207,6 +209,20 @@ pub(crate) fn ask(socket: &Path, args: &[&str]) -> Result<String> {
             }
         }
     }
+}
+
+/// A final answer with its stdout, read from the next frame when it
+/// follows there.
+fn with_stdout(
+    mut answer: Answer,
+    stream: &mut UnixStream,
+) -> std::result::Result<Answer, protocol::FrameError> {
+    if answer.stdout_frame {
+        let bytes = protocol::read_frame(stream, MAX_ANSWER)?;
+        answer.stdout = String::from_utf8(bytes)
+            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
+    }
+    Ok(answer)
 }
 
 /// The variables a verb may read that are the caller's to decide: genv's

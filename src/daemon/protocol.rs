@@ -16,7 +16,8 @@
 //! The answers: zero or more progress frames (`{"stderr": "…"}`, a place
 //! in line), then the final one with the exit code, stdout and stderr,
 //! and a configuration the client saves into its `.genv` (`config
-//! --save`):
+//! --save`); a stdout longer than [`INLINE_STDOUT`] is not in it but
+//! follows as the next frame's bytes (`"stdout_frame": true`):
 //!
 //! ```json
 //! {"code": 0, "stdout": "0\n", "stderr": ""}
@@ -71,7 +72,15 @@ pub(crate) struct Answer {
     /// the client, until it closes the connection.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub held: bool,
+    /// In a final answer: stdout is not in it but follows, as the bytes of
+    /// the next frame (a long listing, written out as it is rather than
+    /// escaped into JSON and back).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub stdout_frame: bool,
 }
+
+/// Stdout longer than this goes in a frame of its own after the answer.
+pub(crate) const INLINE_STDOUT: usize = 64 << 10;
 
 /// Why a frame could not be read.
 #[derive(Debug)]

@@ -152,7 +152,7 @@ fn connection(shared: &Shared, stream: UnixStream, uid: u32, pid: u32) {
             Ok(request) => answer(shared, request, &stream, uid, pid),
             Err(e) => malformed(&e.to_string()),
         };
-        if send(&stream, &answer).is_err() {
+        if send_final(&stream, answer).is_err() {
             return;
         }
     }
@@ -204,13 +204,33 @@ impl Read for Deadline<'_> {
     }
 }
 
-/// Sends an answer, which the client must take within [`TRANSFER_TIME`].
+/// Sends an answer, which the client must take within [`TRANSFER_TIME`];
+/// a long stdout as a frame of its own after it.
 fn send(stream: &UnixStream, answer: &Answer) -> std::io::Result<()> {
     let body = serde_json::to_vec(answer).map_err(std::io::Error::other)?;
     let mut frame = Vec::with_capacity(body.len() + 4);
     protocol::write_frame(&mut frame, &body)?;
+    write_all(stream, &frame)
+}
+
+/// A final answer, with its stdout in a frame of its own when long.
+fn send_final(stream: &UnixStream, mut answer: Answer) -> std::io::Result<()> {
+    if answer.stdout.len() <= protocol::INLINE_STDOUT {
+        return send(stream, &answer);
+    }
+    let stdout = std::mem::take(&mut answer.stdout);
+    answer.stdout_frame = true;
+    send(stream, &answer)?;
+    let len = u32::try_from(stdout.len())
+        .map_err(|_| std::io::Error::other("an answer of more than 4 GiB"))?;
+    write_all(stream, &len.to_be_bytes())?;
+    write_all(stream, stdout.as_bytes())
+}
+
+/// Writes all of `frame` within [`TRANSFER_TIME`].
+fn write_all(stream: &UnixStream, frame: &[u8]) -> std::io::Result<()> {
     let deadline = Instant::now() + TRANSFER_TIME;
-    let mut rest = frame.as_slice();
+    let mut rest = frame;
     while !rest.is_empty() {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {

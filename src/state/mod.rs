@@ -191,20 +191,22 @@ impl StateDir {
             ));
         }
         let root = self.root_dir()?;
-        let name = if file::locked_down() || self.daemon_socket().is_some() {
-            DAEMON_LOCK_FILE
+        let served = file::locked_down() || self.daemon_socket().is_some();
+        let lock = if !served {
+            Some(StateDir::lock_file(
+                root,
+                LOCK_FILE,
+                FlockOperation::LockExclusive,
+            )?)
+        } else if rustix::process::geteuid().is_root() {
+            Some(StateDir::lock_file(
+                root,
+                DAEMON_LOCK_FILE,
+                FlockOperation::LockExclusive,
+            )?)
         } else {
-            LOCK_FILE
-        };
-        let lock = match StateDir::lock_file(root, name, FlockOperation::LockExclusive) {
-            Ok(lock) => Some(lock),
-            Err(Error::Io { source, .. })
-                if source.kind() == std::io::ErrorKind::PermissionDenied
-                    && self.daemon_socket().is_some() =>
-            {
-                None
-            }
-            Err(e) => return Err(e),
+            // Only root may open the daemon's lock: this process reads.
+            None
         };
         Ok(Transaction {
             root,
