@@ -58,6 +58,27 @@ impl Context {
         }
     }
 
+    /// Prints the output so far, then `len` bytes from `reader` as they
+    /// come (a long listing the daemon sends), on stdout. An error of
+    /// stdout (a reader that went away) drains the rest unprinted.
+    pub(crate) fn pass_through(
+        &mut self,
+        reader: &mut impl std::io::Read,
+        len: u64,
+    ) -> std::io::Result<()> {
+        let _ = self.flush();
+        let mut from = std::io::Read::take(reader, len);
+        let mut stdout = std::io::stdout().lock();
+        if std::io::copy(&mut from, &mut stdout).is_err() {
+            std::io::copy(&mut from, &mut std::io::sink())?;
+        }
+        if from.limit() > 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        let _ = stdout.flush();
+        Ok(())
+    }
+
     /// Prints the output so far on stdout.
     pub fn flush(&mut self) -> std::io::Result<()> {
         if self.out.is_empty() {

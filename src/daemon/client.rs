@@ -108,8 +108,14 @@ pub(crate) fn run(
         let Some(code) = answer.code else {
             continue;
         };
-        let answer = with_stdout(answer, &mut stream).map_err(|e| lost(&e))?;
-        ctx.out.push_str(&answer.stdout);
+        if answer.stdout_frame {
+            // A long listing: passed to stdout as it arrives.
+            let len = protocol::read_len(&mut stream, MAX_ANSWER).map_err(|e| lost(&e))?;
+            ctx.pass_through(&mut stream, len as u64)
+                .map_err(|e| lost(&e))?;
+        } else {
+            ctx.out.push_str(&answer.stdout);
+        }
         if let (Some(config), Some(home)) = (answer.save, home) {
             session::save_config(&home, &config)?;
         }

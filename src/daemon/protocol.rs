@@ -105,6 +105,14 @@ impl std::fmt::Display for FrameError {
 
 /// Reads one frame of at most `max` bytes.
 pub(crate) fn read_frame(reader: &mut impl Read, max: usize) -> Result<Vec<u8>, FrameError> {
+    let len = read_len(reader, max)?;
+    let mut body = vec![0u8; len];
+    reader.read_exact(&mut body).map_err(FrameError::Io)?;
+    Ok(body)
+}
+
+/// Reads a frame's length, of at most `max` bytes; its bytes follow.
+pub(crate) fn read_len(reader: &mut impl Read, max: usize) -> Result<usize, FrameError> {
     let mut head = [0u8; 4];
     let mut filled = 0;
     while filled < head.len() {
@@ -120,9 +128,7 @@ pub(crate) fn read_frame(reader: &mut impl Read, max: usize) -> Result<Vec<u8>, 
     if len > max {
         return Err(FrameError::TooLong(len));
     }
-    let mut body = vec![0u8; len];
-    reader.read_exact(&mut body).map_err(FrameError::Io)?;
-    Ok(body)
+    Ok(len)
 }
 
 /// Writes one frame: the length, then the bytes, in one write.

@@ -516,7 +516,10 @@ impl Transaction<'_> {
                 let record = Hardware {
                     fingerprint: survey.fingerprint.clone(),
                 };
-                if stored.map(|h| h.fingerprint) != Some(record.fingerprint.clone()) {
+                // A reader of the daemon's folder records nothing.
+                if self._lock.is_some()
+                    && stored.map(|h| h.fingerprint) != Some(record.fingerprint.clone())
+                {
                     self.root.write_atomic(
                         HARDWARE_FILE,
                         &crate::output::json::to_json(&record)?,
