@@ -1,7 +1,6 @@
 //! genv's timestamps: local time as `%d/%m/%Y %H:%M:%S`, and "N units ago".
 
 use chrono::{Local, NaiveDateTime};
-use std::fmt::Write;
 
 pub(crate) const DATETIME_FMT: &str = "%d/%m/%Y %H:%M:%S";
 
@@ -74,8 +73,13 @@ fn ago(out: &mut String, seconds: i64) {
         value = value.div_euclid(amount);
         unit = next;
     }
-    let plural = if value > 1 { "s" } else { "" };
-    let _ = write!(out, "{value} {unit}{plural} ago");
+    out.push_str(itoa::Buffer::new().format(value));
+    out.push(' ');
+    out.push_str(unit);
+    if value > 1 {
+        out.push('s');
+    }
+    out.push_str(" ago");
 }
 
 #[cfg(test)]

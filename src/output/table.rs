@@ -93,15 +93,19 @@ impl Row<'_> {
 
     /// A cell of numbers joined by `sep` (not state text: nothing to
     /// escape), padded like [`Row::cell`].
-    pub(crate) fn numbers<N: std::fmt::Display>(&mut self, numbers: &[N], sep: char) -> &mut Self {
-        use std::fmt::Write;
+    pub(crate) fn numbers<N: itoa::Integer + Copy>(
+        &mut self,
+        numbers: &[N],
+        sep: char,
+    ) -> &mut Self {
         let width = self.start_cell();
         let start = self.out.len();
-        for (i, n) in numbers.iter().enumerate() {
+        let mut digits = itoa::Buffer::new();
+        for (i, &n) in numbers.iter().enumerate() {
             if i > 0 {
                 self.out.push(sep);
             }
-            let _ = write!(self.out, "{n}");
+            self.out.push_str(digits.format(n));
         }
         if !self.csv && width > 0 {
             // Digits and separators: as many characters as bytes.
@@ -112,7 +116,7 @@ impl Row<'_> {
     }
 
     /// A cell of one number.
-    pub(crate) fn number<N: std::fmt::Display>(&mut self, n: N) -> &mut Self {
+    pub(crate) fn number<N: itoa::Integer + Copy>(&mut self, n: N) -> &mut Self {
         self.numbers(&[n], ' ')
     }
 

@@ -81,7 +81,12 @@ impl Listing for DevicesTable<'_> {
 
     fn rows(&self, table: &mut Table<'_>) {
         for (host, total, available) in &self.rows {
-            table.row().cell(host).number(total).number(available).end();
+            table
+                .row()
+                .cell(host)
+                .number(*total)
+                .number(*available)
+                .end();
         }
     }
 

@@ -47,12 +47,14 @@ impl Env {
 
     /// [`Env::user`] appended to `out`.
     pub fn write_user(&self, out: &mut String) {
-        use std::fmt::Write;
+        let mut digits = itoa::Buffer::new();
         if let Some(name) = self.username.as_deref().filter(|n| !n.is_empty()) {
             out.push_str(name);
-            let _ = write!(out, "({})", self.uid);
+            out.push('(');
+            out.push_str(digits.format(self.uid));
+            out.push(')');
         } else {
-            let _ = write!(out, "{}", self.uid);
+            out.push_str(digits.format(self.uid));
         }
     }
 }

@@ -82,7 +82,7 @@ impl Listing for LocksTable<'_> {
         // control or extra CSV fields.
         for (index, holder) in &self.rows {
             let mut row = table.row();
-            row.number(index);
+            row.number(*index);
             match holder {
                 Some(h) => {
                     let d = self.describe(h);
