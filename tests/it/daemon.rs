@@ -1159,12 +1159,21 @@ fn enforcement_credits_what_the_daemon_registered_and_no_more() {
 fn genv_lock_through_the_daemon_holds_for_the_command_and_fails_loudly_without_it() {
     let mut s = served();
     let sb = &s.sb;
-    let mut holder = sb.cmd_as(ALICE, &["lock", "sleep", "30"]);
+    let mut holder = sb.cmd_as(ALICE, &["lock", "sh", "-c", "echo running; exec sleep 30"]);
     holder
         .env("GENV_ENVIRONMENT_ID", "a1")
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped());
-    let holder = holder.spawn().expect("genv lock");
+    let mut holder = holder.spawn().expect("genv lock");
+    // The command runs only once the daemon holds the locks for it; wait
+    // for it to run, so the daemon dies under a running command.
+    let mut said = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(holder.stdout.as_mut().unwrap()),
+        &mut said,
+    )
+    .unwrap();
+    assert_eq!(said, "running\n");
     // Held once `genv devices locks` names alice's `genv lock` holding.
     let holding = format!("{}", holder.id());
     let deadline = Instant::now() + Duration::from_secs(10);
