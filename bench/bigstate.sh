@@ -55,24 +55,7 @@ done
 export GENV_MOCK_DEVICE_COUNT=8 GENV_MOCK_DEVICE_TOTAL_MEMORY=16gi
 state=$work/state
 mkdir -p "$state"
-python3 - "$state" "$n" "${sleepers[@]}" <<'PY'
-import json, random, sys
-path, n, pids = sys.argv[1], int(sys.argv[2]), [int(p) for p in sys.argv[3:]]
-rng = random.Random(16)
-users = [(1000 + u, f"user{u:02d}") for u in range(21)]
-envs, devices = [], [{"index": i, "total_memory": "16384mi", "attachments": []} for i in range(8)]
-for i in range(n):
-    uid, name = users[i % 21]
-    t = f"{rng.randint(1, 28):02d}/{rng.randint(1, 11):02d}/2026 {rng.randint(0, 23):02d}:{rng.randint(0, 59):02d}:{rng.randint(0, 59):02d}"
-    gpus = rng.choice([None, 1, 2])
-    envs.append({"eid": f"e{i}", "uid": uid, "creation": t, "username": name,
-                 "config": {"name": f"job {i} of {name}", "gpu_memory": rng.choice([None, "4g"]), "gpus": gpus},
-                 "pids": rng.sample(pids, rng.randint(1, 2)), "kernel_ids": []})
-    if i % 3 == 0:
-        devices[i % 8]["attachments"].append({"eid": f"e{i}", "gpu_memory": rng.choice([None, "2g"]), "time": t})
-json.dump({"envs": envs}, open(f"{path}/envs.json", "w"), indent=2)
-json.dump({"devices": devices}, open(f"{path}/devices.json", "w"), indent=2)
-PY
+python3 bench/bigstate.py "$state" "$n" "${sleepers[@]}"
 cp -a "$state" "$work/pristine"
 size=$(stat -c %s "$state/envs.json")
 parsed=$(GENV_TMPDIR=$state "$floor" --rss 2>&1 >/dev/null | sed 's/.*parsed size \([0-9]*\) kB/\1/')

@@ -183,18 +183,7 @@ pub(crate) fn hold_until_hangup() -> bool {
 /// Whether the daemon's client hung up (or sent something, which a
 /// waiting client does not).
 pub(crate) fn hung_up() -> bool {
-    let Some(fd) = hangup() else {
-        return false;
-    };
-    let mut fds = [rustix::event::PollFd::new(
-        &fd,
-        rustix::event::PollFlags::IN,
-    )];
-    let zero = rustix::event::Timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    matches!(rustix::event::poll(&mut fds, Some(&zero)), Ok(n) if n > 0)
+    hangup().is_some_and(crate::os::readable_now)
 }
 
 /// The client's pid, as the kernel gave it; `None` outside the daemon.

@@ -93,7 +93,10 @@ fn genv() -> i32 {
     let cli = match parse(args, &mut out) {
         Ok(cli) => cli,
         Err(code) => {
-            let _ = std::io::Write::write_all(&mut std::io::stdout().lock(), out.as_bytes());
+            // Help, through the one printer of stdout.
+            let mut ctx = Context::new(StateDir::from_env());
+            ctx.out = out;
+            let _ = ctx.flush();
             return code;
         }
     };

@@ -82,18 +82,9 @@ pub(crate) fn run(
         env: variables(),
         dotgenv,
     };
-    let mut stream = connect(socket)?;
-    let body = serde_json::to_vec(&request).map_err(|e| Error::new(e.to_string()))?;
-    let lost = |e: &dyn std::fmt::Display| {
-        Error::new(format!(
-            "genv daemon stopped answering on {} ({e}); the command may or may not have been done",
-            crate::state::file::shown(socket)
-        ))
-    };
-    protocol::write_frame(&mut stream, &body).map_err(|e| lost(&e))?;
+    let mut exchange = Exchange::send(socket, &request)?;
     loop {
-        let frame = protocol::read_frame(&mut stream, MAX_ANSWER).map_err(|e| lost(&e))?;
-        let answer: Answer = serde_json::from_slice(&frame).map_err(|e| lost(&e))?;
+        let answer = exchange.next()?;
         if !answer.stderr.is_empty() {
             crate::messages::relay_raw(&answer.stderr);
         }
@@ -101,18 +92,17 @@ pub(crate) fn run(
             && let Some(command) = held.take()
         {
             // The locks are ours while the connection is open.
-            let code = run_held(&stream, socket, &command);
-            drop(stream);
-            return Ok(code);
+            return Ok(run_held(&exchange.stream, socket, &command));
         }
         let Some(code) = answer.code else {
             continue;
         };
         if answer.stdout_frame {
             // A long listing: passed to stdout as it arrives.
-            let len = protocol::read_len(&mut stream, MAX_ANSWER).map_err(|e| lost(&e))?;
-            ctx.pass_through(&mut stream, len as u64)
-                .map_err(|e| lost(&e))?;
+            let len = protocol::read_len(&mut exchange.stream, MAX_ANSWER)
+                .map_err(|e| exchange.lost(&e))?;
+            ctx.pass_through(&mut exchange.stream, len as u64)
+                .map_err(|e| exchange.lost(&e))?;
         } else {
             ctx.out.push_str(&answer.stdout);
         }
@@ -189,24 +179,19 @@ pub(crate) fn ask(socket: &Path, args: &[&str]) -> Result<String> {
         env: variables(),
         dotgenv: None,
     };
-    let mut stream = connect(socket)?;
-    let body = serde_json::to_vec(&request).map_err(|e| Error::new(e.to_string()))?;
-    let lost = |e: &dyn std::fmt::Display| {
-        Error::new(format!(
-            "genv daemon stopped answering on {} ({e})",
-            crate::state::file::shown(socket)
-        ))
-    };
-    protocol::write_frame(&mut stream, &body).map_err(|e| lost(&e))?;
+    let mut exchange = Exchange::send(socket, &request)?;
     loop {
-        let frame = protocol::read_frame(&mut stream, MAX_ANSWER).map_err(|e| lost(&e))?;
-        let answer: Answer = serde_json::from_slice(&frame).map_err(|e| lost(&e))?;
+        let answer = exchange.next()?;
         match answer.code {
             None => crate::messages::relay_raw(&answer.stderr),
             Some(0) => {
                 crate::messages::relay_raw(&answer.stderr);
-                let answer = with_stdout(answer, &mut stream).map_err(|e| lost(&e))?;
-                return Ok(answer.stdout);
+                if !answer.stdout_frame {
+                    return Ok(answer.stdout);
+                }
+                let bytes = protocol::read_frame(&mut exchange.stream, MAX_ANSWER)
+                    .map_err(|e| exchange.lost(&e))?;
+                return Ok(String::from_utf8_lossy(&bytes).into_owned());
             }
             Some(_) => {
                 let said = answer.stderr.trim_end();
@@ -217,18 +202,38 @@ pub(crate) fn ask(socket: &Path, args: &[&str]) -> Result<String> {
     }
 }
 
-/// A final answer with its stdout, read from the next frame when it
-/// follows there.
-fn with_stdout(
-    mut answer: Answer,
-    stream: &mut UnixStream,
-) -> std::result::Result<Answer, protocol::FrameError> {
-    if answer.stdout_frame {
-        let bytes = protocol::read_frame(stream, MAX_ANSWER)?;
-        answer.stdout = String::from_utf8(bytes)
-            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
+/// A request sent to the daemon, its answers to read.
+struct Exchange<'a> {
+    stream: UnixStream,
+    socket: &'a Path,
+}
+
+impl<'a> Exchange<'a> {
+    fn send(socket: &'a Path, request: &Request) -> Result<Self> {
+        let body = serde_json::to_vec(request).map_err(|e| Error::new(e.to_string()))?;
+        let mut exchange = Exchange {
+            stream: connect(socket)?,
+            socket,
+        };
+        let sent = protocol::write_frame(&mut exchange.stream, &body);
+        sent.map_err(|e| exchange.lost(&e))?;
+        Ok(exchange)
     }
-    Ok(answer)
+
+    /// The next answer, a progress frame or the final one.
+    fn next(&mut self) -> Result<Answer> {
+        let frame =
+            protocol::read_frame(&mut self.stream, MAX_ANSWER).map_err(|e| self.lost(&e))?;
+        serde_json::from_slice(&frame).map_err(|e| self.lost(&e))
+    }
+
+    /// The connection failed once the request was sent.
+    fn lost(&self, e: &dyn std::fmt::Display) -> Error {
+        Error::new(format!(
+            "genv daemon stopped answering on {} ({e}); the command may or may not have been done",
+            crate::state::file::shown(self.socket)
+        ))
+    }
 }
 
 /// The variables a verb may read that are the caller's to decide: genv's

@@ -234,13 +234,7 @@ fn send(pidfd: &Rc<OwnedFd>, signal: Signal) -> std::result::Result<(), Errno> {
 
 /// Whether the process behind a pidfd has exited (the pidfd is readable).
 fn exited(pidfd: &Rc<OwnedFd>) -> bool {
-    use rustix::event::{PollFd, PollFlags, Timespec};
-    let mut fds = [PollFd::new(pidfd, PollFlags::IN)];
-    let now = Timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    matches!(rustix::event::poll(&mut fds, Some(&now)), Ok(n) if n > 0)
+    crate::os::readable_now(pidfd.as_fd())
 }
 
 /// Acts on the report of one `genv enforce` cycle: genv 1.4.3's lines for

@@ -118,18 +118,7 @@ fn owner_of(pid: u32) -> Option<u32> {
     let owner = procs::owner(pid.as_raw_nonzero().get() as u32).ok()?;
     // Still the process the pidfd names: it has not exited (a pidfd
     // becomes readable when its process exits).
-    let mut fds = [rustix::event::PollFd::new(
-        &fd,
-        rustix::event::PollFlags::IN,
-    )];
-    let zero = rustix::event::Timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    match rustix::event::poll(&mut fds, Some(&zero)) {
-        Ok(0) => Some(owner),
-        _ => None,
-    }
+    (!crate::os::readable_now(&fd)).then_some(owner)
 }
 
 fn check_devices(
