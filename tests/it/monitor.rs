@@ -873,19 +873,28 @@ fn a_thousand_idle_connections_neither_stop_nor_starve_it() {
 #[test]
 fn an_accept_without_descriptors_backs_off_and_carries_on() {
     let sb = Sandbox::new();
-    // What the exporter holds open when idle, and then a limit that
-    // leaves it three more: connections run it out of descriptors.
-    let baseline = Monitor::start_limited(&sb, 1024);
-    let held = open_files(baseline.pid());
-    drop(baseline);
-    let monitor = Monitor::start_limited(&sb, u32::try_from(held).unwrap() + 3);
+    // Started as a service is, then its open-files limit lowered to what
+    // it holds now and three more: its connection bound (a quarter of the
+    // limit it started with) no longer keeps it within its descriptors,
+    // and the clients below run it out of them. (Started under so low a
+    // limit, it could not write its Prometheus and Grafana files.)
+    let monitor = Monitor::start_limited(&sb, 1024);
+    let limit = open_files(monitor.pid()) + 3;
+    let lowered = Command::new("prlimit")
+        .args(["--pid", &monitor.pid().to_string()])
+        .arg(format!("--nofile={limit}"))
+        .status()
+        .unwrap();
+    assert!(lowered.success(), "prlimit --pid failed");
     let address = std::net::SocketAddr::from(([127, 0, 0, 1], monitor.port));
-    let idle: Vec<TcpStream> = (0..200)
+    // Sixty: each accept past the limit frees the oldest and waits 50 ms,
+    // so the scrape behind them waits about three seconds.
+    let idle: Vec<TcpStream> = (0..60)
         .filter_map(|_| TcpStream::connect_timeout(&address, Duration::from_secs(5)).ok())
         .collect();
     scrape_within(
         &monitor,
-        Duration::from_secs(30),
+        Duration::from_secs(10),
         "running out of descriptors",
     );
     drop(idle);
