@@ -130,10 +130,16 @@ pub(crate) fn parse(args: Vec<OsString>, out: &mut String) -> std::result::Resul
         .get(1)
         .is_some_and(|a| a == "activate" || a == "deactivate")
         && args.iter().any(|a| a == "--shell");
-    match command()
-        .try_get_matches_from(args)
-        .and_then(|matches| Cli::from_arg_matches(&matches))
-    {
+    // Built once and kept: the daemon parses every request, and building
+    // the definition is most of a parse.
+    static PARSER: std::sync::Mutex<Option<clap::Command>> = std::sync::Mutex::new(None);
+    let matches = {
+        let mut parser = PARSER.lock().unwrap_or_else(|e| e.into_inner());
+        parser
+            .get_or_insert_with(command)
+            .try_get_matches_from_mut(args)
+    };
+    match matches.and_then(|matches| Cli::from_arg_matches(&matches)) {
         Ok(cli) => Ok(cli),
         Err(e) => {
             // A shell function evals what `activate` and `deactivate`

@@ -24,7 +24,7 @@ import stat
 import struct
 import threading
 import time
-from typing import Any, Callable, Dict, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, FrozenSet, Optional, Sequence, Tuple
 
 SOCKET = "genv.sock"
 #: The state folder when ``GENV_TMPDIR`` is unset or empty.
@@ -67,6 +67,11 @@ _START_HINT = (
 )
 
 _HEAD = struct.Struct(">I")
+
+#: How long a request's answer is watched for before the thread sleeps on
+#: the socket: most answers come sooner, and a sleep and the wake-up
+#: after it cost more than the request itself on a virtual machine.
+_SPIN = 0.0003
 _UCRED = struct.Struct("3i")
 
 
@@ -91,6 +96,10 @@ def socket_path() -> Optional[str]:
 
     root = os.environ.get("GENV_TMPDIR") or DEFAULT_TMPDIR
     path = os.path.join(root, SOCKET)
+    idle = _idle
+    if idle is not None and idle.path == path and idle.open_here():
+        # Believed when connected, and root's daemon still holds it open.
+        return path
     try:
         found = os.lstat(path)
         if not stat.S_ISSOCK(found.st_mode) or found.st_uid != 0:
@@ -134,6 +143,40 @@ def _os_error(e: OSError) -> str:
     if e.errno is not None:
         return f"{os.strerror(e.errno)} (os error {e.errno})"
     return str(e)
+
+
+# What ``_variables_json`` last found: the names of the variables sent,
+# for the names the environment had then, and the JSON of recent values.
+_names_seen: Optional[FrozenSet[bytes]] = None
+_names_sent: Tuple[bytes, ...] = ()
+_encoded: Dict[Tuple[bytes, ...], str] = {}
+
+
+def _variables_json() -> str:
+    """``variables()`` as JSON: the SDK sends it with every request, and a
+    process's variables seldom change between two (``CUDA_VISIBLE_DEVICES``
+    goes back and forth), so the names are looked for again only when the
+    environment's names change, and the JSON of the last few values is
+    kept."""
+
+    global _names_seen, _names_sent
+    raw = getattr(os.environ, "_data", None)
+    if not isinstance(raw, dict):
+        return json.dumps(variables(), separators=(",", ":"))
+    names = raw.keys()
+    if _names_seen is None or names != _names_seen:
+        _names_seen = frozenset(names)
+        _names_sent = tuple(
+            key for key in raw if (key[:5] == b"GENV_" or key in _VARIABLES_RAW) and _sent(os.fsdecode(key))
+        )
+    values = tuple(raw[key] for key in _names_sent)
+    text = _encoded.get(values)
+    if text is None:
+        if len(_encoded) >= 8:
+            _encoded.clear()
+        found = {os.fsdecode(key): os.fsdecode(value) for key, value in zip(_names_sent, values)}
+        text = _encoded[values] = json.dumps(found, separators=(",", ":"))
+    return text
 
 
 def variables() -> Dict[str, str]:
@@ -196,17 +239,22 @@ class _Connection:
         self.closed = select.poll()
         self.closed.register(self.sock, select.POLLIN)
 
+    def open_here(self) -> bool:
+        """Whether this process made the connection and the daemon has not
+        closed it (it sends nothing between answers, so anything waiting
+        to be read is its close)."""
+
+        return self.pid == os.getpid() and not self.buffer and not self.closed.poll(0)
+
     def reusable(self, path: str) -> bool:
         """Whether this connection can carry the next request to ``path``:
         same process, same socket, not idle for long, and not closed by
         the daemon (which sends nothing between answers, so anything
         waiting to be read is its close)."""
 
-        if self.pid != os.getpid() or self.path != path:
+        if self.path != path or time.monotonic() - self.used > _IDLE_REUSE:
             return False
-        if time.monotonic() - self.used > _IDLE_REUSE or self.buffer:
-            return False
-        return not self.closed.poll(0)
+        return self.open_here()
 
     def close(self) -> None:
         self.sock.close()
@@ -218,7 +266,8 @@ class _Connection:
 
         # ASCII: a variable that is not UTF-8 goes as escapes the daemon
         # refuses, as it refuses any malformed request.
-        body = json.dumps({"argv": list(argv), "env": variables()}, separators=(",", ":")).encode()
+        argv_json = json.dumps(list(argv), separators=(",", ":"))
+        body = f'{{"argv":{argv_json},"env":{_variables_json()}}}'.encode()
         try:
             self.sock.sendall(_HEAD.pack(len(body)) + body, socket.MSG_NOSIGNAL)
             while True:
@@ -239,12 +288,23 @@ class _Connection:
         except ValueError as e:
             raise _Lost(str(e)) from e
 
+    def _recv_soon(self) -> bytes:
+        """The next bytes: watched for up to ``_SPIN``, then waited for."""
+
+        deadline = time.perf_counter() + _SPIN
+        while True:
+            try:
+                return self.sock.recv(65536, socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                if time.perf_counter() > deadline:
+                    return self.sock.recv(65536)
+
     def _frame(self) -> bytes:
         """The next frame's body: usually one recv holds the whole frame;
         the rest of a long one is read straight into a buffer of its size."""
 
         while len(self.buffer) < _HEAD.size:
-            chunk = self.sock.recv(65536)
+            chunk = self._recv_soon()
             if not chunk:
                 raise _Lost("unexpected end of file" if self.buffer else "the connection was closed")
             self.buffer += chunk

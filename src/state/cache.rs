@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 
 use rustix::fs::AtFlags;
 
-use super::{Devices, Dir, Envs};
+use super::{Devices, Dir, Envs, Hardware};
 
 /// What identifies a version of a file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,11 +46,13 @@ pub(super) struct Entry<T> {
 pub(super) struct Cache {
     envs: Option<Entry<Envs>>,
     devices: Option<Entry<Devices>>,
+    hardware: Option<Entry<Hardware>>,
 }
 
 static CACHE: Mutex<Cache> = Mutex::new(Cache {
     envs: None,
     devices: None,
+    hardware: None,
 });
 
 /// A parsed state file, kept under its key.
@@ -67,6 +69,12 @@ impl Cached for Envs {
 impl Cached for Devices {
     fn slot(cache: &mut Cache) -> &mut Option<Entry<Self>> {
         &mut cache.devices
+    }
+}
+
+impl Cached for Hardware {
+    fn slot(cache: &mut Cache) -> &mut Option<Entry<Self>> {
+        &mut cache.hardware
     }
 }
 

@@ -10,6 +10,7 @@ use std::fs::File;
 use std::io::Write;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use rustix::fs::{AtFlags, FileType, Mode, OFlags};
 use rustix::io::Errno;
@@ -87,6 +88,8 @@ pub struct Dir {
     /// In a folder the daemon serves: what is made here is root's to
     /// write alone (0644, 0755; its private locks 0600).
     locked: bool,
+    /// Whether [`Dir::replace`] left an old file for [`Dir::tidy`].
+    untidy: AtomicBool,
 }
 
 impl Dir {
@@ -181,6 +184,7 @@ impl Dir {
             fd,
             path: path.to_owned(),
             locked,
+            untidy: AtomicBool::new(false),
         })
     }
 
@@ -207,6 +211,7 @@ impl Dir {
                         fd,
                         path,
                         locked: self.locked,
+                        untidy: AtomicBool::new(false),
                     });
                 }
                 Err(Errno::NOENT) => continue,
@@ -264,6 +269,7 @@ impl Dir {
                             fd,
                             path,
                             locked: self.locked,
+                            untidy: AtomicBool::new(false),
                         });
                     }
                 }
@@ -313,6 +319,7 @@ impl Dir {
             fd,
             path: path.to_owned(),
             locked: false,
+            untidy: AtomicBool::new(false),
         })
     }
 
@@ -325,6 +332,7 @@ impl Dir {
             fd,
             path: self.join(name),
             locked: self.locked,
+            untidy: AtomicBool::new(false),
         })
     }
 
@@ -533,9 +541,17 @@ impl Dir {
     /// is worth nothing for these two: they describe running processes,
     /// which that ends. The other files (the monitor's configuration, the
     /// enforcement counts, the hardware record) keep the plain rename.
+    ///
+    /// In the daemon, the old file stays under `from` until [`Dir::tidy`],
+    /// which it runs once it has answered: removing a file and making one
+    /// are most of a change's cost.
     fn replace(&self, from: &str, to: &str) -> rustix::io::Result<()> {
         use rustix::fs::RenameFlags;
         match rustix::fs::renameat_with(&self.fd, from, &self.fd, to, RenameFlags::EXCHANGE) {
+            Ok(()) if locked_down() => {
+                self.untidy.store(true, Ordering::Relaxed);
+                Ok(())
+            }
             Ok(()) => {
                 let _ = rustix::fs::unlinkat(&self.fd, from, AtFlags::empty());
                 Ok(())
@@ -557,7 +573,16 @@ impl Dir {
     }
 
     fn write_new_mode(&self, name: &str, bytes: &[u8], replace: bool, mode: u32) -> Result<()> {
-        let fd = match create_exclusive(self.fd(), name, mode) {
+        let spare = if replace && self.locked {
+            self.spare(name, mode)
+        } else {
+            None
+        };
+        let made = match spare {
+            Some(fd) => Ok(fd),
+            None => create_exclusive(self.fd(), name, mode),
+        };
+        let fd = match made {
             Err(Errno::EXIST) if replace => {
                 rustix::fs::unlinkat(&self.fd, name, AtFlags::empty()).or_else(|e| match e {
                     // A folder planted under the temporary name.
@@ -578,6 +603,58 @@ impl Dir {
             return Err(Error::io(self.join(name), e));
         }
         Ok(())
+    }
+
+    /// The empty file [`Dir::tidy`] left at `name` for the next write:
+    /// this process's, regular, of `mode`, with no other name and never
+    /// written. Only in a folder the daemon serves, where no one but root
+    /// makes names; anything else there is removed and made anew.
+    fn spare(&self, name: &str, mode: u32) -> Option<OwnedFd> {
+        let flags = OFlags::WRONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
+        let fd = rustix::fs::openat(&self.fd, name, flags, Mode::empty()).ok()?;
+        let stat = rustix::fs::fstat(&fd).ok()?;
+        let spare = FileType::from_raw_mode(stat.st_mode) == FileType::RegularFile
+            && stat.st_uid == rustix::process::geteuid().as_raw()
+            && stat.st_nlink == 1
+            && stat.st_size == 0
+            && stat.st_mode & 0o7777 == mode;
+        spare.then_some(fd)
+    }
+
+    /// After [`Dir::replace`] left old files under the temporary names of
+    /// `names` (in a folder the daemon serves): removes them and leaves an
+    /// empty file at each for the next write to fill. To run under the
+    /// lock that writers of these files take, after the answer is sent.
+    pub fn tidy(&self, names: &[&str]) {
+        self.tidy_with(names, || Some(()));
+    }
+
+    /// [`Dir::tidy`], when there is something to tidy, under what `lock`
+    /// takes (nothing is done when it cannot be taken).
+    pub fn tidy_with<T>(&self, names: &[&str], lock: impl FnOnce() -> Option<T>) {
+        if !self.untidy.load(Ordering::Relaxed) {
+            return;
+        }
+        let Some(_held) = lock() else {
+            return;
+        };
+        if !self.untidy.swap(false, Ordering::Relaxed) {
+            return;
+        }
+        let mode = self.file_mode();
+        for name in names {
+            let tmp = format!(".{name}.tmp");
+            match rustix::fs::statat(&self.fd, &tmp, AtFlags::SYMLINK_NOFOLLOW) {
+                Ok(stat) if stat.st_size == 0 && stat.st_nlink == 1 => continue,
+                Ok(_) => {
+                    if rustix::fs::unlinkat(&self.fd, &tmp, AtFlags::empty()).is_err() {
+                        continue;
+                    }
+                }
+                Err(_) => {}
+            }
+            let _ = create_exclusive(self.fd(), &tmp, mode);
+        }
     }
 
     /// Saves `bytes` (entries of `name` that could not be read) in a new
@@ -658,28 +735,13 @@ impl Dir {
     /// place is moved aside.
     pub fn open_lock(&self, name: &str) -> Result<OwnedFd> {
         let path = self.join(name);
+        let open = |access: OFlags| {
+            let flags =
+                access | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC;
+            rustix::fs::openat(&self.fd, name, flags, Mode::empty())
+        };
         for _ in 0..ATTEMPTS {
-            let create =
-                OFlags::RDWR | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-            match rustix::fs::openat(
-                &self.fd,
-                name,
-                create,
-                Mode::from_raw_mode(self.lock_mode(name)),
-            ) {
-                Ok(fd) => {
-                    rustix::fs::fchmod(&fd, Mode::from_raw_mode(self.lock_mode(name)))
-                        .map_err(|e| Error::io(&path, e.into()))?;
-                    return Ok(fd);
-                }
-                Err(Errno::EXIST) => {}
-                Err(e) => return Err(Error::io(&path, e.into())),
-            }
-            let open = |access: OFlags| {
-                let flags =
-                    access | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC;
-                rustix::fs::openat(&self.fd, name, flags, Mode::empty())
-            };
+            // Usually there: opened first, made when missing.
             let opened = match open(OFlags::RDWR) {
                 Err(Errno::ACCESS | Errno::ROFS) => open(OFlags::RDONLY),
                 other => other,
@@ -689,7 +751,24 @@ impl Dir {
                     None => return Ok(fd),
                     Some(what) => what,
                 },
-                Err(Errno::NOENT) => continue,
+                Err(Errno::NOENT) => {
+                    let create = OFlags::RDWR
+                        | OFlags::CREATE
+                        | OFlags::EXCL
+                        | OFlags::NOFOLLOW
+                        | OFlags::CLOEXEC;
+                    let mode = Mode::from_raw_mode(self.lock_mode(name));
+                    match rustix::fs::openat(&self.fd, name, create, mode) {
+                        Ok(fd) => {
+                            rustix::fs::fchmod(&fd, mode)
+                                .map_err(|e| Error::io(&path, e.into()))?;
+                            return Ok(fd);
+                        }
+                        // Made by another process meanwhile.
+                        Err(Errno::EXIST) => continue,
+                        Err(e) => return Err(Error::io(&path, e.into())),
+                    }
+                }
                 Err(Errno::LOOP) => "a symbolic link",
                 Err(Errno::ISDIR) => "a folder",
                 Err(Errno::NXIO) => "a socket",

@@ -156,9 +156,7 @@ impl StateDir {
     pub fn survey<'b>(&self, backend: &'b dyn DeviceBackend, force: bool) -> Result<Survey<'b>> {
         let root = self.root_dir()?;
         let fingerprint = backend.fingerprint();
-        let hardware = root
-            .peek(HARDWARE_FILE)
-            .and_then(|b| serde_json::from_slice::<Hardware>(&b).ok());
+        let hardware = Hardware::recorded(root, |root| root.peek(HARDWARE_FILE));
         let needed = force
             || !root.has(DEVICES_FILE)
             || (hardware.is_none() && lists_no_devices(root))
@@ -222,6 +220,17 @@ impl StateDir {
             before: Before::default(),
             changing: false,
         })
+    }
+
+    /// Where the daemon serves the folder: removes the files that changes
+    /// replaced, and readies new ones for the next, under the daemon's
+    /// lock ([`Dir::tidy`]). The daemon runs it after answering.
+    pub fn tidy(&self) {
+        if let Ok(root) = self.root_dir() {
+            root.tidy_with(&[ENVS_FILE, DEVICES_FILE], || {
+                StateDir::lock_file(root, DAEMON_LOCK_FILE, FlockOperation::LockExclusive).ok()
+            });
+        }
     }
 
     /// The socket of a daemon that serves this folder, when one is there
@@ -295,9 +304,27 @@ struct Before {
     devices: Option<Devices>,
 }
 
-#[derive(Debug, Default, Serialize, Deserialize)]
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
 struct Hardware {
     fingerprint: Option<String>,
+}
+
+impl Hardware {
+    /// The record in `hardware.json`, as `read` reads it; in the daemon,
+    /// as last parsed while the file is the same.
+    fn recorded(root: &Dir, read: impl FnOnce(&Dir) -> Option<Vec<u8>>) -> Option<Hardware> {
+        let key = file::locked_down()
+            .then(|| cache::Key::of(root, HARDWARE_FILE))
+            .flatten();
+        if let Some(kept) = key.and_then(cache::get::<Hardware>) {
+            return Some((*kept).clone());
+        }
+        let hardware = serde_json::from_slice::<Hardware>(&read(root)?).ok()?;
+        if let Some(key) = key {
+            cache::put(key, Arc::new(hardware.clone()));
+        }
+        Some(hardware)
+    }
 }
 
 /// The hardware as [`StateDir::survey`] found it before the lock: the
@@ -487,12 +514,8 @@ impl Transaction<'_> {
     pub fn reconcile(&mut self, survey: &Survey<'_>) -> Result<&Devices> {
         if !self.reconciled {
             self.load_devices()?;
-            let stored = self
-                .root
-                .read(HARDWARE_FILE)
-                .ok()
-                .flatten()
-                .and_then(|b| serde_json::from_slice::<Hardware>(&b).ok());
+            let stored =
+                Hardware::recorded(self.root, |root| root.read(HARDWARE_FILE).ok().flatten());
             let tracked = self.devices.as_mut().expect("loaded above");
             let recorded = stored.as_ref().and_then(|h| h.fingerprint.as_ref());
             // An empty list that no survey wrote (no hardware record) was

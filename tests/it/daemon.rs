@@ -118,6 +118,34 @@ fn taking_over_a_file_mode_folder_keeps_alices_state() {
     assert!(devices.stdout.starts_with("0,a1,"), "{devices:?}");
 }
 
+/// A reader that opened `devices.json` before some changes (genv 1.4.3
+/// taking a snapshot, a slow `nvidia-smi`) reads the version it opened,
+/// whole, however many changes the daemon puts in place meanwhile: the
+/// daemon never writes into a file that was once in place.
+#[test]
+fn a_reader_keeps_the_version_it_opened_across_changes() {
+    let Served {
+        sb,
+        daemon: _daemon,
+        alice: _alice,
+    } = served();
+    let before = sb.read("devices.json");
+    let mut opened = std::fs::File::open(sb.file("devices.json")).unwrap();
+    for _ in 0..3 {
+        sb.run_as(ALICE, &["devices", "detach", "--eid", "a1"]).ok();
+        sb.run_as(ALICE, &["devices", "attach", "--eid", "a1", "--index", "1"])
+            .ok();
+    }
+    let mut read = String::new();
+    opened.read_to_string(&mut read).unwrap();
+    assert_eq!(read, before, "the version opened, as it was");
+    let after = sb
+        .run_as(ALICE, &["devices", "ps", "--format", "csv", "--no-header"])
+        .ok();
+    assert!(after.stdout.contains("1,a1,"), "{after:?}");
+    assert_ne!(sb.read("devices.json"), before, "the changes are in place");
+}
+
 #[test]
 fn alice_works_in_her_shell_through_the_daemon() {
     let sb = Sandbox::multi_user();
