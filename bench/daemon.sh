@@ -26,8 +26,10 @@
 #   shim    the nvidia-smi shim (bench/shim.sh's setup) in a folder the
 #           daemon serves and in one it does not, as root (who takes the
 #           daemon's lock) and as uid 47101 through setpriv (who reads
-#           without it), beside the bare stand-in run the same way;
-#           SHIM_RUNS rounds (default 500)
+#           without it), beside the bare stand-in run the same way and
+#           the floor of any wrapper (bench/wrapfloor.rs, built as
+#           genv-static is: the stand-in run through a pipe, its output
+#           copied); SHIM_RUNS rounds (default 500)
 #   sdk     bench/sdk_daemon.py with this genv (SDK_PAIRS pairs a round)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -48,6 +50,10 @@ wants() { [[ " $PARTS " == *" $1 "* ]]; }
 
 cargo build --release --quiet --bin nvidia-smi-sim --example floor --example interleave --example txfloor
 scripts/build-static --release >/dev/null
+host=$(rustc -vV | sed -n 's/^host: //p')
+RUSTFLAGS="-C target-feature=+crt-static -C debuginfo=0" \
+    cargo build --quiet --profile dist --target "$host" --example wrapfloor
+wrapfloor=$PWD/target/$host/dist/examples/wrapfloor
 ours=$PWD/target/release/genv-static
 floor=$PWD/target/release/examples/floor
 txfloor=$PWD/target/release/examples/txfloor
@@ -300,21 +306,24 @@ if wants shim; then
     echo
     echo "nvidia-smi shim (table), $SHIM_RUNS rounds interleaved, ms median (min–max):"
     echo
-    echo "| as | bare stand-in | shim, files | shim, daemon's folder | shim adds, files | shim adds, daemon's folder |"
-    echo "|---|---:|---:|---:|---:|---:|"
+    echo "| as | bare stand-in | wrapper floor | shim, files | shim, daemon's folder | floor adds | shim adds, files | shim adds, daemon's folder |"
+    echo "|---|---:|---:|---:|---:|---:|---:|---:|"
     for who in root user; do
         run_as=""
         [[ $who == user ]] && run_as="HOME=$work/home $as_user"
         mapfile -t t < <(GENV_ENVIRONMENT_ID=bench GENV_MOCK_COMPUTE_APPS_PROCESS_NAME=benchjob \
             PATH="$work/real:/usr/bin:/bin" GENV_TMPDIR=$shim_files INTERLEAVE_TSV=1 \
-            "$interleave" "$SHIM_RUNS" "$run_as $work/real/nvidia-smi" "$run_as $work/shims/nvidia-smi" \
+            "$interleave" "$SHIM_RUNS" "$run_as $work/real/nvidia-smi" \
+            "$run_as $wrapfloor $work/real/nvidia-smi" "$run_as $work/shims/nvidia-smi" \
             "GENV_TMPDIR=$shim_served $run_as $work/shims/nvidia-smi")
         read -r -a bare <<<"${t[0]}"
-        read -r -a fil <<<"${t[1]}"
-        read -r -a dae <<<"${t[2]}"
+        read -r -a wrap <<<"${t[1]}"
+        read -r -a fil <<<"${t[2]}"
+        read -r -a dae <<<"${t[3]}"
         label=root
         [[ $who == user ]] && label="uid $USER_UID (setpriv)"
-        echo "| $label | $(cell "${bare[@]}") | $(cell "${fil[@]}") | $(cell "${dae[@]}") |" \
+        echo "| $label | $(cell "${bare[@]}") | $(cell "${wrap[@]}") | $(cell "${fil[@]}") |" \
+            "$(cell "${dae[@]}") | $(minus "${wrap[0]}" "${bare[0]}") ms |" \
             "$(minus "${fil[0]}" "${bare[0]}") ms | $(minus "${dae[0]}" "${bare[0]}") ms |"
     done
 fi

@@ -44,26 +44,43 @@ pub(crate) enum Attached {
 /// The environment's GPUs: `CUDA_VISIBLE_DEVICES` when set (activation
 /// keeps it current), otherwise the attachments in the state folder.
 pub(crate) fn attached(dir: &StateDir, eid: &str) -> Attached {
+    attached_and_pids(dir, eid).0
+}
+
+/// [`attached`], and the pids `envs.json` lists for the environment when
+/// the state was read for its GPUs (one read serves both).
+pub(crate) fn attached_and_pids(dir: &StateDir, eid: &str) -> (Attached, Option<Vec<i64>>) {
     match get(ev::CUDA_VISIBLE_DEVICES) {
-        Some(value) => Attached::Devices(
-            crate::cuda::visible_devices(&value)
-                .iter()
-                .map(ToString::to_string)
-                .collect(),
+        Some(value) => (
+            Attached::Devices(
+                crate::cuda::visible_devices(&value)
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect(),
+            ),
+            None,
         ),
-        None => attached_from_state(dir, eid).unwrap_or(Attached::Unknown),
+        None => match attached_from_state(dir, eid) {
+            Some((attached, pids)) => (attached, Some(pids)),
+            None => (Attached::Unknown, None),
+        },
     }
 }
 
-fn attached_from_state(dir: &StateDir, eid: &str) -> Option<Attached> {
+fn attached_from_state(dir: &StateDir, eid: &str) -> Option<(Attached, Vec<i64>)> {
     if !dir.path("devices.json").is_file() {
         return None;
     }
     let mut transaction = dir.transaction(LoadOptions::default()).ok()?;
-    let devices = transaction.devices().ok()?;
+    let (envs, devices) = transaction.envs_and_devices().ok()?;
     let indices = devices.indices_of(eid);
-    Some(Attached::Devices(
-        indices.into_iter().map(|i| i.to_string()).collect(),
+    let pids = envs
+        .get(eid)
+        .map(|env| env.pids.clone())
+        .unwrap_or_default();
+    Some((
+        Attached::Devices(indices.into_iter().map(|i| i.to_string()).collect()),
+        pids,
     ))
 }
 

@@ -49,6 +49,12 @@ impl<'a> Membership<'a> {
         }
     }
 
+    /// With the environment's pids already read from `envs.json`.
+    fn registered(mut self, pids: Option<Vec<i64>>) -> Self {
+        self.registered = pids;
+        self
+    }
+
     pub(crate) fn contains(&mut self, pid: u32) -> bool {
         if let Some(&known) = self.known.get(&pid) {
             return known;
@@ -90,7 +96,8 @@ pub(crate) fn run(args: Vec<OsString>, ctx: &mut Context) -> Result<Exit> {
         return Err(exec::exec(&real, &args));
     };
     let args = super::Args::new(args);
-    let planned = plan(args.text(), &super::attached(&ctx.dir, &eid));
+    let (attached, registered) = super::attached_and_pids(&ctx.dir, &eid);
+    let planned = plan(args.text(), &attached);
     let to_run = match &planned {
         Plan::Exec(planned) | Plan::Table(planned) => planned,
         Plan::ComputeApps(filter) => &filter.args,
@@ -116,7 +123,7 @@ pub(crate) fn run(args: Vec<OsString>, ctx: &mut Context) -> Result<Exit> {
             })
         }
         Plan::ComputeApps(filter) => {
-            let mut members = Membership::new(&dir, &eid);
+            let mut members = Membership::new(&dir, &eid).registered(registered);
             let mut first = true;
             pipe(ctx, &real, &to_run, |line, out| {
                 let kept = filter.line(&line, first, &mut |pid| members.contains(pid));
@@ -129,7 +136,7 @@ pub(crate) fn run(args: Vec<OsString>, ctx: &mut Context) -> Result<Exit> {
             })
         }
         Plan::Table(_) => {
-            let mut members = Membership::new(&dir, &eid);
+            let mut members = Membership::new(&dir, &eid).registered(registered);
             let cap = Cap::from_env();
             let mut accounted = || cap.as_ref().and_then(|_| accounted(&dir, &eid));
             let mut frames = Frames::default();
