@@ -46,7 +46,15 @@ _FORWARDED = frozenset({"attach", "deactivate", "detach", "devices", "envs", "st
 #: The variables a verb may read that are the caller's to decide, besides
 #: ``GENV_*`` (the binary's ``daemon::client::variables``).
 _VARIABLES = frozenset(
-    {"CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES", "LD_PRELOAD", "HOME", "XDG_CACHE_HOME"}
+    {
+        "CUDA_VISIBLE_DEVICES",
+        "NVIDIA_VISIBLE_DEVICES",
+        "LD_PRELOAD",
+        "HOME",
+        "XDG_CACHE_HOME",
+        "XDG_DATA_HOME",
+        "JUPYTER_RUNTIME_DIR",
+    }
 )
 _VARIABLES_RAW = frozenset(os.fsencode(name) for name in _VARIABLES)
 #: ``GENV_*`` variables that stay the daemon's own (``caller::daemon_owns``).

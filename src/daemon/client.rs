@@ -249,6 +249,8 @@ fn variables() -> std::collections::HashMap<String, String> {
                         | "LD_PRELOAD"
                         | "HOME"
                         | "XDG_CACHE_HOME"
+                        | "XDG_DATA_HOME"
+                        | "JUPYTER_RUNTIME_DIR"
                 )
         })
         .filter(|(name, _)| !crate::caller::daemon_owns(name))

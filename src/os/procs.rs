@@ -1,6 +1,7 @@
 //! What genv asks the operating system about processes and users.
 
-use std::path::PathBuf;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
 
 use rustix::io::Errno;
 use rustix::process::Pid;
@@ -80,9 +81,19 @@ pub fn user_label(uid: u32) -> String {
 /// `kernel-<id>.json` is in a Jupyter runtime folder, the caller's
 /// (`$JUPYTER_RUNTIME_DIR`, `$XDG_DATA_HOME` or `~/.local/share`) or the
 /// environment owner's. Unlike genv 1.4.3 this starts no `jupyter` process.
+///
+/// Inside `genv daemon`, which looks as root, a client's variables say
+/// where its own kernels are and nothing of another user's: they count
+/// only for the client's own environments, and only where the folder is
+/// the client's. Another user's request finds no kernel gone: only the
+/// owner's requests and root's may end an environment for its kernel.
 pub fn kernel_alive(owner_uid: i64, kernel_id: &str) -> bool {
     if kernel_id.is_empty() || kernel_id.contains('/') {
         return false;
+    }
+    let client = crate::caller::remote().then(crate::caller::uid);
+    if client.is_some_and(|uid| uid != 0 && i64::from(uid) != owner_uid) {
+        return true;
     }
     let file = format!("kernel-{kernel_id}.json");
     runtime_dirs(owner_uid)
@@ -91,20 +102,37 @@ pub fn kernel_alive(owner_uid: i64, kernel_id: &str) -> bool {
 }
 
 fn runtime_dirs(owner_uid: i64) -> Vec<PathBuf> {
+    use crate::env_vars::get;
     let mut dirs = Vec::new();
-    if let Some(dir) = std::env::var_os("JUPYTER_RUNTIME_DIR") {
-        dirs.push(PathBuf::from(dir));
-    }
-    if let Some(data) = std::env::var_os("XDG_DATA_HOME") {
-        dirs.push(PathBuf::from(data).join("jupyter/runtime"));
-    }
-    if let Some(home) = std::env::var_os("HOME") {
-        dirs.push(PathBuf::from(home).join(".local/share/jupyter/runtime"));
+    // A client of the daemon other than root: its own folders only.
+    let client = crate::caller::remote()
+        .then(crate::caller::uid)
+        .filter(|&uid| uid != 0);
+    if client.is_none_or(|uid| i64::from(uid) == owner_uid) {
+        let mut said = Vec::new();
+        if let Some(dir) = get("JUPYTER_RUNTIME_DIR") {
+            said.push(PathBuf::from(dir));
+        }
+        if let Some(data) = get("XDG_DATA_HOME") {
+            said.push(PathBuf::from(data).join("jupyter/runtime"));
+        }
+        if let Some(home) = get("HOME") {
+            said.push(PathBuf::from(home).join(".local/share/jupyter/runtime"));
+        }
+        dirs.extend(
+            said.into_iter()
+                .filter(|dir| client.is_none_or(|uid| owned_by(dir, uid))),
+        );
     }
     if let Some((_, home)) = u32::try_from(owner_uid).ok().and_then(user_entry) {
         dirs.push(home.join(".local/share/jupyter/runtime"));
     }
     dirs
+}
+
+/// Whether `dir` is a folder of `uid`'s (not followed through a link).
+fn owned_by(dir: &Path, uid: u32) -> bool {
+    std::fs::symlink_metadata(dir).is_ok_and(|meta| meta.is_dir() && meta.uid() == uid)
 }
 
 /// The first argument of a process's command line (`/proc/<pid>/cmdline`).

@@ -146,6 +146,79 @@ fn a_reader_keeps_the_version_it_opened_across_changes() {
     assert_ne!(sb.read("devices.json"), before, "the changes are in place");
 }
 
+/// What the VS Code and JupyterLab extensions run (tests/it/extensions.rs),
+/// run by alice where the daemon serves the folder; her kernels' folder
+/// is hers to name, and names nothing for mallory's environments.
+#[test]
+fn the_editor_extensions_work_for_alice_through_the_daemon() {
+    let sb = Sandbox::multi_user();
+    let _daemon = Daemon::start(&sb);
+    let vscode = bash_as(
+        &sb,
+        ALICE,
+        &format!(
+            r#"set -e
+genv >/dev/null
+genv envs activate --pid $$ --eid vs1 --uid {ALICE} --username alice
+genv envs config --eid vs1 name --name "my notebook"
+genv envs config --eid vs1 gpus --count 1
+genv envs ps --format csv --no-header --timestamp | cut -d, -f1-3
+genv devices attach --eid vs1 --count 1
+genv devices ps --format csv --no-header --timestamp | cut -d, -f1-3
+genv devices detach --eid vs1
+"#
+        ),
+    )
+    .ok();
+    assert_eq!(
+        vscode.stdout,
+        format!("vs1,alice({ALICE}),my notebook\n0\n0,vs1,my notebook\n1,,\n\n"),
+        "{vscode:?}"
+    );
+
+    // Her Jupyter server keeps its kernels in a folder of its own.
+    let jupyter = format!(
+        r#"set -e
+export JUPYTER_RUNTIME_DIR=$HOME/runtime
+mkdir -p "$JUPYTER_RUNTIME_DIR"
+echo '{{}}' > "$JUPYTER_RUNTIME_DIR/kernel-k-123.json"
+genv envs activate --eid nb1 --uid {ALICE} --kernel-id k-123
+genv envs find --kernel-id k-123
+genv envs config --eid nb1 gpus --count 1
+genv devices attach --eid nb1
+genv devices find --eid nb1
+genv envs ps --format csv --no-header | cut -d, -f1
+"#
+    );
+    let run = bash_as(&sb, ALICE, &jupyter).ok();
+    assert_eq!(run.stdout, "nb1\n0\n0\nnb1\n", "{run:?}");
+    // Mallory's variables point at alice's kernels: not for her
+    // environment, which goes at once.
+    let mallory = bash_as(
+        &sb,
+        MALLORY,
+        &format!(
+            r#"export JUPYTER_RUNTIME_DIR={runtime}
+genv envs activate --eid m1 --uid {MALLORY} --kernel-id k-123
+genv envs ps --format csv --no-header | cut -d, -f1"#,
+            runtime = sb.home_of(ALICE).join("runtime").display()
+        ),
+    )
+    .ok();
+    assert_eq!(mallory.stdout, "nb1\n", "{mallory:?}");
+    // The kernel ends: its connection file goes, and so does nb1.
+    let ended = bash_as(
+        &sb,
+        ALICE,
+        r#"export JUPYTER_RUNTIME_DIR=$HOME/runtime
+rm "$JUPYTER_RUNTIME_DIR/kernel-k-123.json"
+genv envs find --kernel-id k-123
+genv devices find --eid nb1"#,
+    )
+    .ok();
+    assert_eq!(ended.stdout, "\n", "{ended:?}");
+}
+
 #[test]
 fn alice_works_in_her_shell_through_the_daemon() {
     let sb = Sandbox::multi_user();
