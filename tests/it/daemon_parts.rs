@@ -144,6 +144,46 @@ fn genv_remote_on_a_host_goes_through_its_daemon() {
     assert_eq!(host.snapshot_files(), before);
 }
 
+/// `genv remote` of genv 1.4.3, run from a machine with the reference
+/// installed: what it runs on the host (`genv usage snapshot`) goes
+/// through the host's daemon, and what it shows is the daemon's state.
+#[test]
+fn genv_1_4_3_remote_reads_a_host_through_its_daemon() {
+    let ServedHost { daemon, fleet } = served_host();
+    let host = fleet.host("served");
+    let job = crate::common::Sleeper::new();
+    host.activate_env("train", job.pid()).ok();
+    host.config_name("train", "train").ok();
+    host.attach("train", 1).ok();
+
+    let run = fleet.remote_of_reference(&["-H", "served", "devices"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let rows: Vec<Vec<&str>> = run
+        .stdout
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert!(
+        rows.iter().any(|r| r.as_slice() == ["served", "3", "2"]),
+        "the daemon's 3 GPUs, one attached: {run:?}"
+    );
+    let run = fleet.remote_of_reference(&["-H", "served", "envs"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(
+        run.stdout.lines().any(|l| l
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .starts_with(&["served", "train", "alice", "train"])),
+        "alice's environment: {run:?}"
+    );
+    assert!(
+        run.stdout.contains("Total 1 environments on 1 hosts"),
+        "{run:?}"
+    );
+    assert_served(&host.state(), &daemon);
+    assert_files_root_s(&host.state());
+}
+
 /// Root's enforcement across hosts: each host's snapshot from its daemon,
 /// the report executed there by root's `genv usage execute`, which writes
 /// under the daemon's lock and must leave the files as the daemon keeps

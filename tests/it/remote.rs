@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use crate::common::{GENV, Run, Sandbox, Sleeper};
 
 const SSHD: &str = "/usr/sbin/sshd";
+const SSH: &str = "/usr/bin/ssh";
 
 /// What a host runs as `genv`.
 #[derive(Clone, Copy)]
@@ -243,13 +244,47 @@ impl Fleet {
 
     pub fn remote(&self, args: &[&str], stdin: &str) -> Run {
         let mut cmd = Command::new(GENV);
+        cmd.env("GENV_SSH", format!("ssh -F {}", self.config.display()));
+        self.run_remote(cmd, args, stdin)
+    }
+
+    /// `genv remote ARGS` of genv 1.4.3, as a machine with the reference
+    /// installed runs it: `ssh` from `PATH`, here one that reads the
+    /// fleet's configuration.
+    pub fn remote_of_reference(&self, args: &[&str]) -> Run {
+        let bin = self.dir.path().join("ssh-bin");
+        std::fs::create_dir_all(&bin).unwrap();
+        let ssh = bin.join("ssh");
+        std::fs::write(
+            &ssh,
+            format!(
+                "#!/bin/sh\nexec {SSH} -F {} \"$@\"\n",
+                self.config.display()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&ssh, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        let mut cmd = Command::new(Path::new(&reference_bin()).join("genv"));
+        cmd.env(
+            "PATH",
+            format!(
+                "{}:{}:{}",
+                bin.display(),
+                reference_bin(),
+                std::env::var("PATH").unwrap_or_default()
+            ),
+        );
+        self.run_remote(cmd, args, "")
+    }
+
+    fn run_remote(&self, mut cmd: Command, args: &[&str], stdin: &str) -> Run {
         cmd.arg("remote").args(args);
         for (name, _) in std::env::vars() {
-            if name.starts_with("GENV_") {
+            if name.starts_with("GENV_") && name != "GENV_SSH" {
                 cmd.env_remove(name);
             }
         }
-        cmd.env("GENV_SSH", format!("ssh -F {}", self.config.display()));
         let mut child = cmd
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
