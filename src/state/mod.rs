@@ -224,11 +224,18 @@ impl StateDir {
 
     /// Where the daemon serves the folder: removes the files that changes
     /// replaced, and readies new ones for the next, under the daemon's
-    /// lock ([`Dir::tidy`]). The daemon runs it after answering.
+    /// lock ([`Dir::tidy`]). The daemon runs it after answering, when the
+    /// lock is free: while others wait for it, their changes remove and
+    /// make the files themselves, as a change does outside the daemon.
     pub fn tidy(&self) {
         if let Ok(root) = self.root_dir() {
             root.tidy_with(&[ENVS_FILE, DEVICES_FILE], || {
-                StateDir::lock_file(root, DAEMON_LOCK_FILE, FlockOperation::LockExclusive).ok()
+                StateDir::lock_file(
+                    root,
+                    DAEMON_LOCK_FILE,
+                    FlockOperation::NonBlockingLockExclusive,
+                )
+                .ok()
             });
         }
     }
