@@ -75,12 +75,12 @@ _START_HINT = (
 )
 
 _HEAD = struct.Struct(">I")
+_UCRED = struct.Struct("3i")
 
 #: How long a request's answer is watched for before the thread sleeps on
 #: the socket: most answers come sooner, and a sleep and the wake-up
 #: after it cost more than the request itself on a virtual machine.
 _SPIN = 0.0003
-_UCRED = struct.Struct("3i")
 
 
 def forwards(args: Sequence[str]) -> bool:
@@ -174,9 +174,7 @@ def _variables_json() -> str:
     names = raw.keys()
     if _names_seen is None or names != _names_seen:
         _names_seen = frozenset(names)
-        _names_sent = tuple(
-            key for key in raw if (key[:5] == b"GENV_" or key in _VARIABLES_RAW) and _sent(os.fsdecode(key))
-        )
+        _names_sent = tuple(key for key in raw if _sent_raw(key))
     values = tuple(raw[key] for key in _names_sent)
     text = _encoded.get(values)
     if text is None:
@@ -190,18 +188,14 @@ def _variables_json() -> str:
 def variables() -> Dict[str, str]:
     """The process's variables the daemon takes from its client."""
 
-    # os.environ's own bytes, decoded only for the few that are sent:
-    # decoding every variable would cost more than the request itself.
-    raw = getattr(os.environ, "_data", None)
-    if not isinstance(raw, dict):
-        return {name: value for name, value in os.environ.items() if _sent(name)}
-    found = {}
-    for key, value in raw.items():
-        if key[:5] == b"GENV_" or key in _VARIABLES_RAW:
-            name = os.fsdecode(key)
-            if _sent(name):
-                found[name] = os.fsdecode(value)
-    return found
+    return {name: value for name, value in os.environ.items() if _sent(name)}
+
+
+def _sent_raw(key: bytes) -> bool:
+    """``_sent`` for a name as os.environ keeps it, decoded only when it
+    may be sent: decoding every name would cost more than the request."""
+
+    return (key[:5] == b"GENV_" or key in _VARIABLES_RAW) and _sent(os.fsdecode(key))
 
 
 def _sent(name: str) -> bool:

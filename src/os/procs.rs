@@ -91,39 +91,35 @@ pub fn kernel_alive(owner_uid: i64, kernel_id: &str) -> bool {
     if kernel_id.is_empty() || kernel_id.contains('/') {
         return false;
     }
-    let client = crate::caller::remote().then(crate::caller::uid);
-    if client.is_some_and(|uid| uid != 0 && i64::from(uid) != owner_uid) {
+    // A client of the daemon other than root.
+    let client = crate::caller::remote()
+        .then(crate::caller::uid)
+        .filter(|&uid| uid != 0);
+    if client.is_some_and(|uid| i64::from(uid) != owner_uid) {
         return true;
     }
     let file = format!("kernel-{kernel_id}.json");
-    runtime_dirs(owner_uid)
+    runtime_dirs(owner_uid, client)
         .iter()
         .any(|dir| dir.join(&file).exists())
 }
 
-fn runtime_dirs(owner_uid: i64) -> Vec<PathBuf> {
+/// Where the kernels of `owner_uid` may be: the folders the variables
+/// name (for a `client` of the daemon, only those that are its own), and
+/// the owner's home's.
+fn runtime_dirs(owner_uid: i64, client: Option<u32>) -> Vec<PathBuf> {
     use crate::env_vars::get;
     let mut dirs = Vec::new();
-    // A client of the daemon other than root: its own folders only.
-    let client = crate::caller::remote()
-        .then(crate::caller::uid)
-        .filter(|&uid| uid != 0);
-    if client.is_none_or(|uid| i64::from(uid) == owner_uid) {
-        let mut said = Vec::new();
-        if let Some(dir) = get("JUPYTER_RUNTIME_DIR") {
-            said.push(PathBuf::from(dir));
-        }
-        if let Some(data) = get("XDG_DATA_HOME") {
-            said.push(PathBuf::from(data).join("jupyter/runtime"));
-        }
-        if let Some(home) = get("HOME") {
-            said.push(PathBuf::from(home).join(".local/share/jupyter/runtime"));
-        }
-        dirs.extend(
-            said.into_iter()
-                .filter(|dir| client.is_none_or(|uid| owned_by(dir, uid))),
-        );
+    if let Some(dir) = get("JUPYTER_RUNTIME_DIR") {
+        dirs.push(PathBuf::from(dir));
     }
+    if let Some(data) = get("XDG_DATA_HOME") {
+        dirs.push(PathBuf::from(data).join("jupyter/runtime"));
+    }
+    if let Some(home) = get("HOME") {
+        dirs.push(PathBuf::from(home).join(".local/share/jupyter/runtime"));
+    }
+    dirs.retain(|dir| client.is_none_or(|uid| owned_by(dir, uid)));
     if let Some((_, home)) = u32::try_from(owner_uid).ok().and_then(user_entry) {
         dirs.push(home.join(".local/share/jupyter/runtime"));
     }

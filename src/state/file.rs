@@ -613,25 +613,16 @@ impl Dir {
         let flags = OFlags::WRONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
         let fd = rustix::fs::openat(&self.fd, name, flags, Mode::empty()).ok()?;
         let stat = rustix::fs::fstat(&fd).ok()?;
-        let spare = FileType::from_raw_mode(stat.st_mode) == FileType::RegularFile
-            && stat.st_uid == rustix::process::geteuid().as_raw()
-            && stat.st_nlink == 1
-            && stat.st_size == 0
-            && stat.st_mode & 0o7777 == mode;
-        spare.then_some(fd)
+        is_spare(&stat, mode).then_some(fd)
     }
 
     /// After [`Dir::replace`] left old files under the temporary names of
     /// `names` (in a folder the daemon serves): removes them and leaves an
-    /// empty file at each for the next write to fill. To run under the
-    /// lock that writers of these files take, after the answer is sent.
-    pub fn tidy(&self, names: &[&str]) {
-        self.tidy_with(names, || Some(()));
-    }
-
-    /// [`Dir::tidy`], when there is something to tidy, under what `lock`
-    /// takes (nothing is done when it cannot be taken).
-    pub fn tidy_with<T>(&self, names: &[&str], lock: impl FnOnce() -> Option<T>) {
+    /// empty file at each for the next write to fill ([`Dir::spare`]).
+    /// Only when there is something to tidy, and only under what `lock`
+    /// takes (the lock that writers of these files take); nothing is done
+    /// when it cannot be taken.
+    pub fn tidy<T>(&self, names: &[&str], lock: impl FnOnce() -> Option<T>) {
         if !self.untidy.load(Ordering::Relaxed) {
             return;
         }
@@ -645,7 +636,7 @@ impl Dir {
         for name in names {
             let tmp = format!(".{name}.tmp");
             match rustix::fs::statat(&self.fd, &tmp, AtFlags::SYMLINK_NOFOLLOW) {
-                Ok(stat) if stat.st_size == 0 && stat.st_nlink == 1 => continue,
+                Ok(stat) if is_spare(&stat, mode) => continue,
                 Ok(_) => {
                     if rustix::fs::unlinkat(&self.fd, &tmp, AtFlags::empty()).is_err() {
                         continue;
@@ -752,18 +743,8 @@ impl Dir {
                     Some(what) => what,
                 },
                 Err(Errno::NOENT) => {
-                    let create = OFlags::RDWR
-                        | OFlags::CREATE
-                        | OFlags::EXCL
-                        | OFlags::NOFOLLOW
-                        | OFlags::CLOEXEC;
-                    let mode = Mode::from_raw_mode(self.lock_mode(name));
-                    match rustix::fs::openat(&self.fd, name, create, mode) {
-                        Ok(fd) => {
-                            rustix::fs::fchmod(&fd, mode)
-                                .map_err(|e| Error::io(&path, e.into()))?;
-                            return Ok(fd);
-                        }
+                    match create_exclusive(self.fd(), name, self.lock_mode(name)) {
+                        Ok(fd) => return Ok(fd),
                         // Made by another process meanwhile.
                         Err(Errno::EXIST) => continue,
                         Err(e) => return Err(Error::io(&path, e.into())),
@@ -914,13 +895,23 @@ fn not_regular_stat(stat: &rustix::fs::Stat) -> Option<&'static str> {
 }
 
 fn create_exclusive(dir: BorrowedFd<'_>, name: &str, mode: u32) -> rustix::io::Result<OwnedFd> {
-    let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let flags = OFlags::RDWR | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
     let fd = rustix::fs::openat(dir, name, flags, Mode::from_raw_mode(mode))?;
     // Created just now, so ours: the umask may have taken bits away, and
     // other users (and genv 1.4.3, which rewrites in place) need to write
     // this file too.
     rustix::fs::fchmod(&fd, Mode::from_raw_mode(mode))?;
     Ok(fd)
+}
+
+/// A file [`Dir::tidy`] readied for a write: this process's, regular, of
+/// `mode`, with one name and nothing in it.
+fn is_spare(stat: &rustix::fs::Stat, mode: u32) -> bool {
+    FileType::from_raw_mode(stat.st_mode) == FileType::RegularFile
+        && stat.st_uid == rustix::process::geteuid().as_raw()
+        && stat.st_nlink == 1
+        && stat.st_size == 0
+        && stat.st_mode & 0o7777 == mode
 }
 
 /// Creates a folder and its missing parents; only a folder made here has

@@ -229,7 +229,7 @@ impl StateDir {
     /// make the files themselves, as a change does outside the daemon.
     pub fn tidy(&self) {
         if let Ok(root) = self.root_dir() {
-            root.tidy_with(&[ENVS_FILE, DEVICES_FILE], || {
+            root.tidy(&[ENVS_FILE, DEVICES_FILE], || {
                 StateDir::lock_file(
                     root,
                     DAEMON_LOCK_FILE,
